@@ -1,0 +1,357 @@
+//! `replay` as a process: golden journals, divergences, export/import, locked and damaged
+//! journals.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use validator::journal::Journal;
+use validator::synth::{JournalSpec, generate_journal};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/journals")
+}
+
+fn replay(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replay"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(bytes) = stdin {
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn goldens() -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 5);
+    paths
+}
+
+#[test]
+fn every_golden_journal_replays_with_exit_0() {
+    for path in goldens() {
+        let output = replay(
+            &["--from-block", "0", "--events", path.to_str().unwrap()],
+            None,
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            text(&output.stderr)
+        );
+        assert!(text(&output.stdout).contains("all recorded results match"));
+        let json = replay(
+            &[
+                "--from-block",
+                "0",
+                "--events",
+                path.to_str().unwrap(),
+                "--json",
+            ],
+            None,
+        );
+        let last = text(&json.stdout).lines().last().unwrap().to_owned();
+        let summary: serde_json::Value = serde_json::from_str(&last).unwrap();
+        assert_eq!(summary["status"], "match");
+    }
+}
+
+#[test]
+fn one_altered_loss_is_a_divergence_with_exit_1() {
+    let original = std::fs::read_to_string(fixtures().join("two_competitions.jsonl")).unwrap();
+    // uid 1's first loss in step 0 is 2.125 and beats uid 0's discounted 2.2275; make it lose.
+    let mut lines: Vec<String> = original.lines().map(str::to_owned).collect();
+    let target = lines
+        .iter_mut()
+        .find(|l| {
+            l.contains("\"losses_computed\"") && l.contains("\"step\":0") && l.contains("\"uid\":1")
+        })
+        .unwrap();
+    assert!(target.contains("[2.125,"), "{target}");
+    *target = target.replacen("[2.125,", "[2.5,", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("altered.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let output = replay(
+        &["--from-block", "0", "--events", path.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("DIVERGENCE at block 110"), "{stdout}");
+    assert!(
+        stdout.contains("step 0")
+            && stdout.contains("uid 0")
+            && stdout.contains("wins journaled 2 but recomputed 3"),
+        "{stdout}"
+    );
+    // From a later block, the altered step is folded but not checked... and the later steps,
+    // whose weights inherit it, still diverge.
+    let later = replay(
+        &["--from-block", "200", "--events", path.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(later.status.code(), Some(1));
+}
+
+fn import(db: &Path, jsonl: &[u8]) {
+    let output = replay(&["import", "--db", db.to_str().unwrap()], Some(jsonl));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+}
+
+fn export(db: &Path, from_block: u64) -> Vec<u8> {
+    let output = replay(
+        &[
+            "export",
+            "--db",
+            db.to_str().unwrap(),
+            "--from-block",
+            &from_block.to_string(),
+        ],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    output.stdout
+}
+
+#[test]
+fn export_import_export_is_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    // A generated journal with checkpoints, and every golden journal.
+    let generated = dir.path().join("generated");
+    generate_journal(
+        &generated,
+        JournalSpec {
+            steps: 60,
+            samples: 7,
+            checkpoint_every_steps: 10,
+            ..JournalSpec::default()
+        },
+    )
+    .unwrap();
+    let mut sources = vec![export(&generated, 0)];
+    for path in goldens() {
+        let db = dir.path().join(path.file_stem().unwrap());
+        import(&db, &std::fs::read(&path).unwrap());
+        sources.push(export(&db, 0));
+    }
+    for (index, first) in sources.iter().enumerate() {
+        let db = dir.path().join(format!("again{index}"));
+        import(&db, first);
+        let second = export(&db, 0);
+        assert!(first == &second, "export {index} changed on a round trip");
+        assert!(!first.is_empty());
+    }
+    assert!(text(&sources[0]).contains("\"checkpoint\""));
+}
+
+#[test]
+fn a_partial_export_replays_on_its_own_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal");
+    let state = generate_journal(
+        &db,
+        JournalSpec {
+            steps: 40,
+            samples: 5,
+            checkpoint_every_steps: 10,
+            ..JournalSpec::default()
+        },
+    )
+    .unwrap();
+    let last_block = state.position.unwrap().block;
+    let from = last_block / 2;
+    let partial = export(&db, from);
+    let path = dir.path().join("partial.jsonl");
+    std::fs::write(&path, &partial).unwrap();
+    assert!(
+        text(&partial)
+            .lines()
+            .next()
+            .unwrap()
+            .contains("\"checkpoint\"")
+    );
+    let output = replay(
+        &[
+            "--from-block",
+            &from.to_string(),
+            "--events",
+            path.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    // A partial export cannot be replayed from genesis.
+    let output = replay(
+        &["--from-block", "0", "--events", path.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("not at genesis"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn replay_of_a_db_uses_checkpoints_and_matches_a_full_refold() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal");
+    let state = generate_journal(
+        &db,
+        JournalSpec {
+            steps: 50,
+            samples: 6,
+            checkpoint_every_steps: 10,
+            ..JournalSpec::default()
+        },
+    )
+    .unwrap();
+    let from = (state.position.unwrap().block * 3 / 4).to_string();
+    let db = db.to_str().unwrap();
+    let with = replay(&["--from-block", &from, "--db", db, "--json"], None);
+    let without = replay(
+        &[
+            "--from-block",
+            &from,
+            "--db",
+            db,
+            "--json",
+            "--no-checkpoints",
+        ],
+        None,
+    );
+    assert_eq!(with.status.code(), Some(0), "{}", text(&with.stderr));
+    assert_eq!(without.status.code(), Some(0));
+    let steps = |output: &Output| -> Vec<String> {
+        text(&output.stdout)
+            .lines()
+            .filter(|l| l.contains("\"step\""))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(!steps(&with).is_empty());
+    assert_eq!(steps(&with), steps(&without));
+    let summary = |output: &Output| -> serde_json::Value {
+        serde_json::from_str(text(&output.stdout).lines().last().unwrap()).unwrap()
+    };
+    assert!(summary(&with)["started_from"].is_object());
+    assert!(summary(&without)["started_from"].is_null());
+    assert!(
+        summary(&with)["records_folded"].as_u64() < summary(&without)["records_folded"].as_u64()
+    );
+}
+
+#[test]
+fn replay_never_changes_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal");
+    generate_journal(
+        &db,
+        JournalSpec {
+            steps: 20,
+            samples: 4,
+            checkpoint_every_steps: 5,
+            ..JournalSpec::default()
+        },
+    )
+    .unwrap();
+    let before = export(&db, 0);
+    let output = replay(&["--from-block", "0", "--db", db.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(export(&db, 0), before);
+}
+
+#[test]
+fn a_journal_held_by_another_process_is_reported_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal");
+    let _held = Journal::open(&db).unwrap();
+    let output = replay(&["--from-block", "0", "--db", db.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("locked by another process") && stderr.contains("cp -r"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_damaged_and_foreign_journals_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = replay(&["--db", dir.path().join("absent").to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(text(&output.stderr).contains("no journal at"));
+
+    std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+    let output = replay(&["--db", dir.path().to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(text(&output.stderr).contains("is not a journal"));
+
+    let db = dir.path().join("journal");
+    generate_journal(
+        &db,
+        JournalSpec {
+            steps: 3,
+            samples: 2,
+            ..JournalSpec::default()
+        },
+    )
+    .unwrap();
+    {
+        let sled = sled::open(&db).unwrap();
+        let events = sled.open_tree("events").unwrap();
+        let (key, value) = events.iter().nth(5).unwrap().unwrap();
+        let mut value = value.to_vec();
+        value[7] ^= 0xff;
+        events.insert(key, value).unwrap();
+        sled.flush().unwrap();
+    }
+    let output = replay(&["--db", db.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("corrupt") && stderr.contains("checksum"),
+        "{stderr}"
+    );
+
+    let output = replay(
+        &["--events", dir.path().join("notes.txt").to_str().unwrap()],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("line 1"));
+}
+
+#[test]
+fn import_refuses_a_journal_that_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal");
+    let golden = std::fs::read(goldens()[0].clone()).unwrap();
+    import(&db, &golden);
+    let output = replay(&["import", "--db", db.to_str().unwrap()], Some(&golden));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("already holds a journal"));
+}

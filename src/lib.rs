@@ -1,0 +1,25 @@
+//! A reproducible validator for a Bittensor fine-tuning subnet.
+//!
+//! # Module map
+//!
+//! - [`machine`]: the pure core. Events, the folded [`machine::State`], and
+//!   [`machine::apply`]; scoring (N's `iswin`/`compute_wins`), weights (softmax, moving
+//!   average, winner-takes-all, bittensor's u16 form), ModelId parsing. No I/O.
+//! - [`hashing`]: N's hashes of strings and bytes and the successor's block-hash seed.
+//! - [`codec`]: the binary form of journal records and checkpoints (schema version, checksum).
+//! - [`journal`]: the sled journal: typed trees, atomic append + flush, checkpoints, locks.
+//! - [`jsonl`]: the JSON Lines form of a journal (exports, golden journals).
+//! - [`recorder`]: append-then-fold, the one way events enter a journal and the state.
+//! - [`replay`]: re-folds a journal and compares every recorded step and weight vector.
+//! - [`whatif`]: `validator score`, one scoring step as JSON in and out.
+//! - [`synth`]: generated journals for benchmarks and tests.
+
+pub mod codec;
+pub mod hashing;
+pub mod journal;
+pub mod jsonl;
+pub mod machine;
+pub mod recorder;
+pub mod replay;
+pub mod synth;
+pub mod whatif;

@@ -1,0 +1,316 @@
+//! Every input the validator acts on, as journaled. Schema version [`SCHEMA_VERSION`].
+//!
+//! An event carries no block of its own: the journal record around it does (the block at which
+//! the validator observed or produced it). Events are never rewritten; a new schema version adds
+//! an upgrade from the old one in the journal codec.
+
+use serde::{Deserialize, Serialize};
+
+use super::model_id::HashKind;
+use super::params::{CompetitionId, MechanismParams};
+use super::wire::{LossVec, RawBytes, Samples};
+
+/// The version of the event and state encodings written by this build.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// One journaled event with its position: `(block, seq)` orders the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Block at which the validator observed or produced the event.
+    pub block: u64,
+    /// Position in the journal, unique and increasing across the whole journal.
+    pub seq: u64,
+    /// What happened.
+    pub event: Event,
+}
+
+/// Where a record sits in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Position {
+    /// Block of the record.
+    pub block: u64,
+    /// Sequence number of the record.
+    pub seq: u64,
+}
+
+impl Record {
+    /// The record's position.
+    pub fn position(&self) -> Position {
+        Position {
+            block: self.block,
+            seq: self.seq,
+        }
+    }
+}
+
+/// An input or decision of the validator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// The subnet's metagraph was read from chain.
+    MetagraphObserved(MetagraphObserved),
+    /// A hotkey's commitment was read from chain.
+    CommitmentObserved(CommitmentObserved),
+    /// N's start-up "sync to consensus": seed weights and eval sets from the metagraph.
+    ConsensusSeeded(ConsensusSeeded),
+    /// A committed model was downloaded and its hash and checks passed.
+    ModelVerified(ModelVerified),
+    /// A committed model was refused for good (until its commitment changes).
+    ModelRejected(ModelRejected),
+    /// An evaluation step began; its participants are fixed from here.
+    StepStarted(StepStarted),
+    /// The step's prompt/response batch.
+    BatchFetched(BatchFetched),
+    /// One model's per-sample losses on the step's batch.
+    LossesComputed(LossesComputed),
+    /// The step ended; `recorded` is what the live validator computed.
+    StepCompleted(StepCompleted),
+    /// The step ended without scoring (timeout, no data); the round-robin still advances.
+    StepAbandoned(StepAbandoned),
+    /// Weights were sent to chain.
+    WeightsSubmitted(WeightsSubmitted),
+    /// The mechanism parameters changed from this point on.
+    ParamsChanged(ParamsChanged),
+}
+
+impl Event {
+    /// The snake-case name used in JSON and in reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::MetagraphObserved(_) => "metagraph_observed",
+            Event::CommitmentObserved(_) => "commitment_observed",
+            Event::ConsensusSeeded(_) => "consensus_seeded",
+            Event::ModelVerified(_) => "model_verified",
+            Event::ModelRejected(_) => "model_rejected",
+            Event::StepStarted(_) => "step_started",
+            Event::BatchFetched(_) => "batch_fetched",
+            Event::LossesComputed(_) => "losses_computed",
+            Event::StepCompleted(_) => "step_completed",
+            Event::StepAbandoned(_) => "step_abandoned",
+            Event::WeightsSubmitted(_) => "weights_submitted",
+            Event::ParamsChanged(_) => "params_changed",
+        }
+    }
+}
+
+/// The metagraph of the subnet at a block. Index `i` of every vector is uid `i`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetagraphObserved {
+    /// The subnet.
+    pub netuid: u16,
+    /// Hotkey (SS58) of each uid; its length is the metagraph size `SubnetworkN`.
+    pub hotkeys: Vec<String>,
+    /// `Consensus`, u16-normalised as on chain.
+    pub consensus: Vec<u16>,
+    /// `Incentive`, u16-normalised as on chain.
+    pub incentive: Vec<u16>,
+    /// Stake of each hotkey on the subnet, in rao.
+    pub stake: Vec<u64>,
+    /// `ValidatorPermit`.
+    pub validator_permit: Vec<bool>,
+    /// `LastUpdate`, a block per uid.
+    pub last_update: Vec<u64>,
+    /// The subnet's tempo in blocks.
+    pub tempo: u16,
+}
+
+/// The kind of the first field of a `Commitments.CommitmentOf` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitmentField {
+    /// `Raw{len}` bytes: what miners commit.
+    Raw(RawBytes),
+    /// Any other `Data` variant (`None`, a hash, `TimelockEncrypted`, `BigRaw`, ...), by name.
+    Other(String),
+    /// The commitment has no fields at all.
+    Empty,
+}
+
+/// A hotkey's commitment as read from chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitmentObserved {
+    /// The committing hotkey (SS58).
+    pub hotkey: String,
+    /// The block the commitment was made at (`Registration.block`).
+    pub block_commit: u64,
+    /// The first field, unparsed: the fold parses it, so parsing replays too.
+    pub field: CommitmentField,
+}
+
+/// N's start-up sync: weights := consensus; eval sets := top `sample_min` by consensus per
+/// competition; models committed before `nearest_tempo(start, tempo, block - tempo)` are not
+/// fetched as new ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusSeeded {}
+
+/// A committed model passed download, hash and checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelVerified {
+    /// The miner's hotkey.
+    pub hotkey: String,
+    /// Which commitment was verified (its block).
+    pub block_commit: u64,
+    /// Which hash matched.
+    pub hash_kind: HashKind,
+}
+
+/// Why a model was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionCode {
+    /// Neither the plain nor the salted directory hash matches the commitment.
+    HashMismatch,
+    /// The repository is over the competition's size cap.
+    RepoTooLarge,
+    /// More parameters than the competition allows.
+    TooManyParameters,
+    /// The weight-norm check failed.
+    NormCheck,
+    /// An architecture or configuration flag we do not evaluate.
+    UnsupportedArchitecture,
+    /// Hostile or malformed repository content (paths, symlinks, sizes, headers).
+    MalformedRepo,
+    /// The repository or revision does not exist.
+    NotFound,
+}
+
+/// A committed model was refused; it is not fetched again until the commitment changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRejected {
+    /// The miner's hotkey.
+    pub hotkey: String,
+    /// Which commitment was refused (its block).
+    pub block_commit: u64,
+    /// The class of refusal.
+    pub code: RejectionCode,
+    /// A sentence for operators and miners.
+    pub detail: String,
+}
+
+/// A step begins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepStarted {
+    /// The step number (N's `global_step`).
+    pub step: u64,
+    /// The competition the live validator chose; the fold checks it.
+    pub competition: CompetitionId,
+}
+
+/// Where a batch came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The data source's name.
+    pub source: String,
+    /// The seed that chose runs, files and rows, in decimal; empty when there was none.
+    pub seed: String,
+    /// Run ids, file names at revisions, history steps: what was read.
+    pub references: Vec<String>,
+}
+
+/// The step's evaluation data, journaled before any model sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchFetched {
+    /// The step this batch belongs to.
+    pub step: u64,
+    /// Where it came from.
+    pub provenance: Provenance,
+    /// The samples, in evaluation order.
+    pub samples: Samples,
+}
+
+/// The result of evaluating one model on a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalOutcome {
+    /// One loss per sample, `+inf` where that sample failed.
+    Losses(LossVec),
+    /// The model could not be evaluated at all (N: losses `[]`, it plays no matches).
+    Failed(String),
+}
+
+/// One model's losses on the step's batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossesComputed {
+    /// The step.
+    pub step: u64,
+    /// The uid evaluated.
+    pub uid: u16,
+    /// The uid's hotkey at the step's start.
+    pub hotkey: String,
+    /// The committed hash of the model evaluated.
+    pub model_hash: String,
+    /// The losses, or why there are none.
+    pub outcome: EvalOutcome,
+}
+
+/// What a step computed. The fold recomputes it; replay compares the two.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The competition scored.
+    pub competition: CompetitionId,
+    /// Participants, ascending.
+    pub uids: Vec<u16>,
+    /// Head-to-head wins of each participant.
+    pub wins: Vec<u64>,
+    /// Matches each participant played.
+    pub matches: Vec<u64>,
+    /// `wins / matches` (0 without matches).
+    pub win_rate: Vec<f64>,
+    /// The validator's whole weight vector after the step, one entry per metagraph uid.
+    pub weights: Vec<f64>,
+    /// The eval set kept for the competition's next step, ascending.
+    pub eval_next: Vec<u16>,
+}
+
+/// A step ended and was scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepCompleted {
+    /// The step.
+    pub step: u64,
+    /// What the live validator computed.
+    pub recorded: StepRecord,
+}
+
+/// A step ended without scoring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepAbandoned {
+    /// The step.
+    pub step: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// What the chain said to a weight submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmitOutcome {
+    /// Included in a block.
+    Included {
+        /// The block that included it.
+        block: u64,
+    },
+    /// The chain refused it (its error, decoded).
+    Refused(String),
+    /// It did not reach a decision (timeout, connection).
+    Failed(String),
+}
+
+/// Weights sent to chain, in the chain's u16 form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightsSubmitted {
+    /// Destination uids, ascending and unique.
+    pub uids: Vec<u16>,
+    /// Weights, the largest 65535.
+    pub weights: Vec<u16>,
+    /// `version_key` sent with them.
+    pub version_key: u64,
+    /// The chain's answer.
+    pub outcome: SubmitOutcome,
+}
+
+/// New mechanism parameters, in force from this record on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamsChanged {
+    /// The complete new parameter set.
+    pub params: MechanismParams,
+}

@@ -1,0 +1,45 @@
+//! The pure core: events, state, and the fold that turns one into the other.
+//!
+//! Architecture invariant: nothing in this module does I/O, reads a clock, draws randomness or
+//! awaits. Block heights and seeds arrive inside events. Iteration order is explicit (`BTreeMap`,
+//! `BTreeSet`, uid-indexed `Vec`), and floating point that decides weights is f64 with `libm`'s
+//! `exp`, so a fold gives the same bits on every machine. `tests/tidy.rs` guards this.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::float_cmp_const
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::float_cmp,
+        clippy::cast_precision_loss,
+        clippy::field_reassign_with_default
+    )
+)]
+
+pub mod event;
+pub mod fold;
+pub mod model_id;
+pub mod numbers;
+pub mod params;
+pub mod scoring;
+pub mod state;
+pub mod step;
+pub mod weights;
+pub mod wire;
+
+pub use event::{Event, Position, Record, SCHEMA_VERSION, StepRecord};
+pub use fold::{Outcome, apply, fold};
+pub use params::{CompetitionId, MechanismParams};
+pub use state::State;

@@ -1,0 +1,357 @@
+//! Mechanism parameters: every constant that decides weights, as data.
+//!
+//! The defaults are the original validator's (N, v0.2.7) constants. A change is journaled as a
+//! `ParamsChanged` event, so a replay applies it at the same point as the live validator did.
+
+use serde::{Deserialize, Serialize};
+
+use super::numbers::exact_f64;
+
+/// The identifier of a competition: N's short string (`l3`, `s1`, legacy `m1`) or the
+/// successor's integer, written in decimal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CompetitionId(pub String);
+
+impl CompetitionId {
+    /// Builds an id from anything string-like.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as written on chain.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CompetitionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How much an earlier commit's loss is discounted in a head-to-head comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpsilonRule {
+    /// N: a constant (0.01).
+    Fixed(f64),
+    /// The successor's `LinearDecay`: `start` at the commit block, falling linearly to `end`
+    /// over `decay_blocks` blocks.
+    LinearDecay {
+        /// Epsilon at the commit block.
+        start: f64,
+        /// Epsilon after `decay_blocks` blocks and forever after.
+        end: f64,
+        /// Length of the decay, in blocks.
+        decay_blocks: u64,
+    },
+}
+
+impl EpsilonRule {
+    /// Epsilon for a model committed at `block_commit`, judged at `block_current`.
+    ///
+    /// The arithmetic is the successor's, in the same order, so the result is bit-identical
+    /// to Python's: `start - min(max(cur - mb, 0) / D, 1) * (start - end)`.
+    pub fn epsilon(&self, block_current: u64, block_commit: u64) -> f64 {
+        match *self {
+            EpsilonRule::Fixed(epsilon) => epsilon,
+            EpsilonRule::LinearDecay {
+                start,
+                end,
+                decay_blocks,
+            } => {
+                let block_difference = block_current.saturating_sub(block_commit);
+                let block_adjustment =
+                    (exact_f64(block_difference) / exact_f64(decay_blocks)).min(1.0);
+                start - block_adjustment * (start - end)
+            }
+        }
+    }
+}
+
+/// One competition in a schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Competition {
+    /// The competition id miners commit to.
+    pub id: CompetitionId,
+    /// Share of the subnet's weight (N: l3 0.6, s1 0.4).
+    pub reward_percentage: f64,
+    /// Largest parameter count accepted (N: 8·1024³ for l3, 2·1024³ for s1).
+    pub max_parameters: u64,
+    /// Largest Hugging Face repository accepted, summed over every file, in bytes.
+    pub max_repo_bytes: u64,
+    /// The one architecture accepted (`LlamaForCausalLM`, `StableLmForCausalLM`).
+    pub architecture: String,
+    /// The fixed tokenizer every model is evaluated with, if any.
+    pub tokenizer: Option<String>,
+}
+
+/// The competitions active from `block_start` on, until the next entry starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleEntry {
+    /// First block at which this entry applies.
+    pub block_start: u64,
+    /// The competitions run round-robin, one per step, in this order.
+    pub competitions: Vec<Competition>,
+}
+
+/// How a step's win rates become weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsMode {
+    /// N: `softmax(win_rate / temperature)`, scaled by `n_competitions × reward_percentage`,
+    /// folded into one moving average over every uid.
+    Softmax,
+    /// The successor: every uid with the best win rate gets an equal share; one moving average
+    /// per competition; shares under `min_weight_threshold` are dropped before combining.
+    WinnerTakesAll {
+        /// The successor's 0.18.
+        min_weight_threshold: f64,
+    },
+}
+
+/// How a commitment string is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelIdFormat {
+    /// N: `ns:name:commit:hash:comp`, comp a string (missing or `None` means `m1`); the hash
+    /// may be the plain directory hash or the hotkey-salted one.
+    Original,
+    /// The successor: `ns:name:commit:secure_hash:comp_int`, the salted hash mandatory; a
+    /// 4-token string is legacy, competition 0, plain or salted hash.
+    Successor,
+}
+
+/// Every number and rule that decides weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MechanismParams {
+    /// Loss discount for the earlier commit.
+    pub epsilon: EpsilonRule,
+    /// Softmax temperature (N: 0.08).
+    pub temperature: f64,
+    /// Weight of the old value in the moving average (N: 0.9).
+    pub alpha: f64,
+    /// How many uids stay in a competition's eval set after a step (N: 5).
+    pub sample_min: u32,
+    /// Competition schedule by block, sorted by `block_start`.
+    pub schedule: Vec<ScheduleEntry>,
+    /// How win rates become weights.
+    pub weights_mode: WeightsMode,
+    /// Blocks a commitment must age before it is evaluated (N: 0; the successor: 460).
+    pub eval_delay_blocks: u64,
+    /// How commitments are parsed.
+    pub model_id_format: ModelIdFormat,
+    /// First block of the subnet, the origin of `nearest_tempo` (N: 2,225,782).
+    pub subnet_start_block: u64,
+}
+
+/// N's 15 GiB cap on a repository.
+pub const N_MAX_REPO_BYTES: u64 = 15 * 1024 * 1024 * 1024;
+
+impl Default for MechanismParams {
+    fn default() -> Self {
+        Self {
+            epsilon: EpsilonRule::Fixed(0.01),
+            temperature: 0.08,
+            alpha: 0.9,
+            sample_min: 5,
+            schedule: vec![ScheduleEntry {
+                block_start: 0,
+                competitions: vec![
+                    Competition {
+                        id: CompetitionId::new("l3"),
+                        reward_percentage: 0.6,
+                        max_parameters: 8 * 1024 * 1024 * 1024,
+                        max_repo_bytes: N_MAX_REPO_BYTES,
+                        architecture: "LlamaForCausalLM".into(),
+                        tokenizer: Some("NousResearch/Meta-Llama-3-8B-Instruct".into()),
+                    },
+                    Competition {
+                        id: CompetitionId::new("s1"),
+                        reward_percentage: 0.4,
+                        max_parameters: 2 * 1024 * 1024 * 1024,
+                        max_repo_bytes: N_MAX_REPO_BYTES,
+                        architecture: "StableLmForCausalLM".into(),
+                        tokenizer: Some("stabilityai/stablelm-2-zephyr-1_6b".into()),
+                    },
+                ],
+            }],
+            weights_mode: WeightsMode::Softmax,
+            eval_delay_blocks: 0,
+            model_id_format: ModelIdFormat::Original,
+            subnet_start_block: 2_225_782,
+        }
+    }
+}
+
+/// Why a parameter set was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid mechanism parameters: {0}")]
+pub struct InvalidParams(pub String);
+
+impl MechanismParams {
+    /// The competitions active at `block`: the last schedule entry that has started.
+    pub fn schedule_at(&self, block: u64) -> &[Competition] {
+        self.schedule
+            .iter()
+            .rev()
+            .find(|entry| entry.block_start <= block)
+            .map_or(&[], |entry| entry.competitions.as_slice())
+    }
+
+    /// The competition a step runs: round-robin over the active schedule by step number.
+    pub fn competition_for_step(&self, block: u64, step: u64) -> Option<&Competition> {
+        let active = self.schedule_at(block);
+        let count = u64::try_from(active.len())
+            .ok()
+            .filter(|count| *count > 0)?;
+        let index = usize::try_from(step % count).ok()?;
+        active.get(index)
+    }
+
+    /// Looks a competition up in the schedule active at `block`.
+    pub fn competition_at(&self, block: u64, id: &CompetitionId) -> Option<&Competition> {
+        self.schedule_at(block).iter().find(|c| &c.id == id)
+    }
+
+    /// Checks the invariants every rule relies on.
+    pub fn validate(&self) -> Result<(), InvalidParams> {
+        let fail = |why: String| Err(InvalidParams(why));
+        match self.epsilon {
+            EpsilonRule::Fixed(epsilon) if !(0.0..1.0).contains(&epsilon) => {
+                return fail(format!("epsilon {epsilon} is outside [0, 1)"));
+            }
+            EpsilonRule::LinearDecay {
+                start,
+                end,
+                decay_blocks,
+            } => {
+                if !(0.0..1.0).contains(&start) || !(0.0..1.0).contains(&end) {
+                    return fail(format!("epsilon decay {start} -> {end} leaves [0, 1)"));
+                }
+                if decay_blocks == 0 {
+                    return fail("epsilon decay over 0 blocks".into());
+                }
+            }
+            EpsilonRule::Fixed(_) => {}
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return fail(format!("temperature {} is not positive", self.temperature));
+        }
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return fail(format!("alpha {} is outside [0, 1]", self.alpha));
+        }
+        if let WeightsMode::WinnerTakesAll {
+            min_weight_threshold,
+        } = self.weights_mode
+            && !(0.0..1.0).contains(&min_weight_threshold)
+        {
+            return fail(format!(
+                "min weight threshold {min_weight_threshold} is outside [0, 1)"
+            ));
+        }
+        if self.schedule.is_empty() {
+            return fail("the competition schedule is empty".into());
+        }
+        let mut block_previous = None;
+        for entry in &self.schedule {
+            if block_previous.is_some_and(|previous| previous >= entry.block_start) {
+                return fail("schedule entries are not in increasing block order".into());
+            }
+            block_previous = Some(entry.block_start);
+            if entry.competitions.is_empty() {
+                return fail(format!(
+                    "the schedule entry at block {} has no competitions",
+                    entry.block_start
+                ));
+            }
+            let mut share_total = 0.0;
+            for (index, competition) in entry.competitions.iter().enumerate() {
+                if competition.id.0.is_empty() {
+                    return fail("a competition has an empty id".into());
+                }
+                let later = entry.competitions.iter().skip(index + 1);
+                if later.into_iter().any(|other| other.id == competition.id) {
+                    return fail(format!("competition {} is listed twice", competition.id));
+                }
+                if !(competition.reward_percentage.is_finite()
+                    && competition.reward_percentage > 0.0)
+                {
+                    return fail(format!(
+                        "competition {} has reward percentage {}",
+                        competition.id, competition.reward_percentage
+                    ));
+                }
+                share_total += competition.reward_percentage;
+            }
+            // N asserts `math.isclose(sum, 1.0)`; its default tolerance is 1e-9 relative.
+            if (share_total - 1.0).abs() > 1e-9 {
+                return fail(format!(
+                    "reward percentages at block {} sum to {share_total}, not 1",
+                    entry.block_start
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_n() {
+        let params = MechanismParams::default();
+        params.validate().unwrap();
+        let ids: Vec<_> = params
+            .schedule_at(0)
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(ids, ["l3", "s1"]);
+        assert_eq!(params.competition_for_step(5, 0).unwrap().id.as_str(), "l3");
+        assert_eq!(params.competition_for_step(5, 3).unwrap().id.as_str(), "s1");
+    }
+
+    #[test]
+    fn linear_decay_matches_the_successor() {
+        let rule = EpsilonRule::LinearDecay {
+            start: 0.05,
+            end: 0.01,
+            decay_blocks: 21_600,
+        };
+        assert_eq!(rule.epsilon(1000, 1000), 0.05);
+        assert_eq!(rule.epsilon(900, 1000), 0.05);
+        // Python: 0.05 - min(10800 / 21600, 1) * (0.05 - 0.01)
+        assert_eq!(rule.epsilon(11_800, 1000), 0.05 - 0.5 * (0.05 - 0.01));
+        assert_eq!(rule.epsilon(100_000, 1000), 0.05 - (0.05 - 0.01));
+    }
+
+    #[test]
+    fn schedule_switches_by_block() {
+        let mut params = MechanismParams::default();
+        let mut later = params.schedule[0].clone();
+        later.block_start = 100;
+        later.competitions.truncate(1);
+        later.competitions[0].reward_percentage = 1.0;
+        params.schedule.push(later);
+        params.validate().unwrap();
+        assert_eq!(params.schedule_at(99).len(), 2);
+        assert_eq!(params.schedule_at(100).len(), 1);
+        params.schedule.swap(0, 1);
+        assert!(params.validate().is_err());
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        let mut params = MechanismParams::default();
+        params.temperature = 0.0;
+        assert!(params.validate().is_err());
+        let mut params = MechanismParams::default();
+        params.schedule[0].competitions[0].reward_percentage = 0.7;
+        assert!(params.validate().is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! The validator's state: everything the fold derives from the journal, and nothing else.
+//!
+//! Every collection is a `BTreeMap`, `BTreeSet` or a `Vec` indexed by uid, so iteration order
+//! is the key order and never depends on hashing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{CommitmentField, EvalOutcome, MetagraphObserved, Position, RejectionCode};
+use super::model_id::{CommitmentInvalid, HashKind, ModelId};
+use super::params::{CompetitionId, MechanismParams};
+
+/// The folded state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct State {
+    /// Parameters in force.
+    pub params: MechanismParams,
+    /// The last record folded.
+    pub position: Option<Position>,
+    /// The latest metagraph.
+    pub metagraph: Option<Metagraph>,
+    /// What we know of each hotkey that ever committed, by SS58 address.
+    pub hotkeys: BTreeMap<String, HotkeyRecord>,
+    /// Eval sets, pending uids and trackers, by competition.
+    pub competitions: BTreeMap<CompetitionId, CompetitionState>,
+    /// The weight vector set on chain, one entry per uid (N's `self.weights`).
+    pub weights: Vec<f64>,
+    /// The number of the next step (N's `global_step`).
+    pub step_next: u64,
+    /// The step in progress, if any.
+    pub step_open: Option<OpenStep>,
+    /// Commitments older than this are not fetched as new models (N's `set_min_block`).
+    pub block_commit_min: Option<u64>,
+    /// Block of the last weight submission the chain included.
+    pub block_weights_included: Option<u64>,
+}
+
+/// The latest metagraph and the block it was read at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metagraph {
+    /// Block of the observation.
+    pub block: u64,
+    /// The observation itself.
+    pub observed: MetagraphObserved,
+}
+
+impl Metagraph {
+    /// `SubnetworkN`: the number of uids.
+    pub fn size(&self) -> usize {
+        self.observed.hotkeys.len()
+    }
+
+    /// The hotkey at `uid`.
+    pub fn hotkey(&self, uid: u16) -> Option<&str> {
+        self.observed
+            .hotkeys
+            .get(usize::from(uid))
+            .map(String::as_str)
+    }
+
+    /// The uid of `hotkey` (the lowest, should a hotkey appear twice).
+    pub fn uid_of(&self, hotkey: &str) -> Option<u16> {
+        let index = self.observed.hotkeys.iter().position(|h| h == hotkey)?;
+        u16::try_from(index).ok()
+    }
+}
+
+/// Where a hotkey's latest commitment stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitmentStatus {
+    /// It cannot name an evaluable model; it is never fetched.
+    Invalid(CommitmentInvalid),
+    /// Waiting for download and verification.
+    Unverified,
+    /// Downloaded, hash and checks passed.
+    Verified,
+    /// Refused; not fetched again until the commitment changes.
+    Rejected {
+        /// The class of refusal.
+        code: RejectionCode,
+        /// A sentence saying why.
+        detail: String,
+    },
+}
+
+/// A hotkey's latest commitment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitmentState {
+    /// The commit block.
+    pub block_commit: u64,
+    /// The block it was first observed at.
+    pub block_observed: u64,
+    /// The field as observed.
+    pub field: CommitmentField,
+    /// The parsed id, when the string parses (even if it is not evaluable).
+    pub model_id: Option<ModelId>,
+    /// Where it stands.
+    pub status: CommitmentStatus,
+}
+
+/// The model N's tracker holds for a hotkey: its last verified commitment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackedModel {
+    /// The model.
+    pub model_id: ModelId,
+    /// Its commit block.
+    pub block_commit: u64,
+    /// Which hash verified it.
+    pub hash_kind: HashKind,
+}
+
+impl TrackedModel {
+    /// The committed hash (present: only evaluable ids are verified).
+    pub fn hash(&self) -> &str {
+        self.model_id.hash.as_deref().unwrap_or("")
+    }
+}
+
+/// One hotkey.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HotkeyRecord {
+    /// The latest commitment observed.
+    pub commitment: Option<CommitmentState>,
+    /// The last verified model. A newer commitment that fails verification leaves it in
+    /// place, as N's model tracker does.
+    pub model: Option<TrackedModel>,
+}
+
+/// Per-competition state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CompetitionState {
+    /// Uids evaluated at the competition's next step (N's `uids_to_eval`).
+    pub eval_set: BTreeSet<u16>,
+    /// Uids with newly verified models, merged into the eval set at the next step.
+    pub pending: BTreeSet<u16>,
+    /// The successor's moving average for this competition (winner-takes-all mode only).
+    pub tracker: Option<Vec<f64>>,
+}
+
+/// Why a participant has no model to evaluate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Absence {
+    /// The hotkey has no verified model.
+    NoModel,
+    /// Another participant holds the same committed hash with an older (or equal and
+    /// earlier-listed) commit block.
+    DuplicateOf(u16),
+    /// The model was committed to another competition.
+    OtherCompetition(CompetitionId),
+}
+
+/// A participant's model, as fixed at step start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entry {
+    /// A model to evaluate.
+    Model {
+        /// Its committed hash.
+        model_hash: String,
+        /// Its commit block.
+        block_commit: u64,
+        /// Its repository and revision, for the evaluator.
+        model_id: ModelId,
+    },
+    /// Nothing to evaluate: losses `[]`, commit block +infinity.
+    Absent(Absence),
+}
+
+/// One uid in a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Participant {
+    /// The uid.
+    pub uid: u16,
+    /// Its hotkey at step start.
+    pub hotkey: String,
+    /// Its model.
+    pub entry: Entry,
+    /// Its evaluation, once journaled.
+    pub outcome: Option<EvalOutcome>,
+}
+
+/// The step in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenStep {
+    /// The step number.
+    pub step: u64,
+    /// Block at which it started; the "current block" of epsilon decay.
+    pub block_start: u64,
+    /// The competition scored.
+    pub competition: CompetitionId,
+    /// `n_competitions × reward_percentage`.
+    pub scale: f64,
+    /// Metagraph size at step start: the length of the step's weight vector.
+    pub size: usize,
+    /// Participants, ascending by uid.
+    pub participants: Vec<Participant>,
+    /// Number of samples in the step's batch, once fetched.
+    pub batch_size: Option<usize>,
+}
+
+impl State {
+    /// The genesis state with N's parameters.
+    pub fn new(params: MechanismParams) -> Self {
+        Self {
+            params,
+            ..Self::default()
+        }
+    }
+
+    /// Commitments that await download and verification, by hotkey, for the runner: evaluable,
+    /// unverified, in a competition active at `block`, and not older than the minimum commit
+    /// block (unless the hotkey's uid is already in that competition's eval set, as N syncs
+    /// consensus models before setting its minimum).
+    pub fn commitments_to_verify(&self, block: u64) -> Vec<(&str, &CommitmentState)> {
+        self.hotkeys
+            .iter()
+            .filter_map(|(hotkey, record)| {
+                let commitment = record.commitment.as_ref()?;
+                let model_id = commitment.model_id.as_ref()?;
+                if commitment.status != CommitmentStatus::Unverified {
+                    return None;
+                }
+                self.params.competition_at(block, &model_id.competition)?;
+                let in_eval_set = self
+                    .metagraph
+                    .as_ref()
+                    .and_then(|m| m.uid_of(hotkey))
+                    .zip(self.competitions.get(&model_id.competition))
+                    .is_some_and(|(uid, c)| c.eval_set.contains(&uid));
+                let recent_enough = self
+                    .block_commit_min
+                    .is_none_or(|min| commitment.block_commit >= min);
+                (recent_enough || in_eval_set).then_some((hotkey.as_str(), commitment))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,214 @@
+//! One evaluation step: who takes part (fixed at step start) and how the step is scored.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use super::event::{EvalOutcome, StepRecord};
+use super::params::{CompetitionId, WeightsMode};
+use super::scoring::{Contestant, compute_wins};
+use super::state::{Absence, Entry, Metagraph, OpenStep, Participant, State};
+use super::weights::{
+    moving_average, record_tracker, step_weights_softmax, step_weights_winners, subnet_weights,
+};
+
+/// The successor keeps a model by its tracker weight when that weight is at least this.
+const TRACKER_PRIORITY_MIN: f64 = 0.001;
+
+/// Fixes the participants of a step, as N's `run_step` does before evaluating anything.
+///
+/// `uids` are visited in ascending order (N visits them in Python set order; ascending is the
+/// order CPython gives small integers in a fresh set, and it is our documented tie-break).
+/// Each uid's model is its hotkey's last verified one. Duplicates by committed hash follow N:
+/// a model meets the first earlier participant holding the same hash; the strictly older
+/// commit keeps it, and on equal blocks the earlier-listed uid keeps it. Only then are models
+/// of other competitions set aside.
+pub fn plan_participants(
+    state: &State,
+    metagraph: &Metagraph,
+    competition: &CompetitionId,
+    uids: &BTreeSet<u16>,
+) -> Vec<Participant> {
+    let mut participants: Vec<Participant> = Vec::with_capacity(uids.len());
+    for &uid in uids {
+        let Some(hotkey) = metagraph.hotkey(uid) else {
+            // Uids past the metagraph's end have no hotkey and cannot be evaluated.
+            continue;
+        };
+        let model = state.hotkeys.get(hotkey).and_then(|r| r.model.as_ref());
+        let mut entry = match model {
+            Some(model) => Entry::Model {
+                model_hash: model.hash().to_owned(),
+                block_commit: model.block_commit,
+                model_id: model.model_id.clone(),
+            },
+            None => Entry::Absent(Absence::NoModel),
+        };
+        if let Entry::Model {
+            model_hash,
+            block_commit,
+            ..
+        } = &entry
+        {
+            let holder = participants.iter_mut().find(|other| {
+                matches!(&other.entry, Entry::Model { model_hash: h, .. } if h == model_hash)
+            });
+            if let Some(other) = holder {
+                let other_block = match &other.entry {
+                    Entry::Model { block_commit, .. } => *block_commit,
+                    Entry::Absent(_) => u64::MAX,
+                };
+                if *block_commit < other_block {
+                    other.entry = Entry::Absent(Absence::DuplicateOf(uid));
+                } else {
+                    entry = Entry::Absent(Absence::DuplicateOf(other.uid));
+                }
+            }
+        }
+        participants.push(Participant {
+            uid,
+            hotkey: hotkey.to_owned(),
+            entry,
+            outcome: None,
+        });
+    }
+    for participant in &mut participants {
+        if let Entry::Model { model_id, .. } = &participant.entry
+            && &model_id.competition != competition
+        {
+            participant.entry =
+                Entry::Absent(Absence::OtherCompetition(model_id.competition.clone()));
+        }
+    }
+    participants
+}
+
+/// Scores a finished step and updates the weights, trackers and eval set, returning what was
+/// computed. The step's parameters are those in force now (a `ParamsChanged` inside a step
+/// applies to its scoring).
+pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
+    let competition = open.competition.clone();
+    if open.participants.is_empty() {
+        // N returns before scoring when there is nobody to evaluate.
+        let eval_next = state
+            .competitions
+            .get(&competition)
+            .map(|c| c.eval_set.iter().copied().collect())
+            .unwrap_or_default();
+        return StepRecord {
+            competition,
+            uids: Vec::new(),
+            wins: Vec::new(),
+            matches: Vec::new(),
+            win_rate: Vec::new(),
+            weights: state.weights.clone(),
+            eval_next,
+        };
+    }
+    let losses: Vec<Vec<f64>> = open
+        .participants
+        .iter()
+        .map(|p| match &p.outcome {
+            Some(EvalOutcome::Losses(losses)) => losses.to_f64(),
+            Some(EvalOutcome::Failed(_)) | None => Vec::new(),
+        })
+        .collect();
+    let contestants: Vec<Contestant<'_>> = open
+        .participants
+        .iter()
+        .zip(&losses)
+        .map(|(p, losses)| Contestant {
+            uid: p.uid,
+            block_commit: match &p.entry {
+                Entry::Model { block_commit, .. } => Some(*block_commit),
+                Entry::Absent(_) => None,
+            },
+            losses,
+        })
+        .collect();
+    let tallies = compute_wins(&contestants, &state.params.epsilon, open.block_start);
+    let uids: Vec<u16> = open.participants.iter().map(|p| p.uid).collect();
+    let win_rate: Vec<f64> = tallies.iter().map(|t| t.win_rate).collect();
+
+    let params = state.params.clone();
+    let eval_priority: Vec<f64> = match params.weights_mode {
+        WeightsMode::Softmax => {
+            let new =
+                step_weights_softmax(&uids, &win_rate, open.size, params.temperature, open.scale);
+            moving_average(&mut state.weights, &new, params.alpha);
+            win_rate.clone()
+        }
+        WeightsMode::WinnerTakesAll {
+            min_weight_threshold,
+        } => {
+            let new = step_weights_winners(&uids, &win_rate, open.size);
+            let tracker = &mut state
+                .competitions
+                .entry(competition.clone())
+                .or_default()
+                .tracker;
+            record_tracker(tracker, new, params.alpha);
+            let active = params.schedule_at(open.block_start);
+            for (id, competition_state) in &mut state.competitions {
+                if !active.iter().any(|c| &c.id == id) {
+                    competition_state.tracker = None;
+                }
+            }
+            // Take the active trackers out in schedule order, combine them, and put them back
+            // (the combination renormalises them in place, as the successor does).
+            let mut taken: Vec<(CompetitionId, Vec<f64>, f64)> = active
+                .iter()
+                .filter_map(|c| {
+                    let tracker = state.competitions.get_mut(&c.id)?.tracker.take()?;
+                    Some((c.id.clone(), tracker, c.reward_percentage))
+                })
+                .collect();
+            let mut trackers: Vec<(&mut Vec<f64>, f64)> = taken
+                .iter_mut()
+                .map(|(_, tracker, share)| (tracker, *share))
+                .collect();
+            state.weights = subnet_weights(&mut trackers, open.size, min_weight_threshold);
+            for (id, tracker, _) in taken {
+                state.competitions.entry(id).or_default().tracker = Some(tracker);
+            }
+            let tracker = state
+                .competitions
+                .get(&competition)
+                .and_then(|c| c.tracker.clone())
+                .unwrap_or_default();
+            uids.iter()
+                .zip(&win_rate)
+                .map(|(uid, rate)| {
+                    let weight = tracker.get(usize::from(*uid)).copied().unwrap_or(0.0);
+                    if weight >= TRACKER_PRIORITY_MIN {
+                        1.0 + weight
+                    } else {
+                        *rate
+                    }
+                })
+                .collect()
+        }
+    };
+
+    // N: `set(sorted(win_rate, key=win_rate.get, reverse=True)[:sample_min])`. Python's sort
+    // is stable with `reverse=True`, so equal keys keep participant (ascending uid) order.
+    let mut ranked: Vec<(u16, f64)> = uids.iter().copied().zip(eval_priority).collect();
+    ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal));
+    let keep = usize::try_from(params.sample_min).unwrap_or(usize::MAX);
+    let eval_next: BTreeSet<u16> = ranked.iter().take(keep).map(|(uid, _)| *uid).collect();
+    state
+        .competitions
+        .entry(competition.clone())
+        .or_default()
+        .eval_set
+        .clone_from(&eval_next);
+
+    StepRecord {
+        competition,
+        uids,
+        wins: tallies.iter().map(|t| t.wins).collect(),
+        matches: tallies.iter().map(|t| t.matches).collect(),
+        win_rate,
+        weights: state.weights.clone(),
+        eval_next: eval_next.into_iter().collect(),
+    }
+}

@@ -1,0 +1,111 @@
+//! Append, then fold: the one way events enter a journal and the state.
+//!
+//! [`Recorder::record`] writes a batch of events atomically and flushes it before folding any
+//! of them, so the state never holds something a crash could take back. On open the state is
+//! rebuilt from the latest checkpoint and the records after it; checkpoints are written every
+//! `checkpoint_every_steps` completed steps.
+
+use std::path::Path;
+
+use crate::journal::{Journal, JournalError};
+use crate::machine::event::{StepCompleted, StepRecord};
+use crate::machine::{Event, MechanismParams, Outcome, Position, Record, State, apply};
+
+/// The journal and the state folded from it.
+#[derive(Debug)]
+pub struct Recorder {
+    journal: Journal,
+    state: State,
+    checkpoint_every_steps: u64,
+    steps_since_checkpoint: u64,
+}
+
+impl Recorder {
+    /// Opens (or creates) the journal at `path` and folds it, starting from its latest
+    /// checkpoint. A new journal starts from N's parameters; other parameters are journaled
+    /// as a `ParamsChanged` event.
+    pub fn open(path: &Path, checkpoint_every_steps: u64) -> Result<Self, JournalError> {
+        let journal = Journal::open(path)?;
+        let mut state = journal
+            .checkpoint_before(u64::MAX)?
+            .unwrap_or_else(|| State::new(MechanismParams::default()));
+        let from = state
+            .position
+            .map_or(Position { block: 0, seq: 0 }, |p| Position {
+                block: p.block,
+                seq: p.seq.saturating_add(1),
+            });
+        for record in journal.records(from, None) {
+            apply(&mut state, &record?);
+        }
+        Ok(Self {
+            journal,
+            state,
+            checkpoint_every_steps: checkpoint_every_steps.max(1),
+            steps_since_checkpoint: 0,
+        })
+    }
+
+    /// The folded state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Journals `events` (block, event) atomically, flushes, then folds them.
+    pub fn record(
+        &mut self,
+        events: &[(u64, Event)],
+    ) -> Result<Vec<(Record, Outcome)>, JournalError> {
+        let records = self.journal.append(events)?;
+        let mut results = Vec::with_capacity(records.len());
+        for record in records {
+            let outcome = apply(&mut self.state, &record);
+            if matches!(record.event, Event::StepCompleted(_)) {
+                self.steps_since_checkpoint += 1;
+            }
+            results.push((record, outcome));
+        }
+        if self.steps_since_checkpoint >= self.checkpoint_every_steps {
+            self.journal.write_checkpoint(&self.state)?;
+            self.steps_since_checkpoint = 0;
+        }
+        Ok(results)
+    }
+
+    /// Scores the open step without changing anything: the record a `StepCompleted` for it
+    /// would carry. `None` when no step is open.
+    pub fn preview_step(&self, block: u64) -> Option<StepRecord> {
+        preview_step(&self.state, block)
+    }
+}
+
+/// What completing the open step of `state` at `block` computes, from a scratch copy.
+pub fn preview_step(state: &State, block: u64) -> Option<StepRecord> {
+    let open = state.step_open.as_ref()?;
+    let mut scratch = state.clone();
+    let probe = Record {
+        block,
+        seq: 0,
+        event: Event::StepCompleted(StepCompleted {
+            step: open.step,
+            recorded: StepRecord {
+                competition: open.competition.clone(),
+                uids: Vec::new(),
+                wins: Vec::new(),
+                matches: Vec::new(),
+                win_rate: Vec::new(),
+                weights: Vec::new(),
+                eval_next: Vec::new(),
+            },
+        }),
+    };
+    match apply(&mut scratch, &probe) {
+        Outcome::Scored(record) => Some(record),
+        _ => None,
+    }
+}

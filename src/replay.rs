@@ -1,0 +1,440 @@
+//! Replay: re-fold a journal and check that every recorded step and weight submission is what
+//! the fold computes.
+//!
+//! Records before `from_block` are folded without checks (from the latest checkpoint before
+//! it, unless told to start from genesis); from `from_block` on, every `StepCompleted` is
+//! compared with its recomputation and every `WeightsSubmitted` with the u16 weights the state
+//! gives, and every checkpoint passed is compared with the recomputed state. Replay stops at
+//! the first divergence. It never writes.
+
+use std::fmt::Write as _;
+
+use crate::codec;
+use crate::jsonl::Item;
+use crate::machine::event::{StepRecord, WeightsSubmitted};
+use crate::machine::{Event, MechanismParams, Outcome, Position, Record, State, apply};
+
+/// What to replay.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayOptions {
+    /// First block whose records are checked.
+    pub from_block: u64,
+    /// Last block replayed (inclusive).
+    pub to_block: Option<u64>,
+    /// Start from the latest checkpoint before `from_block` (else from genesis).
+    pub use_checkpoints: bool,
+}
+
+/// One recomputed step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// Where its `StepCompleted` is.
+    pub position: Position,
+    /// The step number.
+    pub step: u64,
+    /// What the fold computed.
+    pub record: StepRecord,
+}
+
+/// The first place where the journal and the recomputation disagree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Divergence {
+    /// The record.
+    pub position: Position,
+    /// The step, for a step record.
+    pub step: Option<u64>,
+    /// The uid, where the disagreement is about one.
+    pub uid: Option<u16>,
+    /// Which value.
+    pub field: String,
+    /// What the journal holds.
+    pub journaled: String,
+    /// What replay computed.
+    pub recomputed: String,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "block {} (seq {})",
+            self.position.block, self.position.seq
+        )?;
+        if let Some(step) = self.step {
+            write!(f, ", step {step}")?;
+        }
+        if let Some(uid) = self.uid {
+            write!(f, ", uid {uid}")?;
+        }
+        write!(
+            f,
+            ": {} journaled {} but recomputed {}",
+            self.field, self.journaled, self.recomputed
+        )
+    }
+}
+
+/// The result of a replay.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReplayReport {
+    /// The checkpoint replay started from (`None`: genesis).
+    pub started_from: Option<Position>,
+    /// Records folded in all.
+    pub records_folded: u64,
+    /// Steps checked, in order.
+    pub steps: Vec<StepReport>,
+    /// Weight submissions checked.
+    pub weights_checked: u64,
+    /// Checkpoints checked.
+    pub checkpoints_checked: u64,
+    /// Records the fold refused (deterministically; listed for audits).
+    pub rejections: Vec<(Position, String)>,
+    /// The first divergence, if any.
+    pub divergence: Option<Divergence>,
+}
+
+/// Why a replay could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError<E: std::error::Error + 'static> {
+    /// The journal could not be read.
+    #[error(transparent)]
+    Source(#[from] E),
+    /// The journal does not start at genesis and has no checkpoint to start from.
+    #[error(
+        "the journal starts at block {block} seq {seq}, not at genesis, and has no checkpoint before block {from_block}"
+    )]
+    NoStart {
+        /// The first record's block.
+        block: u64,
+        /// Its seq.
+        seq: u64,
+        /// The block asked for.
+        from_block: u64,
+    },
+}
+
+/// Replays `records` from `start` (a checkpoint's state, or genesis), checking every record
+/// from `options.from_block` and every checkpoint in `checkpoints` that is passed.
+pub fn replay<E: std::error::Error + 'static>(
+    start: Option<State>,
+    records: impl Iterator<Item = Result<Record, E>>,
+    checkpoints: impl Iterator<Item = Result<State, E>>,
+    options: ReplayOptions,
+) -> Result<ReplayReport, ReplayError<E>> {
+    let mut report = ReplayReport {
+        started_from: start.as_ref().and_then(|s| s.position),
+        ..ReplayReport::default()
+    };
+    let genesis = start.is_none();
+    let mut state = start.unwrap_or_else(|| State::new(MechanismParams::default()));
+    let mut checkpoints = checkpoints.peekable();
+    let mut first = true;
+    for record in records {
+        let record = record?;
+        if state.position.is_some_and(|p| record.position() <= p) {
+            continue;
+        }
+        if first && genesis && record.seq != 0 {
+            return Err(ReplayError::NoStart {
+                block: record.block,
+                seq: record.seq,
+                from_block: options.from_block,
+            });
+        }
+        first = false;
+        if options.to_block.is_some_and(|to| record.block > to) {
+            break;
+        }
+        let outcome = apply(&mut state, &record);
+        report.records_folded += 1;
+        let checked = record.block >= options.from_block;
+        if let Outcome::Rejected(why) = &outcome
+            && checked
+        {
+            report.rejections.push((record.position(), why.clone()));
+        }
+        if checked {
+            if let Some(divergence) = check_record(&record, &outcome) {
+                report.divergence = Some(divergence);
+                return Ok(report);
+            }
+            if let (Event::StepCompleted(event), Outcome::Scored(recomputed)) =
+                (&record.event, outcome)
+            {
+                report.steps.push(StepReport {
+                    position: record.position(),
+                    step: event.step,
+                    record: recomputed,
+                });
+            }
+            if matches!(record.event, Event::WeightsSubmitted(_)) {
+                report.weights_checked += 1;
+            }
+        }
+        while let Some(checkpoint) = checkpoints.next_if(|c| match c {
+            Ok(c) => c.position <= Some(record.position()),
+            Err(_) => true,
+        }) {
+            let checkpoint = checkpoint?;
+            if checkpoint.position != Some(record.position()) {
+                continue;
+            }
+            if checked {
+                report.checkpoints_checked += 1;
+                if codec::encode_state(&checkpoint) != codec::encode_state(&state) {
+                    report.divergence = Some(Divergence {
+                        position: record.position(),
+                        step: None,
+                        uid: None,
+                        field: "checkpoint".into(),
+                        journaled: "a stored state".into(),
+                        recomputed: "a different state".into(),
+                    });
+                    return Ok(report);
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Replays a JSON Lines journal, starting from its latest checkpoint before `from_block` when
+/// allowed.
+pub fn replay_items(
+    items: &[Item],
+    options: ReplayOptions,
+) -> Result<ReplayReport, ReplayError<std::convert::Infallible>> {
+    let start = if options.use_checkpoints {
+        items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Checkpoint(state) => Some(state),
+                Item::Record(_) => None,
+            })
+            .rfind(|state| state.position.is_some_and(|p| p.block < options.from_block))
+            .map(|state| (**state).clone())
+    } else {
+        None
+    };
+    let records = items.iter().filter_map(|item| match item {
+        Item::Record(record) => Some(Ok(record.clone())),
+        Item::Checkpoint(_) => None,
+    });
+    let checkpoints = items.iter().filter_map(|item| match item {
+        Item::Checkpoint(state) => Some(Ok((**state).clone())),
+        Item::Record(_) => None,
+    });
+    replay(start, records, checkpoints, options)
+}
+
+fn check_record(record: &Record, outcome: &Outcome) -> Option<Divergence> {
+    match (&record.event, outcome) {
+        (Event::StepCompleted(event), Outcome::Scored(recomputed)) => {
+            compare_steps(record.position(), event.step, &event.recorded, recomputed)
+        }
+        (Event::StepCompleted(event), Outcome::Rejected(why)) => Some(Divergence {
+            position: record.position(),
+            step: Some(event.step),
+            uid: None,
+            field: "step".into(),
+            journaled: "a scored step".into(),
+            recomputed: format!("a rejection ({why})"),
+        }),
+        (Event::WeightsSubmitted(event), Outcome::WeightsChecked(recomputed)) => {
+            compare_weights(record.position(), event, recomputed)
+        }
+        _ => None,
+    }
+}
+
+fn compare_weights(
+    position: Position,
+    event: &WeightsSubmitted,
+    recomputed: &Result<(Vec<u16>, Vec<u16>), crate::machine::weights::ChainWeightsError>,
+) -> Option<Divergence> {
+    let divergence = |uid, field: &str, journaled: String, recomputed: String| {
+        Some(Divergence {
+            position,
+            step: None,
+            uid,
+            field: field.into(),
+            journaled,
+            recomputed,
+        })
+    };
+    let (uids, weights) = match recomputed {
+        Ok(pair) => pair,
+        Err(why) => {
+            return divergence(
+                None,
+                "submitted weights",
+                "a vector".into(),
+                why.to_string(),
+            );
+        }
+    };
+    if &event.uids != uids {
+        return divergence(
+            None,
+            "submitted uids",
+            format!("{:?}", event.uids),
+            format!("{uids:?}"),
+        );
+    }
+    for ((uid, journaled), recomputed) in event.uids.iter().zip(&event.weights).zip(weights) {
+        if journaled != recomputed {
+            return divergence(
+                Some(*uid),
+                "submitted weight",
+                journaled.to_string(),
+                recomputed.to_string(),
+            );
+        }
+    }
+    if event.weights.len() != weights.len() {
+        return divergence(
+            None,
+            "submitted weight count",
+            event.weights.len().to_string(),
+            weights.len().to_string(),
+        );
+    }
+    None
+}
+
+/// Compares a recorded step with its recomputation, field by field, uid by uid. Floats are
+/// compared bit for bit: the fold is deterministic, so any difference is a divergence.
+pub fn compare_steps(
+    position: Position,
+    step: u64,
+    journaled: &StepRecord,
+    recomputed: &StepRecord,
+) -> Option<Divergence> {
+    let divergence = |uid: Option<u16>, field: &str, journaled: String, recomputed: String| {
+        Some(Divergence {
+            position,
+            step: Some(step),
+            uid,
+            field: field.into(),
+            journaled,
+            recomputed,
+        })
+    };
+    if journaled.competition != recomputed.competition {
+        return divergence(
+            None,
+            "competition",
+            journaled.competition.to_string(),
+            recomputed.competition.to_string(),
+        );
+    }
+    if journaled.uids != recomputed.uids {
+        return divergence(
+            None,
+            "participants",
+            format!("{:?}", journaled.uids),
+            format!("{:?}", recomputed.uids),
+        );
+    }
+    for (index, uid) in recomputed.uids.iter().enumerate() {
+        let pairs = [
+            (
+                "wins",
+                journaled.wins.get(index).copied(),
+                recomputed.wins.get(index).copied(),
+            ),
+            (
+                "matches",
+                journaled.matches.get(index).copied(),
+                recomputed.matches.get(index).copied(),
+            ),
+        ];
+        for (field, a, b) in pairs {
+            if a != b {
+                return divergence(Some(*uid), field, show(a), show(b));
+            }
+        }
+        let a = journaled.win_rate.get(index).copied();
+        let b = recomputed.win_rate.get(index).copied();
+        if a.map(f64::to_bits) != b.map(f64::to_bits) {
+            return divergence(Some(*uid), "win_rate", show(a), show(b));
+        }
+    }
+    let length = journaled.weights.len().max(recomputed.weights.len());
+    for index in 0..length {
+        let a = journaled.weights.get(index).copied();
+        let b = recomputed.weights.get(index).copied();
+        if a.map(f64::to_bits) != b.map(f64::to_bits) {
+            let uid = u16::try_from(index).ok();
+            return divergence(uid, "weight", show(a), show(b));
+        }
+    }
+    if journaled.eval_next != recomputed.eval_next {
+        return divergence(
+            None,
+            "eval_next",
+            format!("{:?}", journaled.eval_next),
+            format!("{:?}", recomputed.eval_next),
+        );
+    }
+    None
+}
+
+fn show<T: std::fmt::Debug>(value: Option<T>) -> String {
+    value.map_or_else(|| "nothing".to_owned(), |v| format!("{v:?}"))
+}
+
+/// The per-step table replay prints: one block per step, one row per participant, with the
+/// uid's weight after the step.
+pub fn render_table(report: &ReplayReport) -> String {
+    let mut text = String::new();
+    for step in &report.steps {
+        let record = &step.record;
+        let _ = writeln!(
+            text,
+            "step {} · block {} · competition {} · {} uids · kept {:?}",
+            step.step,
+            step.position.block,
+            record.competition,
+            record.uids.len(),
+            record.eval_next
+        );
+        let _ = writeln!(
+            text,
+            "  {:>5} {:>7} {:>7} {:>20} {:>22}",
+            "uid", "wins", "matches", "win_rate", "weight"
+        );
+        for (index, uid) in record.uids.iter().enumerate() {
+            let weight = record
+                .weights
+                .get(usize::from(*uid))
+                .copied()
+                .unwrap_or(0.0);
+            let _ = writeln!(
+                text,
+                "  {:>5} {:>7} {:>7} {:>20} {:>22}",
+                uid,
+                record.wins.get(index).copied().unwrap_or(0),
+                record.matches.get(index).copied().unwrap_or(0),
+                format!("{:?}", record.win_rate.get(index).copied().unwrap_or(0.0)),
+                format!("{weight:?}"),
+            );
+        }
+    }
+    let _ = writeln!(
+        text,
+        "{} records folded, {} steps, {} weight submissions, {} checkpoints checked, {} rejections",
+        report.records_folded,
+        report.steps.len(),
+        report.weights_checked,
+        report.checkpoints_checked,
+        report.rejections.len()
+    );
+    match &report.divergence {
+        None => text.push_str("all recorded results match\n"),
+        Some(divergence) => {
+            let _ = writeln!(text, "DIVERGENCE at {divergence}");
+        }
+    }
+    text
+}
