@@ -13,8 +13,14 @@
 //! - [`replay`]: re-folds a journal and compares every recorded step and weight vector.
 //! - [`whatif`]: `validator score`, one scoring step as JSON in and out.
 //! - [`synth`]: generated journals for benchmarks and tests.
+//! - `eval` (feature `eval`): our ONNX export of safetensors models, tokenisation with N's
+//!   semantics, ONNX Runtime sessions, the norm check; `eval_cli`: `validator eval`.
 
 pub mod codec;
+#[cfg(feature = "eval")]
+pub mod eval;
+#[cfg(feature = "eval")]
+pub mod eval_cli;
 pub mod hashing;
 pub mod journal;
 pub mod jsonl;

@@ -32,6 +32,42 @@ enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// Evaluate a model directory on a JSON Lines file of prompt/response pairs (the miner's
+    /// local check): each sample's loss, and the mean.
+    #[cfg(feature = "eval")]
+    Eval {
+        /// The model directory (config.json, safetensors, tokenizer files).
+        #[arg(long)]
+        model: PathBuf,
+        /// One {"prompt": ..., "response": ...} per line.
+        #[arg(long)]
+        data: PathBuf,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: validator::eval::runtime::Device,
+        /// Truncation length in tokens.
+        #[arg(long, default_value_t = validator::eval::DEFAULT_MAX_SEQ_LEN)]
+        max_seq_len: usize,
+        /// A fixed tokenizer directory (the competition's) instead of the model's own.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Print {"losses": [...], "mean": x, ...} (null for an infinite loss).
+        #[arg(long)]
+        json: bool,
+        /// ONNX Runtime CPU threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// The date chat templates see through strftime_now, YYYY-MM-DD (default: today, UTC).
+        #[arg(long, value_parser = validator::eval_cli::parse_date)]
+        template_date: Option<validator::eval::template::CivilDate>,
+        /// The competition whose parameter limit to report (default: by architecture).
+        #[arg(long)]
+        competition: Option<String>,
+    },
+    /// Renders chat templates for `eval` in an isolated child process (internal).
+    #[cfg(feature = "eval")]
+    #[command(name = "__render-chat-template", hide = true)]
+    RenderChatTemplate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +104,38 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Score { input } => score(&input),
+        #[cfg(feature = "eval")]
+        Command::Eval {
+            model,
+            data,
+            device,
+            max_seq_len,
+            tokenizer,
+            json,
+            threads,
+            template_date,
+            competition,
+        } => {
+            let request = validator::eval_cli::EvalRequest {
+                model,
+                data,
+                device,
+                max_seq_len,
+                tokenizer,
+                json,
+                threads,
+                template_date,
+                competition,
+            };
+            validator::eval_cli::run(&request).map_err(|failure| match failure {
+                validator::eval_cli::EvalFailure::Input(e) => Failure::Invalid(e.into()),
+                validator::eval_cli::EvalFailure::Machine(e) => Failure::Other(e.into()),
+            })
+        }
+        #[cfg(feature = "eval")]
+        Command::RenderChatTemplate => {
+            validator::eval::template::serve_render_request().map_err(|e| Failure::Other(e.into()))
+        }
         Command::Journal {
             command:
                 JournalCommand::Generate {

@@ -142,7 +142,7 @@ struct LossBytesVisitor;
 
 impl LossBytesVisitor {
     fn convert<E: de::Error>(bytes: &[u8]) -> Result<LossVec, E> {
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return Err(E::custom("loss bytes are not a whole number of f32s"));
         }
         Ok(LossVec(
@@ -268,7 +268,7 @@ impl Samples {
 
     /// Checks that every offset is in order, in range and on a character boundary.
     fn validate(text: String, ends: Vec<u32>) -> Result<Self, &'static str> {
-        if ends.len() % 3 != 0 {
+        if !ends.len().is_multiple_of(3) {
             return Err("sample offsets are not in threes");
         }
         let mut previous = 0usize;
@@ -443,7 +443,7 @@ pub fn hex_encode(bytes: &[u8]) -> String {
 /// Parses hex (either case, optional `0x`); `None` when it is not hex.
 pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     let text = text.strip_prefix("0x").unwrap_or(text);
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| {

@@ -1,0 +1,449 @@
+//! `config.json`: both the classic form (`rope_theta`, `rope_scaling`, `torch_dtype`) and the
+//! newer one (`rope_parameters`, `dtype`), checked against what we can evaluate.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::EvalError;
+
+/// Bounds that keep a hostile config from asking for absurd graphs or allocations.
+const VOCAB_MAX: u64 = 1 << 20;
+const HIDDEN_MAX: u64 = 1 << 16;
+const LAYERS_MAX: u64 = 1024;
+const HEADS_MAX: u64 = 1024;
+const INTERMEDIATE_MAX: u64 = 1 << 20;
+
+/// The architectures of the competitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// `LlamaForCausalLM` (Llama 2/3, Mistral-style weights).
+    Llama,
+    /// `StableLmForCausalLM`.
+    StableLm,
+}
+
+impl Architecture {
+    /// The Hugging Face class name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Llama => "LlamaForCausalLM",
+            Architecture::StableLm => "StableLmForCausalLM",
+        }
+    }
+}
+
+/// Rotary embedding frequency scaling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    None,
+    /// Llama 3.1's frequency-dependent scaling.
+    Llama3 {
+        /// `factor`.
+        factor: f64,
+        /// `low_freq_factor`.
+        low_freq_factor: f64,
+        /// `high_freq_factor`.
+        high_freq_factor: f64,
+        /// `original_max_position_embeddings`.
+        original_max_position_embeddings: f64,
+    },
+}
+
+/// What the exporter needs to know about a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// The architecture.
+    pub architecture: Architecture,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: u64,
+    /// Hidden size.
+    pub hidden_size: u64,
+    /// MLP inner size.
+    pub intermediate_size: u64,
+    /// Decoder layers.
+    pub num_layers: u64,
+    /// Query heads.
+    pub num_heads: u64,
+    /// Key/value heads (grouped-query attention when fewer than `num_heads`).
+    pub num_kv_heads: u64,
+    /// Width of a head.
+    pub head_dim: u64,
+    /// Epsilon of the normalisations (RMS for Llama, LayerNorm for StableLM).
+    pub norm_eps: f64,
+    /// RoPE base.
+    pub rope_theta: f64,
+    /// RoPE scaling.
+    pub rope_scaling: RopeScaling,
+    /// Dimensions of each head that are rotated (StableLM's partial rotary factor).
+    pub rotary_dim: u64,
+    /// Whether the output projection reuses the embedding.
+    pub tie_word_embeddings: bool,
+    /// Biases on q, k, v (Llama `attention_bias`, StableLM `use_qkv_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection (Llama `attention_bias`).
+    pub o_bias: bool,
+    /// Biases in the MLP (Llama `mlp_bias`).
+    pub mlp_bias: bool,
+    /// StableLM: per-head LayerNorm on q and k.
+    pub qk_layernorm: bool,
+    /// StableLM: attention and MLP both read the first norm's output.
+    pub parallel_residual: bool,
+    /// The declared weight dtype (`torch_dtype` or `dtype`), for reports.
+    pub dtype: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    #[serde(default)]
+    architectures: Vec<String>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+fn unsupported(why: String) -> EvalError {
+    EvalError::Unsupported(why)
+}
+
+fn invalid(why: String) -> EvalError {
+    EvalError::Config(why)
+}
+
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn uint(&self, key: &str, max: u64) -> Result<Option<u64>, EvalError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => match value.as_u64() {
+                Some(0) => Err(invalid(format!("{key} is 0"))),
+                Some(n) if n <= max => Ok(Some(n)),
+                Some(n) => Err(invalid(format!("{key} = {n} exceeds {max}"))),
+                None => Err(invalid(format!(
+                    "{key} = {value} is not a positive integer"
+                ))),
+            },
+        }
+    }
+
+    fn required(&self, key: &str, max: u64) -> Result<u64, EvalError> {
+        self.uint(key, max)?
+            .ok_or_else(|| invalid(format!("{key} is missing")))
+    }
+
+    fn float(&self, key: &str) -> Result<Option<f64>, EvalError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => match value.as_f64() {
+                Some(x) if x.is_finite() => Ok(Some(x)),
+                _ => Err(invalid(format!("{key} = {value} is not a finite number"))),
+            },
+        }
+    }
+
+    fn flag(&self, key: &str) -> Result<bool, EvalError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(flag)) => Ok(*flag),
+            Some(value) => Err(invalid(format!("{key} = {value} is not a boolean"))),
+        }
+    }
+
+    fn string(&self, key: &str) -> Option<String> {
+        self.0.get(key).and_then(Value::as_str).map(str::to_owned)
+    }
+}
+
+fn positive(name: &str, value: f64) -> Result<f64, EvalError> {
+    if value > 0.0 {
+        Ok(value)
+    } else {
+        Err(invalid(format!("{name} = {value} is not positive")))
+    }
+}
+
+impl ModelConfig {
+    /// Reads `config.json` in `dir`.
+    pub fn read(dir: &Path) -> Result<Self, EvalError> {
+        let path = dir.join("config.json");
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => EvalError::MissingFile {
+                path: path.clone(),
+                what: "config.json".into(),
+            },
+            _ => EvalError::Io {
+                path: path.clone(),
+                source: e,
+            },
+        })?;
+        if bytes.len() > 1 << 20 {
+            return Err(invalid("config.json is over 1 MiB".into()));
+        }
+        Self::parse(&bytes)
+    }
+
+    /// Parses the bytes of a `config.json`.
+    pub fn parse(bytes: &[u8]) -> Result<Self, EvalError> {
+        let raw: Raw = serde_json::from_slice(bytes)
+            .map_err(|e| invalid(format!("config.json is not a JSON object: {e}")))?;
+        let architecture = match raw.architectures.as_slice() {
+            [one] if one == "LlamaForCausalLM" => Architecture::Llama,
+            [one] if one == "StableLmForCausalLM" => Architecture::StableLm,
+            [] => return Err(unsupported("config.json names no architecture".into())),
+            other => {
+                return Err(unsupported(format!(
+                    "architecture {other:?}; we evaluate LlamaForCausalLM and StableLmForCausalLM"
+                )));
+            }
+        };
+        let fields = Fields(&raw.rest);
+        let hidden_size = fields.required("hidden_size", HIDDEN_MAX)?;
+        let num_heads = fields.required("num_attention_heads", HEADS_MAX)?;
+        let num_kv_heads = fields
+            .uint("num_key_value_heads", HEADS_MAX)?
+            .unwrap_or(num_heads);
+        let vocab_size = fields.required("vocab_size", VOCAB_MAX)?;
+        let intermediate_size = fields.required("intermediate_size", INTERMEDIATE_MAX)?;
+        let num_layers = fields.required("num_hidden_layers", LAYERS_MAX)?;
+        if num_heads % num_kv_heads != 0 {
+            return Err(invalid(format!(
+                "num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}"
+            )));
+        }
+        let head_dim = match (architecture, fields.uint("head_dim", HIDDEN_MAX)?) {
+            (Architecture::Llama, Some(head_dim)) => head_dim,
+            _ => {
+                if hidden_size % num_heads != 0 {
+                    return Err(invalid(format!(
+                        "hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}"
+                    )));
+                }
+                hidden_size / num_heads
+            }
+        };
+        if let Some(activation) = fields.string("hidden_act")
+            && activation != "silu"
+        {
+            return Err(unsupported(format!(
+                "hidden_act {activation:?}; only \"silu\" is supported"
+            )));
+        }
+
+        // RoPE: the newer `rope_parameters` dict, or the classic top-level keys.
+        let rope_parameters = raw.rest.get("rope_parameters").and_then(Value::as_object);
+        let rope_classic = raw.rest.get("rope_scaling").and_then(Value::as_object);
+        let rope_fields = Fields(rope_parameters.or(rope_classic).unwrap_or(&raw.rest));
+        let rope_theta = match rope_parameters {
+            Some(parameters) => Fields(parameters).float("rope_theta")?,
+            None => fields.float("rope_theta")?,
+        }
+        .unwrap_or(10_000.0);
+        let rope_theta = positive("rope_theta", rope_theta)?;
+        let rope_type = rope_parameters
+            .or(rope_classic)
+            .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let rope_scaling = match rope_type {
+            "default" => RopeScaling::None,
+            "llama3" => {
+                let get = |key: &str| -> Result<f64, EvalError> {
+                    rope_fields
+                        .float(key)?
+                        .ok_or_else(|| invalid(format!("llama3 rope scaling lacks {key}")))
+                        .and_then(|v| positive(key, v))
+                };
+                let scaling = RopeScaling::Llama3 {
+                    factor: get("factor")?,
+                    low_freq_factor: get("low_freq_factor")?,
+                    high_freq_factor: get("high_freq_factor")?,
+                    original_max_position_embeddings: get("original_max_position_embeddings")?,
+                };
+                if let RopeScaling::Llama3 {
+                    low_freq_factor,
+                    high_freq_factor,
+                    ..
+                } = scaling
+                    && high_freq_factor <= low_freq_factor
+                {
+                    return Err(invalid(
+                        "llama3 rope scaling needs high_freq_factor > low_freq_factor".into(),
+                    ));
+                }
+                scaling
+            }
+            other => {
+                return Err(unsupported(format!(
+                    "rope scaling of type {other:?}; we support llama3"
+                )));
+            }
+        };
+        let partial_rotary_factor = rope_parameters
+            .and_then(|p| Fields(p).float("partial_rotary_factor").transpose())
+            .transpose()?
+            .or(fields.float("partial_rotary_factor")?)
+            .unwrap_or(match architecture {
+                Architecture::Llama => 1.0,
+                Architecture::StableLm => 0.25,
+            });
+        if !(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0) {
+            return Err(invalid(format!(
+                "partial_rotary_factor {partial_rotary_factor} is outside (0, 1]"
+            )));
+        }
+        // Python's int(head_dim * factor), truncating.
+        let rotary_dim = truncate_to_u64(head_dim_f64(head_dim) * partial_rotary_factor);
+        if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) {
+            return Err(unsupported(format!(
+                "a rotary dimension of {rotary_dim}; it must be even and positive"
+            )));
+        }
+
+        let norm_key = match architecture {
+            Architecture::Llama => "rms_norm_eps",
+            Architecture::StableLm => "layer_norm_eps",
+        };
+        let norm_eps = positive(norm_key, fields.float(norm_key)?.unwrap_or(1e-5))?;
+        let tie_word_embeddings = match raw.rest.get("tie_word_embeddings") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(flag)) => *flag,
+            Some(value) => {
+                return Err(invalid(format!(
+                    "tie_word_embeddings = {value} is not a boolean"
+                )));
+            }
+        };
+        let (qkv_bias, o_bias, mlp_bias, qk_layernorm, parallel_residual) = match architecture {
+            Architecture::Llama => {
+                let attention_bias = fields.flag("attention_bias")?;
+                (
+                    attention_bias,
+                    attention_bias,
+                    fields.flag("mlp_bias")?,
+                    false,
+                    false,
+                )
+            }
+            Architecture::StableLm => (
+                fields.flag("use_qkv_bias")?,
+                false,
+                false,
+                fields.flag("qk_layernorm")?,
+                fields.flag("use_parallel_residual")?,
+            ),
+        };
+        Ok(Self {
+            architecture,
+            vocab_size,
+            hidden_size,
+            intermediate_size,
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            norm_eps,
+            rope_theta,
+            rope_scaling,
+            rotary_dim,
+            tie_word_embeddings,
+            qkv_bias,
+            o_bias,
+            mlp_bias,
+            qk_layernorm,
+            parallel_residual,
+            dtype: fields
+                .string("dtype")
+                .or_else(|| fields.string("torch_dtype")),
+        })
+    }
+}
+
+fn head_dim_f64(head_dim: u64) -> f64 {
+    f64::from(u32::try_from(head_dim).unwrap_or(u32::MAX))
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn truncate_to_u64(value: f64) -> u64 {
+    value as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<ModelConfig, EvalError> {
+        ModelConfig::parse(json.as_bytes())
+    }
+
+    const LLAMA: &str = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+        "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "num_hidden_layers": 2, "vocab_size": 420, "rms_norm_eps": 1e-6"#;
+
+    #[test]
+    fn both_rope_styles_read_the_same() {
+        let classic = parse(&format!(
+            r#"{LLAMA}, "rope_theta": 500000.0, "rope_scaling": {{"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
+            "torch_dtype": "bfloat16"}}"#
+        ))
+        .unwrap();
+        let newer = parse(&format!(
+            r#"{LLAMA}, "rope_parameters": {{"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
+            "dtype": "bfloat16"}}"#
+        ))
+        .unwrap();
+        assert_eq!(classic, newer);
+        assert_eq!(classic.rope_theta, 500000.0);
+        assert_eq!(classic.head_dim, 16);
+        assert!(matches!(classic.rope_scaling, RopeScaling::Llama3 { .. }));
+    }
+
+    #[test]
+    fn stablelm_partial_rotary_in_either_place() {
+        let base = r#""architectures": ["StableLmForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 100"#;
+        let classic = parse(&format!("{{{base}, \"partial_rotary_factor\": 0.5}}")).unwrap();
+        let newer = parse(&format!(
+            "{{{base}, \"rope_parameters\": {{\"rope_type\": \"default\", \"rope_theta\": 10000.0, \"partial_rotary_factor\": 0.5}}}}"
+        ))
+        .unwrap();
+        assert_eq!(classic.rotary_dim, 8);
+        assert_eq!(newer.rotary_dim, 8);
+        assert_eq!(parse(&format!("{{{base}}}")).unwrap().rotary_dim, 4);
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_a_reason() {
+        let error = |json: String| parse(&json).unwrap_err().to_string();
+        assert!(
+            error(LLAMA.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 0") + "}")
+                .contains("num_attention_heads is 0")
+        );
+        assert!(
+            error(LLAMA.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3") + "}")
+                .contains("multiple")
+        );
+        assert!(
+            error(LLAMA.replace("\"vocab_size\": 420", "\"vocab_size\": 100000000000") + "}")
+                .contains("exceeds")
+        );
+        assert!(
+            error(LLAMA.replace("LlamaForCausalLM", "GPT2LMHeadModel") + "}")
+                .contains("GPT2LMHeadModel")
+        );
+        assert!(
+            error(format!(
+                "{LLAMA}, \"rope_scaling\": {{\"type\": \"yarn\", \"factor\": 2.0}}}}"
+            ))
+            .contains("yarn")
+        );
+        assert!(error(format!("{LLAMA}, \"hidden_act\": \"gelu\"}}")).contains("gelu"));
+        let stable = r#"{"architectures": ["StableLmForCausalLM"], "hidden_size": 65, "intermediate_size": 96,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 100}"#;
+        assert!(error(stable.into()).contains("not divisible"));
+        assert!(error("[]".into()).contains("not a JSON object"));
+    }
+}

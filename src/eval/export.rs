@@ -1,0 +1,597 @@
+//! Our own ONNX export of a safetensors model, with the loss inside the graph.
+//!
+//! Every weight is an external initializer pointing into its safetensors file at its offset:
+//! nothing is copied to disk. The graph takes `input_ids` and `labels` (both `[S]`, int64;
+//! labels of `-100` are masked) and returns `target_logprobs` (`[S-1]`, the log-probability of
+//! each next-token target, 0 where masked), `target_count` and `loss_mean` (the mean negative
+//! log-likelihood over unmasked targets: the Hugging Face shift). Full logits never leave the
+//! session. Computation is float32 throughout; f16 and bf16 weights are cast once.
+//!
+//! The layers follow `transformers`' `LlamaForCausalLM` and `StableLmForCausalLM`: RMSNorm or
+//! LayerNorm, grouped-query attention with rotary embeddings (Llama 3.1 frequency scaling,
+//! StableLM's partial rotary dimension), StableLM's per-head q/k LayerNorm and parallel
+//! residual, and a SiLU-gated MLP.
+
+use std::collections::BTreeMap;
+
+use super::EvalError;
+use super::config::{Architecture, ModelConfig, RopeScaling};
+use super::onnx::{Attr, Dim, ElementType, GraphBuilder};
+use super::safetensors::{Dtype, WeightIndex};
+
+/// The masked-label value (PyTorch's `ignore_index`).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// Export settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportOptions {
+    /// Longest sequence the graph accepts (the rotary tables' length).
+    pub max_positions: usize,
+}
+
+/// The inverse rotary frequencies, computed as `transformers` does in float32.
+pub fn inverse_frequencies(config: &ModelConfig) -> Vec<f32> {
+    let dim = u32::try_from(config.rotary_dim).unwrap_or(u32::MAX);
+    #[allow(clippy::cast_possible_truncation)]
+    let base = config.rope_theta as f32;
+    let dim_f32 = f32_of_u32(dim);
+    let inverse: Vec<f32> = (0..dim)
+        .step_by(2)
+        .map(|i| {
+            // torch: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), pow in float32; a
+            // float64 pow rounded to float32 is the correctly rounded float32 result.
+            let exponent = f32_of_u32(i) / dim_f32;
+            #[allow(clippy::cast_possible_truncation)]
+            let power = libm::pow(f64::from(base), f64::from(exponent)) as f32;
+            1.0 / power
+        })
+        .collect();
+    match config.rope_scaling {
+        RopeScaling::None => inverse,
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => {
+            // transformers' _compute_llama3_parameters. Its tensors are float32 and Python
+            // scalars join tensor arithmetic and comparisons as float32.
+            #[allow(clippy::cast_possible_truncation)]
+            let to_f32 = |value: f64| value as f32;
+            let (factor_f32, low, old) = (
+                to_f32(factor),
+                to_f32(low_freq_factor),
+                to_f32(original_max_position_embeddings),
+            );
+            let low_freq_wavelen = to_f32(original_max_position_embeddings / low_freq_factor);
+            let high_freq_wavelen = to_f32(original_max_position_embeddings / high_freq_factor);
+            let two_pi = to_f32(2.0 * std::f64::consts::PI);
+            let high_minus_low = to_f32(high_freq_factor - low_freq_factor);
+            inverse
+                .iter()
+                .map(|&inv| {
+                    let wavelen = two_pi / inv;
+                    let scaled = if wavelen > low_freq_wavelen {
+                        inv / factor_f32
+                    } else {
+                        inv
+                    };
+                    let smooth = (old / wavelen - low) / high_minus_low;
+                    let smoothed = (1.0 - smooth) * scaled / factor_f32 + smooth * scaled;
+                    let medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
+                    if medium { smoothed } else { scaled }
+                })
+                .collect()
+        }
+    }
+}
+
+fn f32_of_u32(value: u32) -> f32 {
+    // Rotary dimensions and positions are small (< 2^24), where the conversion is exact.
+    f32::from(u16::try_from(value).unwrap_or(u16::MAX))
+}
+
+fn f32_of_position(position: usize) -> f32 {
+    #[allow(clippy::cast_precision_loss)]
+    let value = position as f32;
+    value
+}
+
+/// The cos and sin tables, `[positions, rotary_dim]` each, as `transformers` builds them:
+/// angle = position × inverse frequency (float32), the halves repeated, cos/sin rounded to
+/// float32 from float64.
+pub fn rotary_tables(inverse: &[f32], positions: usize) -> (Vec<f32>, Vec<f32>) {
+    let width = inverse.len() * 2;
+    let mut cos = Vec::with_capacity(positions * width);
+    let mut sin = Vec::with_capacity(positions * width);
+    for position in 0..positions {
+        let p = f32_of_position(position);
+        for half in 0..2 {
+            let _ = half;
+            for inv in inverse {
+                let angle = f64::from(p * inv);
+                #[allow(clippy::cast_possible_truncation)]
+                {
+                    cos.push(libm::cos(angle) as f32);
+                    sin.push(libm::sin(angle) as f32);
+                }
+            }
+        }
+    }
+    (cos, sin)
+}
+
+struct Exporter<'a> {
+    graph: GraphBuilder,
+    config: &'a ModelConfig,
+    weights: &'a WeightIndex,
+    as_f32: BTreeMap<String, String>,
+}
+
+fn dims(shape: &[u64]) -> Vec<i64> {
+    shape
+        .iter()
+        .map(|d| i64::try_from(*d).unwrap_or(i64::MAX))
+        .collect()
+}
+
+impl Exporter<'_> {
+    /// Registers a weight as an external initializer in its stored dtype, checking its shape.
+    fn raw(&mut self, name: &str, shape: &[u64]) -> Result<(String, Dtype), EvalError> {
+        let tensor = self.weights.get(name)?;
+        if tensor.shape != shape {
+            return Err(EvalError::Config(format!(
+                "tensor {name} has shape {:?}, but config.json implies {shape:?}",
+                tensor.shape
+            )));
+        }
+        let element = match tensor.dtype {
+            Dtype::F32 => ElementType::F32,
+            Dtype::F16 => ElementType::F16,
+            Dtype::BF16 => ElementType::BF16,
+            Dtype::Other(dtype, _) => {
+                return Err(EvalError::Unsupported(format!(
+                    "weight {name} of dtype {dtype}; weights must be F32, F16 or BF16"
+                )));
+            }
+        };
+        let location = self
+            .weights
+            .files
+            .get(tensor.file)
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| EvalError::Config(format!("tensor {name} has no readable file name")))?
+            .to_owned();
+        let initializer = format!("w:{name}");
+        if self.as_f32.contains_key(&format!("raw:{name}")) {
+            return Ok((initializer, tensor.dtype));
+        }
+        self.as_f32
+            .insert(format!("raw:{name}"), initializer.clone());
+        let dtype = tensor.dtype;
+        let (offset, length) = (tensor.offset, tensor.length);
+        self.graph.external(
+            &initializer,
+            element,
+            &dims(shape),
+            &location,
+            offset,
+            length,
+        );
+        Ok((initializer, dtype))
+    }
+
+    /// A weight as float32 (cast once if stored as f16 or bf16).
+    fn weight(&mut self, name: &str, shape: &[u64]) -> Result<String, EvalError> {
+        if let Some(existing) = self.as_f32.get(name) {
+            return Ok(existing.clone());
+        }
+        let (raw, dtype) = self.raw(name, shape)?;
+        let value = if dtype == Dtype::F32 {
+            raw
+        } else {
+            self.graph.op("Cast", &[&raw], &[("to", Attr::Int(1))])
+        };
+        self.as_f32.insert(name.to_owned(), value.clone());
+        Ok(value)
+    }
+
+    fn linear(
+        &mut self,
+        x: &str,
+        prefix: &str,
+        out: u64,
+        input: u64,
+        bias: bool,
+    ) -> Result<String, EvalError> {
+        let weight = self.weight(&format!("{prefix}.weight"), &[out, input])?;
+        let trans_b = [("transB", Attr::Int(1))];
+        if bias {
+            let bias = self.weight(&format!("{prefix}.bias"), &[out])?;
+            Ok(self.graph.op("Gemm", &[x, &weight, &bias], &trans_b))
+        } else {
+            Ok(self.graph.op("Gemm", &[x, &weight], &trans_b))
+        }
+    }
+
+    fn norm(&mut self, x: &str, prefix: &str) -> Result<String, EvalError> {
+        let hidden = self.config.hidden_size;
+        #[allow(clippy::cast_possible_truncation)]
+        let epsilon = Attr::Float(self.config.norm_eps as f32);
+        let weight = self.weight(&format!("{prefix}.weight"), &[hidden])?;
+        match self.config.architecture {
+            Architecture::Llama => Ok(self.graph.op(
+                "SimplifiedLayerNormalization",
+                &[x, &weight],
+                &[
+                    ("axis", Attr::Int(-1)),
+                    ("epsilon", epsilon),
+                    ("stash_type", Attr::Int(1)),
+                ],
+            )),
+            Architecture::StableLm => {
+                let bias = self.weight(&format!("{prefix}.bias"), &[hidden])?;
+                Ok(self.graph.op(
+                    "LayerNormalization",
+                    &[x, &weight, &bias],
+                    &[("axis", Attr::Int(-1)), ("epsilon", epsilon)],
+                ))
+            }
+        }
+    }
+
+    /// StableLM's per-head LayerNorm (no bias) over `[heads, S, head_dim]`.
+    fn per_head_norm(&mut self, x: &str, prefix: &str, heads: u64) -> Result<String, EvalError> {
+        let head_dim = self.config.head_dim;
+        let mut rows = Vec::new();
+        for head in 0..heads {
+            let weight = self.weight(&format!("{prefix}.norms.{head}.weight"), &[head_dim])?;
+            let axes = self.graph.const_i64(&[0], &[1]);
+            rows.push(self.graph.op("Unsqueeze", &[&weight, &axes], &[]));
+        }
+        let row_refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let stacked = self
+            .graph
+            .op("Concat", &row_refs, &[("axis", Attr::Int(0))]);
+        let axes = self.graph.const_i64(&[1], &[1]);
+        let scale = self.graph.op("Unsqueeze", &[&stacked, &axes], &[]);
+        let ones = self.graph.const_f32(
+            &vec![1.0; usize::try_from(head_dim).unwrap_or(0)],
+            &[i64::try_from(head_dim).unwrap_or(0)],
+        );
+        #[allow(clippy::cast_possible_truncation)]
+        let epsilon = Attr::Float(self.config.norm_eps as f32);
+        let normalized = self.graph.op(
+            "LayerNormalization",
+            &[x, &ones],
+            &[("axis", Attr::Int(-1)), ("epsilon", epsilon)],
+        );
+        Ok(self.graph.op("Mul", &[&normalized, &scale], &[]))
+    }
+
+    fn slice(&mut self, x: &str, start: i64, end: i64, axis: i64) -> String {
+        let starts = self.graph.const_i64(&[start], &[1]);
+        let ends = self.graph.const_i64(&[end], &[1]);
+        let axes = self.graph.const_i64(&[axis], &[1]);
+        self.graph.op("Slice", &[x, &starts, &ends, &axes], &[])
+    }
+
+    /// Rotary embedding on `[heads, S, head_dim]` with `cos`/`sin` of `[S, rotary_dim]`.
+    fn rope(&mut self, x: &str, cos: &str, sin: &str) -> String {
+        let rotary = i64::try_from(self.config.rotary_dim).unwrap_or(0);
+        let head_dim = i64::try_from(self.config.head_dim).unwrap_or(0);
+        let partial = rotary < head_dim;
+        let rotated_part = if partial {
+            self.slice(x, 0, rotary, 2)
+        } else {
+            x.to_owned()
+        };
+        let first = self.slice(&rotated_part, 0, rotary / 2, 2);
+        let second = self.slice(&rotated_part, rotary / 2, rotary, 2);
+        let negated = self.graph.op("Neg", &[&second], &[]);
+        let half_rotated = self
+            .graph
+            .op("Concat", &[&negated, &first], &[("axis", Attr::Int(2))]);
+        let with_cos = self.graph.op("Mul", &[&rotated_part, cos], &[]);
+        let with_sin = self.graph.op("Mul", &[&half_rotated, sin], &[]);
+        let rotated = self.graph.op("Add", &[&with_cos, &with_sin], &[]);
+        if partial {
+            let pass = self.slice(x, rotary, head_dim, 2);
+            self.graph
+                .op("Concat", &[&rotated, &pass], &[("axis", Attr::Int(2))])
+        } else {
+            rotated
+        }
+    }
+
+    /// `[S, heads·head_dim]` → `[heads, S, head_dim]`.
+    fn split_heads(&mut self, x: &str, heads: u64) -> String {
+        let head_dim = i64::try_from(self.config.head_dim).unwrap_or(0);
+        let heads = i64::try_from(heads).unwrap_or(0);
+        let shape = self.graph.const_i64(&[-1, heads, head_dim], &[3]);
+        let reshaped = self.graph.op("Reshape", &[x, &shape], &[]);
+        self.graph.op(
+            "Transpose",
+            &[&reshaped],
+            &[("perm", Attr::Ints(vec![1, 0, 2]))],
+        )
+    }
+
+    fn attention(
+        &mut self,
+        h: &str,
+        prefix: &str,
+        cos: &str,
+        sin: &str,
+        mask: &str,
+    ) -> Result<String, EvalError> {
+        let c = self.config;
+        let (hidden, heads, kv_heads, head_dim) =
+            (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+        let q = self.linear(
+            h,
+            &format!("{prefix}.q_proj"),
+            heads * head_dim,
+            hidden,
+            c.qkv_bias,
+        )?;
+        let k = self.linear(
+            h,
+            &format!("{prefix}.k_proj"),
+            kv_heads * head_dim,
+            hidden,
+            c.qkv_bias,
+        )?;
+        let v = self.linear(
+            h,
+            &format!("{prefix}.v_proj"),
+            kv_heads * head_dim,
+            hidden,
+            c.qkv_bias,
+        )?;
+        let mut q = self.split_heads(&q, heads);
+        let mut k = self.split_heads(&k, kv_heads);
+        let v = self.split_heads(&v, kv_heads);
+        if c.qk_layernorm {
+            q = self.per_head_norm(&q, &format!("{prefix}.q_layernorm"), heads)?;
+            k = self.per_head_norm(&k, &format!("{prefix}.k_layernorm"), kv_heads)?;
+        }
+        let q = self.rope(&q, cos, sin);
+        let k = self.rope(&k, cos, sin);
+        // Grouped heads by broadcasting: q as [kv_heads, group, S, d], k and v as
+        // [kv_heads, 1, S, d]; query head h uses key/value head h / group, as repeat_kv does.
+        let group = i64::try_from(heads / kv_heads).unwrap_or(1);
+        let (kv, d) = (
+            i64::try_from(kv_heads).unwrap_or(1),
+            i64::try_from(head_dim).unwrap_or(1),
+        );
+        let q_shape = self.graph.const_i64(&[kv, group, -1, d], &[4]);
+        let q = self.graph.op("Reshape", &[&q, &q_shape], &[]);
+        let axis1 = self.graph.const_i64(&[1], &[1]);
+        let k = self.graph.op("Unsqueeze", &[&k, &axis1], &[]);
+        let k_t = self.graph.op(
+            "Transpose",
+            &[&k],
+            &[("perm", Attr::Ints(vec![0, 1, 3, 2]))],
+        );
+        let v = self.graph.op("Unsqueeze", &[&v, &axis1], &[]);
+        let scores = self.graph.op("MatMul", &[&q, &k_t], &[]);
+        #[allow(clippy::cast_possible_truncation)]
+        let scale = (1.0 / (head_dim_f64(head_dim)).sqrt()) as f32;
+        let scale = self.graph.const_f32(&[scale], &[]);
+        let scores = self.graph.op("Mul", &[&scores, &scale], &[]);
+        let scores = self.graph.op("Add", &[&scores, mask], &[]);
+        let probabilities = self
+            .graph
+            .op("Softmax", &[&scores], &[("axis", Attr::Int(-1))]);
+        let context = self.graph.op("MatMul", &[&probabilities, &v], &[]);
+        let heads_i = i64::try_from(heads).unwrap_or(1);
+        let shape = self.graph.const_i64(&[heads_i, -1, d], &[3]);
+        let context = self.graph.op("Reshape", &[&context, &shape], &[]);
+        let context = self.graph.op(
+            "Transpose",
+            &[&context],
+            &[("perm", Attr::Ints(vec![1, 0, 2]))],
+        );
+        let flat = self.graph.const_i64(&[-1, heads_i * d], &[2]);
+        let context = self.graph.op("Reshape", &[&context, &flat], &[]);
+        self.linear(
+            &context,
+            &format!("{prefix}.o_proj"),
+            hidden,
+            heads * head_dim,
+            c.o_bias,
+        )
+    }
+
+    fn mlp(&mut self, h: &str, prefix: &str) -> Result<String, EvalError> {
+        let (hidden, inner, bias) = (
+            self.config.hidden_size,
+            self.config.intermediate_size,
+            self.config.mlp_bias,
+        );
+        let gate = self.linear(h, &format!("{prefix}.gate_proj"), inner, hidden, bias)?;
+        let up = self.linear(h, &format!("{prefix}.up_proj"), inner, hidden, bias)?;
+        let sigmoid = self.graph.op("Sigmoid", &[&gate], &[]);
+        let silu = self.graph.op("Mul", &[&gate, &sigmoid], &[]);
+        let product = self.graph.op("Mul", &[&silu, &up], &[]);
+        self.linear(
+            &product,
+            &format!("{prefix}.down_proj"),
+            hidden,
+            inner,
+            bias,
+        )
+    }
+
+    fn build(mut self, options: &ExportOptions) -> Result<Vec<u8>, EvalError> {
+        let c = self.config;
+        let ids = self
+            .graph
+            .input("input_ids", ElementType::I64, &[Dim::Named("sequence")]);
+        let labels = self
+            .graph
+            .input("labels", ElementType::I64, &[Dim::Named("sequence")]);
+        let length = self.graph.op("Shape", &[&ids], &[]);
+
+        // Embedding rows are gathered in their stored dtype, then cast.
+        let (embedding, embedding_dtype) =
+            self.raw("model.embed_tokens.weight", &[c.vocab_size, c.hidden_size])?;
+        let mut x = self
+            .graph
+            .op("Gather", &[&embedding, &ids], &[("axis", Attr::Int(0))]);
+        if embedding_dtype != Dtype::F32 {
+            x = self.graph.op("Cast", &[&x], &[("to", Attr::Int(1))]);
+        }
+
+        let inverse = inverse_frequencies(c);
+        let (cos_table, sin_table) = rotary_tables(&inverse, options.max_positions);
+        let table_shape = [
+            i64::try_from(options.max_positions).unwrap_or(0),
+            i64::try_from(c.rotary_dim).unwrap_or(0),
+        ];
+        let cos_table = self.graph.const_f32(&cos_table, &table_shape);
+        let sin_table = self.graph.const_f32(&sin_table, &table_shape);
+        let zero = self.graph.const_i64(&[0], &[1]);
+        let axis0 = self.graph.const_i64(&[0], &[1]);
+        let cos = self
+            .graph
+            .op("Slice", &[&cos_table, &zero, &length, &axis0], &[]);
+        let sin = self
+            .graph
+            .op("Slice", &[&sin_table, &zero, &length, &axis0], &[]);
+
+        // Causal mask: float32's lowest value strictly above the diagonal, as transformers.
+        let square = self
+            .graph
+            .op("Concat", &[&length, &length], &[("axis", Attr::Int(0))]);
+        let filled = self.graph.op(
+            "ConstantOfShape",
+            &[&square],
+            &[("value", Attr::FloatTensor(f32::MIN))],
+        );
+        let one = self.graph.const_i64(&[1], &[]);
+        let mask = self
+            .graph
+            .op("Trilu", &[&filled, &one], &[("upper", Attr::Int(1))]);
+
+        for layer in 0..c.num_layers {
+            let prefix = format!("model.layers.{layer}");
+            let normed = self.norm(&x, &format!("{prefix}.input_layernorm"))?;
+            let attention =
+                self.attention(&normed, &format!("{prefix}.self_attn"), &cos, &sin, &mask)?;
+            if c.parallel_residual {
+                let mlp = self.mlp(&normed, &format!("{prefix}.mlp"))?;
+                let with_attention = self.graph.op("Add", &[&x, &attention], &[]);
+                x = self.graph.op("Add", &[&with_attention, &mlp], &[]);
+            } else {
+                x = self.graph.op("Add", &[&x, &attention], &[]);
+                let normed = self.norm(&x, &format!("{prefix}.post_attention_layernorm"))?;
+                let mlp = self.mlp(&normed, &format!("{prefix}.mlp"))?;
+                x = self.graph.op("Add", &[&x, &mlp], &[]);
+            }
+        }
+        let x = self.norm(&x, "model.norm")?;
+
+        // Only positions 0..S-1 predict a target (the shift); their logits stay inside.
+        let predicting = self.slice(&x, 0, -1, 0);
+        let head_name = if c.tie_word_embeddings {
+            "model.embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        };
+        let head = self.weight(head_name, &[c.vocab_size, c.hidden_size])?;
+        let logits = self
+            .graph
+            .op("Gemm", &[&predicting, &head], &[("transB", Attr::Int(1))]);
+        let log_probabilities = self
+            .graph
+            .op("LogSoftmax", &[&logits], &[("axis", Attr::Int(1))]);
+        let targets = self.slice(&labels, 1, i64::MAX, 0);
+        let zero_label = self.graph.const_i64(&[0], &[]);
+        let valid = self
+            .graph
+            .op("GreaterOrEqual", &[&targets, &zero_label], &[]);
+        let index = self
+            .graph
+            .op("Where", &[&valid, &targets, &zero_label], &[]);
+        let axis1 = self.graph.const_i64(&[1], &[1]);
+        let index = self.graph.op("Unsqueeze", &[&index, &axis1], &[]);
+        let picked = self.graph.op(
+            "GatherElements",
+            &[&log_probabilities, &index],
+            &[("axis", Attr::Int(1))],
+        );
+        let picked = self.graph.op("Squeeze", &[&picked, &axis1], &[]);
+        let weight = self.graph.op("Cast", &[&valid], &[("to", Attr::Int(1))]);
+        let token_logprobs = self.graph.op("Mul", &[&picked, &weight], &[]);
+        let keep = [("keepdims", Attr::Int(0))];
+        let total = self.graph.op("ReduceSum", &[&token_logprobs], &keep);
+        let count = self.graph.op("ReduceSum", &[&weight], &keep);
+        let mean = self.graph.op("Div", &[&total, &count], &[]);
+        let loss = self.graph.op("Neg", &[&mean], &[]);
+        self.graph.output(
+            "target_logprobs",
+            &token_logprobs,
+            ElementType::F32,
+            &[Dim::Named("targets")],
+        );
+        self.graph
+            .output("target_count", &count, ElementType::F32, &[]);
+        self.graph.output("loss_mean", &loss, ElementType::F32, &[]);
+        Ok(self.graph.finish(c.architecture.name()))
+    }
+}
+
+fn head_dim_f64(head_dim: u64) -> f64 {
+    f64::from(u32::try_from(head_dim).unwrap_or(u32::MAX))
+}
+
+/// Builds the ONNX model of `config` over `weights`.
+pub fn export(
+    config: &ModelConfig,
+    weights: &WeightIndex,
+    options: &ExportOptions,
+) -> Result<Vec<u8>, EvalError> {
+    if options.max_positions == 0 || options.max_positions > 1 << 20 {
+        return Err(EvalError::Config(format!(
+            "a maximum sequence length of {} is outside 1..=1048576",
+            options.max_positions
+        )));
+    }
+    Exporter {
+        graph: GraphBuilder::new(),
+        config,
+        weights,
+        as_f32: BTreeMap::new(),
+    }
+    .build(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_frequencies_match_torch() {
+        // torch: 1.0 / (10000.0 ** (torch.arange(0, 8, 2).float() / 8))
+        let config = ModelConfig::parse(
+            br#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 32, "intermediate_size": 8,
+                "num_attention_heads": 4, "num_hidden_layers": 1, "vocab_size": 10}"#,
+        )
+        .unwrap();
+        let inverse = inverse_frequencies(&config);
+        assert_eq!(inverse, vec![1.0, 0.1, 0.01, 0.001]);
+    }
+
+    #[test]
+    fn rotary_tables_repeat_their_halves() {
+        let (cos, sin) = rotary_tables(&[1.0, 0.5], 3);
+        assert_eq!(cos.len(), 12);
+        assert_eq!(cos[0..4], [1.0, 1.0, 1.0, 1.0]);
+        assert!((sin[4] - libm::sinf(1.0)).abs() < 1e-7);
+        assert_eq!(sin[4], sin[6]);
+        assert_eq!(sin[5], sin[7]);
+    }
+}

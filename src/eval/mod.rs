@@ -1,0 +1,304 @@
+//! Model evaluation without PyTorch and without running miner code: we read the model's files,
+//! build the ONNX graph ourselves (with the loss inside) and let ONNX Runtime run it.
+//!
+//! - [`safetensors`]: hostile-safe headers, shards, streaming reads.
+//! - [`config`]: `config.json` in both styles, checked.
+//! - [`onnx`] and [`export`]: the graph, weights as external data into the safetensors files.
+//! - [`template`] and [`tokenize`]: chat templates and N's tokenisation.
+//! - [`runtime`]: ONNX Runtime sessions on CPU or CUDA.
+//! - [`checks`]: parameter count and N's norm check.
+
+pub mod checks;
+pub mod config;
+pub mod export;
+pub mod onnx;
+pub mod runtime;
+pub mod safetensors;
+pub mod template;
+pub mod tokenize;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::machine::event::RejectionCode;
+use checks::{NormReport, norm_check, parameter_count};
+use config::ModelConfig;
+use export::{ExportOptions, export};
+use runtime::{Device, ModelSession};
+use safetensors::WeightIndex;
+use template::{CivilDate, Isolation};
+use tokenize::Prepared;
+
+/// N's `sequence_length`.
+pub const DEFAULT_MAX_SEQ_LEN: usize = 2048;
+
+/// What can stop an evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A required file is absent.
+    #[error("{path}: missing {what}")]
+    MissingFile {
+        /// Where it was looked for.
+        path: PathBuf,
+        /// What it should be.
+        what: String,
+    },
+    /// A weight file is malformed or hostile.
+    #[error("{path}: malformed safetensors: {detail}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A tensor the architecture needs is absent.
+    #[error("missing tensor {name}: {detail}")]
+    MissingTensor {
+        /// Its name.
+        name: String,
+        /// Context.
+        detail: String,
+    },
+    /// `config.json` makes no sense.
+    #[error("invalid config.json: {0}")]
+    Config(String),
+    /// An architecture or flag we do not evaluate.
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    /// The tokenizer files are unusable.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The chat template failed, looped or exploded.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// ONNX Runtime failed.
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+    /// CUDA was asked for but cannot be used.
+    #[error("CUDA is not available: {0}")]
+    CudaUnavailable(String),
+    /// The evaluation data is unusable.
+    #[error("data line {line}: {detail}")]
+    Data {
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl EvalError {
+    /// Whether the model itself is at fault (a recorded rejection) rather than this machine
+    /// (retry later): the class a validator journals.
+    pub fn rejection_code(&self) -> Option<RejectionCode> {
+        match self {
+            EvalError::Malformed { .. }
+            | EvalError::MissingTensor { .. }
+            | EvalError::Config(_) => Some(RejectionCode::MalformedRepo),
+            EvalError::MissingFile { .. } | EvalError::Tokenizer(_) | EvalError::Template(_) => {
+                Some(RejectionCode::MalformedRepo)
+            }
+            EvalError::Unsupported(_) => Some(RejectionCode::UnsupportedArchitecture),
+            EvalError::Io { .. }
+            | EvalError::Runtime(_)
+            | EvalError::CudaUnavailable(_)
+            | EvalError::Data { .. } => None,
+        }
+    }
+}
+
+/// A model directory: its config and its weights' index.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    /// The directory.
+    pub path: PathBuf,
+    /// `config.json`.
+    pub config: ModelConfig,
+    /// The safetensors.
+    pub weights: WeightIndex,
+}
+
+impl ModelDir {
+    /// Reads and checks a model directory (no session is built).
+    pub fn open(path: &Path) -> Result<Self, EvalError> {
+        let config = ModelConfig::read(path)?;
+        let weights = WeightIndex::open(path)?;
+        let embedding = weights.get("model.embed_tokens.weight")?;
+        if embedding.shape != [config.vocab_size, config.hidden_size] {
+            return Err(EvalError::Config(format!(
+                "the embedding has shape {:?} but config.json says vocab {} × hidden {}",
+                embedding.shape, config.vocab_size, config.hidden_size
+            )));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            config,
+            weights,
+        })
+    }
+
+    /// Parameters, counted as `model.parameters()` would.
+    pub fn parameter_count(&self) -> u64 {
+        parameter_count(&self.config, &self.weights)
+    }
+
+    /// N's norm check.
+    pub fn norm_check(&self) -> Result<NormReport, EvalError> {
+        norm_check(&self.config, &self.weights)
+    }
+}
+
+/// How to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// CPU or CUDA.
+    pub device: Device,
+    /// Truncation length (N: 2048).
+    pub max_seq_len: usize,
+    /// CPU threads for ONNX Runtime.
+    pub threads: usize,
+    /// How chat templates are rendered.
+    pub isolation: Isolation,
+    /// The date `strftime_now` returns to templates.
+    pub date: CivilDate,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            max_seq_len: DEFAULT_MAX_SEQ_LEN,
+            threads: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            isolation: Isolation::InProcess,
+            date: CivilDate::today(),
+        }
+    }
+}
+
+/// One prompt/response pair of an evaluation data file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DataSample {
+    /// The prompt.
+    pub prompt: String,
+    /// The reference response.
+    pub response: String,
+}
+
+/// Reads a JSON Lines file of `{"prompt": ..., "response": ...}` (blank lines skipped).
+pub fn read_samples(path: &Path) -> Result<Vec<DataSample>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Io {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            serde_json::from_str(line).map_err(|e| EvalError::Data {
+                line: index + 1,
+                detail: format!("expected {{\"prompt\": string, \"response\": string}}: {e}"),
+            })
+        })
+        .collect()
+}
+
+/// A model ready to score samples: its session, reused for every sample.
+#[derive(Debug)]
+pub struct Evaluator {
+    session: ModelSession,
+    vocab_size: u64,
+}
+
+/// The result of one sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleResult {
+    /// The loss (+infinity when nothing is left to predict or the sample failed).
+    pub loss: f64,
+    /// Tokens in the (truncated) conversation.
+    pub tokens: usize,
+    /// Targets scored.
+    pub targets: usize,
+    /// Why the sample failed, if it did.
+    pub error: Option<String>,
+}
+
+impl Evaluator {
+    /// Exports the model and builds its session.
+    pub fn new(model: &ModelDir, options: &EvalOptions) -> Result<Self, EvalError> {
+        let graph = export(
+            &model.config,
+            &model.weights,
+            &ExportOptions {
+                max_positions: options.max_seq_len,
+            },
+        )?;
+        let session = ModelSession::new(&graph, &model.path, options.device, options.threads)?;
+        Ok(Self {
+            session,
+            vocab_size: model.config.vocab_size,
+        })
+    }
+
+    /// Scores one prepared sample. Like N, a sample that fails scores +infinity; a sample with
+    /// nothing to predict (N: NaN) also scores +infinity.
+    pub fn score(&mut self, sample: &Prepared) -> SampleResult {
+        let tokens = sample.ids.len();
+        if !sample.has_targets() {
+            return SampleResult {
+                loss: f64::INFINITY,
+                tokens,
+                targets: 0,
+                error: None,
+            };
+        }
+        if let Some(bad) = sample
+            .ids
+            .iter()
+            .find(|id| u64::try_from(**id).map_or(true, |id| id >= self.vocab_size))
+        {
+            return SampleResult {
+                loss: f64::INFINITY,
+                tokens,
+                targets: 0,
+                error: Some(format!(
+                    "token id {bad} is outside the model's vocabulary of {}",
+                    self.vocab_size
+                )),
+            };
+        }
+        match self.session.run(&sample.ids, &sample.labels()) {
+            Ok(result) if result.target_count > 0 && result.loss_mean.is_finite() => SampleResult {
+                loss: f64::from(result.loss_mean),
+                tokens,
+                targets: result.target_count,
+                error: None,
+            },
+            Ok(result) => SampleResult {
+                // NaN from NaN weights, or no targets: the sample cannot win.
+                loss: if result.loss_mean.is_nan() {
+                    f64::NAN
+                } else {
+                    f64::INFINITY
+                },
+                tokens,
+                targets: result.target_count,
+                error: None,
+            },
+            Err(error) => SampleResult {
+                loss: f64::INFINITY,
+                tokens,
+                targets: 0,
+                error: Some(error.to_string()),
+            },
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! ONNX Runtime, loaded at run time (`ort` with `load-dynamic`): one session per model,
+//! reused for every sample, on the CPU or CUDA provider.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+
+use super::EvalError;
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// ONNX Runtime's CPU provider.
+    Cpu,
+    /// The CUDA provider on a GPU.
+    Cuda {
+        /// CUDA device index.
+        device_id: i32,
+    },
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda { device_id: 0 }),
+            other => match other.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(device_id)) => Ok(Device::Cuda { device_id }),
+                _ => Err(format!("unknown device {other:?}: use cpu, cuda or cuda:N")),
+            },
+        }
+    }
+}
+
+/// The ONNX Runtime library this process loads: `ORT_DYLIB_PATH`, else the one the build
+/// fetched.
+pub fn library_path() -> Result<PathBuf, EvalError> {
+    let from_env = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty());
+    let path = from_env
+        .map(PathBuf::from)
+        .or_else(|| {
+            Some(PathBuf::from(env!("VALIDATOR_ORT_DYLIB"))).filter(|p| !p.as_os_str().is_empty())
+        })
+        .ok_or_else(|| {
+            EvalError::Runtime(
+                "no ONNX Runtime library: the build could not fetch one; set ORT_DYLIB_PATH to \
+                 libonnxruntime.so.1.31.1 (from the onnxruntime==1.31.1 wheel)"
+                    .into(),
+            )
+        })?;
+    if !path.is_file() {
+        return Err(EvalError::Runtime(format!(
+            "the ONNX Runtime library {} does not exist; set ORT_DYLIB_PATH to libonnxruntime.so.1.31.1",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// The process's ONNX Runtime environment, loaded once.
+pub fn environment() -> Result<Environment, EvalError> {
+    static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+    ENVIRONMENT
+        .get_or_init(|| {
+            let path = library_path().map_err(|e| e.to_string())?;
+            let builder = ort::init_from(&path)
+                .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+            builder
+                .with_name("validator")
+                .build()
+                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+        })
+        .clone()
+        .map_err(EvalError::Runtime)
+}
+
+fn runtime_error(context: &str) -> impl Fn(ort::Error) -> EvalError + '_ {
+    move |error| EvalError::Runtime(format!("{context}: {error}"))
+}
+
+/// What the CUDA provider needs, said once when it cannot load.
+fn cuda_help(error: &ort::Error) -> EvalError {
+    let provider = library_path().ok().and_then(|p| {
+        p.parent()
+            .map(|d| d.join("libonnxruntime_providers_cuda.so"))
+    });
+    let missing_provider = provider.as_ref().is_some_and(|p| !p.is_file());
+    let what = if missing_provider {
+        format!(
+            "the CUDA provider library {} is missing: this ONNX Runtime is the CPU build; point \
+             ORT_DYLIB_PATH at libonnxruntime.so.1.31.1 from the onnxruntime-gpu==1.31.1 wheel, \
+             with libonnxruntime_providers_cuda.so beside it",
+            provider.map_or_else(String::new, |p| p.display().to_string())
+        )
+    } else {
+        "the CUDA provider did not load; it needs CUDA 13 and cuDNN 9 (libcudart.so.13, \
+         libcublas.so.13, libcublasLt.so.13, libcurand.so.10, libcudnn.so.9) on LD_LIBRARY_PATH \
+         and a visible GPU"
+            .into()
+    };
+    EvalError::CudaUnavailable(format!("{what} (ONNX Runtime said: {error})"))
+}
+
+/// One model's session.
+pub struct ModelSession {
+    session: Session,
+    device: Device,
+}
+
+impl std::fmt::Debug for ModelSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSession")
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The loss of one sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleLoss {
+    /// Mean negative log-likelihood over unmasked targets (NaN when there are none).
+    pub loss_mean: f32,
+    /// Log-probability of each next-token target (0 where masked).
+    pub target_logprobs: Vec<f32>,
+    /// Number of unmasked targets.
+    pub target_count: usize,
+}
+
+impl ModelSession {
+    /// Builds a session for `model` (ONNX bytes whose weights live in `weights_dir`).
+    pub fn new(
+        model: &[u8],
+        weights_dir: &Path,
+        device: Device,
+        threads: usize,
+    ) -> Result<Self, EvalError> {
+        let environment = environment()?;
+        let folder = weights_dir
+            .canonicalize()
+            .map_err(|e| EvalError::Io {
+                path: weights_dir.to_owned(),
+                source: e,
+            })?
+            .display()
+            .to_string();
+        let context = "configuring the session";
+        let mut builder = Session::builder(&environment)
+            .map_err(runtime_error(context))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| EvalError::Runtime(format!("{context}: {e}")))?
+            .with_intra_threads(threads.max(1))
+            .map_err(|e| EvalError::Runtime(format!("{context}: {e}")))?
+            // Weights are read where they lie: external data resolves against the model's
+            // own directory, and CPU prepacking (which copies matrices) is off.
+            .with_config_entry(
+                "session.model_external_initializers_file_folder_path",
+                &folder,
+            )
+            .map_err(|e| EvalError::Runtime(format!("{context}: {e}")))?
+            .with_config_entry("session.disable_prepacking", "1")
+            .map_err(|e| EvalError::Runtime(format!("{context}: {e}")))?;
+        if let Device::Cuda { device_id } = device {
+            let cuda = ort::ep::CUDA::default()
+                .with_device_id(device_id)
+                .build()
+                .error_on_failure();
+            builder = builder
+                .with_execution_providers([cuda])
+                .map_err(|e| cuda_help(&e.into()))?;
+        }
+        let session = builder
+            .commit_from_memory(model)
+            .map_err(|e| match device {
+                Device::Cuda { .. } if e.to_string().to_lowercase().contains("cuda") => {
+                    cuda_help(&e)
+                }
+                _ => EvalError::Runtime(format!("building the session: {e}")),
+            })?;
+        Ok(Self { session, device })
+    }
+
+    /// The device the session runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Runs one sample: token ids and labels (`-100` masked), both of the same length.
+    pub fn run(&mut self, ids: &[i64], labels: &[i64]) -> Result<SampleLoss, EvalError> {
+        let length = ids.len();
+        let context = "running the model";
+        let ids = Tensor::from_array(([length], ids.to_vec())).map_err(runtime_error(context))?;
+        let labels =
+            Tensor::from_array(([length], labels.to_vec())).map_err(runtime_error(context))?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["input_ids" => ids, "labels" => labels])
+            .map_err(runtime_error(context))?;
+        let scalar = |name: &str| -> Result<f32, EvalError> {
+            let (_, values) = outputs[name]
+                .try_extract_tensor::<f32>()
+                .map_err(runtime_error(context))?;
+            values
+                .first()
+                .copied()
+                .ok_or_else(|| EvalError::Runtime(format!("{name} is empty")))
+        };
+        let loss_mean = scalar("loss_mean")?;
+        let count = scalar("target_count")?;
+        let (_, logprobs) = outputs["target_logprobs"]
+            .try_extract_tensor::<f32>()
+            .map_err(runtime_error(context))?;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let target_count = count as usize;
+        Ok(SampleLoss {
+            loss_mean,
+            target_logprobs: logprobs.to_vec(),
+            target_count,
+        })
+    }
+}

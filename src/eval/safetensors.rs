@@ -1,0 +1,381 @@
+//! Reading safetensors files we did not write: every header field is checked before it is
+//! used, so a hostile file gets an error that names the file and the problem, never a panic or
+//! an allocation sized by an attacker.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::EvalError;
+
+/// The largest header accepted (the format's own reference implementation uses 100 MB).
+const HEADER_BYTES_MAX: u64 = 100 * 1024 * 1024;
+/// The most shards an index may name.
+const SHARDS_MAX: usize = 4096;
+
+/// Element type of a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    /// IEEE single.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// Any other type: its name and element size (size-checked, never evaluated).
+    Other(&'static str, u64),
+}
+
+impl Dtype {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "F32" => Dtype::F32,
+            "F16" => Dtype::F16,
+            "BF16" => Dtype::BF16,
+            "F64" => Dtype::Other("F64", 8),
+            "I64" => Dtype::Other("I64", 8),
+            "U64" => Dtype::Other("U64", 8),
+            "I32" => Dtype::Other("I32", 4),
+            "U32" => Dtype::Other("U32", 4),
+            "I16" => Dtype::Other("I16", 2),
+            "U16" => Dtype::Other("U16", 2),
+            "I8" => Dtype::Other("I8", 1),
+            "U8" => Dtype::Other("U8", 1),
+            "BOOL" => Dtype::Other("BOOL", 1),
+            "F8_E4M3" => Dtype::Other("F8_E4M3", 1),
+            "F8_E5M2" => Dtype::Other("F8_E5M2", 1),
+            _ => return None,
+        })
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::Other(_, size) => size,
+        }
+    }
+
+    /// The safetensors name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+            Dtype::Other(name, _) => name,
+        }
+    }
+}
+
+/// Where one tensor's bytes are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Dimensions.
+    pub shape: Vec<u64>,
+    /// Index of the file in [`WeightIndex::files`].
+    pub file: usize,
+    /// Absolute byte offset in the file.
+    pub offset: u64,
+    /// Byte length.
+    pub length: u64,
+}
+
+impl TensorInfo {
+    /// Number of elements.
+    pub fn elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+/// Every tensor of a model directory (one file, or shards named by an index).
+#[derive(Debug, Clone)]
+pub struct WeightIndex {
+    /// The safetensors files, in the order their tensors refer to them.
+    pub files: Vec<PathBuf>,
+    /// Tensors by name.
+    pub tensors: BTreeMap<String, TensorInfo>,
+}
+
+#[derive(Deserialize)]
+struct RawTensor {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: [u64; 2],
+}
+
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+fn malformed(path: &Path, detail: impl Into<String>) -> EvalError {
+    EvalError::Malformed {
+        path: path.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> EvalError {
+    EvalError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// One header entry: dtype, shape, absolute offset and length in bytes.
+pub type HeaderEntry = (Dtype, Vec<u64>, u64, u64);
+
+/// Parses one safetensors header, checking every offset against the file's length.
+pub fn read_header(path: &Path) -> Result<BTreeMap<String, HeaderEntry>, EvalError> {
+    let mut file = File::open(path).map_err(|e| io(path, e))?;
+    let file_bytes = file.metadata().map_err(|e| io(path, e))?.len();
+    let mut length_bytes = [0u8; 8];
+    file.read_exact(&mut length_bytes).map_err(|_| {
+        malformed(
+            path,
+            format!("truncated: {file_bytes} bytes, no header length"),
+        )
+    })?;
+    let header_bytes = u64::from_le_bytes(length_bytes);
+    if header_bytes > HEADER_BYTES_MAX {
+        return Err(malformed(
+            path,
+            format!("header of {header_bytes} bytes exceeds {HEADER_BYTES_MAX}"),
+        ));
+    }
+    if header_bytes > file_bytes.saturating_sub(8) {
+        return Err(malformed(
+            path,
+            format!("truncated: header of {header_bytes} bytes in a file of {file_bytes}"),
+        ));
+    }
+    let mut header = vec![0u8; usize::try_from(header_bytes).unwrap_or(0)];
+    file.read_exact(&mut header).map_err(|e| io(path, e))?;
+    let data_start = 8 + header_bytes;
+    let data_bytes = file_bytes - data_start;
+    let raw: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| malformed(path, format!("header is not a JSON object: {e}")))?;
+    let mut tensors = BTreeMap::new();
+    let mut spans: Vec<(u64, u64, String)> = Vec::new();
+    for (name, value) in raw {
+        if name == "__metadata__" {
+            continue;
+        }
+        let tensor: RawTensor = serde_json::from_value(value)
+            .map_err(|e| malformed(path, format!("tensor {name:?}: {e}")))?;
+        let dtype = Dtype::parse(&tensor.dtype).ok_or_else(|| {
+            malformed(
+                path,
+                format!("tensor {name:?} has unknown dtype {:?}", tensor.dtype),
+            )
+        })?;
+        let [begin, end] = tensor.data_offsets;
+        if begin > end || end > data_bytes {
+            return Err(malformed(
+                path,
+                format!(
+                    "tensor {name:?} spans bytes {begin}..{end} of a data section of {data_bytes} (truncated file?)"
+                ),
+            ));
+        }
+        let elements = tensor
+            .shape
+            .iter()
+            .try_fold(1u64, |acc, d| acc.checked_mul(*d))
+            .ok_or_else(|| malformed(path, format!("tensor {name:?} has an overflowing shape")))?;
+        let expected = elements
+            .checked_mul(dtype.size())
+            .ok_or_else(|| malformed(path, format!("tensor {name:?} has an overflowing shape")))?;
+        if expected != end - begin {
+            return Err(malformed(
+                path,
+                format!(
+                    "tensor {name:?} of shape {:?} and dtype {} needs {expected} bytes, its offsets give {}",
+                    tensor.shape,
+                    dtype.name(),
+                    end - begin
+                ),
+            ));
+        }
+        spans.push((begin, end, name.clone()));
+        tensors.insert(name, (dtype, tensor.shape, data_start + begin, end - begin));
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        if let [(_, end, first), (begin, _, second)] = pair
+            && begin < end
+        {
+            return Err(malformed(
+                path,
+                format!("tensors {first:?} and {second:?} overlap"),
+            ));
+        }
+    }
+    Ok(tensors)
+}
+
+/// A file name from an index: a plain name in the directory, nothing that leaves it.
+fn shard_path(dir: &Path, index_path: &Path, name: &str) -> Result<PathBuf, EvalError> {
+    let plain = !name.is_empty()
+        && !name.contains(['/', '\\'])
+        && name != "."
+        && name != ".."
+        && name.ends_with(".safetensors");
+    if !plain {
+        return Err(malformed(
+            index_path,
+            format!("shard name {name:?} is not a plain .safetensors file name"),
+        ));
+    }
+    Ok(dir.join(name))
+}
+
+impl WeightIndex {
+    /// Indexes `model.safetensors`, or the shards named by `model.safetensors.index.json`.
+    pub fn open(dir: &Path) -> Result<Self, EvalError> {
+        let index_path = dir.join("model.safetensors.index.json");
+        let single = dir.join("model.safetensors");
+        let (files, owners): (Vec<PathBuf>, Option<BTreeMap<String, String>>) =
+            if index_path.is_file() {
+                let text = std::fs::read(&index_path).map_err(|e| io(&index_path, e))?;
+                let index: ShardIndex = serde_json::from_slice(&text)
+                    .map_err(|e| malformed(&index_path, format!("not a shard index: {e}")))?;
+                let mut names: Vec<&String> = index.weight_map.values().collect();
+                names.sort();
+                names.dedup();
+                if names.len() > SHARDS_MAX {
+                    return Err(malformed(
+                        &index_path,
+                        format!("{} shards exceed {SHARDS_MAX}", names.len()),
+                    ));
+                }
+                let files = names
+                    .iter()
+                    .map(|name| shard_path(dir, &index_path, name))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (files, Some(index.weight_map))
+            } else if single.is_file() {
+                (vec![single], None)
+            } else {
+                return Err(EvalError::MissingFile {
+                    path: dir.to_owned(),
+                    what: "model.safetensors or model.safetensors.index.json".into(),
+                });
+            };
+        if let Some(absent) = files.iter().find(|path| !path.is_file()) {
+            return Err(EvalError::MissingFile {
+                path: absent.clone(),
+                what: "a shard named by the index".into(),
+            });
+        }
+        let mut tensors = BTreeMap::new();
+        for (file_index, path) in files.iter().enumerate() {
+            for (name, (dtype, shape, offset, length)) in read_header(path)? {
+                if let Some(owners) = &owners
+                    && owners.get(&name).map(|owner| dir.join(owner)) != Some(path.clone())
+                {
+                    return Err(malformed(
+                        path,
+                        format!("tensor {name:?} is not listed for this shard in the index"),
+                    ));
+                }
+                let info = TensorInfo {
+                    dtype,
+                    shape,
+                    file: file_index,
+                    offset,
+                    length,
+                };
+                if tensors.insert(name.clone(), info).is_some() {
+                    return Err(malformed(
+                        path,
+                        format!("tensor {name:?} appears in two shards"),
+                    ));
+                }
+            }
+        }
+        if let Some(owners) = &owners
+            && let Some(missing) = owners.keys().find(|name| !tensors.contains_key(*name))
+        {
+            return Err(EvalError::MissingTensor {
+                name: missing.clone(),
+                detail: "listed in the shard index but in no shard".into(),
+            });
+        }
+        Ok(Self { files, tensors })
+    }
+
+    /// The tensor called `name`, or a clear error.
+    pub fn get(&self, name: &str) -> Result<&TensorInfo, EvalError> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| EvalError::MissingTensor {
+                name: name.to_owned(),
+                detail: "not in the model's safetensors".into(),
+            })
+    }
+
+    /// Total number of parameters (elements of every tensor).
+    pub fn parameter_count(&self) -> u64 {
+        self.tensors.values().map(TensorInfo::elements).sum()
+    }
+
+    /// Streams a float tensor's values, as f64, in chunks, to `visit`.
+    pub fn stream_values(
+        &self,
+        tensor: &TensorInfo,
+        mut visit: impl FnMut(&[f64]),
+    ) -> Result<(), EvalError> {
+        let path = self
+            .files
+            .get(tensor.file)
+            .ok_or_else(|| EvalError::MissingFile {
+                path: PathBuf::new(),
+                what: "a shard".into(),
+            })?;
+        let decode: fn(&[u8]) -> f64 = match tensor.dtype {
+            Dtype::F32 => |b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            Dtype::F16 => |b| f64::from(half::f16::from_le_bytes([b[0], b[1]])),
+            Dtype::BF16 => |b| f64::from(half::bf16::from_le_bytes([b[0], b[1]])),
+            Dtype::Other(name, _) => {
+                return Err(EvalError::Unsupported(format!(
+                    "a {name} weight; expected F32, F16 or BF16"
+                )));
+            }
+        };
+        let element = usize::try_from(tensor.dtype.size()).unwrap_or(4);
+        let mut file = File::open(path).map_err(|e| io(path, e))?;
+        file.seek(SeekFrom::Start(tensor.offset))
+            .map_err(|e| io(path, e))?;
+        const CHUNK_BYTES: usize = 1 << 22;
+        let mut buffer = vec![0u8; CHUNK_BYTES];
+        let mut values = Vec::with_capacity(CHUNK_BYTES / element);
+        let mut remaining = tensor.length;
+        while remaining > 0 {
+            let take = usize::try_from(remaining.min(CHUNK_BYTES as u64)).unwrap_or(CHUNK_BYTES);
+            let chunk = &mut buffer[..take];
+            file.read_exact(chunk).map_err(|e| io(path, e))?;
+            values.clear();
+            values.extend(chunk.chunks_exact(element).map(decode));
+            visit(&values);
+            remaining -= take as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads a (small) float tensor as f32.
+    pub fn read_f32(&self, tensor: &TensorInfo) -> Result<Vec<f32>, EvalError> {
+        let mut out = Vec::new();
+        #[allow(clippy::cast_possible_truncation)]
+        self.stream_values(tensor, |values| {
+            out.extend(values.iter().map(|v| *v as f32))
+        })?;
+        Ok(out)
+    }
+}

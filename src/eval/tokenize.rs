@@ -1,0 +1,299 @@
+//! Tokenisation with the original validator's semantics.
+//!
+//! For each (prompt, response): strip both (Python's `str.strip`); render the chat template for
+//! `[user]` with the generation prompt (the prompt ids) and for `[user, assistant]` (the full
+//! ids); encode without adding special tokens (the template adds them); truncate both to
+//! `max_len` tokens keeping the start; mask labels before `len(prompt ids)`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use super::EvalError;
+use super::export::IGNORE_INDEX;
+use super::template::{ChatTemplate, CivilDate, Conversation, Isolation, Message, render};
+
+/// The largest `tokenizer.json` read.
+const TOKENIZER_BYTES_MAX: u64 = 128 * 1024 * 1024;
+/// The largest `tokenizer_config.json` or template file read.
+const CONFIG_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
+/// The special tokens Hugging Face passes to templates.
+const SPECIAL_TOKEN_KEYS: [&str; 7] = [
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+];
+
+/// A tokenizer directory: `tokenizer.json`, `tokenizer_config.json`, maybe
+/// `chat_template.jinja` and `special_tokens_map.json`.
+pub struct TokenizerFiles {
+    tokenizer: Tokenizer,
+    /// The chat template with its special tokens.
+    pub template: ChatTemplate,
+}
+
+impl std::fmt::Debug for TokenizerFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenizerFiles")
+            .field("template", &self.template)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One sample, ready for the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// Token ids of the whole conversation (truncated).
+    pub ids: Vec<i64>,
+    /// Length of the prompt's ids (truncated): labels before it are masked.
+    pub prompt_len: usize,
+}
+
+impl Prepared {
+    /// The labels: the ids with the prompt masked.
+    pub fn labels(&self) -> Vec<i64> {
+        self.ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                if i < self.prompt_len {
+                    IGNORE_INDEX
+                } else {
+                    *id
+                }
+            })
+            .collect()
+    }
+
+    /// Whether anything is left to predict (N gets NaN otherwise; we report +infinity).
+    pub fn has_targets(&self) -> bool {
+        self.ids.len() > self.prompt_len.max(1)
+    }
+}
+
+fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, EvalError> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(EvalError::Io {
+                path: path.to_owned(),
+                source: e,
+            });
+        }
+    };
+    if metadata.len() > limit {
+        return Err(EvalError::Tokenizer(format!(
+            "{} is {} bytes, over the {limit}-byte limit",
+            path.display(),
+            metadata.len()
+        )));
+    }
+    std::fs::read(path).map(Some).map_err(|e| EvalError::Io {
+        path: path.to_owned(),
+        source: e,
+    })
+}
+
+/// A special token's text: a string, or an added-token object with `content`.
+fn token_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Object(object) => object
+            .get("content")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Python's `str.strip()`: Unicode whitespace plus the ASCII separators 0x1c..=0x1f.
+pub fn python_strip(text: &str) -> &str {
+    text.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
+fn choose_template(value: &Value, path: &Path) -> Result<Option<String>, EvalError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(source) => Ok(Some(source.clone())),
+        // A list of named templates: transformers uses the one called "default".
+        Value::Array(named) => {
+            let default = named.iter().find_map(|entry| {
+                let name = entry.get("name")?.as_str()?;
+                (name == "default").then(|| entry.get("template")?.as_str().map(str::to_owned))?
+            });
+            default.map(Some).ok_or_else(|| {
+                EvalError::Tokenizer(format!(
+                    "{} lists chat templates but none is named \"default\"",
+                    path.display()
+                ))
+            })
+        }
+        _ => Err(EvalError::Tokenizer(format!(
+            "{}: chat_template is neither a string nor a list",
+            path.display()
+        ))),
+    }
+}
+
+impl TokenizerFiles {
+    /// Loads a tokenizer directory.
+    pub fn load(dir: &Path) -> Result<Self, EvalError> {
+        let tokenizer_path = dir.join("tokenizer.json");
+        let bytes = read_bounded(&tokenizer_path, TOKENIZER_BYTES_MAX)?.ok_or_else(|| {
+            EvalError::MissingFile {
+                path: tokenizer_path.clone(),
+                what: "tokenizer.json (a fast tokenizer)".into(),
+            }
+        })?;
+        let mut tokenizer = Tokenizer::from_bytes(&bytes)
+            .map_err(|e| EvalError::Tokenizer(format!("{}: {e}", tokenizer_path.display())))?;
+        // The call decides truncation (and never pads), as transformers' apply_chat_template.
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| EvalError::Tokenizer(e.to_string()))?;
+        tokenizer.with_padding(None);
+
+        let config_path = dir.join("tokenizer_config.json");
+        let config: Value = match read_bounded(&config_path, CONFIG_BYTES_MAX)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| EvalError::Tokenizer(format!("{}: {e}", config_path.display())))?,
+            None => Value::Object(serde_json::Map::new()),
+        };
+        let map_path = dir.join("special_tokens_map.json");
+        let map: Value = match read_bounded(&map_path, CONFIG_BYTES_MAX)? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            None => Value::Null,
+        };
+        let mut special_tokens = BTreeMap::new();
+        for key in SPECIAL_TOKEN_KEYS {
+            let value = config
+                .get(key)
+                .and_then(token_text)
+                .or_else(|| map.get(key).and_then(token_text));
+            if let Some(text) = value {
+                special_tokens.insert(key.to_owned(), text);
+            }
+        }
+        // Newer repositories keep the template in its own file, which takes precedence.
+        let jinja_path = dir.join("chat_template.jinja");
+        let source = match read_bounded(&jinja_path, CONFIG_BYTES_MAX)? {
+            Some(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
+                EvalError::Tokenizer(format!("{} is not UTF-8", jinja_path.display()))
+            })?),
+            None => choose_template(
+                config.get("chat_template").unwrap_or(&Value::Null),
+                &config_path,
+            )?,
+        };
+        let source = source.ok_or_else(|| {
+            EvalError::Tokenizer(format!(
+                "{} has no chat template (tokenizer_config.json chat_template or chat_template.jinja)",
+                dir.display()
+            ))
+        })?;
+        Ok(Self {
+            tokenizer,
+            template: ChatTemplate {
+                source,
+                special_tokens,
+            },
+        })
+    }
+
+    /// The tokenizer's vocabulary size, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// Encodes text without adding special tokens.
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>, EvalError> {
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| EvalError::Tokenizer(format!("encoding failed: {e}")))?;
+        Ok(encoding.get_ids().iter().map(|id| i64::from(*id)).collect())
+    }
+
+    /// Prepares every sample. A template error fails the whole batch, as in N.
+    pub fn prepare(
+        &self,
+        samples: &[(String, String)],
+        max_len: usize,
+        date: CivilDate,
+        isolation: &Isolation,
+    ) -> Result<Vec<Prepared>, EvalError> {
+        let mut conversations = Vec::with_capacity(samples.len() * 2);
+        for (prompt, response) in samples {
+            let user = Message {
+                role: "user".into(),
+                content: python_strip(prompt).to_owned(),
+            };
+            let assistant = Message {
+                role: "assistant".into(),
+                content: python_strip(response).to_owned(),
+            };
+            conversations.push(Conversation {
+                messages: vec![user.clone()],
+                add_generation_prompt: true,
+            });
+            conversations.push(Conversation {
+                messages: vec![user, assistant],
+                add_generation_prompt: false,
+            });
+        }
+        let rendered = render(&self.template, &conversations, date, isolation)?;
+        rendered
+            .chunks(2)
+            .map(|pair| {
+                let [prompt, full] = pair else {
+                    return Err(EvalError::Template(
+                        "the renderer lost a conversation".into(),
+                    ));
+                };
+                let mut prompt_ids = self.encode(prompt)?;
+                let mut ids = self.encode(full)?;
+                prompt_ids.truncate(max_len);
+                ids.truncate(max_len);
+                Ok(Prepared {
+                    ids,
+                    prompt_len: prompt_ids.len(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_is_pythons() {
+        assert_eq!(python_strip("  a b \n\t"), "a b");
+        assert_eq!(python_strip("\u{1c}\u{1f}x\u{a0}\u{3000}"), "x");
+        assert_eq!(python_strip("\u{200b}x"), "\u{200b}x");
+    }
+
+    #[test]
+    fn labels_mask_the_prompt() {
+        let prepared = Prepared {
+            ids: vec![5, 6, 7, 8],
+            prompt_len: 2,
+        };
+        assert_eq!(prepared.labels(), vec![-100, -100, 7, 8]);
+        assert!(prepared.has_targets());
+        let all_prompt = Prepared {
+            ids: vec![5, 6],
+            prompt_len: 2,
+        };
+        assert!(!all_prompt.has_targets());
+    }
+}

@@ -1,0 +1,428 @@
+//! Hostile model repositories: each gets a clear error, never a panic or an out-of-memory.
+
+#![cfg(feature = "eval")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Map, Value};
+use validator::eval::template::{CivilDate, Isolation};
+use validator::eval::tokenize::TokenizerFiles;
+use validator::eval::{EvalError, EvalOptions, Evaluator, ModelDir};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models")
+}
+
+/// A writable copy of a fixture model.
+fn copy_model(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures().join(name)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// Splits a safetensors file into (header, data).
+fn split(path: &Path) -> (Map<String, Value>, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let length = usize::try_from(u64::from_le_bytes(bytes[..8].try_into().unwrap())).unwrap();
+    let header = serde_json::from_slice(&bytes[8..8 + length]).unwrap();
+    (header, bytes[8 + length..].to_vec())
+}
+
+fn join(path: &Path, header: &Map<String, Value>, data: &[u8]) {
+    let header = serde_json::to_vec(header).unwrap();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn edit_header(path: &Path, edit: impl FnOnce(&mut Map<String, Value>, usize)) {
+    let (mut header, data) = split(path);
+    edit(&mut header, data.len());
+    join(path, &header, &data);
+}
+
+fn open_error(dir: &Path) -> String {
+    match ModelDir::open(dir) {
+        Ok(model) => match Evaluator::new(
+            &model,
+            &EvalOptions {
+                threads: 1,
+                ..EvalOptions::default()
+            },
+        ) {
+            Ok(_) => panic!("{} was accepted", dir.display()),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    }
+}
+
+const Q: &str = "model.layers.0.self_attn.q_proj.weight";
+const K: &str = "model.layers.0.self_attn.k_proj.weight";
+
+#[test]
+fn a_truncated_file_is_refused() {
+    let dir = copy_model("llama-f32");
+    let path = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let error = open_error(dir.path());
+    assert!(
+        error.contains("malformed") && error.contains("truncated"),
+        "{error}"
+    );
+    std::fs::write(&path, &bytes[..5]).unwrap();
+    assert!(open_error(dir.path()).contains("no header length"));
+}
+
+#[test]
+fn an_absurd_header_length_is_refused_without_allocating_it() {
+    let dir = copy_model("llama-f32");
+    let path = dir.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(
+        open_error(dir.path()).contains("header of"),
+        "{}",
+        open_error(dir.path())
+    );
+    bytes[..8].copy_from_slice(&10u64.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(open_error(dir.path()).contains("not a JSON object"));
+}
+
+#[test]
+fn overlapping_offsets_are_refused() {
+    let dir = copy_model("llama-f32");
+    let path = dir.path().join("model.safetensors");
+    edit_header(&path, |header, _| {
+        let q = header[Q]["data_offsets"].clone();
+        let k = header.get_mut(K).unwrap();
+        // Same size as q? Use q's start with k's own length so only the overlap is wrong.
+        let k_length =
+            k["data_offsets"][1].as_u64().unwrap() - k["data_offsets"][0].as_u64().unwrap();
+        let start = q[0].as_u64().unwrap();
+        k["data_offsets"] = serde_json::json!([start, start + k_length]);
+    });
+    let error = open_error(dir.path());
+    assert!(error.contains("overlap"), "{error}");
+}
+
+#[test]
+fn offsets_past_the_end_are_refused() {
+    let dir = copy_model("llama-f32");
+    let path = dir.path().join("model.safetensors");
+    edit_header(&path, |header, data_len| {
+        let k = header.get_mut(K).unwrap();
+        let length =
+            k["data_offsets"][1].as_u64().unwrap() - k["data_offsets"][0].as_u64().unwrap();
+        let start = data_len as u64 - length / 2;
+        k["data_offsets"] = serde_json::json!([start, start + length]);
+    });
+    let error = open_error(dir.path());
+    assert!(error.contains("spans bytes"), "{error}");
+}
+
+#[test]
+fn a_shape_that_disagrees_with_the_bytes_is_refused() {
+    let dir = copy_model("llama-f32");
+    let path = dir.path().join("model.safetensors");
+    edit_header(&path, |header, _| {
+        header.get_mut(Q).unwrap()["shape"] = serde_json::json!([64, 65]);
+    });
+    let error = open_error(dir.path());
+    assert!(error.contains("needs") && error.contains(Q), "{error}");
+    edit_header(&path, |header, _| {
+        header.get_mut(Q).unwrap()["shape"] = serde_json::json!([u64::MAX, 16]);
+    });
+    assert!(open_error(dir.path()).contains("overflowing"));
+}
+
+#[test]
+fn a_missing_tensor_is_named() {
+    let dir = copy_model("llama-f32");
+    let path = dir.path().join("model.safetensors");
+    edit_header(&path, |header, _| {
+        header.remove("model.layers.1.mlp.down_proj.weight");
+    });
+    let error = open_error(dir.path());
+    assert!(
+        error.contains("missing tensor model.layers.1.mlp.down_proj.weight"),
+        "{error}"
+    );
+    let model = ModelDir::open(dir.path()).unwrap();
+    assert!(matches!(
+        model.norm_check(),
+        Err(EvalError::MissingTensor { .. })
+    ));
+}
+
+#[test]
+fn a_shard_index_cannot_leave_the_directory() {
+    let dir = copy_model("llama-bf16");
+    let path = dir.path().join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen(
+            "model-00001-of-00004.safetensors",
+            "../../../etc/passwd.safetensors",
+            1,
+        ),
+    )
+    .unwrap();
+    let error = open_error(dir.path());
+    assert!(
+        error.contains("not a plain .safetensors file name"),
+        "{error}"
+    );
+    std::fs::write(
+        &path,
+        text.replacen(
+            "\"model-00002-of-00004.safetensors\"",
+            "\"model-00009-of-00004.safetensors\"",
+            1,
+        ),
+    )
+    .unwrap();
+    assert!(
+        open_error(dir.path()).contains("missing a shard"),
+        "{}",
+        open_error(dir.path())
+    );
+}
+
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut Map<String, Value>)) {
+    let path = dir.join("config.json");
+    let mut config: Map<String, Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+}
+
+#[test]
+fn config_nonsense_is_refused_by_name() {
+    type Edit = Box<dyn Fn(&mut Map<String, Value>)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "llama-f32",
+            Box::new(|c| {
+                c.insert("num_attention_heads".into(), 0.into());
+            }),
+            "num_attention_heads is 0",
+        ),
+        (
+            "stablelm-f32",
+            Box::new(|c| {
+                c.insert("num_attention_heads".into(), 6.into());
+            }),
+            "not divisible",
+        ),
+        (
+            "llama-f32",
+            Box::new(|c| {
+                c.insert("vocab_size".into(), 10_000_000_000u64.into());
+            }),
+            "exceeds",
+        ),
+        (
+            "llama-f32",
+            Box::new(|c| {
+                c.insert("vocab_size".into(), 421.into());
+            }),
+            "embedding has shape",
+        ),
+        (
+            "llama-f32",
+            Box::new(|c| {
+                c.insert(
+                    "architectures".into(),
+                    serde_json::json!(["MixtralForCausalLM"]),
+                );
+            }),
+            "MixtralForCausalLM",
+        ),
+        (
+            "llama-f32",
+            Box::new(|c| {
+                c.insert(
+                    "rope_parameters".into(),
+                    serde_json::json!({"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}),
+                );
+            }),
+            "yarn",
+        ),
+        (
+            "llama-f32",
+            Box::new(|c| {
+                c.insert("hidden_size".into(), serde_json::json!("big"));
+            }),
+            "not a positive integer",
+        ),
+        (
+            "llama-f32",
+            Box::new(|c| {
+                c.insert("intermediate_size".into(), 97.into());
+            }),
+            "implies",
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let dir = copy_model(name);
+        edit_config(dir.path(), edit);
+        let error = open_error(dir.path());
+        assert!(
+            error.contains(expected),
+            "{name}: expected {expected:?} in {error}"
+        );
+    }
+    let dir = copy_model("llama-f32");
+    std::fs::write(dir.path().join("config.json"), b"\xff\xfe not json").unwrap();
+    assert!(open_error(dir.path()).contains("not a JSON object"));
+}
+
+fn write_template(dir: &Path, source: &str) {
+    std::fs::write(dir.join("chat_template.jinja"), source).unwrap();
+}
+
+#[test]
+fn a_template_that_loops_runs_out_of_fuel() {
+    let dir = copy_model("llama-f32");
+    write_template(
+        dir.path(),
+        "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}",
+    );
+    let tokenizer = TokenizerFiles::load(dir.path()).unwrap();
+    let error = tokenizer
+        .prepare(
+            &[("a".into(), "b".into())],
+            2048,
+            CivilDate {
+                year: 2025,
+                month: 1,
+                day: 1,
+            },
+            &Isolation::InProcess,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("fuel"), "{error}");
+}
+
+fn eval_command(dir: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_validator"))
+        .args(["eval", "--threads", "1", "--model"])
+        .arg(dir)
+        .arg("--data")
+        .arg(fixtures().join("samples.jsonl"))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_template_that_explodes_is_stopped_by_the_isolated_renderer() {
+    let dir = copy_model("llama-f32");
+    // Doubling a string 40 times asks for a terabyte; the child's memory limit stops it.
+    write_template(
+        dir.path(),
+        "{% set ns = namespace(s='xxxxxxxxxxxxxxxx') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+    );
+    let started = std::time::Instant::now();
+    let output = eval_command(dir.path(), &["--json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("chat template") && stderr.contains("memory limit"),
+        "{stderr}"
+    );
+    assert!(started.elapsed().as_secs() < 60);
+}
+
+#[test]
+fn nan_weights_still_evaluate_and_the_norm_check_reports_them() {
+    let dir = copy_model("llama-f32");
+    let path = dir.path().join("model.safetensors");
+    let (header, mut data) = split(&path);
+    let offsets = &header[Q]["data_offsets"];
+    let (start, end) = (
+        usize::try_from(offsets[0].as_u64().unwrap()).unwrap(),
+        usize::try_from(offsets[1].as_u64().unwrap()).unwrap(),
+    );
+    for chunk in data[start..end].chunks_exact_mut(4) {
+        chunk.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    join(&path, &header, &data);
+    let model = ModelDir::open(dir.path()).unwrap();
+    let report = model.norm_check().unwrap();
+    assert!(!report.passed);
+    assert_eq!(report.not_finite, vec![Q.to_owned()]);
+    assert!(
+        report.summary().contains("non-finite"),
+        "{}",
+        report.summary()
+    );
+    let output = eval_command(dir.path(), &["--json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["norm_check"]["passed"], false);
+    assert!(
+        json["losses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(Value::is_null)
+    );
+}
+
+#[test]
+fn missing_tokenizer_and_bad_data_are_clear() {
+    let dir = copy_model("llama-f32");
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    let output = eval_command(dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing tokenizer.json"));
+
+    let data = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        data.path(),
+        "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": 3}\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_validator"))
+        .args(["eval", "--model"])
+        .arg(fixtures().join("llama-f32"))
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("data line 2"));
+}
+
+#[test]
+fn cuda_without_the_gpu_build_is_one_clear_error() {
+    let output = eval_command(&fixtures().join("llama-f32"), &["--device", "cuda"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CUDA is not available"), "{stderr}");
+    assert!(
+        stderr.contains("libonnxruntime_providers_cuda.so") || stderr.contains("LD_LIBRARY_PATH"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "{stderr}"
+    );
+}
