@@ -1,0 +1,154 @@
+"""CPU benchmark of `validator eval` against transformers on the same card, in one script.
+
+    cargo build --release
+    python3 benches/eval_cpu.py [--samples 300] [--threads 2]
+
+Needs a Python with torch and transformers (the reference engine). It generates a ~50M
+parameter Llama (hidden 768, 8 layers, 12 heads, 4 KV heads, f32) with the fixture tokenizer
+and a few hundred synthetic prompt/response pairs, then measures, for each engine in its own
+process: evaluation tokens per second (model loading excluded), wall time and peak RSS. Both
+engines get the same threads. It checks the two engines' losses agree, then prints the ratios.
+Last, it measures our session build time (export + ONNX Runtime session) against the size of
+the safetensors file, for models of 2 to 16 layers.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKENIZER = os.path.join(ROOT, "fixtures", "models", "tokenizer-llama3")
+VALIDATOR = os.path.join(ROOT, "target", "release", "validator")
+
+WORDS = (
+    "the keeper counted shells by the lighthouse and wrote a story about the sea while the "
+    "validator measured every model on prompts and responses with careful losses"
+).split()
+
+
+def make_model(path, layers, seed=0):
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=768, intermediate_size=2048, num_hidden_layers=layers,
+        num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=4096,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return sum(p.numel() for p in model.parameters())
+
+
+def make_data(path, count, seed=0):
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(count):
+            prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 80)))
+            response = " ".join(rng.choice(WORDS) for _ in range(rng.randint(60, 240)))
+            f.write(json.dumps({"prompt": prompt, "response": response}) + "\n")
+
+
+def run_with_rss(command, env=None):
+    """Runs a command under /usr/bin/time -v: (stdout, wall seconds, peak RSS MiB)."""
+    started = time.monotonic()
+    result = subprocess.run(["/usr/bin/time", "-v"] + command, capture_output=True, env=env)
+    wall = time.monotonic() - started
+    if result.returncode != 0:
+        sys.exit(f"{command[0]} failed:\n{result.stderr.decode()[-2000:]}")
+    rss_kib = next(
+        int(line.split(":")[1]) for line in result.stderr.decode().splitlines() if "Maximum resident set size" in line
+    )
+    return result.stdout.decode(), wall, rss_kib / 1024
+
+
+REFERENCE_WORKER = r"""
+import json, sys, time, torch
+from transformers import AutoTokenizer, LlamaForCausalLM
+model_dir, data, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(threads)
+tokenizer = AutoTokenizer.from_pretrained(model_dir)
+model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+def ids(messages, generation):
+    out = tokenizer.apply_chat_template(messages, truncation=True, max_length=2048, add_generation_prompt=generation, tokenize=True)
+    return list(out["input_ids"] if hasattr(out, "keys") else out)
+batches = []
+for line in open(data):
+    s = json.loads(line)
+    user = {"role": "user", "content": s["prompt"].strip()}
+    assistant = {"role": "assistant", "content": s["response"].strip()}
+    batches.append((ids([user], True), ids([user, assistant], False)))
+losses, tokens = [], 0
+started = time.monotonic()
+with torch.inference_mode():
+    for prompt, full in batches:
+        inputs = torch.tensor([full]); labels = inputs.clone(); labels[:, :len(prompt)] = -100
+        losses.append(model(inputs, labels=labels).loss.item()); tokens += len(full)
+seconds = time.monotonic() - started
+print(json.dumps({"losses": losses, "tokens": tokens, "seconds": seconds}))
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-session-sizes", action="store_true")
+    args = parser.parse_args()
+    if not os.path.exists(VALIDATOR):
+        sys.exit("build first: cargo build --release")
+    scratch = tempfile.mkdtemp(prefix="eval-bench-")
+    try:
+        model = os.path.join(scratch, "llama-50m")
+        parameters = make_model(model, layers=8)
+        data = os.path.join(scratch, "samples.jsonl")
+        make_data(data, args.samples)
+        print(f"model: {parameters / 1e6:.1f}M parameters, f32; {args.samples} samples; {args.threads} threads")
+
+        ours_out, ours_wall, ours_rss = run_with_rss(
+            [VALIDATOR, "eval", "--json", "--model", model, "--data", data, "--threads", str(args.threads)]
+        )
+        ours = json.loads(ours_out)
+        ours_tps = ours["tokens_per_second"]
+        worker = os.path.join(scratch, "reference.py")
+        with open(worker, "w") as f:
+            f.write(REFERENCE_WORKER)
+        ref_out, ref_wall, ref_rss = run_with_rss([sys.executable, worker, model, data, str(args.threads)])
+        ref = json.loads(ref_out)
+        ref_tps = ref["tokens"] / ref["seconds"]
+        diff = max(abs(a - b) for a, b in zip(ours["losses"], ref["losses"]) if a is not None)
+        print(f"max |loss difference| between the engines: {diff:.2e}")
+        print(f"{'':28}{'validator (ORT)':>18}{'transformers':>16}{'ratio':>10}")
+        print(f"{'eval tokens/s':28}{ours_tps:18.0f}{ref_tps:16.0f}{ours_tps / ref_tps:10.2f}x")
+        print(f"{'wall time, whole run (s)':28}{ours_wall:18.1f}{ref_wall:16.1f}{ref_wall / ours_wall:10.2f}x faster")
+        print(f"{'peak RSS (MiB)':28}{ours_rss:18.0f}{ref_rss:16.0f}{ours_rss / ref_rss:10.2f}x")
+        print(f"our phases: {json.dumps(ours['seconds'])}")
+
+        if not args.skip_session_sizes:
+            tiny = os.path.join(scratch, "one.jsonl")
+            make_data(tiny, 1)
+            print("\nsession build time against file size:")
+            print(f"{'layers':>8}{'file MiB':>10}{'session s':>11}{'s per GiB':>11}")
+            for layers in (2, 4, 8, 16):
+                path = os.path.join(scratch, f"llama-{layers}")
+                make_model(path, layers)
+                size = os.path.getsize(os.path.join(path, "model.safetensors")) / 2**20
+                out, _, _ = run_with_rss([VALIDATOR, "eval", "--json", "--model", path, "--data", tiny, "--threads", str(args.threads)])
+                session = json.loads(out)["seconds"]["session"]
+                print(f"{layers:>8}{size:>10.0f}{session:>11.2f}{session / (size / 1024):>11.2f}")
+                shutil.rmtree(path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
