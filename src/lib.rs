@@ -5,26 +5,33 @@
 //! - [`machine`]: the pure core. Events, the folded [`machine::State`], and
 //!   [`machine::apply`]; scoring (N's `iswin`/`compute_wins`), weights (softmax, moving
 //!   average, winner-takes-all, bittensor's u16 form), ModelId parsing. No I/O.
-//! - [`hashing`]: N's hashes of strings and bytes and the successor's block-hash seed.
+//! - [`hashing`]: N's hashes of strings and bytes and the successor's block-hash seed;
+//!   [`dirhash`]: N's directory hash over real files (`validator model hash`).
+//! - `hub` (feature `hub`): downloading committed models with hf-hub, verifying, caching.
 //! - [`codec`]: the binary form of journal records and checkpoints (schema version, checksum).
 //! - [`journal`]: the sled journal: typed trees, atomic append + flush, checkpoints, locks.
 //! - [`jsonl`]: the JSON Lines form of a journal (exports, golden journals).
 //! - [`recorder`]: append-then-fold, the one way events enter a journal and the state.
 //! - [`replay`]: re-folds a journal and compares every recorded step and weight vector.
 //! - [`whatif`]: `validator score`, one scoring step as JSON in and out.
+//! - [`model_cli`]: `validator model hash|fetch|cache`.
 //! - [`synth`]: generated journals for benchmarks and tests.
 //! - `eval` (feature `eval`): our ONNX export of safetensors models, tokenisation with N's
 //!   semantics, ONNX Runtime sessions, the norm check; `eval_cli`: `validator eval`.
 
 pub mod codec;
+pub mod dirhash;
 #[cfg(feature = "eval")]
 pub mod eval;
 #[cfg(feature = "eval")]
 pub mod eval_cli;
 pub mod hashing;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod journal;
 pub mod jsonl;
 pub mod machine;
+pub mod model_cli;
 pub mod recorder;
 pub mod replay;
 pub mod synth;

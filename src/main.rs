@@ -64,10 +64,71 @@ enum Command {
         #[arg(long)]
         competition: Option<String>,
     },
+    /// Model tools: N's directory hash; fetching and verifying a committed model; the cache.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Renders chat templates for `eval` in an isolated child process (internal).
     #[cfg(feature = "eval")]
     #[command(name = "__render-chat-template", hide = true)]
     RenderChatTemplate,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// N's hash of a model directory (and the hotkey-salted hash miners commit).
+    Hash {
+        /// The directory (as transformers downloads it: files, no names hashed).
+        dir: PathBuf,
+        /// Also print base64(sha256(hash + hotkey)).
+        #[arg(long)]
+        hotkey: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a committed model at its commit and verify its hash (plain or salted).
+    #[cfg(feature = "hub")]
+    Fetch {
+        /// NAMESPACE/NAME on the hub (HF_ENDPOINT, HF_TOKEN apply).
+        #[arg(long)]
+        repo: String,
+        /// The 40-hex commit.
+        #[arg(long)]
+        commit: String,
+        /// The committed hash.
+        #[arg(long)]
+        hash: String,
+        /// The miner's hotkey (SS58).
+        #[arg(long)]
+        hotkey: String,
+        /// The model cache.
+        #[arg(long, default_value = "model-store")]
+        cache: PathBuf,
+        /// The competition whose size cap applies.
+        #[arg(long, default_value = "l3")]
+        competition: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report the model cache's size; with --sweep, delete unreferenced snapshots.
+    #[cfg(feature = "hub")]
+    Cache {
+        /// The model cache.
+        #[arg(long, default_value = "model-store")]
+        cache: PathBuf,
+        /// The journal whose commitments say which models are still needed.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Delete unreferenced snapshots untouched for the grace period.
+        #[arg(long)]
+        sweep: bool,
+        /// Grace period in minutes (N: 120).
+        #[arg(long, default_value_t = 120)]
+        grace_minutes: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +193,7 @@ fn main() -> ExitCode {
                 validator::eval_cli::EvalFailure::Machine(e) => Failure::Other(e.into()),
             })
         }
+        Command::Model { command } => model(command),
         #[cfg(feature = "eval")]
         Command::RenderChatTemplate => {
             validator::eval::template::serve_render_request().map_err(|e| Failure::Other(e.into()))
@@ -202,4 +264,59 @@ fn score(input: &str) -> Result<(), Failure> {
         .map_err(Failure::Other)?;
     println!("{json}");
     Ok(())
+}
+
+fn model(command: ModelCommand) -> Result<(), Failure> {
+    match command {
+        ModelCommand::Hash { dir, hotkey, json } => {
+            validator::model_cli::print_hash(&dir, hotkey.as_deref(), json)
+                .map_err(|e| Failure::Invalid(e.into()))
+        }
+        #[cfg(feature = "hub")]
+        ModelCommand::Fetch {
+            repo,
+            commit,
+            hash,
+            hotkey,
+            cache,
+            competition,
+            json,
+        } => {
+            let request = validator::model_cli::FetchRequest {
+                repo,
+                commit,
+                hash,
+                hotkey,
+                cache,
+                competition,
+                json,
+            };
+            match validator::model_cli::run_fetch(&request) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Failure::Invalid(anyhow::anyhow!("the model was rejected"))),
+                Err(validator::model_cli::FetchFailure::Input(why)) => {
+                    Err(Failure::Invalid(anyhow::anyhow!(why)))
+                }
+                Err(validator::model_cli::FetchFailure::Hub(error)) => {
+                    Err(Failure::Other(error.into()))
+                }
+            }
+        }
+        #[cfg(feature = "hub")]
+        ModelCommand::Cache {
+            cache,
+            db,
+            sweep,
+            grace_minutes,
+        } => {
+            let request = validator::model_cli::CacheRequest {
+                cache,
+                db,
+                sweep,
+                grace: std::time::Duration::from_secs(grace_minutes.saturating_mul(60)),
+            };
+            validator::model_cli::run_cache(&request)
+                .map_err(|e| Failure::Other(anyhow::anyhow!(e)))
+        }
+    }
 }

@@ -1,0 +1,607 @@
+//! The hub edge against a real Hugging Face-compatible server: olah 0.5.4, installed by this
+//! harness with pip, serving local git repositories offline on a free port, stopped by pid.
+//! Under `CI=true` a missing pip or olah is a failure; elsewhere the tests skip with a message.
+
+#![cfg(feature = "hub")]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use validator::hashing::{hash_of_bytes, hash_of_file_hashes, hash_of_two_strings};
+use validator::hub::{Fetched, Hub, HubError, HubOptions};
+use validator::machine::event::RejectionCode;
+use validator::machine::model_id::{HashKind, ModelId};
+use validator::machine::params::ModelIdFormat;
+
+const HOTKEY: &str = "5HotkeyAliceAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const OTHER_HOTKEY: &str = "5HotkeyBobBbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn skip_or_fail(why: &str) -> Option<PathBuf> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why} (CI=true: the hub tests must run against olah)");
+    }
+    eprintln!("skipping the hub tests: {why}");
+    None
+}
+
+/// `olah-cli`, installed once per target directory into its own virtual environment.
+fn olah() -> Option<PathBuf> {
+    static OLAH: OnceLock<Option<PathBuf>> = OnceLock::new();
+    OLAH.get_or_init(|| {
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("olah-venv");
+        let cli = venv.join("bin/olah-cli");
+        if cli.is_file() {
+            return Some(cli);
+        }
+        let created = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status();
+        if !created.is_ok_and(|s| s.success()) {
+            return skip_or_fail("python3 -m venv failed (is python3 installed?)");
+        }
+        let installed = Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", "olah==0.5.4"])
+            .status();
+        match installed {
+            Ok(status) if status.success() && cli.is_file() => Some(cli),
+            Ok(status) => skip_or_fail(&format!("pip install olah==0.5.4 failed ({status})")),
+            Err(e) => skip_or_fail(&format!("pip is not available ({e})")),
+        }
+    })
+    .clone()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running olah over `mirror`, killed by pid when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(cli: &Path, mirror: &Path, dir: &Path, port: u16) -> Self {
+        let config = dir.join("olah.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[basic]\nhost = \"127.0.0.1\"\nport = {port}\nmirrors-path = [\"{}\"]\nrepos-path = \"{}\"\n\n[accessibility]\noffline = true\n",
+                mirror.display(),
+                dir.join("olah-cache").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("olah.log")).unwrap();
+        let child = Command::new(cli)
+            .arg("-c")
+            .arg(&config)
+            .current_dir(dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            port,
+            dir: dir.to_owned(),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = stream.write_all(b"GET /api/whoami-v2 HTTP/1.0\r\n\r\n");
+                let mut reply = [0u8; 12];
+                if stream.read(&mut reply).is_ok_and(|n| n > 0) {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log = std::fs::read_to_string(self.dir.join("olah.log")).unwrap_or_default();
+        panic!("olah did not start on port {}:\n{log}", self.port);
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A git repository `org/name` in the mirror with `files`; returns its commit.
+fn git_repo(
+    mirror: &Path,
+    org: &str,
+    name: &str,
+    files: &[(&str, Vec<u8>)],
+    links: &[(&str, &str)],
+) -> String {
+    let dir = mirror.join("models").join(org).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (path, bytes) in files {
+        let target = dir.join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
+    for (path, target) in links {
+        std::os::unix::fs::symlink(target, dir.join(path)).unwrap();
+    }
+    let git = |args: &[&str]| {
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(&dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "model"]);
+    git(&["rev-parse", "HEAD"]).trim().to_owned()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/models/llama-f32")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The files of a small model repository, and the plain hash of what a validator fetches
+/// (everything but README.md and .gitattributes, in N's walk order).
+fn model_files() -> (Vec<(&'static str, Vec<u8>)>, String) {
+    let files = vec![
+        ("config.json", fixture("config.json")),
+        ("model.safetensors", fixture("model.safetensors")),
+        ("tokenizer.json", fixture("tokenizer.json")),
+        ("tokenizer_config.json", fixture("tokenizer_config.json")),
+        ("generation_config.json", fixture("generation_config.json")),
+        ("README.md", b"# a model\n".to_vec()),
+        (".gitattributes", b"*.safetensors filter=lfs\n".to_vec()),
+    ];
+    let hashed = [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ];
+    let hashes: Vec<String> = hashed
+        .iter()
+        .map(|name| hash_of_bytes(&files.iter().find(|(n, _)| n == name).unwrap().1))
+        .collect();
+    (
+        files,
+        hash_of_file_hashes(hashes.iter().map(String::as_str)),
+    )
+}
+
+fn model_id(org: &str, name: &str, commit: &str, hash: &str) -> ModelId {
+    ModelId::parse(
+        &format!("{org}:{name}:{commit}:{hash}:l3"),
+        ModelIdFormat::Original,
+    )
+    .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn hub(endpoint: &str, cache: &Path) -> Hub {
+    let mut options = HubOptions::new(cache.to_owned());
+    options.endpoint = Some(endpoint.to_owned());
+    options.request_timeout = Duration::from_secs(10);
+    Hub::new(options).unwrap()
+}
+
+fn snapshot_dirs(cache: &Path) -> Vec<PathBuf> {
+    validator::hub::cache::scan(cache)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path)
+        .collect()
+}
+
+#[test]
+fn good_mismatched_oversize_and_missing_models() {
+    let Some(cli) = olah() else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let mirror = scratch.path().join("mirror");
+    let (files, plain) = model_files();
+    let commit = git_repo(&mirror, "alice", "llama", &files, &[]);
+    let mut big_files = files.clone();
+    big_files.push(("big.bin", vec![7u8; 3 << 20]));
+    let big_commit = git_repo(&mirror, "bob", "big", &big_files, &[]);
+    let server = Server::start(&cli, &mirror, scratch.path(), free_port());
+    let cache = scratch.path().join("cache");
+    let hub = hub(&server.endpoint(), &cache);
+    let runtime = runtime();
+
+    // The plain hash.
+    let verdict = runtime
+        .block_on(hub.fetch(
+            HOTKEY,
+            &model_id("alice", "llama", &commit, &plain),
+            1 << 30,
+        ))
+        .unwrap();
+    let Fetched::Verified(verified) = verdict else {
+        panic!("{verdict:?}")
+    };
+    assert_eq!(verified.hash_kind, HashKind::Plain);
+    assert!(!verified.files.contains(&"README.md".to_owned()));
+    let on_disk = validator::dirhash::hash_of_directory(&verified.dir, None).unwrap();
+    assert_eq!(
+        on_disk.plain, plain,
+        "the cached snapshot hashes as committed"
+    );
+    assert!(verified.bytes_downloaded > 0);
+    // Fetching again uses the cache.
+    let again = runtime
+        .block_on(hub.fetch(
+            HOTKEY,
+            &model_id("alice", "llama", &commit, &plain),
+            1 << 30,
+        ))
+        .unwrap();
+    assert!(
+        matches!(again, Fetched::Verified(ref v) if v.bytes_downloaded == 0),
+        "{again:?}"
+    );
+
+    // The hotkey-salted hash, for another miner.
+    let salted = hash_of_two_strings(&plain, OTHER_HOTKEY);
+    let verdict = runtime
+        .block_on(hub.fetch(
+            OTHER_HOTKEY,
+            &model_id("alice", "llama", &commit, &salted),
+            1 << 30,
+        ))
+        .unwrap();
+    assert!(
+        matches!(verdict, Fetched::Verified(ref v) if v.hash_kind == HashKind::Salted),
+        "{verdict:?}"
+    );
+
+    // A hash that matches neither is a recorded rejection, and nothing stays in the cache.
+    let wrong = hash_of_bytes(b"not this model");
+    let before = snapshot_dirs(&cache).len();
+    let verdict = runtime
+        .block_on(hub.fetch(
+            "5HotkeyCarol",
+            &model_id("alice", "llama", &commit, &wrong),
+            1 << 30,
+        ))
+        .unwrap();
+    assert!(
+        matches!(verdict, Fetched::Rejected { code: RejectionCode::HashMismatch, ref detail } if detail.contains(&plain)),
+        "{verdict:?}"
+    );
+    assert_eq!(snapshot_dirs(&cache).len(), before);
+
+    // Over the size cap (every repo file counts): refused before any file is fetched.
+    let log_before = std::fs::read_to_string(scratch.path().join("olah.log")).unwrap();
+    let verdict = runtime
+        .block_on(hub.fetch(
+            "5HotkeyDave",
+            &model_id("bob", "big", &big_commit, &plain),
+            2 << 20,
+        ))
+        .unwrap();
+    assert!(
+        matches!(
+            verdict,
+            Fetched::Rejected {
+                code: RejectionCode::RepoTooLarge,
+                ..
+            }
+        ),
+        "{verdict:?}"
+    );
+    let log_after = std::fs::read_to_string(scratch.path().join("olah.log")).unwrap();
+    let new_requests = log_after.get(log_before.len()..).unwrap_or("");
+    assert!(
+        !new_requests.contains("/resolve/"),
+        "a file was requested:\n{new_requests}"
+    );
+    assert!(!cache.join("models/5HotkeyDave").exists());
+
+    // A revision that does not exist, and a repository that does not.
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    let verdict = runtime
+        .block_on(hub.fetch(
+            "5HotkeyErin",
+            &model_id("alice", "llama", missing, &plain),
+            1 << 30,
+        ))
+        .unwrap();
+    assert!(
+        matches!(
+            verdict,
+            Fetched::Rejected {
+                code: RejectionCode::NotFound,
+                ..
+            }
+        ),
+        "{verdict:?}"
+    );
+    let verdict = runtime
+        .block_on(hub.fetch(
+            "5HotkeyErin",
+            &model_id("alice", "gone", &commit, &plain),
+            1 << 30,
+        ))
+        .unwrap();
+    assert!(
+        matches!(
+            verdict,
+            Fetched::Rejected {
+                code: RejectionCode::NotFound,
+                ..
+            }
+        ),
+        "{verdict:?}"
+    );
+
+    // Too many files.
+    let mut options = HubOptions::new(scratch.path().join("cache-small"));
+    options.endpoint = Some(server.endpoint());
+    options.max_files = 3;
+    let strict = Hub::new(options).unwrap();
+    let verdict = runtime
+        .block_on(strict.fetch(
+            HOTKEY,
+            &model_id("alice", "llama", &commit, &plain),
+            1 << 30,
+        ))
+        .unwrap();
+    assert!(
+        matches!(verdict, Fetched::Rejected { code: RejectionCode::MalformedRepo, ref detail } if detail.contains("more than 3 files")),
+        "{verdict:?}"
+    );
+    server.stop();
+}
+
+#[test]
+fn hostile_names_and_links_stay_inside_the_cache() {
+    let Some(cli) = olah() else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let mirror = scratch.path().join("mirror");
+    let (files, plain) = model_files();
+    let mut hostile = files.clone();
+    hostile.push(("..\\..\\escape.json", b"{}".to_vec()));
+    let hostile_commit = git_repo(&mirror, "mallory", "names", &hostile, &[]);
+    // A repository whose tokenizer.json is a link to /etc/passwd: the hub serves the link's
+    // text, and we write it as a plain file.
+    let linked: Vec<(&str, Vec<u8>)> = files
+        .iter()
+        .filter(|(n, _)| *n != "tokenizer.json")
+        .cloned()
+        .collect();
+    let linked_commit = git_repo(
+        &mirror,
+        "mallory",
+        "links",
+        &linked,
+        &[("tokenizer.json", "/etc/passwd")],
+    );
+    let server = Server::start(&cli, &mirror, scratch.path(), free_port());
+    let cache = scratch.path().join("cache");
+    let hub = hub(&server.endpoint(), &cache);
+    let runtime = runtime();
+
+    let verdict = runtime
+        .block_on(hub.fetch(
+            HOTKEY,
+            &model_id("mallory", "names", &hostile_commit, &plain),
+            1 << 30,
+        ))
+        .unwrap();
+    assert!(
+        matches!(verdict, Fetched::Rejected { code: RejectionCode::MalformedRepo, ref detail } if detail.contains("backslash")),
+        "{verdict:?}"
+    );
+    assert!(snapshot_dirs(&cache).is_empty());
+    assert!(!scratch.path().join("escape.json").exists());
+
+    let hashes: Vec<String> = ["config.json", "generation_config.json", "model.safetensors"]
+        .iter()
+        .map(|n| hash_of_bytes(&files.iter().find(|(f, _)| f == n).unwrap().1))
+        .chain([hash_of_bytes(b"/etc/passwd")])
+        .chain(std::iter::once(hash_of_bytes(&fixture(
+            "tokenizer_config.json",
+        ))))
+        .collect();
+    let linked_hash = hash_of_file_hashes(hashes.iter().map(String::as_str));
+    let verdict = runtime
+        .block_on(hub.fetch(
+            HOTKEY,
+            &model_id("mallory", "links", &linked_commit, &linked_hash),
+            1 << 30,
+        ))
+        .unwrap();
+    let Fetched::Verified(verified) = verdict else {
+        panic!("{verdict:?}")
+    };
+    let tokenizer = verified.dir.join("tokenizer.json");
+    assert!(
+        std::fs::symlink_metadata(&tokenizer)
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+    assert_eq!(std::fs::read(&tokenizer).unwrap(), b"/etc/passwd");
+    server.stop();
+}
+
+#[test]
+fn a_server_stopped_mid_download_is_a_clear_error_then_the_fetch_resumes() {
+    let Some(cli) = olah() else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let mirror = scratch.path().join("mirror");
+    let weights: Vec<u8> = (0..6u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let files = vec![
+        ("config.json", fixture("config.json")),
+        ("model.safetensors", weights.clone()),
+        ("tokenizer.json", fixture("tokenizer.json")),
+    ];
+    let hashes: Vec<String> = files
+        .iter()
+        .map(|(_, bytes)| hash_of_bytes(bytes))
+        .collect();
+    let plain = hash_of_file_hashes(hashes.iter().map(String::as_str));
+    let commit = git_repo(&mirror, "carol", "slow", &files, &[]);
+    let port = free_port();
+    let server = Server::start(&cli, &mirror, scratch.path(), port);
+    let cache = scratch.path().join("cache");
+    let model = model_id("carol", "slow", &commit, &plain);
+
+    let mut options = HubOptions::new(cache.clone());
+    options.endpoint = Some(server.endpoint());
+    options.request_timeout = Duration::from_secs(5);
+    options.bytes_per_second = Some(1 << 20);
+    let slow = Hub::new(options).unwrap();
+    let staged = cache.join(format!(
+        "models/{HOTKEY}/models--carol--slow/snapshots/{commit}.partial/model.safetensors"
+    ));
+    let fetch = {
+        let model = model.clone();
+        std::thread::spawn(move || runtime().block_on(slow.fetch(HOTKEY, &model, 1 << 30)))
+    };
+    let started = Instant::now();
+    while std::fs::metadata(&staged).map_or(0, |m| m.len()) < (1 << 20) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the download never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+    let result = fetch.join().unwrap();
+    let Err(HubError::Unavailable(why)) = result else {
+        panic!("expected an unavailable hub, got {result:?}")
+    };
+    assert!(!why.is_empty());
+    let partial = std::fs::metadata(&staged).unwrap().len();
+    assert!(partial > 0 && partial < weights.len() as u64, "{partial}");
+
+    let server = Server::start(&cli, &mirror, scratch.path(), port);
+    let verdict = runtime()
+        .block_on(hub(&server.endpoint(), &cache).fetch(HOTKEY, &model, 1 << 30))
+        .unwrap();
+    let Fetched::Verified(verified) = verdict else {
+        panic!("{verdict:?}")
+    };
+    assert_eq!(
+        std::fs::read(verified.dir.join("model.safetensors")).unwrap(),
+        weights
+    );
+    assert!(!staged.exists());
+    server.stop();
+}
+
+/// A hand-written server that lists a file as 10 bytes and then serves 1 MiB of it.
+fn lying_server() -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        let started = Instant::now();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buffer[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&request);
+            let line = request.lines().next().unwrap_or("").to_owned();
+            let (status, body): (&str, Vec<u8>) = if line.contains("/tree/") {
+                let listing = r#"[{"type":"file","oid":"a","size":10,"path":"config.json"},{"type":"file","oid":"b","size":10,"path":"model.safetensors"}]"#;
+                ("200 OK", listing.as_bytes().to_vec())
+            } else if line.contains("/resolve/") {
+                ("200 OK", vec![b'x'; 1 << 20])
+            } else {
+                ("404 Not Found", b"{}".to_vec())
+            };
+            let head = line.starts_with("HEAD");
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\netag: \"x\"\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+            if !head {
+                let _ = stream.write_all(&body);
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn a_file_larger_than_listed_is_refused() {
+    let (port, _server) = lying_server();
+    let scratch = tempfile::tempdir().unwrap();
+    let hub = hub(&format!("http://127.0.0.1:{port}"), scratch.path());
+    let model = model_id(
+        "liar",
+        "model",
+        "0123456789abcdef0123456789abcdef01234567",
+        &hash_of_bytes(b"x"),
+    );
+    let verdict = runtime()
+        .block_on(hub.fetch(HOTKEY, &model, 1 << 30))
+        .unwrap();
+    assert!(
+        matches!(verdict, Fetched::Rejected { code: RejectionCode::MalformedRepo, ref detail } if detail.contains("larger than")),
+        "{verdict:?}"
+    );
+    assert!(snapshot_dirs(scratch.path()).is_empty());
+}
