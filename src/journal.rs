@@ -112,10 +112,22 @@ impl Journal {
     }
 
     fn open_sled(path: &Path, fresh: bool) -> Result<Self, JournalError> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| classify(path, e))?;
+        // sled releases its file lock from a background thread after the last handle drops,
+        // so a journal closed a moment ago can still look held: retry briefly before saying so.
+        let mut attempts = 0;
+        let db = loop {
+            match sled::Config::new()
+                .path(path)
+                .open()
+                .map_err(|e| classify(path, e))
+            {
+                Err(JournalError::Locked { .. }) if attempts < 20 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         let storage = |source| JournalError::Storage {
             path: path.to_owned(),
             source,
