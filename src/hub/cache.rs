@@ -48,7 +48,7 @@ pub struct CacheEntry {
 }
 
 fn newest_and_size(path: &Path) -> std::io::Result<(SystemTime, u64)> {
-    let mut newest = std::fs::metadata(path)?.modified()?;
+    let mut newest: Option<SystemTime> = None;
     let mut bytes = 0u64;
     let mut stack = vec![path.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -60,10 +60,15 @@ fn newest_and_size(path: &Path) -> std::io::Result<(SystemTime, u64)> {
             } else {
                 bytes = bytes.saturating_add(metadata.len());
                 // N's helper took the minimum here; the newest file is the maximum.
-                newest = newest.max(metadata.modified()?);
+                let modified = metadata.modified()?;
+                newest = Some(newest.map_or(modified, |n| n.max(modified)));
             }
         }
     }
+    let newest = match newest {
+        Some(newest) => newest,
+        None => std::fs::metadata(path)?.modified()?,
+    };
     Ok((newest, bytes))
 }
 
