@@ -7,6 +7,8 @@
 //!   average, winner-takes-all, bittensor's u16 form), ModelId parsing. No I/O.
 //! - [`hashing`]: N's hashes of strings and bytes and the successor's block-hash seed;
 //!   [`dirhash`]: N's directory hash over real files (`validator model hash`).
+//! - `data` (feature `data`): evaluation batches from wandb run history, Hugging Face dataset
+//!   files or a local file, chosen by a seeded, deterministic sampler.
 //! - `hub` (feature `hub`): downloading committed models with hf-hub, verifying, caching.
 //! - [`codec`]: the binary form of journal records and checkpoints (schema version, checksum).
 //! - [`journal`]: the sled journal: typed trees, atomic append + flush, checkpoints, locks.
@@ -20,6 +22,10 @@
 //!   semantics, ONNX Runtime sessions, the norm check; `eval_cli`: `validator eval`.
 
 pub mod codec;
+#[cfg(feature = "data")]
+pub mod data;
+#[cfg(feature = "data")]
+pub mod data_cli;
 pub mod dirhash;
 #[cfg(feature = "eval")]
 pub mod eval;
@@ -35,4 +41,5 @@ pub mod model_cli;
 pub mod recorder;
 pub mod replay;
 pub mod synth;
+pub mod text;
 pub mod whatif;

@@ -69,10 +69,57 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Evaluation data tools.
+    #[cfg(feature = "data")]
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Renders chat templates for `eval` in an isolated child process (internal).
     #[cfg(feature = "eval")]
     #[command(name = "__render-chat-template", hide = true)]
     RenderChatTemplate,
+}
+
+#[cfg(feature = "data")]
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Print the batch a step would evaluate.
+    Sample {
+        /// local:PATH, wandb[:ENTITY/PROJECT] (N's Cortex runs) or hf:OWNER/NAME@REVISION[/PREFIX].
+        #[arg(long)]
+        source: validator::data_cli::SourceSpec,
+        /// The block hash whose seed picks runs, files and rows (the successor's formula).
+        #[arg(long, conflicts_with = "seed")]
+        block_hash: Option<String>,
+        /// An unsynchronised seed, to reproduce a batch (a fresh one when neither is given).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The step number.
+        #[arg(long, default_value_t = 0)]
+        step: u64,
+        /// The most samples (N: 400).
+        #[arg(long, default_value_t = validator::data::DEFAULT_MAX_SAMPLES)]
+        max_samples: usize,
+        /// The prompt's field (local and hf sources).
+        #[arg(long, default_value = "prompt")]
+        prompt_field: String,
+        /// The response's field (local and hf sources).
+        #[arg(long, default_value = "response")]
+        response_field: String,
+        /// Apply N's unwanted-phrase filter to local and hf sources (wandb always does).
+        #[arg(long)]
+        phrase_filter: bool,
+        /// The wandb API.
+        #[arg(long, default_value = "https://api.wandb.ai")]
+        wandb_endpoint: String,
+        /// Where hf dataset files are cached.
+        #[arg(long, default_value = "data-cache")]
+        cache: PathBuf,
+        /// Print the batch event and the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +241,38 @@ fn main() -> ExitCode {
             })
         }
         Command::Model { command } => model(command),
+        #[cfg(feature = "data")]
+        Command::Data {
+            command:
+                DataCommand::Sample {
+                    source,
+                    block_hash,
+                    seed,
+                    step,
+                    max_samples,
+                    prompt_field,
+                    response_field,
+                    phrase_filter,
+                    wandb_endpoint,
+                    cache,
+                    json,
+                },
+        } => {
+            let request = validator::data_cli::SampleRequest {
+                source,
+                block_hash,
+                seed,
+                step,
+                max_samples,
+                prompt_field,
+                response_field,
+                phrase_filter,
+                wandb_endpoint,
+                cache,
+                json,
+            };
+            data_sample(&request)
+        }
         #[cfg(feature = "eval")]
         Command::RenderChatTemplate => {
             validator::eval::template::serve_render_request().map_err(|e| Failure::Other(e.into()))
@@ -318,5 +397,22 @@ fn model(command: ModelCommand) -> Result<(), Failure> {
             validator::model_cli::run_cache(&request)
                 .map_err(|e| Failure::Other(anyhow::anyhow!(e)))
         }
+    }
+}
+
+#[cfg(feature = "data")]
+fn data_sample(request: &validator::data_cli::SampleRequest) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Other(e.into()))?;
+    match runtime.block_on(validator::data_cli::sample(request)) {
+        Ok(outcome) => {
+            print!("{}", validator::data_cli::render(&outcome, request.json));
+            Ok(())
+        }
+        Err(error @ validator::data::DataError::Config(_)) => Err(Failure::Invalid(error.into())),
+        Err(error) => Err(Failure::Other(error.into())),
     }
 }

@@ -14,6 +14,7 @@ use tokenizers::Tokenizer;
 use super::EvalError;
 use super::export::IGNORE_INDEX;
 use super::template::{ChatTemplate, CivilDate, Conversation, Isolation, Message, render};
+use crate::text::python_strip;
 
 /// The largest `tokenizer.json` read.
 const TOKENIZER_BYTES_MAX: u64 = 128 * 1024 * 1024;
@@ -112,11 +113,6 @@ fn token_text(value: &Value) -> Option<String> {
             .map(str::to_owned),
         _ => None,
     }
-}
-
-/// Python's `str.strip()`: Unicode whitespace plus the ASCII separators 0x1c..=0x1f.
-pub fn python_strip(text: &str) -> &str {
-    text.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
 fn choose_template(value: &Value, path: &Path) -> Result<Option<String>, EvalError> {
@@ -274,13 +270,6 @@ impl TokenizerFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strip_is_pythons() {
-        assert_eq!(python_strip("  a b \n\t"), "a b");
-        assert_eq!(python_strip("\u{1c}\u{1f}x\u{a0}\u{3000}"), "x");
-        assert_eq!(python_strip("\u{200b}x"), "\u{200b}x");
-    }
 
     #[test]
     fn labels_mask_the_prompt() {

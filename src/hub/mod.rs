@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use hf_hub::repository::{HFRepository, RepoType};
 use hf_hub::{HFClient, HFError};
 use tokio::io::AsyncWriteExt;
 
@@ -217,7 +218,7 @@ impl Hub {
             })
     }
 
-    /// Lists the repository at `commit`: file paths and sizes.
+    /// Lists the model repository at `commit`: file paths and sizes.
     async fn listing(
         &self,
         model: &ModelId,
@@ -226,6 +227,15 @@ impl Hub {
         let repo = self
             .client
             .model(model.namespace.clone(), model.name.clone());
+        self.listing_of(&repo, commit).await
+    }
+
+    /// Lists a repository at `commit`: file paths and sizes.
+    async fn listing_of<T: RepoType>(
+        &self,
+        repo: &HFRepository<T>,
+        commit: &str,
+    ) -> Result<Result<Vec<(String, u64)>, Fetched>, HubError> {
         let stream = match repo
             .list_tree()
             .revision(commit.to_owned())
@@ -262,10 +272,25 @@ impl Hub {
         Ok(Ok(files))
     }
 
-    /// Downloads `name` (`size` bytes, as listed) into `dest`, resuming a partial file.
+    /// Downloads `name` of a model repository into `dest`, resuming a partial file.
     async fn download(
         &self,
         model: &ModelId,
+        commit: &str,
+        name: &str,
+        size: u64,
+        dest: &Path,
+    ) -> Result<u64, FileFailure> {
+        let repo = self
+            .client
+            .model(model.namespace.clone(), model.name.clone());
+        self.download_from(&repo, commit, name, size, dest).await
+    }
+
+    /// Downloads `name` (`size` bytes, as listed) into `dest`, resuming a partial file.
+    async fn download_from<T: RepoType>(
+        &self,
+        repo: &HFRepository<T>,
         commit: &str,
         name: &str,
         size: u64,
@@ -289,9 +314,6 @@ impl Hub {
         } else {
             dest.to_owned()
         };
-        let repo = self
-            .client
-            .model(model.namespace.clone(), model.name.clone());
         let range = (resume_from > 0).then_some(resume_from..size);
         let request = repo
             .download_file_stream()
@@ -617,6 +639,63 @@ impl Hub {
             }
         }
         Ok(None)
+    }
+}
+
+/// Dataset repositories, for the data edge.
+impl Hub {
+    fn dataset(
+        &self,
+        repo_id: &str,
+    ) -> Result<HFRepository<hf_hub::repository::RepoTypeDataset>, String> {
+        let (owner, name) = repo_id
+            .split_once('/')
+            .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
+            .ok_or_else(|| format!("dataset {repo_id:?} is not OWNER/NAME"))?;
+        Ok(self.client.dataset(owner.to_owned(), name.to_owned()))
+    }
+
+    /// The files of dataset `repo_id` at `revision` with their sizes; `Ok(Err(why))` when the
+    /// dataset or revision does not exist or lists a hostile name.
+    pub async fn dataset_files(
+        &self,
+        repo_id: &str,
+        revision: &str,
+    ) -> Result<Result<Vec<(String, u64)>, String>, HubError> {
+        let repo = match self.dataset(repo_id) {
+            Ok(repo) => repo,
+            Err(why) => return Ok(Err(why)),
+        };
+        match self.listing_of(&repo, revision).await? {
+            Ok(files) => match files.iter().find_map(|(path, _)| hostile_path_reason(path)) {
+                Some(why) => Ok(Err(format!("the dataset holds {why}"))),
+                None => Ok(Ok(files)),
+            },
+            Err(Fetched::Rejected { detail, .. }) => Ok(Err(detail)),
+            Err(Fetched::Verified(_)) => Ok(Err("unexpected verdict".into())),
+        }
+    }
+
+    /// Downloads one dataset file (`size` bytes, as listed) to `dest`; `Ok(Err(why))` when the
+    /// hub refuses it for good.
+    pub async fn dataset_file(
+        &self,
+        repo_id: &str,
+        revision: &str,
+        path: &str,
+        size: u64,
+        dest: &Path,
+    ) -> Result<Result<(), String>, HubError> {
+        let repo = match self.dataset(repo_id) {
+            Ok(repo) => repo,
+            Err(why) => return Ok(Err(why)),
+        };
+        match self.download_from(&repo, revision, path, size, dest).await {
+            Ok(_) => Ok(Ok(())),
+            Err(FileFailure::Verdict(Fetched::Rejected { detail, .. })) => Ok(Err(detail)),
+            Err(FileFailure::Verdict(Fetched::Verified(_))) => Ok(Err("unexpected verdict".into())),
+            Err(FileFailure::Retry(error)) => Err(error),
+        }
     }
 }
 

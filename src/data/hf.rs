@@ -1,0 +1,165 @@
+//! Hugging Face dataset files (JSON Lines or Parquet) at a pinned revision, through the hub
+//! code, with a configurable mapping of fields to prompt and response. Files and rows are taken
+//! in the order the seed gives for the step.
+
+use std::path::{Path, PathBuf};
+
+use super::local::parse_lines;
+use super::{
+    BatchBuilder, BatchOutcome, BatchRequest, DataError, DataSource, SkipReason, shuffled,
+};
+use crate::hub::{Hub, HubError};
+
+/// The largest dataset file read.
+const FILE_BYTES_MAX: u64 = 1 << 30;
+/// The most rows read from one file.
+const ROWS_MAX: usize = 2_000_000;
+
+/// A Hugging Face dataset source.
+#[derive(Debug, Clone)]
+pub struct HfDataset {
+    /// The hub client (endpoint, token, timeouts).
+    pub hub: Hub,
+    /// `owner/name`.
+    pub repo: String,
+    /// The pinned revision (a commit).
+    pub revision: String,
+    /// Only files whose path starts with this (e.g. `data/train`).
+    pub path_prefix: String,
+    /// The prompt's field name.
+    pub prompt_field: String,
+    /// The response's field name.
+    pub response_field: String,
+    /// Apply N's unwanted-phrase filter to responses.
+    pub phrase_filter: bool,
+    /// Where downloaded files are kept.
+    pub cache_dir: PathBuf,
+}
+
+fn unavailable(error: HubError) -> DataError {
+    DataError::Unavailable(error.to_string())
+}
+
+/// Rows of a Parquet file as JSON objects (`Err` when the file cannot be read).
+fn parquet_rows(path: &Path) -> Result<Vec<Result<serde_json::Value, SkipReason>>, String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    // The parquet reader is not hardened against every malformed file: a panic in it is
+    // caught and reported as an unreadable file.
+    let path = path.to_owned();
+    std::panic::catch_unwind(
+        move || -> Result<Vec<Result<serde_json::Value, SkipReason>>, String> {
+            let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+            let reader = SerializedFileReader::new(file).map_err(|e| e.to_string())?;
+            let rows = reader.get_row_iter(None).map_err(|e| e.to_string())?;
+            Ok(rows
+                .take(ROWS_MAX)
+                .map(|row| {
+                    row.map(|row| row.to_json_value())
+                        .map_err(|_| SkipReason::Malformed)
+                })
+                .collect())
+        },
+    )
+    .unwrap_or_else(|_| Err("the Parquet reader failed on this file".into()))
+}
+
+impl HfDataset {
+    fn local_path(&self, path: &str) -> PathBuf {
+        self.cache_dir
+            .join("datasets")
+            .join(self.repo.replace('/', "--"))
+            .join(&self.revision)
+            .join(path)
+    }
+}
+
+impl DataSource for HfDataset {
+    fn name(&self) -> String {
+        format!("hf:{}@{}", self.repo, self.revision)
+    }
+
+    async fn fetch(&self, request: &BatchRequest) -> Result<BatchOutcome, DataError> {
+        let files = match self
+            .hub
+            .dataset_files(&self.repo, &self.revision)
+            .await
+            .map_err(unavailable)?
+        {
+            Ok(files) => files,
+            Err(why) => return Err(DataError::Config(why)),
+        };
+        let mut candidates: Vec<(String, u64)> = files
+            .into_iter()
+            .filter(|(path, _)| {
+                path.starts_with(&self.path_prefix)
+                    && (path.ends_with(".jsonl")
+                        || path.ends_with(".json")
+                        || path.ends_with(".parquet"))
+            })
+            .collect();
+        candidates.sort();
+        if candidates.is_empty() {
+            return Err(DataError::Config(format!(
+                "{} has no .jsonl, .json or .parquet files under {:?}",
+                self.name(),
+                self.path_prefix
+            )));
+        }
+        let mut builder = BatchBuilder::new(request.max_samples, self.phrase_filter);
+        let mut references = Vec::new();
+        for file_index in shuffled(candidates.len(), &request.seed, request.step, "hf-files") {
+            if builder.is_full() {
+                break;
+            }
+            let Some((path, size)) = candidates.get(file_index) else {
+                continue;
+            };
+            if *size > FILE_BYTES_MAX {
+                continue;
+            }
+            let local = self.local_path(path);
+            let complete = std::fs::metadata(&local).is_ok_and(|m| m.len() == *size);
+            if !complete
+                && let Err(why) = self
+                    .hub
+                    .dataset_file(&self.repo, &self.revision, path, *size, &local)
+                    .await
+                    .map_err(unavailable)?
+            {
+                return Err(DataError::Unavailable(format!("{path}: {why}")));
+            }
+            let rows = if path.ends_with(".parquet") {
+                parquet_rows(&local)
+                    .map_err(|why| DataError::Unavailable(format!("{path}: {why}")))?
+            } else {
+                let bytes = std::fs::read(&local)
+                    .map_err(|e| DataError::Unavailable(format!("{}: {e}", local.display())))?;
+                parse_lines(&bytes)
+                    .into_iter()
+                    .take(ROWS_MAX)
+                    .map(|(_, row)| row)
+                    .collect()
+            };
+            references.push(format!("{}/{path}", self.name()));
+            let purpose = format!("hf-rows:{path}");
+            for row_index in shuffled(rows.len(), &request.seed, request.step, &purpose) {
+                if builder.is_full() {
+                    break;
+                }
+                match rows.get(row_index) {
+                    Some(Ok(row)) => {
+                        builder.offer_json(
+                            row,
+                            &self.prompt_field,
+                            &self.response_field,
+                            &format!("{path}#{row_index}"),
+                        );
+                    }
+                    Some(Err(reason)) => builder.skip(*reason),
+                    None => {}
+                }
+            }
+        }
+        Ok(builder.finish(request.step, self.name(), &request.seed, references))
+    }
+}
