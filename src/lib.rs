@@ -10,6 +10,9 @@
 //! - `data` (feature `data`): evaluation batches from wandb run history, Hugging Face dataset
 //!   files or a local file, chosen by a seeded, deterministic sampler.
 //! - `hub` (feature `hub`): downloading committed models with hf-hub, verifying, caching.
+//! - `chain` (feature `chain`): subxt client for subtensor: metagraph and commitments read
+//!   at a block as journal events, weights and commitments written, bittensor hotkey files;
+//!   `chain_cli`: `validator chain metagraph|commit|set-weights`.
 //! - [`codec`]: the binary form of journal records and checkpoints (schema version, checksum).
 //! - [`journal`]: the sled journal: typed trees, atomic append + flush, checkpoints, locks.
 //! - [`jsonl`]: the JSON Lines form of a journal (exports, golden journals).
@@ -21,6 +24,10 @@
 //! - `eval` (feature `eval`): our ONNX export of safetensors models, tokenisation with N's
 //!   semantics, ONNX Runtime sessions, the norm check; `eval_cli`: `validator eval`.
 
+#[cfg(feature = "chain")]
+pub mod chain;
+#[cfg(feature = "chain")]
+pub mod chain_cli;
 pub mod codec;
 #[cfg(feature = "data")]
 pub mod data;

@@ -75,10 +75,141 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Chain tools: the metagraph and its commitments, a miner's commit, manual weights.
+    #[cfg(feature = "chain")]
+    Chain {
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
     /// Renders chat templates for `eval` in an isolated child process (internal).
     #[cfg(feature = "eval")]
     #[command(name = "__render-chat-template", hide = true)]
     RenderChatTemplate,
+}
+
+/// Where the chain is (btcli's flags).
+#[cfg(feature = "chain")]
+#[derive(Debug, clap::Args)]
+struct ChainArgs {
+    /// finney, test or local.
+    #[arg(long = "subtensor.network", default_value = "finney")]
+    network: String,
+    /// A ws:// or wss:// endpoint (wins over --subtensor.network).
+    #[arg(long = "subtensor.chain_endpoint")]
+    chain_endpoint: Option<String>,
+    /// Longest wait for one chain call, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_s: u64,
+}
+
+/// Which hotkey signs (btcli's flags).
+#[cfg(feature = "chain")]
+#[derive(Debug, clap::Args)]
+struct WalletArgs {
+    /// The wallets directory (default ~/.bittensor/wallets).
+    #[arg(long = "wallet.path")]
+    path: Option<PathBuf>,
+    /// The wallet.
+    #[arg(long = "wallet.name", default_value = "default")]
+    name: String,
+    /// The hotkey.
+    #[arg(long = "wallet.hotkey", default_value = "default")]
+    hotkey: String,
+}
+
+#[cfg(feature = "chain")]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum IdFormat {
+    /// N's `ns:name:commit:hash[:competition]`.
+    Original,
+    /// The successor's integer competition ids and salted hashes.
+    Successor,
+}
+
+#[cfg(feature = "chain")]
+impl From<IdFormat> for validator::machine::params::ModelIdFormat {
+    fn from(format: IdFormat) -> Self {
+        match format {
+            IdFormat::Original => Self::Original,
+            IdFormat::Successor => Self::Successor,
+        }
+    }
+}
+
+#[cfg(feature = "chain")]
+#[derive(Debug, Subcommand)]
+enum ChainCommand {
+    /// The subnet's uids, hotkeys, stake, consensus and each commitment (parsed, or why it
+    /// is rejected), at a block.
+    Metagraph {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The subnet.
+        #[arg(long)]
+        netuid: u16,
+        /// The block to read at (default: the latest).
+        #[arg(long)]
+        block: Option<u64>,
+        /// How commitment strings are read.
+        #[arg(long, value_enum, default_value = "original")]
+        model_id_format: IdFormat,
+        /// Also journal what was read into this sled journal.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Commit a model id for the wallet's hotkey (the miner's tool).
+    Commit {
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The subnet.
+        #[arg(long)]
+        netuid: u16,
+        /// NAMESPACE/NAME on Hugging Face.
+        #[arg(long)]
+        repo: String,
+        /// The 40-hex git commit of the upload.
+        #[arg(long)]
+        commit: String,
+        /// The model hash (`validator model hash DIR --hotkey SS58` gives the salted one).
+        #[arg(long)]
+        hash: String,
+        /// The competition id (default: N's 4-field string, competition m1).
+        #[arg(long)]
+        competition: Option<String>,
+        /// How validators read the string (checked before sending).
+        #[arg(long, value_enum, default_value = "original")]
+        model_id_format: IdFormat,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set weights from a JSON file (the operator's tool): a list by uid or {"uid": weight}.
+    SetWeights {
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The subnet.
+        #[arg(long)]
+        netuid: u16,
+        /// The weights file.
+        #[arg(long)]
+        weights: PathBuf,
+        /// Override the version key (default: this release's).
+        #[arg(long)]
+        version_key: Option<u64>,
+        /// Journal the submission and the chain's answer into this sled journal.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(feature = "data")]
@@ -241,6 +372,8 @@ fn main() -> ExitCode {
             })
         }
         Command::Model { command } => model(command),
+        #[cfg(feature = "chain")]
+        Command::Chain { command } => chain(command),
         #[cfg(feature = "data")]
         Command::Data {
             command:
@@ -396,6 +529,134 @@ fn model(command: ModelCommand) -> Result<(), Failure> {
             };
             validator::model_cli::run_cache(&request)
                 .map_err(|e| Failure::Other(anyhow::anyhow!(e)))
+        }
+    }
+}
+
+#[cfg(feature = "chain")]
+fn chain(command: ChainCommand) -> Result<(), Failure> {
+    use validator::chain_cli::{self, ChainCliError, CommitRequest, Endpoint, Wallet};
+    let endpoint = |args: ChainArgs| Endpoint {
+        network: args.network,
+        chain_endpoint: args.chain_endpoint,
+        timeout_s: args.timeout_s,
+    };
+    let wallet = |args: WalletArgs| Wallet {
+        path: args.path,
+        name: args.name,
+        hotkey: args.hotkey,
+    };
+    let fail = |error: ChainCliError| match error {
+        ChainCliError::Input(_)
+        | ChainCliError::Chain(validator::chain::ChainError::Invalid(_)) => {
+            Failure::Invalid(error.into())
+        }
+        other => Failure::Other(other.into()),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Other(e.into()))?;
+    match command {
+        ChainCommand::Metagraph {
+            chain,
+            netuid,
+            block,
+            model_id_format,
+            db,
+            json,
+        } => {
+            let view = runtime
+                .block_on(chain_cli::metagraph(
+                    &endpoint(chain),
+                    netuid,
+                    block,
+                    model_id_format.into(),
+                    db.as_deref(),
+                ))
+                .map_err(fail)?;
+            if json {
+                let text =
+                    serde_json::to_string_pretty(&view).map_err(|e| Failure::Other(e.into()))?;
+                println!("{text}");
+            } else {
+                print!("{}", chain_cli::render_metagraph(&view));
+            }
+            Ok(())
+        }
+        ChainCommand::Commit {
+            chain,
+            wallet: wallet_args,
+            netuid,
+            repo,
+            commit,
+            hash,
+            competition,
+            model_id_format,
+            json,
+        } => {
+            let request = CommitRequest {
+                netuid,
+                repo,
+                commit,
+                hash,
+                competition,
+            };
+            let (text, block, hotkey) = runtime
+                .block_on(chain_cli::commit(
+                    &endpoint(chain),
+                    &wallet(wallet_args),
+                    &request,
+                    model_id_format.into(),
+                ))
+                .map_err(fail)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"netuid": netuid, "hotkey": hotkey, "commitment": text, "block": block})
+                );
+            } else {
+                println!("committed {text:?} for {hotkey} on netuid {netuid} in block {block}");
+            }
+            Ok(())
+        }
+        ChainCommand::SetWeights {
+            chain,
+            wallet: wallet_args,
+            netuid,
+            weights,
+            version_key,
+            db,
+            json,
+        } => {
+            let text = std::fs::read_to_string(&weights)
+                .with_context(|| format!("reading {}", weights.display()))
+                .map_err(Failure::Invalid)?;
+            let dense = chain_cli::read_weights_file(&text).map_err(fail)?;
+            let report = runtime
+                .block_on(chain_cli::set_weights(
+                    &endpoint(chain),
+                    &wallet(wallet_args),
+                    netuid,
+                    &dense,
+                    version_key,
+                    db.as_deref(),
+                ))
+                .map_err(fail)?;
+            if json {
+                let text = serde_json::to_string(&report).map_err(|e| Failure::Other(e.into()))?;
+                println!("{text}");
+            } else {
+                println!(
+                    "{} included in block {}: {} uids, version key {}",
+                    report.method,
+                    report.block,
+                    report.uids.len(),
+                    report.version_key
+                );
+            }
+            Ok(())
         }
     }
 }

@@ -1,0 +1,623 @@
+//! The chain edge: the subnet's metagraph and commitments read at a block and turned into
+//! journal events, and weights (and model commitments) written, through subxt's dynamic API.
+//!
+//! Everything is read by pallet and item name and decoded into our own types, so it keeps
+//! working across runtime upgrades (mainnet's 4xx specs, the test runtime's 218). Every call
+//! has a timeout; a dropped connection is re-established with backoff; nothing blocks forever.
+//! Errors are sorted as the machine needs them: [`ChainError::Refused`] is the chain's answer
+//! (journaled), [`ChainError::Unavailable`] means try again.
+
+pub mod wallet;
+pub mod weights;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use subxt::backend::LegacyBackend;
+use subxt::dynamic::{self, Value};
+use subxt::ext::scale_value::{Composite, Primitive, ValueDef};
+use subxt::utils::AccountId32;
+use subxt::{OnlineClient, PolkadotConfig};
+use tokio::sync::Mutex;
+
+use crate::machine::event::{CommitmentField, CommitmentObserved, MetagraphObserved};
+use crate::machine::wire::RawBytes;
+
+/// A hex string (optional `0x`) as bytes.
+pub(crate) fn hex_bytes(text: &str) -> Option<Vec<u8>> {
+    crate::machine::wire::hex_decode(text)
+}
+
+/// What went wrong talking to the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The node could not be reached, dropped the connection, or did not answer in time.
+    #[error("the chain is unavailable: {0}")]
+    Unavailable(String),
+    /// The chain refused a transaction: the error's name (e.g. `SettingWeightsTooFast`).
+    #[error("the chain refused it: {name}{}", if .detail.is_empty() { String::new() } else { format!(" ({})", .detail) })]
+    Refused {
+        /// The runtime error's name, or the transaction-pool reason.
+        name: String,
+        /// More, when the chain said more.
+        detail: String,
+    },
+    /// The request is invalid before it reaches the chain.
+    #[error("{0}")]
+    Invalid(String),
+    /// The chain answered something we cannot read (an unexpected runtime shape).
+    #[error("unexpected chain data: {0}")]
+    Decode(String),
+}
+
+/// btcli's network names.
+pub fn network_endpoint(network: &str) -> Option<&'static str> {
+    match network {
+        "finney" => Some("wss://entrypoint-finney.opentensor.ai:443"),
+        "test" => Some("wss://test.finney.opentensor.ai:443"),
+        "local" => Some("ws://127.0.0.1:9944"),
+        _ => None,
+    }
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct ChainOptions {
+    /// `ws://` or `wss://` URL.
+    pub endpoint: String,
+    /// Longest wait for one call (a read, or a transaction's inclusion).
+    pub call_timeout: Duration,
+    /// Connection attempts before giving up.
+    pub connect_attempts: usize,
+    /// First delay between attempts, doubled each time.
+    pub backoff: Duration,
+}
+
+impl ChainOptions {
+    /// Defaults for an endpoint: 60 s per call, 4 attempts from 1 s.
+    pub fn new(endpoint: &str) -> Self {
+        Self {
+            endpoint: endpoint.to_owned(),
+            call_timeout: Duration::from_secs(60),
+            connect_attempts: 4,
+            backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+type Client = OnlineClient<PolkadotConfig>;
+
+/// A connection to a subtensor node.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    options: ChainOptions,
+    client: Arc<Mutex<Option<Client>>>,
+}
+
+impl Chain {
+    /// Connects (with retries) to `options.endpoint`.
+    pub async fn connect(options: ChainOptions) -> Result<Self, ChainError> {
+        let chain = Self {
+            options,
+            client: Arc::new(Mutex::new(None)),
+        };
+        chain.client().await?;
+        Ok(chain)
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.options.endpoint
+    }
+
+    async fn open(&self) -> Result<Client, ChainError> {
+        let endpoint = self.options.endpoint.clone();
+        let connect = async move {
+            let rpc = subxt::rpcs::RpcClient::from_insecure_url(&endpoint)
+                .await
+                .map_err(|e| {
+                    ChainError::Unavailable(format!("cannot connect to {endpoint}: {e}"))
+                })?;
+            // The legacy RPC methods: every node (and chopsticks) serves them.
+            let backend = LegacyBackend::builder().build(rpc);
+            Client::from_backend(Arc::new(backend)).await.map_err(|e| {
+                ChainError::Unavailable(format!("cannot start a client for {endpoint}: {e}"))
+            })
+        };
+        tokio::time::timeout(self.options.call_timeout, connect)
+            .await
+            .map_err(|_| {
+                ChainError::Unavailable(format!(
+                    "connecting to {} timed out",
+                    self.options.endpoint
+                ))
+            })?
+    }
+
+    /// The client, reconnecting (with backoff) when there is none.
+    async fn client(&self) -> Result<Client, ChainError> {
+        let mut guard = self.client.lock().await;
+        if let Some(client) = guard.as_ref() {
+            return Ok(client.clone());
+        }
+        let mut delay = self.options.backoff;
+        let mut last = ChainError::Unavailable("no connection attempt was made".into());
+        for attempt in 0..self.options.connect_attempts.max(1) {
+            match self.open().await {
+                Ok(client) => {
+                    *guard = Some(client.clone());
+                    return Ok(client);
+                }
+                Err(error) => last = error,
+            }
+            if attempt + 1 < self.options.connect_attempts {
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
+            }
+        }
+        Err(last)
+    }
+
+    /// Runs one call with the timeout; an unavailable chain drops the connection so the next
+    /// call reconnects.
+    async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, ChainError>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, ChainError>>,
+    {
+        let client = self.client().await?;
+        let result = match tokio::time::timeout(self.options.call_timeout, call(client)).await {
+            Ok(result) => result,
+            Err(_) => Err(ChainError::Unavailable(format!(
+                "{what} timed out after {} s",
+                self.options.call_timeout.as_secs()
+            ))),
+        };
+        if matches!(result, Err(ChainError::Unavailable(_))) {
+            *self.client.lock().await = None;
+        }
+        result
+    }
+
+    /// The number of the latest finalized block.
+    pub async fn block_number(&self) -> Result<u64, ChainError> {
+        self.call("reading the block number", |client| async move {
+            let at = client
+                .at_current_block()
+                .await
+                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            Ok(at.block_number())
+        })
+        .await
+    }
+
+    /// The hash of block `number`, as the `0x...` string the successor's seed hashes.
+    pub async fn block_hash(&self, number: u64) -> Result<String, ChainError> {
+        self.call("reading a block hash", |client| async move {
+            let at = client
+                .at_block(number)
+                .await
+                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            Ok(format!("{:?}", at.block_hash()))
+        })
+        .await
+    }
+
+    /// The metagraph of `netuid` at `block` (latest when `None`), with the block it was read at.
+    pub async fn metagraph(
+        &self,
+        netuid: u16,
+        block: Option<u64>,
+    ) -> Result<(u64, MetagraphObserved), ChainError> {
+        self.call("reading the metagraph", |client| async move {
+            let at = match block {
+                Some(number) => client.at_block(number).await,
+                None => client.at_current_block().await,
+            }
+            .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            let storage = at.storage();
+            let read = "reading SubtensorModule storage";
+            let size: u16 = storage
+                .fetch(
+                    dynamic::storage::<(u16,), u16>("SubtensorModule", "SubnetworkN"),
+                    (netuid,),
+                )
+                .await
+                .map_err(|e| ChainError::Unavailable(format!("{read}: {e}")))?
+                .decode()
+                .map_err(|e| ChainError::Decode(format!("SubnetworkN: {e}")))?;
+            let size_usize = usize::from(size);
+            let mut hotkeys: Vec<Option<String>> = vec![None; size_usize];
+            let keys = dynamic::storage::<(u16, u16), [u8; 32]>("SubtensorModule", "Keys");
+            let mut entries = storage
+                .iter(keys, (netuid,))
+                .await
+                .map_err(|e| ChainError::Unavailable(format!("{read}: {e}")))?;
+            while let Some(entry) = entries.next().await {
+                let entry = entry.map_err(|e| ChainError::Unavailable(format!("{read}: {e}")))?;
+                let (_, uid) = entry
+                    .key()
+                    .and_then(|k| k.decode())
+                    .map_err(|e| ChainError::Decode(format!("Keys key: {e}")))?;
+                let account: [u8; 32] = entry
+                    .value()
+                    .decode()
+                    .map_err(|e| ChainError::Decode(format!("Keys value: {e}")))?;
+                // Keys is a ValueQuery: only uids below SubnetworkN are real.
+                if let Some(slot) = hotkeys.get_mut(usize::from(uid)) {
+                    *slot = Some(AccountId32::from(account).to_string());
+                }
+            }
+            let hotkeys: Vec<String> = hotkeys
+                .into_iter()
+                .enumerate()
+                .map(|(uid, hotkey)| {
+                    hotkey.ok_or_else(|| ChainError::Decode(format!("uid {uid} has no hotkey")))
+                })
+                .collect::<Result<_, _>>()?;
+            async fn vector<T: subxt::ext::scale_decode::DecodeAsType + Clone + Default>(
+                storage: &subxt::storage::StorageClient<
+                    '_,
+                    PolkadotConfig,
+                    impl subxt::client::OnlineClientAtBlockT<PolkadotConfig>,
+                >,
+                name: &str,
+                netuid: u16,
+                size: usize,
+            ) -> Result<Vec<T>, ChainError> {
+                let mut values: Vec<T> = storage
+                    .fetch(
+                        dynamic::storage::<(u16,), Vec<T>>("SubtensorModule", name),
+                        (netuid,),
+                    )
+                    .await
+                    .map_err(|e| ChainError::Unavailable(format!("reading {name}: {e}")))?
+                    .decode()
+                    .map_err(|e| ChainError::Decode(format!("{name}: {e}")))?;
+                values.resize(size, T::default());
+                Ok(values)
+            }
+            let consensus = vector::<u16>(&storage, "Consensus", netuid, size_usize).await?;
+            let incentive = vector::<u16>(&storage, "Incentive", netuid, size_usize).await?;
+            let validator_permit =
+                vector::<bool>(&storage, "ValidatorPermit", netuid, size_usize).await?;
+            let last_update = vector::<u64>(&storage, "LastUpdate", netuid, size_usize).await?;
+            let tempo: u16 = storage
+                .fetch(
+                    dynamic::storage::<(u16,), u16>("SubtensorModule", "Tempo"),
+                    (netuid,),
+                )
+                .await
+                .map_err(|e| ChainError::Unavailable(format!("reading Tempo: {e}")))?
+                .decode()
+                .map_err(|e| ChainError::Decode(format!("Tempo: {e}")))?;
+            let mut stake = Vec::with_capacity(size_usize);
+            let alpha =
+                dynamic::storage::<([u8; 32], u16), u64>("SubtensorModule", "TotalHotkeyAlpha");
+            for hotkey in &hotkeys {
+                let account: AccountId32 = hotkey
+                    .parse()
+                    .map_err(|_| ChainError::Decode(format!("hotkey {hotkey}")))?;
+                let value: u64 = storage
+                    .fetch(alpha.clone(), (account.0, netuid))
+                    .await
+                    .map_err(|e| ChainError::Unavailable(format!("reading TotalHotkeyAlpha: {e}")))?
+                    .decode()
+                    .map_err(|e| ChainError::Decode(format!("TotalHotkeyAlpha: {e}")))?;
+                stake.push(value);
+            }
+            Ok((
+                at.block_number(),
+                MetagraphObserved {
+                    netuid,
+                    hotkeys,
+                    consensus,
+                    incentive,
+                    stake,
+                    validator_permit,
+                    last_update,
+                    tempo,
+                },
+            ))
+        })
+        .await
+    }
+
+    /// Every commitment on `netuid` at `block` (latest when `None`): the first field, unparsed,
+    /// and its commit block.
+    pub async fn commitments(
+        &self,
+        netuid: u16,
+        block: Option<u64>,
+    ) -> Result<(u64, Vec<CommitmentObserved>), ChainError> {
+        self.call("reading commitments", |client| async move {
+            let at = match block {
+                Some(number) => client.at_block(number).await,
+                None => client.at_current_block().await,
+            }
+            .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            let storage = at.storage();
+            let address = dynamic::storage::<(u16, [u8; 32]), Value>("Commitments", "CommitmentOf");
+            let mut entries = storage.iter(address, (netuid,)).await.map_err(|e| {
+                ChainError::Unavailable(format!("reading Commitments.CommitmentOf: {e}"))
+            })?;
+            let mut observed = Vec::new();
+            while let Some(entry) = entries.next().await {
+                let entry = entry.map_err(|e| {
+                    ChainError::Unavailable(format!("reading Commitments.CommitmentOf: {e}"))
+                })?;
+                let (_, account) = entry
+                    .key()
+                    .and_then(|k| k.decode())
+                    .map_err(|e| ChainError::Decode(format!("CommitmentOf key: {e}")))?;
+                let registration: Value = entry
+                    .value()
+                    .decode()
+                    .map_err(|e| ChainError::Decode(format!("CommitmentOf value: {e}")))?;
+                let (block_commit, field) = read_registration(&registration)?;
+                observed.push(CommitmentObserved {
+                    hotkey: AccountId32::from(account).to_string(),
+                    block_commit,
+                    field,
+                });
+            }
+            observed.sort_by(|a, b| a.hotkey.cmp(&b.hotkey));
+            Ok((at.block_number(), observed))
+        })
+        .await
+    }
+}
+
+impl Chain {
+    /// `SubtensorModule.Weights(netuid, uid)`: the (uid, u16 weight) pairs `uid` has set.
+    pub async fn weights(
+        &self,
+        netuid: u16,
+        uid: u16,
+        block: Option<u64>,
+    ) -> Result<Vec<(u16, u16)>, ChainError> {
+        self.call("reading Weights", |client| async move {
+            let at = match block {
+                Some(number) => client.at_block(number).await,
+                None => client.at_current_block().await,
+            }
+            .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            at.storage()
+                .fetch(
+                    dynamic::storage::<(u16, u16), Vec<(u16, u16)>>("SubtensorModule", "Weights"),
+                    (netuid, uid),
+                )
+                .await
+                .map_err(|e| ChainError::Unavailable(format!("reading Weights: {e}")))?
+                .decode()
+                .map_err(|e| ChainError::Decode(format!("Weights: {e}")))
+        })
+        .await
+    }
+
+    /// How `netuid` takes weights now: plainly, or by commit-reveal (and which version).
+    pub async fn weights_rule(&self, netuid: u16) -> Result<WeightsRule, ChainError> {
+        self.call("reading the commit-reveal settings", |client| async move {
+            let at = client
+                .at_current_block()
+                .await
+                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            let storage = at.storage();
+            let enabled: bool = storage
+                .fetch(
+                    dynamic::storage::<(u16,), bool>(
+                        "SubtensorModule",
+                        "CommitRevealWeightsEnabled",
+                    ),
+                    (netuid,),
+                )
+                .await
+                .map_err(|e| {
+                    ChainError::Unavailable(format!("reading CommitRevealWeightsEnabled: {e}"))
+                })?
+                .decode()
+                .map_err(|e| ChainError::Decode(format!("CommitRevealWeightsEnabled: {e}")))?;
+            if !enabled {
+                return Ok(WeightsRule::Plain);
+            }
+            // Runtimes before the timelocked commits (spec 218 among them) have no
+            // `CommitRevealWeightsVersion`: their commit-reveal is the hash commit (v2).
+            let has_version = at
+                .metadata_ref()
+                .pallet_by_name("SubtensorModule")
+                .and_then(|pallet| pallet.storage())
+                .is_some_and(|storage| {
+                    storage
+                        .entry_by_name("CommitRevealWeightsVersion")
+                        .is_some()
+                });
+            if !has_version {
+                return Ok(WeightsRule::CommitRevealHash);
+            }
+            let version: u16 = storage
+                .fetch(
+                    dynamic::storage::<(), u16>("SubtensorModule", "CommitRevealWeightsVersion"),
+                    (),
+                )
+                .await
+                .map_err(|e| {
+                    ChainError::Unavailable(format!("reading CommitRevealWeightsVersion: {e}"))
+                })?
+                .decode()
+                .map_err(|e| ChainError::Decode(format!("CommitRevealWeightsVersion: {e}")))?;
+            Ok(if version >= 3 {
+                WeightsRule::CommitRevealTimelocked { version }
+            } else {
+                WeightsRule::CommitRevealHash
+            })
+        })
+        .await
+    }
+}
+
+/// How a subnet accepts weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsRule {
+    /// `set_weights`.
+    Plain,
+    /// `commit_weights` of a hash, then `reveal_weights` in the reveal window (v2).
+    CommitRevealHash,
+    /// `commit_timelocked_weights`: drand-timelocked weights the chain reveals itself.
+    CommitRevealTimelocked {
+        /// `CommitRevealWeightsVersion`.
+        version: u16,
+    },
+}
+
+/// The named field of a composite value.
+fn field<'v>(value: &'v Value, name: &str) -> Option<&'v Value> {
+    match &value.value {
+        ValueDef::Composite(Composite::Named(fields)) => {
+            fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        }
+        _ => None,
+    }
+}
+
+/// Unwraps single-field wrappers (BoundedVec and the like) down to the sequence they hold;
+/// a sequence of one variant (one `Data` field) is kept as it is.
+fn unwrap_single(value: &Value) -> &Value {
+    let inner = match &value.value {
+        ValueDef::Composite(Composite::Unnamed(items)) if items.len() == 1 => items.first(),
+        ValueDef::Composite(Composite::Named(items)) if items.len() == 1 => {
+            items.first().map(|(_, v)| v)
+        }
+        _ => None,
+    };
+    match inner {
+        Some(inner) if matches!(inner.value, ValueDef::Composite(_)) => unwrap_single(inner),
+        _ => value,
+    }
+}
+
+fn items(value: &Value) -> Vec<&Value> {
+    match &value.value {
+        ValueDef::Composite(Composite::Unnamed(items)) => items.iter().collect(),
+        ValueDef::Composite(Composite::Named(items)) => items.iter().map(|(_, v)| v).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Bytes from a byte array or sequence value.
+fn bytes_of(value: &Value) -> Option<Vec<u8>> {
+    match &value.value {
+        ValueDef::Primitive(Primitive::U128(byte)) => u8::try_from(*byte).ok().map(|b| vec![b]),
+        ValueDef::Composite(_) => {
+            let mut out = Vec::new();
+            for item in items(value) {
+                match &item.value {
+                    ValueDef::Primitive(Primitive::U128(byte)) => {
+                        out.push(u8::try_from(*byte).ok()?)
+                    }
+                    ValueDef::Composite(_) => out.extend(bytes_of(item)?),
+                    _ => return None,
+                }
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+fn number_of(value: &Value) -> Option<u64> {
+    match &value.value {
+        ValueDef::Primitive(Primitive::U128(n)) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// `Registration { deposit, block, info: CommitmentInfo { fields: BoundedVec<Data> } }`: the
+/// commit block and the first field (`Raw{len}` bytes, or the other variant's name).
+fn read_registration(registration: &Value) -> Result<(u64, CommitmentField), ChainError> {
+    let block = field(registration, "block")
+        .and_then(number_of)
+        .ok_or_else(|| ChainError::Decode("a commitment without a block".into()))?;
+    let info = field(registration, "info")
+        .ok_or_else(|| ChainError::Decode("a commitment without info".into()))?;
+    let fields = field(info, "fields")
+        .map(unwrap_single)
+        .ok_or_else(|| ChainError::Decode("a commitment without fields".into()))?;
+    let Some(first) = items(fields).into_iter().next() else {
+        return Ok((block, CommitmentField::Empty));
+    };
+    let ValueDef::Variant(variant) = &first.value else {
+        return Err(ChainError::Decode(
+            "a commitment field that is not a Data variant".into(),
+        ));
+    };
+    let field = if variant.name.starts_with("Raw") && variant.name != "Raw" {
+        let payload: Vec<&Value> = match &variant.values {
+            Composite::Unnamed(values) => values.iter().collect(),
+            Composite::Named(values) => values.iter().map(|(_, v)| v).collect(),
+        };
+        let bytes = match payload.as_slice() {
+            [] => Vec::new(),
+            [only] => bytes_of(only)
+                .ok_or_else(|| ChainError::Decode(format!("{} is not bytes", variant.name)))?,
+            _ => {
+                return Err(ChainError::Decode(format!(
+                    "{} has several fields",
+                    variant.name
+                )));
+            }
+        };
+        CommitmentField::Raw(RawBytes(bytes))
+    } else {
+        CommitmentField::Other(variant.name.clone())
+    };
+    Ok((block, field))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(fields: Vec<Value>) -> Value {
+        Value::named_composite([
+            ("deposit", Value::u128(0)),
+            ("block", Value::u128(1234)),
+            (
+                "info",
+                Value::named_composite([(
+                    "fields",
+                    Value::unnamed_composite([Value::unnamed_composite(fields)]),
+                )]),
+            ),
+        ])
+    }
+
+    #[test]
+    fn registrations_read_as_the_journal_wants() {
+        let raw = Value::unnamed_variant("Raw5", [Value::from_bytes(b"ns:ab")]);
+        assert_eq!(
+            read_registration(&registration(vec![raw])).unwrap(),
+            (1234, CommitmentField::Raw(RawBytes(b"ns:ab".to_vec())))
+        );
+        let empty = Value::unnamed_variant("Raw0", []);
+        assert_eq!(
+            read_registration(&registration(vec![empty])).unwrap().1,
+            CommitmentField::Raw(RawBytes(vec![]))
+        );
+        let hash = Value::unnamed_variant("Sha256", [Value::from_bytes([0u8; 32])]);
+        assert_eq!(
+            read_registration(&registration(vec![hash])).unwrap().1,
+            CommitmentField::Other("Sha256".into())
+        );
+        assert_eq!(
+            read_registration(&registration(vec![])).unwrap().1,
+            CommitmentField::Empty
+        );
+    }
+
+    #[test]
+    fn networks_have_btclis_endpoints() {
+        assert_eq!(network_endpoint("local"), Some("ws://127.0.0.1:9944"));
+        assert!(network_endpoint("finney").unwrap().starts_with("wss://"));
+        assert_eq!(network_endpoint("mainnet"), None);
+    }
+}

@@ -1,0 +1,532 @@
+//! Writing to the chain: weights (plain, and commit-reveal), model commitments, and the
+//! registration and transfer calls miners and tests need. Each call is signed, submitted,
+//! followed to its block, and its outcome decoded: the chain's refusals by name.
+
+use subxt::dynamic::{self, Value};
+use subxt::error::DispatchError;
+use subxt::ext::codec::Encode;
+use subxt::tx::Payload;
+use subxt_signer::sr25519::Keypair;
+
+use super::{Chain, ChainError};
+use crate::machine::event::SubmitOutcome;
+use crate::machine::model_id::MAX_METADATA_BYTES;
+
+/// `version_key` of this release: `1000·major + 10·minor + patch`, as N computes its own.
+pub fn version_key() -> u64 {
+    let mut parts = env!("CARGO_PKG_VERSION")
+        .split('.')
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let (major, minor, patch) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    1000 * major + 10 * minor + patch
+}
+
+/// The journal's record of a submission's result.
+pub fn submit_outcome(result: &Result<u64, ChainError>) -> SubmitOutcome {
+    match result {
+        Ok(block) => SubmitOutcome::Included { block: *block },
+        Err(ChainError::Refused { name, detail }) => SubmitOutcome::Refused(if detail.is_empty() {
+            name.clone()
+        } else {
+            format!("{name}: {detail}")
+        }),
+        Err(other) => SubmitOutcome::Failed(other.to_string()),
+    }
+}
+
+/// Subtensor's `InvalidTransaction::Custom` codes (current runtimes' numbering).
+fn custom_validity_name(code: u8) -> Option<&'static str> {
+    Some(match code {
+        0 => "ColdkeyInSwapSchedule",
+        1 => "StakeAmountTooLow",
+        2 => "BalanceTooLow",
+        3 => "SubnetNotExists",
+        4 => "HotkeyAccountDoesntExist",
+        5 => "NotEnoughStakeToWithdraw",
+        6 => "RateLimitExceeded",
+        10 => "HotKeyNotRegisteredInNetwork",
+        14 => "BadRequest",
+        16 => "InvalidRevealRound",
+        17 => "CommitNotFound",
+        18 => "CommitBlockNotInRevealRange",
+        19 => "InputLengthsUnequal",
+        _ => return None,
+    })
+}
+
+/// Sorts a submission error: the transaction pool's "invalid" answers and the runtime's
+/// dispatch errors are refusals; transport trouble is unavailability.
+fn classify(message: String) -> ChainError {
+    let lower = message.to_lowercase();
+    if lower.contains("invalid transaction")
+        || lower.contains("transaction is not valid")
+        || lower.contains("1010")
+    {
+        let code = message.split("Custom error: ").nth(1).and_then(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse::<u8>()
+                .ok()
+        });
+        let name = match code {
+            Some(code) => custom_validity_name(code).map_or_else(
+                || format!("InvalidTransaction::Custom({code})"),
+                str::to_owned,
+            ),
+            None => "InvalidTransaction".into(),
+        };
+        return ChainError::Refused {
+            name,
+            detail: message,
+        };
+    }
+    if lower.contains("priority is too low")
+        || lower.contains("temporarily banned")
+        || lower.contains("outdated")
+    {
+        return ChainError::Refused {
+            name: "TransactionPool".into(),
+            detail: message,
+        };
+    }
+    ChainError::Unavailable(message)
+}
+
+fn dispatch_refusal(error: &DispatchError) -> ChainError {
+    match error {
+        DispatchError::Module(module) => match module.details() {
+            Ok(details) => ChainError::Refused {
+                name: details.variant.name.clone(),
+                detail: format!(
+                    "{}: {}",
+                    details.pallet.name(),
+                    details.variant.docs.join(" ").trim()
+                ),
+            },
+            Err(_) => ChainError::Refused {
+                name: "ModuleError".into(),
+                detail: module.to_string(),
+            },
+        },
+        other => ChainError::Refused {
+            name: format!("{other:?}"),
+            detail: other.to_string(),
+        },
+    }
+}
+
+impl Chain {
+    /// Signs and submits `payload`, waits for it to be in a block, and returns that block's
+    /// number, or the chain's refusal.
+    pub async fn submit<P: Payload + Send + Sync>(
+        &self,
+        what: &str,
+        payload: P,
+        signer: &Keypair,
+    ) -> Result<u64, ChainError> {
+        self.call(what, |client| async move {
+            let at = client
+                .at_current_block()
+                .await
+                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            let mut progress = at
+                .transactions()
+                .sign_and_submit_then_watch_default(&payload, signer)
+                .await
+                .map_err(|e| classify(e.to_string()))?;
+            let in_block = loop {
+                use subxt::tx::TransactionStatus;
+                match progress.next().await {
+                    Some(Ok(
+                        TransactionStatus::InBestBlock(block)
+                        | TransactionStatus::InFinalizedBlock(block),
+                    )) => break block,
+                    Some(Ok(
+                        TransactionStatus::Invalid { message }
+                        | TransactionStatus::Dropped { message },
+                    )) => {
+                        return Err(classify(format!("invalid transaction: {message}")));
+                    }
+                    Some(Ok(TransactionStatus::Error { message })) => {
+                        return Err(ChainError::Unavailable(message));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return Err(classify(error.to_string())),
+                    None => {
+                        return Err(ChainError::Unavailable(
+                            "the transaction's status stream ended".into(),
+                        ));
+                    }
+                }
+            };
+            let block_hash = in_block.block_hash();
+            let events = match in_block.wait_for_success().await {
+                Ok(events) => events,
+                Err(subxt::error::TransactionEventsError::ExtrinsicFailed(error)) => {
+                    return Err(dispatch_refusal(&error));
+                }
+                Err(error) => return Err(ChainError::Unavailable(error.to_string())),
+            };
+            // `Sudo.sudo` succeeds as an extrinsic even when the call inside fails: its
+            // `Sudid { sudo_result }` event carries the inner result.
+            for event in events.iter() {
+                let event = event.map_err(|e| ChainError::Decode(e.to_string()))?;
+                if event.pallet_name() == "Sudo"
+                    && event.event_name() == "Sudid"
+                    && let [1, error @ ..] = event.field_bytes()
+                {
+                    let error = DispatchError::decode_from(error.to_vec(), at.metadata())
+                        .map_err(|e| ChainError::Decode(format!("Sudid's error: {e}")))?;
+                    return Err(dispatch_refusal(&error));
+                }
+            }
+            let block = client
+                .at_block(block_hash)
+                .await
+                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            Ok(block.block_number())
+        })
+        .await
+    }
+
+    /// `SubtensorModule.set_weights` with a bounded retry of transport failures (a refusal is
+    /// final). `uids` must be sorted and unique; `weights` are already in u16 form.
+    pub async fn set_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        uids: &[u16],
+        weights: &[u16],
+        version_key: u64,
+    ) -> Result<u64, ChainError> {
+        if uids.len() != weights.len() {
+            return Err(ChainError::Invalid(format!(
+                "{} uids for {} weights",
+                uids.len(),
+                weights.len()
+            )));
+        }
+        if uids.windows(2).any(|pair| matches!(pair, [a, b] if a >= b)) {
+            return Err(ChainError::Invalid("uids must be sorted and unique".into()));
+        }
+        let mut last = ChainError::Unavailable("no attempt was made".into());
+        for _ in 0..3 {
+            let payload = dynamic::tx(
+                "SubtensorModule",
+                "set_weights",
+                (netuid, uids.to_vec(), weights.to_vec(), version_key),
+            );
+            match self.submit("set_weights", payload, hotkey).await {
+                Err(error @ ChainError::Unavailable(_)) => last = error,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// `Commitments.set_commitment` of one `Raw` field: a miner's model id. Refused before
+    /// sending when over 128 bytes.
+    pub async fn set_commitment(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        bytes: &[u8],
+    ) -> Result<u64, ChainError> {
+        if bytes.len() > MAX_METADATA_BYTES {
+            return Err(ChainError::Invalid(format!(
+                "the commitment is {} bytes; the limit is {MAX_METADATA_BYTES}",
+                bytes.len()
+            )));
+        }
+        self.set_commitment_field(hotkey, netuid, raw_field(bytes))
+            .await
+    }
+
+    /// `Commitments.set_commitment` with any one `Data` field (tests write malformed ones).
+    pub async fn set_commitment_field(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        field: Value,
+    ) -> Result<u64, ChainError> {
+        let info = Value::named_composite([("fields", Value::unnamed_composite([field]))]);
+        self.submit(
+            "set_commitment",
+            dynamic::tx("Commitments", "set_commitment", (netuid, info)),
+            hotkey,
+        )
+        .await
+    }
+
+    /// `SubtensorModule.burned_register(netuid, hotkey)`, paid by `coldkey`.
+    pub async fn burned_register(
+        &self,
+        coldkey: &Keypair,
+        netuid: u16,
+        hotkey: [u8; 32],
+    ) -> Result<u64, ChainError> {
+        self.submit(
+            "burned_register",
+            dynamic::tx("SubtensorModule", "burned_register", (netuid, hotkey)),
+            coldkey,
+        )
+        .await
+    }
+
+    /// `Balances.transfer_keep_alive`.
+    pub async fn transfer(
+        &self,
+        from: &Keypair,
+        to: [u8; 32],
+        amount: u128,
+    ) -> Result<u64, ChainError> {
+        let destination = Value::unnamed_variant("Id", [Value::from_bytes(to)]);
+        self.submit(
+            "transfer",
+            dynamic::tx("Balances", "transfer_keep_alive", (destination, amount)),
+            from,
+        )
+        .await
+    }
+
+    /// `Sudo.sudo(call)` for development chains (the call as a dynamic value).
+    pub async fn sudo(&self, sudo: &Keypair, call: Value) -> Result<u64, ChainError> {
+        self.submit("sudo", dynamic::tx("Sudo", "sudo", (call,)), sudo)
+            .await
+    }
+
+    /// `SubtensorModule.commit_weights(netuid, hash)` (commit-reveal v2).
+    pub async fn commit_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        hash: [u8; 32],
+    ) -> Result<u64, ChainError> {
+        self.submit(
+            "commit_weights",
+            dynamic::tx("SubtensorModule", "commit_weights", (netuid, hash)),
+            hotkey,
+        )
+        .await
+    }
+
+    /// `SubtensorModule.reveal_weights(netuid, uids, values, salt, version_key)`.
+    pub async fn reveal_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        uids: &[u16],
+        values: &[u16],
+        salt: &[u16],
+        version_key: u64,
+    ) -> Result<u64, ChainError> {
+        let payload = dynamic::tx(
+            "SubtensorModule",
+            "reveal_weights",
+            (
+                netuid,
+                uids.to_vec(),
+                values.to_vec(),
+                salt.to_vec(),
+                version_key,
+            ),
+        );
+        self.submit("reveal_weights", payload, hotkey).await
+    }
+}
+
+/// One pending hash commit: `(hash, commit block, first reveal block, last reveal block)`.
+pub type WeightCommit = ([u8; 32], u64, u64, u64);
+
+impl Chain {
+    /// `SubtensorModule.WeightCommits(netuid, hotkey)`: the hotkey's unrevealed commits.
+    pub async fn weight_commits(
+        &self,
+        netuid: u16,
+        hotkey: [u8; 32],
+    ) -> Result<Vec<WeightCommit>, ChainError> {
+        self.call("reading WeightCommits", |client| async move {
+            let at = client
+                .at_current_block()
+                .await
+                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            let address = dynamic::storage::<(u16, [u8; 32]), Vec<WeightCommit>>(
+                "SubtensorModule",
+                "WeightCommits",
+            );
+            // An OptionQuery: no entry once every commit is revealed or expired.
+            match at
+                .storage()
+                .try_fetch(address, (netuid, hotkey))
+                .await
+                .map_err(|e| ChainError::Unavailable(format!("reading WeightCommits: {e}")))?
+            {
+                Some(value) => value
+                    .decode()
+                    .map_err(|e| ChainError::Decode(format!("WeightCommits: {e}"))),
+                None => Ok(Vec::new()),
+            }
+        })
+        .await
+    }
+
+    /// Commit-reveal v2: commits the hash of the weights with `salt`, waits (polling every
+    /// `poll`) for the reveal window the chain assigned, and reveals. Returns the reveal's
+    /// block. Gives up when the window has passed.
+    pub async fn commit_and_reveal_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        weights: &ChainWeights,
+        salt: &[u16],
+        poll: std::time::Duration,
+    ) -> Result<u64, ChainError> {
+        let account: [u8; 32] = hotkey.public_key().0;
+        let hash = weights_commit_hash(
+            account,
+            netuid,
+            &weights.uids,
+            &weights.values,
+            salt,
+            weights.version_key,
+        );
+        self.commit_weights(hotkey, netuid, hash).await?;
+        let (first_reveal, last_reveal) = self
+            .weight_commits(netuid, account)
+            .await?
+            .into_iter()
+            .find(|commit| commit.0 == hash)
+            .map(|(_, _, first, last)| (first, last))
+            .ok_or_else(|| {
+                ChainError::Decode("the commit is not in WeightCommits after inclusion".into())
+            })?;
+        loop {
+            let block = self.block_number().await?;
+            if block > last_reveal {
+                return Err(ChainError::Refused {
+                    name: "ExpiredWeightCommit".into(),
+                    detail: format!("the reveal window ended at block {last_reveal}"),
+                });
+            }
+            // The reveal is included in the next block, so it may go out one block early.
+            if block + 1 >= first_reveal {
+                break;
+            }
+            tokio::time::sleep(poll).await;
+        }
+        self.reveal_weights(
+            hotkey,
+            netuid,
+            &weights.uids,
+            &weights.values,
+            salt,
+            weights.version_key,
+        )
+        .await
+    }
+}
+
+/// Weights in the chain's form, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainWeights {
+    /// Ascending, unique uids.
+    pub uids: Vec<u16>,
+    /// u16 weights, the largest 65535.
+    pub values: Vec<u16>,
+    /// `version_key`.
+    pub version_key: u64,
+}
+
+/// A `Data::Raw{len}` commitment field.
+pub fn raw_field(bytes: &[u8]) -> Value {
+    Value::unnamed_variant(format!("Raw{}", bytes.len()), [Value::from_bytes(bytes)])
+}
+
+/// The commit-reveal v2 hash subtensor checks on reveal: `blake2_256` of the SCALE encoding of
+/// `(account, netuid, uids, values, salt, version_key)` (bittensor's `generate_weight_hash`).
+pub fn weights_commit_hash(
+    account: [u8; 32],
+    netuid: u16,
+    uids: &[u16],
+    values: &[u16],
+    salt: &[u16],
+    version_key: u64,
+) -> [u8; 32] {
+    let encoded = (
+        account,
+        netuid,
+        uids.to_vec(),
+        values.to_vec(),
+        salt.to_vec(),
+        version_key,
+    )
+        .encode();
+    blake2_256(&encoded)
+}
+
+fn blake2_256(bytes: &[u8]) -> [u8; 32] {
+    sp_crypto_hashing::blake2_256(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_key_follows_n() {
+        // N 0.2.7 → 27; this crate's version gives its own key the same way.
+        let version = env!("CARGO_PKG_VERSION");
+        let parts: Vec<u64> = version.split('.').map(|p| p.parse().unwrap()).collect();
+        assert_eq!(version_key(), 1000 * parts[0] + 10 * parts[1] + parts[2]);
+    }
+
+    #[test]
+    fn refusals_are_named() {
+        let error = classify("Invalid Transaction: Custom error: 6".into());
+        assert!(
+            matches!(error, ChainError::Refused { ref name, .. } if name == "RateLimitExceeded"),
+            "{error}"
+        );
+        let error = classify("rpc error: 1010: Invalid Transaction: Custom error: 99".into());
+        assert!(
+            matches!(error, ChainError::Refused { ref name, .. } if name == "InvalidTransaction::Custom(99)")
+        );
+        assert!(matches!(
+            classify("connection reset".into()),
+            ChainError::Unavailable(_)
+        ));
+        assert_eq!(
+            submit_outcome(&Err(ChainError::Refused {
+                name: "SettingWeightsTooFast".into(),
+                detail: String::new()
+            })),
+            SubmitOutcome::Refused("SettingWeightsTooFast".into())
+        );
+        assert_eq!(submit_outcome(&Ok(7)), SubmitOutcome::Included { block: 7 });
+    }
+
+    #[test]
+    fn commit_hash_is_blake2_of_the_scale_tuple() {
+        // The SCALE layout: 32-byte account, u16 LE, then each Vec<u16> as compact length and
+        // LE elements, then u64 LE.
+        let account = [7u8; 32];
+        let hash = weights_commit_hash(account, 1, &[0, 2], &[65535, 100], &[9], 27);
+        let mut expected_input = account.to_vec();
+        expected_input.extend_from_slice(&1u16.to_le_bytes());
+        expected_input.extend_from_slice(&[8, 0, 0, 2, 0]);
+        expected_input.extend_from_slice(&[8, 0xff, 0xff, 100, 0]);
+        expected_input.extend_from_slice(&[4, 9, 0]);
+        expected_input.extend_from_slice(&27u64.to_le_bytes());
+        assert_eq!(hash, blake2_256(&expected_input));
+        // blake2b-256 of the empty string (RFC 7693 parameters, 32-byte digest).
+        assert_eq!(
+            crate::machine::wire::hex_encode(&blake2_256(b"")),
+            "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8"
+        );
+    }
+}
