@@ -328,7 +328,10 @@ fn a_server_stopped_mid_download_is_a_clear_error_then_the_fetch_resumes() {
     let Some(cli) = olah() else { return };
     let scratch = tempfile::tempdir().unwrap();
     let mirror = scratch.path().join("mirror");
-    let weights: Vec<u8> = (0..6u32 << 20)
+    // Larger than what loopback sockets can hold in flight (receive buffers autotune up to
+    // 32 MiB here, send buffers 4 MiB): a smaller file may be wholly buffered before the
+    // server dies, and the download then completes.
+    let weights: Vec<u8> = (0..64u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     let files = vec![
