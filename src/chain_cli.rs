@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::chain::wallet::{Hotkey, WalletPath, load_hotkey};
-use crate::chain::weights::{ChainWeights, raw_field, submit_outcome, version_key};
+use crate::chain::weights::{ChainWeights, os_random, raw_field, submit_outcome, version_key};
 use crate::chain::{Chain, ChainError, ChainOptions, WeightsRule, network_endpoint};
 use crate::journal::JournalError;
 use crate::machine::event::{CommitmentField, WeightsSubmitted};
@@ -423,11 +423,7 @@ pub struct SetWeightsReport {
 
 /// A fresh salt for a hash commit, from the operating system.
 fn fresh_salt() -> Result<Vec<u16>, ChainCliError> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| ChainCliError::Input(format!("no randomness for the salt: {e}")))?;
+    let bytes = os_random::<16>()?;
     Ok(bytes
         .chunks_exact(2)
         .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
@@ -486,10 +482,11 @@ pub async fn set_weights(
             ("commit_weights+reveal_weights", result)
         }
         WeightsRule::CommitRevealTimelocked { version } => {
-            return Err(ChainCliError::Chain(ChainError::Invalid(format!(
-                "netuid {netuid} takes drand-timelocked weight commits (commit-reveal v{version}), \
-                 which this build does not submit"
-            ))));
+            let result = chain
+                .commit_timelocked_weights(&hotkey.keypair, netuid, &weights, version)
+                .await
+                .map(|(block, _round)| block);
+            ("commit_timelocked_weights", result)
         }
     };
     if let Some(path) = db {

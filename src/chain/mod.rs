@@ -7,6 +7,7 @@
 //! Errors are sorted as the machine needs them: [`ChainError::Refused`] is the chain's answer
 //! (journaled), [`ChainError::Unavailable`] means try again.
 
+pub mod timelock;
 pub mod wallet;
 pub mod weights;
 

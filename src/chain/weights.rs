@@ -8,7 +8,7 @@ use subxt::ext::codec::Encode;
 use subxt::tx::Payload;
 use subxt_signer::sr25519::Keypair;
 
-use super::{Chain, ChainError};
+use super::{Chain, ChainError, timelock};
 use crate::machine::event::SubmitOutcome;
 use crate::machine::model_id::MAX_METADATA_BYTES;
 
@@ -428,6 +428,106 @@ impl Chain {
             weights.version_key,
         )
         .await
+    }
+}
+
+/// Seconds per block on subtensor (what bittensor assumes when it picks a drand round).
+pub const BLOCK_TIME_S: f64 = 12.0;
+
+/// `N` bytes from the operating system's random source.
+pub fn os_random<const N: usize>() -> Result<[u8; N], ChainError> {
+    use std::io::Read;
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| file.read_exact(&mut bytes))
+        .map_err(|e| ChainError::Invalid(format!("no randomness available: {e}")))?;
+    Ok(bytes)
+}
+
+impl Chain {
+    /// Commit-reveal v3/v4: encrypts the weights to the drand round bittensor's rule picks for
+    /// this block and commits them; the chain reveals them itself. Returns the including
+    /// block and the round.
+    pub async fn commit_timelocked_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        weights: &ChainWeights,
+        version: u16,
+    ) -> Result<(u64, u64), ChainError> {
+        let (block, tempo, reveal_period, has_v4_call) = self
+            .call("reading the reveal period", |client| async move {
+                let at = client
+                    .at_current_block()
+                    .await
+                    .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+                let storage = at.storage();
+                let tempo: u16 = storage
+                    .fetch(
+                        dynamic::storage::<(u16,), u16>("SubtensorModule", "Tempo"),
+                        (netuid,),
+                    )
+                    .await
+                    .map_err(|e| ChainError::Unavailable(format!("reading Tempo: {e}")))?
+                    .decode()
+                    .map_err(|e| ChainError::Decode(format!("Tempo: {e}")))?;
+                let period: u64 = storage
+                    .fetch(
+                        dynamic::storage::<(u16,), u64>("SubtensorModule", "RevealPeriodEpochs"),
+                        (netuid,),
+                    )
+                    .await
+                    .map_err(|e| {
+                        ChainError::Unavailable(format!("reading RevealPeriodEpochs: {e}"))
+                    })?
+                    .decode()
+                    .map_err(|e| ChainError::Decode(format!("RevealPeriodEpochs: {e}")))?;
+                let has_v4_call = at
+                    .metadata_ref()
+                    .pallet_by_name("SubtensorModule")
+                    .and_then(|pallet| pallet.call_variant_by_name("commit_timelocked_weights"))
+                    .is_some();
+                Ok((at.block_number(), tempo, period, has_v4_call))
+            })
+            .await?;
+        let now_unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| ChainError::Invalid(format!("the clock is before 1970: {e}")))?
+            .as_secs_f64();
+        let round = timelock::reveal_round(
+            block,
+            netuid,
+            u64::from(tempo),
+            reveal_period,
+            BLOCK_TIME_S,
+            now_unix_s,
+        );
+        let account = hotkey.public_key().0;
+        let payload = timelock::weights_payload(
+            (version >= 4).then_some(account),
+            &weights.uids,
+            &weights.values,
+            weights.version_key,
+        );
+        let ciphertext = timelock::encrypt(&payload, round, os_random::<32>()?)
+            .map_err(|e| ChainError::Invalid(format!("encrypting the weights: {e}")))?;
+        let block = if has_v4_call {
+            let call = dynamic::tx(
+                "SubtensorModule",
+                "commit_timelocked_weights",
+                (netuid, ciphertext, round, version),
+            );
+            self.submit("commit_timelocked_weights", call, hotkey)
+                .await?
+        } else {
+            let call = dynamic::tx(
+                "SubtensorModule",
+                "commit_crv3_weights",
+                (netuid, ciphertext, round),
+            );
+            self.submit("commit_crv3_weights", call, hotkey).await?
+        };
+        Ok((block, round))
     }
 }
 
