@@ -30,9 +30,11 @@ use harness::DevChain;
 const NETUID: u16 = 1;
 const TAO: u128 = 1_000_000_000;
 
-/// A dynamic runtime call (for `Sudo.sudo`).
-fn call(pallet: &str, name: &str, args: Vec<Value>) -> Value {
-    subxt::dynamic::tx(pallet, name, Composite::unnamed(args)).into_value()
+/// `Sudo.sudo(AdminUtils.<name>(args))` signed by Alice, the dev chain's sudo key.
+async fn admin(client: &Chain, name: &str, args: Vec<Value>) -> Result<u64, ChainError> {
+    let alice = hotkey_from_uri("//Alice").unwrap();
+    let call = subxt::dynamic::tx("AdminUtils", name, Composite::unnamed(args)).into_value();
+    client.sudo(&alice.keypair, call).await
 }
 
 /// Writes a bittensor hotkey file for `seed` (mode 0600) and loads it as the CLI would.
@@ -315,17 +317,13 @@ async fn commitments_metagraph_and_weights_on_the_real_runtime() {
         .set_weights(&stranger.keypair, NETUID, &uids, &values, version_key())
         .await;
     assert_eq!(refusal_name(refused), "HotKeyNotRegisteredInSubNet");
-    client
-        .sudo(
-            &alice.keypair,
-            call(
-                "AdminUtils",
-                "sudo_set_weights_set_rate_limit",
-                vec![Value::u128(1), Value::u128(1000)],
-            ),
-        )
-        .await
-        .unwrap();
+    admin(
+        &client,
+        "sudo_set_weights_set_rate_limit",
+        vec![Value::u128(1), Value::u128(1000)],
+    )
+    .await
+    .unwrap();
     let refused = client
         .set_weights(&validator.keypair, NETUID, &uids, &values, version_key())
         .await;
@@ -334,28 +332,20 @@ async fn commitments_metagraph_and_weights_on_the_real_runtime() {
     assert!(
         matches!(refusal, SubmitOutcome::Refused(ref why) if why.starts_with("SettingWeightsTooFast"))
     );
-    client
-        .sudo(
-            &alice.keypair,
-            call(
-                "AdminUtils",
-                "sudo_set_weights_set_rate_limit",
-                vec![Value::u128(1), Value::u128(1)],
-            ),
-        )
-        .await
-        .unwrap();
-    client
-        .sudo(
-            &alice.keypair,
-            call(
-                "AdminUtils",
-                "sudo_set_weights_version_key",
-                vec![Value::u128(1), Value::u128(u128::from(version_key()) + 1)],
-            ),
-        )
-        .await
-        .unwrap();
+    admin(
+        &client,
+        "sudo_set_weights_set_rate_limit",
+        vec![Value::u128(1), Value::u128(1)],
+    )
+    .await
+    .unwrap();
+    admin(
+        &client,
+        "sudo_set_weights_version_key",
+        vec![Value::u128(1), Value::u128(u128::from(version_key()) + 1)],
+    )
+    .await
+    .unwrap();
     let refused = client
         .set_weights(&validator.keypair, NETUID, &uids, &values, version_key())
         .await;
@@ -371,16 +361,12 @@ async fn commitments_metagraph_and_weights_on_the_real_runtime() {
         .await
         .unwrap();
     // A failing call inside `Sudo.sudo` is a refusal too, not a success.
-    let refused = client
-        .sudo(
-            &alice.keypair,
-            call(
-                "AdminUtils",
-                "sudo_set_weights_version_key",
-                vec![Value::u128(999), Value::u128(1)],
-            ),
-        )
-        .await;
+    let refused = admin(
+        &client,
+        "sudo_set_weights_version_key",
+        vec![Value::u128(999), Value::u128(1)],
+    )
+    .await;
     assert!(!refusal_name(refused).is_empty());
 }
 
@@ -395,7 +381,6 @@ async fn commit_reveal_of_a_weights_hash_end_to_end() {
     let validator = wallet_hotkey(wallets.path(), "validator", [12; 32]);
     fund_and_register(&client, &[&miner, &validator]).await;
     grant_permits(&chain, &client).await;
-    let alice = hotkey_from_uri("//Alice").unwrap();
     // Commit-reveal on for netuid 1, with a short tempo so the reveal epoch comes soon.
     for (name, args) in [
         (
@@ -404,10 +389,7 @@ async fn commit_reveal_of_a_weights_hash_end_to_end() {
         ),
         ("sudo_set_tempo", vec![Value::u128(1), Value::u128(8)]),
     ] {
-        client
-            .sudo(&alice.keypair, call("AdminUtils", name, args))
-            .await
-            .unwrap();
+        admin(&client, name, args).await.unwrap();
     }
     assert_eq!(
         client.weights_rule(NETUID).await.unwrap(),

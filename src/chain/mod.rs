@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use subxt::backend::LegacyBackend;
 use subxt::dynamic::{self, Value};
+use subxt::ext::frame_decode::storage::{IntoDecodableValues, IntoEncodableValues};
 use subxt::ext::scale_value::{Composite, Primitive, ValueDef};
 use subxt::utils::AccountId32;
 use subxt::{OnlineClient, PolkadotConfig};
@@ -211,22 +212,12 @@ impl Chain {
         block: Option<u64>,
     ) -> Result<(u64, MetagraphObserved), ChainError> {
         self.call("reading the metagraph", |client| async move {
-            let at = match block {
-                Some(number) => client.at_block(number).await,
-                None => client.at_current_block().await,
-            }
-            .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            let at = client_at(&client, block).await?;
             let storage = at.storage();
             let read = "reading SubtensorModule storage";
-            let size: u16 = storage
-                .fetch(
-                    dynamic::storage::<(u16,), u16>("SubtensorModule", "SubnetworkN"),
-                    (netuid,),
-                )
-                .await
-                .map_err(|e| ChainError::Unavailable(format!("{read}: {e}")))?
-                .decode()
-                .map_err(|e| ChainError::Decode(format!("SubnetworkN: {e}")))?;
+            let size: u16 =
+                read_value::<(u16,), u16, _>(&storage, "SubtensorModule", "SubnetworkN", (netuid,))
+                    .await?;
             let size_usize = usize::from(size);
             let mut hotkeys: Vec<Option<String>> = vec![None; size_usize];
             let keys = dynamic::storage::<(u16, u16), [u8; 32]>("SubtensorModule", "Keys");
@@ -256,55 +247,44 @@ impl Chain {
                     hotkey.ok_or_else(|| ChainError::Decode(format!("uid {uid} has no hotkey")))
                 })
                 .collect::<Result<_, _>>()?;
-            async fn vector<T: subxt::ext::scale_decode::DecodeAsType + Clone + Default>(
-                storage: &subxt::storage::StorageClient<
-                    '_,
-                    PolkadotConfig,
-                    impl subxt::client::OnlineClientAtBlockT<PolkadotConfig>,
-                >,
+            // Per-uid vectors, padded to the metagraph's size: a vector the chain has not
+            // grown yet (a just-registered uid) reads as zeros.
+            async fn vector<T, C>(
+                storage: &subxt::storage::StorageClient<'_, PolkadotConfig, C>,
                 name: &str,
                 netuid: u16,
                 size: usize,
-            ) -> Result<Vec<T>, ChainError> {
-                let mut values: Vec<T> = storage
-                    .fetch(
-                        dynamic::storage::<(u16,), Vec<T>>("SubtensorModule", name),
-                        (netuid,),
-                    )
-                    .await
-                    .map_err(|e| ChainError::Unavailable(format!("reading {name}: {e}")))?
-                    .decode()
-                    .map_err(|e| ChainError::Decode(format!("{name}: {e}")))?;
+            ) -> Result<Vec<T>, ChainError>
+            where
+                T: subxt::ext::scale_decode::DecodeAsType + Clone + Default,
+                C: subxt::client::OnlineClientAtBlockT<PolkadotConfig>,
+            {
+                let mut values: Vec<T> =
+                    read_value::<(u16,), Vec<T>, _>(storage, "SubtensorModule", name, (netuid,))
+                        .await?;
                 values.resize(size, T::default());
                 Ok(values)
             }
-            let consensus = vector::<u16>(&storage, "Consensus", netuid, size_usize).await?;
-            let incentive = vector::<u16>(&storage, "Incentive", netuid, size_usize).await?;
+            let consensus = vector::<u16, _>(&storage, "Consensus", netuid, size_usize).await?;
+            let incentive = vector::<u16, _>(&storage, "Incentive", netuid, size_usize).await?;
             let validator_permit =
-                vector::<bool>(&storage, "ValidatorPermit", netuid, size_usize).await?;
-            let last_update = vector::<u64>(&storage, "LastUpdate", netuid, size_usize).await?;
-            let tempo: u16 = storage
-                .fetch(
-                    dynamic::storage::<(u16,), u16>("SubtensorModule", "Tempo"),
-                    (netuid,),
-                )
-                .await
-                .map_err(|e| ChainError::Unavailable(format!("reading Tempo: {e}")))?
-                .decode()
-                .map_err(|e| ChainError::Decode(format!("Tempo: {e}")))?;
+                vector::<bool, _>(&storage, "ValidatorPermit", netuid, size_usize).await?;
+            let last_update = vector::<u64, _>(&storage, "LastUpdate", netuid, size_usize).await?;
+            let tempo: u16 =
+                read_value::<(u16,), u16, _>(&storage, "SubtensorModule", "Tempo", (netuid,))
+                    .await?;
             let mut stake = Vec::with_capacity(size_usize);
-            let alpha =
-                dynamic::storage::<([u8; 32], u16), u64>("SubtensorModule", "TotalHotkeyAlpha");
             for hotkey in &hotkeys {
                 let account: AccountId32 = hotkey
                     .parse()
                     .map_err(|_| ChainError::Decode(format!("hotkey {hotkey}")))?;
-                let value: u64 = storage
-                    .fetch(alpha.clone(), (account.0, netuid))
-                    .await
-                    .map_err(|e| ChainError::Unavailable(format!("reading TotalHotkeyAlpha: {e}")))?
-                    .decode()
-                    .map_err(|e| ChainError::Decode(format!("TotalHotkeyAlpha: {e}")))?;
+                let value: u64 = read_value::<([u8; 32], u16), u64, _>(
+                    &storage,
+                    "SubtensorModule",
+                    "TotalHotkeyAlpha",
+                    (account.0, netuid),
+                )
+                .await?;
                 stake.push(value);
             }
             Ok((
@@ -332,11 +312,7 @@ impl Chain {
         block: Option<u64>,
     ) -> Result<(u64, Vec<CommitmentObserved>), ChainError> {
         self.call("reading commitments", |client| async move {
-            let at = match block {
-                Some(number) => client.at_block(number).await,
-                None => client.at_current_block().await,
-            }
-            .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            let at = client_at(&client, block).await?;
             let storage = at.storage();
             let address = dynamic::storage::<(u16, [u8; 32]), Value>("Commitments", "CommitmentOf");
             let mut entries = storage.iter(address, (netuid,)).await.map_err(|e| {
@@ -378,20 +354,14 @@ impl Chain {
         block: Option<u64>,
     ) -> Result<Vec<(u16, u16)>, ChainError> {
         self.call("reading Weights", |client| async move {
-            let at = match block {
-                Some(number) => client.at_block(number).await,
-                None => client.at_current_block().await,
-            }
-            .map_err(|e| ChainError::Unavailable(e.to_string()))?;
-            at.storage()
-                .fetch(
-                    dynamic::storage::<(u16, u16), Vec<(u16, u16)>>("SubtensorModule", "Weights"),
-                    (netuid, uid),
-                )
-                .await
-                .map_err(|e| ChainError::Unavailable(format!("reading Weights: {e}")))?
-                .decode()
-                .map_err(|e| ChainError::Decode(format!("Weights: {e}")))
+            let at = client_at(&client, block).await?;
+            read_value::<(u16, u16), Vec<(u16, u16)>, _>(
+                &at.storage(),
+                "SubtensorModule",
+                "Weights",
+                (netuid, uid),
+            )
+            .await
         })
         .await
     }
@@ -404,20 +374,13 @@ impl Chain {
                 .await
                 .map_err(|e| ChainError::Unavailable(e.to_string()))?;
             let storage = at.storage();
-            let enabled: bool = storage
-                .fetch(
-                    dynamic::storage::<(u16,), bool>(
-                        "SubtensorModule",
-                        "CommitRevealWeightsEnabled",
-                    ),
-                    (netuid,),
-                )
-                .await
-                .map_err(|e| {
-                    ChainError::Unavailable(format!("reading CommitRevealWeightsEnabled: {e}"))
-                })?
-                .decode()
-                .map_err(|e| ChainError::Decode(format!("CommitRevealWeightsEnabled: {e}")))?;
+            let enabled: bool = read_value::<(u16,), bool, _>(
+                &storage,
+                "SubtensorModule",
+                "CommitRevealWeightsEnabled",
+                (netuid,),
+            )
+            .await?;
             if !enabled {
                 return Ok(WeightsRule::Plain);
             }
@@ -435,17 +398,13 @@ impl Chain {
             if !has_version {
                 return Ok(WeightsRule::CommitRevealHash);
             }
-            let version: u16 = storage
-                .fetch(
-                    dynamic::storage::<(), u16>("SubtensorModule", "CommitRevealWeightsVersion"),
-                    (),
-                )
-                .await
-                .map_err(|e| {
-                    ChainError::Unavailable(format!("reading CommitRevealWeightsVersion: {e}"))
-                })?
-                .decode()
-                .map_err(|e| ChainError::Decode(format!("CommitRevealWeightsVersion: {e}")))?;
+            let version: u16 = read_value::<(), u16, _>(
+                &storage,
+                "SubtensorModule",
+                "CommitRevealWeightsVersion",
+                (),
+            )
+            .await?;
             Ok(if version >= 3 {
                 WeightsRule::CommitRevealTimelocked { version }
             } else {
@@ -468,6 +427,40 @@ pub enum WeightsRule {
         /// `CommitRevealWeightsVersion`.
         version: u16,
     },
+}
+
+/// Reads `pallet.name(key)` at the block `storage` belongs to, decoded into `V`: a node that
+/// does not answer is [`ChainError::Unavailable`], a value of another shape
+/// [`ChainError::Decode`].
+async fn read_value<K, V, C>(
+    storage: &subxt::storage::StorageClient<'_, PolkadotConfig, C>,
+    pallet: &str,
+    name: &str,
+    key: K,
+) -> Result<V, ChainError>
+where
+    K: IntoEncodableValues + IntoDecodableValues,
+    V: subxt::ext::scale_decode::DecodeAsType,
+    C: subxt::client::OnlineClientAtBlockT<PolkadotConfig>,
+{
+    storage
+        .fetch(dynamic::storage::<K, V>(pallet, name), key)
+        .await
+        .map_err(|e| ChainError::Unavailable(format!("reading {pallet}.{name}: {e}")))?
+        .decode()
+        .map_err(|e| ChainError::Decode(format!("{pallet}.{name}: {e}")))
+}
+
+/// The client at `block`, or at the latest block when `None`.
+async fn client_at(
+    client: &Client,
+    block: Option<u64>,
+) -> Result<subxt::client::OnlineClientAtBlock<PolkadotConfig>, ChainError> {
+    match block {
+        Some(number) => client.at_block(number).await,
+        None => client.at_current_block().await,
+    }
+    .map_err(|e| ChainError::Unavailable(e.to_string()))
 }
 
 /// The named field of a composite value.

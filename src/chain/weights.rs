@@ -8,7 +8,7 @@ use subxt::ext::codec::Encode;
 use subxt::tx::Payload;
 use subxt_signer::sr25519::Keypair;
 
-use super::{Chain, ChainError, timelock};
+use super::{Chain, ChainError, read_value, timelock};
 use crate::machine::event::SubmitOutcome;
 use crate::machine::model_id::MAX_METADATA_BYTES;
 
@@ -462,26 +462,16 @@ impl Chain {
                     .await
                     .map_err(|e| ChainError::Unavailable(e.to_string()))?;
                 let storage = at.storage();
-                let tempo: u16 = storage
-                    .fetch(
-                        dynamic::storage::<(u16,), u16>("SubtensorModule", "Tempo"),
-                        (netuid,),
-                    )
-                    .await
-                    .map_err(|e| ChainError::Unavailable(format!("reading Tempo: {e}")))?
-                    .decode()
-                    .map_err(|e| ChainError::Decode(format!("Tempo: {e}")))?;
-                let period: u64 = storage
-                    .fetch(
-                        dynamic::storage::<(u16,), u64>("SubtensorModule", "RevealPeriodEpochs"),
-                        (netuid,),
-                    )
-                    .await
-                    .map_err(|e| {
-                        ChainError::Unavailable(format!("reading RevealPeriodEpochs: {e}"))
-                    })?
-                    .decode()
-                    .map_err(|e| ChainError::Decode(format!("RevealPeriodEpochs: {e}")))?;
+                let tempo: u16 =
+                    read_value::<(u16,), u16, _>(&storage, "SubtensorModule", "Tempo", (netuid,))
+                        .await?;
+                let period: u64 = read_value::<(u16,), u64, _>(
+                    &storage,
+                    "SubtensorModule",
+                    "RevealPeriodEpochs",
+                    (netuid,),
+                )
+                .await?;
                 let has_v4_call = at
                     .metadata_ref()
                     .pallet_by_name("SubtensorModule")
