@@ -6,7 +6,8 @@ use std::path::Path;
 
 use crate::dirhash::{HashError, hash_of_directory};
 use crate::journal::{Journal, JournalError};
-use crate::machine::{MechanismParams, Position, State, apply};
+use crate::machine::State;
+use crate::recorder::fold_from_latest_checkpoint;
 
 /// Prints the plain (and salted) hash of `dir`.
 pub fn print_hash(dir: &Path, hotkey: Option<&str>, json: bool) -> Result<(), HashError> {
@@ -27,20 +28,7 @@ pub fn print_hash(dir: &Path, hotkey: Option<&str>, json: bool) -> Result<(), Ha
 
 /// The state a journal folds to (from its latest checkpoint).
 pub fn journal_state(path: &Path) -> Result<State, JournalError> {
-    let journal = Journal::open_existing(path)?;
-    let mut state = journal
-        .checkpoint_before(u64::MAX)?
-        .unwrap_or_else(|| State::new(MechanismParams::default()));
-    let from = state
-        .position
-        .map_or(Position { block: 0, seq: 0 }, |p| Position {
-            block: p.block,
-            seq: p.seq.saturating_add(1),
-        });
-    for record in journal.records(from, None) {
-        apply(&mut state, &record?);
-    }
-    Ok(state)
+    fold_from_latest_checkpoint(&Journal::open_existing(path)?)
 }
 
 /// (hotkey, commit) of every model the state still needs: each hotkey's latest commitment and

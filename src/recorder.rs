@@ -11,6 +11,24 @@ use crate::journal::{Journal, JournalError};
 use crate::machine::event::{StepCompleted, StepRecord};
 use crate::machine::{Event, MechanismParams, Outcome, Position, Record, State, apply};
 
+/// The state `journal` folds to: its latest checkpoint (or N's parameters on a journal without
+/// one) with every record after it applied.
+pub fn fold_from_latest_checkpoint(journal: &Journal) -> Result<State, JournalError> {
+    let mut state = journal
+        .checkpoint_before(u64::MAX)?
+        .unwrap_or_else(|| State::new(MechanismParams::default()));
+    let from = state
+        .position
+        .map_or(Position { block: 0, seq: 0 }, |p| Position {
+            block: p.block,
+            seq: p.seq.saturating_add(1),
+        });
+    for record in journal.records(from, None) {
+        apply(&mut state, &record?);
+    }
+    Ok(state)
+}
+
 /// The journal and the state folded from it.
 #[derive(Debug)]
 pub struct Recorder {
@@ -26,18 +44,7 @@ impl Recorder {
     /// as a `ParamsChanged` event.
     pub fn open(path: &Path, checkpoint_every_steps: u64) -> Result<Self, JournalError> {
         let journal = Journal::open(path)?;
-        let mut state = journal
-            .checkpoint_before(u64::MAX)?
-            .unwrap_or_else(|| State::new(MechanismParams::default()));
-        let from = state
-            .position
-            .map_or(Position { block: 0, seq: 0 }, |p| Position {
-                block: p.block,
-                seq: p.seq.saturating_add(1),
-            });
-        for record in journal.records(from, None) {
-            apply(&mut state, &record?);
-        }
+        let state = fold_from_latest_checkpoint(&journal)?;
         Ok(Self {
             journal,
             state,
