@@ -33,14 +33,18 @@ pub enum ChainCliError {
     Journal(#[from] JournalError),
 }
 
-/// `--subtensor.network` / `--subtensor.chain_endpoint`, as btcli spells them.
-#[derive(Debug, Clone)]
+/// `--subtensor.network` / `--subtensor.chain_endpoint`, as btcli spells them (command-line
+/// arguments; the doc comments are the help).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Endpoint {
-    /// `finney`, `test` or `local`.
+    /// finney, test or local.
+    #[arg(long = "subtensor.network", default_value = "finney")]
     pub network: String,
-    /// An explicit `ws://` / `wss://` URL, which wins over the network.
+    /// A ws:// or wss:// endpoint (wins over --subtensor.network).
+    #[arg(long = "subtensor.chain_endpoint")]
     pub chain_endpoint: Option<String>,
-    /// Longest wait for one call, in seconds.
+    /// Longest wait for one chain call, in seconds.
+    #[arg(long, default_value_t = 60)]
     pub timeout_s: u64,
 }
 
@@ -69,14 +73,17 @@ impl Endpoint {
     }
 }
 
-/// `--wallet.path`, `--wallet.name`, `--wallet.hotkey`.
-#[derive(Debug, Clone)]
+/// `--wallet.path`, `--wallet.name`, `--wallet.hotkey` (command-line arguments, as btcli's).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Wallet {
-    /// The wallets directory (default `~/.bittensor/wallets`).
+    /// The wallets directory (default ~/.bittensor/wallets).
+    #[arg(long = "wallet.path")]
     pub path: Option<PathBuf>,
     /// The wallet.
+    #[arg(long = "wallet.name", default_value = "default")]
     pub name: String,
     /// The hotkey.
+    #[arg(long = "wallet.hotkey", default_value = "default")]
     pub hotkey: String,
 }
 
@@ -306,18 +313,23 @@ fn describe(commitment: &CommitmentView) -> String {
     }
 }
 
-/// What `validator chain commit` sends.
-#[derive(Debug, Clone)]
+/// What `validator chain commit` sends (command-line arguments; the doc comments are the help).
+#[derive(Debug, Clone, clap::Args)]
 pub struct CommitRequest {
     /// The subnet.
+    #[arg(long)]
     pub netuid: u16,
-    /// `namespace/name`.
+    /// NAMESPACE/NAME on Hugging Face.
+    #[arg(long)]
     pub repo: String,
-    /// The 40-hex commit.
+    /// The 40-hex git commit of the upload.
+    #[arg(long)]
     pub commit: String,
-    /// The model hash (salted with the hotkey, as miners commit it).
+    /// The model hash (`validator model hash DIR --hotkey SS58` gives the salted one).
+    #[arg(long)]
     pub hash: String,
-    /// The competition id; without it, N's 4-field string (competition `m1`).
+    /// The competition id (default: N's 4-field string, competition m1).
+    #[arg(long)]
     pub competition: Option<String>,
 }
 

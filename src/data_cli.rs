@@ -69,30 +69,42 @@ impl std::str::FromStr for SourceSpec {
     }
 }
 
-/// What `validator data sample` was asked.
-#[derive(Debug, Clone)]
+/// What `validator data sample` was asked (its command-line arguments; the doc comments are the
+/// help).
+#[derive(Debug, Clone, clap::Args)]
 pub struct SampleRequest {
-    /// The source.
+    /// local:PATH, wandb[:ENTITY/PROJECT] (N's Cortex runs) or hf:OWNER/NAME@REVISION[/PREFIX].
+    #[arg(long)]
     pub source: SourceSpec,
-    /// The block hash whose seed decides the batch (unsynchronised when absent).
+    /// The block hash whose seed picks runs, files and rows (the successor's formula).
+    #[arg(long, conflicts_with = "seed")]
     pub block_hash: Option<String>,
-    /// An explicit unsynchronised seed (to reproduce one).
+    /// An unsynchronised seed, to reproduce a batch (a fresh one when neither is given).
+    #[arg(long)]
     pub seed: Option<u64>,
-    /// The step.
+    /// The step number.
+    #[arg(long, default_value_t = 0)]
     pub step: u64,
-    /// The most samples.
+    /// The most samples (N: 400).
+    #[arg(long, default_value_t = crate::data::DEFAULT_MAX_SAMPLES)]
     pub max_samples: usize,
-    /// Field names (local and Hugging Face sources).
+    /// The prompt's field (local and hf sources).
+    #[arg(long, default_value = "prompt")]
     pub prompt_field: String,
-    /// Field names (local and Hugging Face sources).
+    /// The response's field (local and hf sources).
+    #[arg(long, default_value = "response")]
     pub response_field: String,
-    /// Apply N's phrase filter to local and Hugging Face sources (wandb always does).
+    /// Apply N's unwanted-phrase filter to local and hf sources (wandb always does).
+    #[arg(long)]
     pub phrase_filter: bool,
-    /// The wandb API's base URL.
+    /// The wandb API.
+    #[arg(long, default_value = "https://api.wandb.ai")]
     pub wandb_endpoint: String,
-    /// Where Hugging Face dataset files are cached.
+    /// Where hf dataset files are cached.
+    #[arg(long, default_value = "data-cache")]
     pub cache: PathBuf,
-    /// Print the batch event as a journal line (JSON) and the report.
+    /// Print the batch event and the report as JSON.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -13,26 +13,35 @@ use crate::eval::tokenize::TokenizerFiles;
 use crate::eval::{EvalError, EvalOptions, Evaluator, ModelDir, SampleResult, read_samples};
 use crate::machine::MechanismParams;
 
-/// What `validator eval` was asked.
-#[derive(Debug, Clone)]
+/// What `validator eval` was asked (its command-line arguments; the doc comments are the help).
+#[derive(Debug, Clone, clap::Args)]
 pub struct EvalRequest {
-    /// The model directory.
+    /// The model directory (config.json, safetensors, tokenizer files).
+    #[arg(long)]
     pub model: PathBuf,
-    /// The JSON Lines data file.
+    /// One {"prompt": ..., "response": ...} per line.
+    #[arg(long)]
     pub data: PathBuf,
-    /// CPU or CUDA.
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
     pub device: Device,
-    /// Truncation length.
+    /// Truncation length in tokens.
+    #[arg(long, default_value_t = crate::eval::DEFAULT_MAX_SEQ_LEN)]
     pub max_seq_len: usize,
-    /// A fixed tokenizer directory instead of the model's own.
+    /// A fixed tokenizer directory (the competition's) instead of the model's own.
+    #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Print JSON.
+    /// Print {"losses": [...], "mean": x, ...} (null for an infinite loss).
+    #[arg(long)]
     pub json: bool,
-    /// ONNX Runtime CPU threads.
+    /// ONNX Runtime CPU threads (default: all cores).
+    #[arg(long)]
     pub threads: Option<usize>,
-    /// The date templates see (`strftime_now`); today by default.
+    /// The date chat templates see through strftime_now, YYYY-MM-DD (default: today, UTC).
+    #[arg(long, value_parser = parse_date)]
     pub template_date: Option<CivilDate>,
-    /// The competition whose parameter limit applies (default: by architecture).
+    /// The competition whose parameter limit to report (default: by architecture).
+    #[arg(long)]
     pub competition: Option<String>,
 }
 

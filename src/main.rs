@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+#[cfg(feature = "chain")]
+use validator::chain_cli::{CommitRequest, Endpoint, Wallet};
 use validator::synth::{JournalSpec, generate_journal};
 use validator::whatif;
 
@@ -35,35 +37,7 @@ enum Command {
     /// Evaluate a model directory on a JSON Lines file of prompt/response pairs (the miner's
     /// local check): each sample's loss, and the mean.
     #[cfg(feature = "eval")]
-    Eval {
-        /// The model directory (config.json, safetensors, tokenizer files).
-        #[arg(long)]
-        model: PathBuf,
-        /// One {"prompt": ..., "response": ...} per line.
-        #[arg(long)]
-        data: PathBuf,
-        /// cpu, cuda or cuda:N.
-        #[arg(long, default_value = "cpu")]
-        device: validator::eval::runtime::Device,
-        /// Truncation length in tokens.
-        #[arg(long, default_value_t = validator::eval::DEFAULT_MAX_SEQ_LEN)]
-        max_seq_len: usize,
-        /// A fixed tokenizer directory (the competition's) instead of the model's own.
-        #[arg(long)]
-        tokenizer: Option<PathBuf>,
-        /// Print {"losses": [...], "mean": x, ...} (null for an infinite loss).
-        #[arg(long)]
-        json: bool,
-        /// ONNX Runtime CPU threads (default: all cores).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// The date chat templates see through strftime_now, YYYY-MM-DD (default: today, UTC).
-        #[arg(long, value_parser = validator::eval_cli::parse_date)]
-        template_date: Option<validator::eval::template::CivilDate>,
-        /// The competition whose parameter limit to report (default: by architecture).
-        #[arg(long)]
-        competition: Option<String>,
-    },
+    Eval(validator::eval_cli::EvalRequest),
     /// Model tools: N's directory hash; fetching and verifying a committed model; the cache.
     Model {
         #[command(subcommand)]
@@ -85,36 +59,6 @@ enum Command {
     #[cfg(feature = "eval")]
     #[command(name = "__render-chat-template", hide = true)]
     RenderChatTemplate,
-}
-
-/// Where the chain is (btcli's flags).
-#[cfg(feature = "chain")]
-#[derive(Debug, clap::Args)]
-struct ChainArgs {
-    /// finney, test or local.
-    #[arg(long = "subtensor.network", default_value = "finney")]
-    network: String,
-    /// A ws:// or wss:// endpoint (wins over --subtensor.network).
-    #[arg(long = "subtensor.chain_endpoint")]
-    chain_endpoint: Option<String>,
-    /// Longest wait for one chain call, in seconds.
-    #[arg(long, default_value_t = 60)]
-    timeout_s: u64,
-}
-
-/// Which hotkey signs (btcli's flags).
-#[cfg(feature = "chain")]
-#[derive(Debug, clap::Args)]
-struct WalletArgs {
-    /// The wallets directory (default ~/.bittensor/wallets).
-    #[arg(long = "wallet.path")]
-    path: Option<PathBuf>,
-    /// The wallet.
-    #[arg(long = "wallet.name", default_value = "default")]
-    name: String,
-    /// The hotkey.
-    #[arg(long = "wallet.hotkey", default_value = "default")]
-    hotkey: String,
 }
 
 #[cfg(feature = "chain")]
@@ -143,7 +87,7 @@ enum ChainCommand {
     /// is rejected), at a block.
     Metagraph {
         #[command(flatten)]
-        chain: ChainArgs,
+        chain: Endpoint,
         /// The subnet.
         #[arg(long)]
         netuid: u16,
@@ -163,24 +107,11 @@ enum ChainCommand {
     /// Commit a model id for the wallet's hotkey (the miner's tool).
     Commit {
         #[command(flatten)]
-        chain: ChainArgs,
+        chain: Endpoint,
         #[command(flatten)]
-        wallet: WalletArgs,
-        /// The subnet.
-        #[arg(long)]
-        netuid: u16,
-        /// NAMESPACE/NAME on Hugging Face.
-        #[arg(long)]
-        repo: String,
-        /// The 40-hex git commit of the upload.
-        #[arg(long)]
-        commit: String,
-        /// The model hash (`validator model hash DIR --hotkey SS58` gives the salted one).
-        #[arg(long)]
-        hash: String,
-        /// The competition id (default: N's 4-field string, competition m1).
-        #[arg(long)]
-        competition: Option<String>,
+        wallet: Wallet,
+        #[command(flatten)]
+        request: CommitRequest,
         /// How validators read the string (checked before sending).
         #[arg(long, value_enum, default_value = "original")]
         model_id_format: IdFormat,
@@ -191,9 +122,9 @@ enum ChainCommand {
     /// Set weights from a JSON file (the operator's tool): a list by uid or {"uid": weight}.
     SetWeights {
         #[command(flatten)]
-        chain: ChainArgs,
+        chain: Endpoint,
         #[command(flatten)]
-        wallet: WalletArgs,
+        wallet: Wallet,
         /// The subnet.
         #[arg(long)]
         netuid: u16,
@@ -216,41 +147,7 @@ enum ChainCommand {
 #[derive(Debug, Subcommand)]
 enum DataCommand {
     /// Print the batch a step would evaluate.
-    Sample {
-        /// local:PATH, wandb[:ENTITY/PROJECT] (N's Cortex runs) or hf:OWNER/NAME@REVISION[/PREFIX].
-        #[arg(long)]
-        source: validator::data_cli::SourceSpec,
-        /// The block hash whose seed picks runs, files and rows (the successor's formula).
-        #[arg(long, conflicts_with = "seed")]
-        block_hash: Option<String>,
-        /// An unsynchronised seed, to reproduce a batch (a fresh one when neither is given).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// The step number.
-        #[arg(long, default_value_t = 0)]
-        step: u64,
-        /// The most samples (N: 400).
-        #[arg(long, default_value_t = validator::data::DEFAULT_MAX_SAMPLES)]
-        max_samples: usize,
-        /// The prompt's field (local and hf sources).
-        #[arg(long, default_value = "prompt")]
-        prompt_field: String,
-        /// The response's field (local and hf sources).
-        #[arg(long, default_value = "response")]
-        response_field: String,
-        /// Apply N's unwanted-phrase filter to local and hf sources (wandb always does).
-        #[arg(long)]
-        phrase_filter: bool,
-        /// The wandb API.
-        #[arg(long, default_value = "https://api.wandb.ai")]
-        wandb_endpoint: String,
-        /// Where hf dataset files are cached.
-        #[arg(long, default_value = "data-cache")]
-        cache: PathBuf,
-        /// Print the batch event and the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Sample(validator::data_cli::SampleRequest),
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,29 +165,7 @@ enum ModelCommand {
     },
     /// Download a committed model at its commit and verify its hash (plain or salted).
     #[cfg(feature = "hub")]
-    Fetch {
-        /// NAMESPACE/NAME on the hub (HF_ENDPOINT, HF_TOKEN apply).
-        #[arg(long)]
-        repo: String,
-        /// The 40-hex commit.
-        #[arg(long)]
-        commit: String,
-        /// The committed hash.
-        #[arg(long)]
-        hash: String,
-        /// The miner's hotkey (SS58).
-        #[arg(long)]
-        hotkey: String,
-        /// The model cache.
-        #[arg(long, default_value = "model-store")]
-        cache: PathBuf,
-        /// The competition whose size cap applies.
-        #[arg(long, default_value = "l3")]
-        competition: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Fetch(validator::model_cli::FetchRequest),
     /// Report the model cache's size; with --sweep, delete unreferenced snapshots.
     #[cfg(feature = "hub")]
     Cache {
@@ -344,28 +219,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Score { input } => score(&input),
         #[cfg(feature = "eval")]
-        Command::Eval {
-            model,
-            data,
-            device,
-            max_seq_len,
-            tokenizer,
-            json,
-            threads,
-            template_date,
-            competition,
-        } => {
-            let request = validator::eval_cli::EvalRequest {
-                model,
-                data,
-                device,
-                max_seq_len,
-                tokenizer,
-                json,
-                threads,
-                template_date,
-                competition,
-            };
+        Command::Eval(request) => {
             validator::eval_cli::run(&request).map_err(|failure| match failure {
                 validator::eval_cli::EvalFailure::Input(e) => Failure::Invalid(e.into()),
                 validator::eval_cli::EvalFailure::Machine(e) => Failure::Other(e.into()),
@@ -376,36 +230,8 @@ fn main() -> ExitCode {
         Command::Chain { command } => chain(command),
         #[cfg(feature = "data")]
         Command::Data {
-            command:
-                DataCommand::Sample {
-                    source,
-                    block_hash,
-                    seed,
-                    step,
-                    max_samples,
-                    prompt_field,
-                    response_field,
-                    phrase_filter,
-                    wandb_endpoint,
-                    cache,
-                    json,
-                },
-        } => {
-            let request = validator::data_cli::SampleRequest {
-                source,
-                block_hash,
-                seed,
-                step,
-                max_samples,
-                prompt_field,
-                response_field,
-                phrase_filter,
-                wandb_endpoint,
-                cache,
-                json,
-            };
-            data_sample(&request)
-        }
+            command: DataCommand::Sample(request),
+        } => data_sample(&request),
         #[cfg(feature = "eval")]
         Command::RenderChatTemplate => {
             validator::eval::template::serve_render_request().map_err(|e| Failure::Other(e.into()))
@@ -485,35 +311,16 @@ fn model(command: ModelCommand) -> Result<(), Failure> {
                 .map_err(|e| Failure::Invalid(e.into()))
         }
         #[cfg(feature = "hub")]
-        ModelCommand::Fetch {
-            repo,
-            commit,
-            hash,
-            hotkey,
-            cache,
-            competition,
-            json,
-        } => {
-            let request = validator::model_cli::FetchRequest {
-                repo,
-                commit,
-                hash,
-                hotkey,
-                cache,
-                competition,
-                json,
-            };
-            match validator::model_cli::run_fetch(&request) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(Failure::Invalid(anyhow::anyhow!("the model was rejected"))),
-                Err(validator::model_cli::FetchFailure::Input(why)) => {
-                    Err(Failure::Invalid(anyhow::anyhow!(why)))
-                }
-                Err(validator::model_cli::FetchFailure::Hub(error)) => {
-                    Err(Failure::Other(error.into()))
-                }
+        ModelCommand::Fetch(request) => match validator::model_cli::run_fetch(&request) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Failure::Invalid(anyhow::anyhow!("the model was rejected"))),
+            Err(validator::model_cli::FetchFailure::Input(why)) => {
+                Err(Failure::Invalid(anyhow::anyhow!(why)))
             }
-        }
+            Err(validator::model_cli::FetchFailure::Hub(error)) => {
+                Err(Failure::Other(error.into()))
+            }
+        },
         #[cfg(feature = "hub")]
         ModelCommand::Cache {
             cache,
@@ -535,17 +342,7 @@ fn model(command: ModelCommand) -> Result<(), Failure> {
 
 #[cfg(feature = "chain")]
 fn chain(command: ChainCommand) -> Result<(), Failure> {
-    use validator::chain_cli::{self, ChainCliError, CommitRequest, Endpoint, Wallet};
-    let endpoint = |args: ChainArgs| Endpoint {
-        network: args.network,
-        chain_endpoint: args.chain_endpoint,
-        timeout_s: args.timeout_s,
-    };
-    let wallet = |args: WalletArgs| Wallet {
-        path: args.path,
-        name: args.name,
-        hotkey: args.hotkey,
-    };
+    use validator::chain_cli::{self, ChainCliError};
     let fail = |error: ChainCliError| match error {
         ChainCliError::Input(_)
         | ChainCliError::Chain(validator::chain::ChainError::Invalid(_)) => {
@@ -569,7 +366,7 @@ fn chain(command: ChainCommand) -> Result<(), Failure> {
         } => {
             let view = runtime
                 .block_on(chain_cli::metagraph(
-                    &endpoint(chain),
+                    &chain,
                     netuid,
                     block,
                     model_id_format.into(),
@@ -587,26 +384,16 @@ fn chain(command: ChainCommand) -> Result<(), Failure> {
         }
         ChainCommand::Commit {
             chain,
-            wallet: wallet_args,
-            netuid,
-            repo,
-            commit,
-            hash,
-            competition,
+            wallet,
+            request,
             model_id_format,
             json,
         } => {
-            let request = CommitRequest {
-                netuid,
-                repo,
-                commit,
-                hash,
-                competition,
-            };
+            let netuid = request.netuid;
             let (text, block, hotkey) = runtime
                 .block_on(chain_cli::commit(
-                    &endpoint(chain),
-                    &wallet(wallet_args),
+                    &chain,
+                    &wallet,
                     &request,
                     model_id_format.into(),
                 ))
@@ -623,7 +410,7 @@ fn chain(command: ChainCommand) -> Result<(), Failure> {
         }
         ChainCommand::SetWeights {
             chain,
-            wallet: wallet_args,
+            wallet,
             netuid,
             weights,
             version_key,
@@ -636,8 +423,8 @@ fn chain(command: ChainCommand) -> Result<(), Failure> {
             let dense = chain_cli::read_weights_file(&text).map_err(fail)?;
             let report = runtime
                 .block_on(chain_cli::set_weights(
-                    &endpoint(chain),
-                    &wallet(wallet_args),
+                    &chain,
+                    &wallet,
                     netuid,
                     &dense,
                     version_key,

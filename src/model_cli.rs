@@ -61,22 +61,30 @@ mod hub_commands {
     use crate::machine::model_id::ModelId;
     use crate::machine::params::ModelIdFormat;
 
-    /// What `validator model fetch` was asked.
-    #[derive(Debug, Clone)]
+    /// What `validator model fetch` was asked (its command-line arguments; the doc comments are
+    /// the help).
+    #[derive(Debug, Clone, clap::Args)]
     pub struct FetchRequest {
-        /// `namespace/name`.
+        /// NAMESPACE/NAME on the hub (HF_ENDPOINT, HF_TOKEN apply).
+        #[arg(long)]
         pub repo: String,
         /// The 40-hex commit.
+        #[arg(long)]
         pub commit: String,
-        /// The committed hash (plain or salted).
+        /// The committed hash.
+        #[arg(long)]
         pub hash: String,
-        /// The miner's hotkey.
+        /// The miner's hotkey (SS58).
+        #[arg(long)]
         pub hotkey: String,
-        /// The cache directory.
+        /// The model cache.
+        #[arg(long, default_value = "model-store")]
         pub cache: PathBuf,
         /// The competition whose size cap applies.
+        #[arg(long, default_value = "l3")]
         pub competition: String,
         /// Print JSON.
+        #[arg(long)]
         pub json: bool,
     }
 
