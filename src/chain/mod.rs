@@ -184,10 +184,7 @@ impl Chain {
     /// The number of the latest finalized block.
     pub async fn block_number(&self) -> Result<u64, ChainError> {
         self.call("reading the block number", |client| async move {
-            let at = client
-                .at_current_block()
-                .await
-                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            let at = client_at(&client, None).await?;
             Ok(at.block_number())
         })
         .await
@@ -196,10 +193,7 @@ impl Chain {
     /// The hash of block `number`, as the `0x...` string the successor's seed hashes.
     pub async fn block_hash(&self, number: u64) -> Result<String, ChainError> {
         self.call("reading a block hash", |client| async move {
-            let at = client
-                .at_block(number)
-                .await
-                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            let at = client_at(&client, Some(number)).await?;
             Ok(format!("{:?}", at.block_hash()))
         })
         .await
@@ -369,10 +363,7 @@ impl Chain {
     /// How `netuid` takes weights now: plainly, or by commit-reveal (and which version).
     pub async fn weights_rule(&self, netuid: u16) -> Result<WeightsRule, ChainError> {
         self.call("reading the commit-reveal settings", |client| async move {
-            let at = client
-                .at_current_block()
-                .await
-                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            let at = client_at(&client, None).await?;
             let storage = at.storage();
             let enabled: bool = read_value::<(u16,), bool, _>(
                 &storage,

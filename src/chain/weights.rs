@@ -8,7 +8,7 @@ use subxt::ext::codec::Encode;
 use subxt::tx::Payload;
 use subxt_signer::sr25519::Keypair;
 
-use super::{Chain, ChainError, read_value, timelock};
+use super::{Chain, ChainError, client_at, read_value, timelock};
 use crate::machine::event::SubmitOutcome;
 use crate::machine::model_id::MAX_METADATA_BYTES;
 
@@ -130,10 +130,7 @@ impl Chain {
         signer: &Keypair,
     ) -> Result<u64, ChainError> {
         self.call(what, |client| async move {
-            let at = client
-                .at_current_block()
-                .await
-                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            let at = client_at(&client, None).await?;
             let mut progress = at
                 .transactions()
                 .sign_and_submit_then_watch_default(&payload, signer)
@@ -351,10 +348,7 @@ impl Chain {
         hotkey: [u8; 32],
     ) -> Result<Vec<WeightCommit>, ChainError> {
         self.call("reading WeightCommits", |client| async move {
-            let at = client
-                .at_current_block()
-                .await
-                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+            let at = client_at(&client, None).await?;
             let address = dynamic::storage::<(u16, [u8; 32]), Vec<WeightCommit>>(
                 "SubtensorModule",
                 "WeightCommits",
@@ -457,10 +451,7 @@ impl Chain {
     ) -> Result<(u64, u64), ChainError> {
         let (block, tempo, reveal_period, has_v4_call) = self
             .call("reading the reveal period", |client| async move {
-                let at = client
-                    .at_current_block()
-                    .await
-                    .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+                let at = client_at(&client, None).await?;
                 let storage = at.storage();
                 let tempo: u16 =
                     read_value::<(u16,), u16, _>(&storage, "SubtensorModule", "Tempo", (netuid,))
