@@ -93,6 +93,22 @@ async fn grant_permits(chain: &DevChain, client: &Chain) {
     );
 }
 
+/// A miner and a validator, their keys from `seeds`, funded, registered and allowed to set
+/// weights.
+async fn miner_and_validator(
+    chain: &DevChain,
+    client: &Chain,
+    wallets: &Path,
+    seeds: [u8; 2],
+) -> (Hotkey, Hotkey) {
+    let [seed_miner, seed_validator] = seeds;
+    let miner = wallet_hotkey(wallets, "miner", [seed_miner; 32]);
+    let validator = wallet_hotkey(wallets, "validator", [seed_validator; 32]);
+    fund_and_register(client, &[&miner, &validator]).await;
+    grant_permits(chain, client).await;
+    (miner, validator)
+}
+
 fn refusal_name(result: Result<u64, ChainError>) -> String {
     match result {
         Err(ChainError::Refused { name, .. }) => name,
@@ -377,10 +393,7 @@ async fn commit_reveal_of_a_weights_hash_end_to_end() {
     };
     let client = connect(&chain).await;
     let wallets = tempfile::tempdir().unwrap();
-    let miner = wallet_hotkey(wallets.path(), "miner", [11; 32]);
-    let validator = wallet_hotkey(wallets.path(), "validator", [12; 32]);
-    fund_and_register(&client, &[&miner, &validator]).await;
-    grant_permits(&chain, &client).await;
+    let (miner, validator) = miner_and_validator(&chain, &client, wallets.path(), [11, 12]).await;
     // Commit-reveal on for netuid 1, with a short tempo so the reveal epoch comes soon.
     for (name, args) in [
         (
@@ -396,16 +409,7 @@ async fn commit_reveal_of_a_weights_hash_end_to_end() {
         WeightsRule::CommitRevealHash
     );
     let (_, metagraph) = client.metagraph(NETUID, None).await.unwrap();
-    let uid = |hotkey: &Hotkey| {
-        u16::try_from(
-            metagraph
-                .hotkeys
-                .iter()
-                .position(|h| h == &hotkey.ss58)
-                .unwrap(),
-        )
-        .unwrap()
-    };
+    let uid = |hotkey: &Hotkey| metagraph.uid_of(&hotkey.ss58).unwrap();
     let weights = ChainWeights {
         uids: vec![uid(&miner)],
         values: vec![65535],
@@ -470,10 +474,8 @@ async fn the_cli_commits_and_shows_the_commitment_with_its_block() {
     };
     let client = connect(&chain).await;
     let wallets = tempfile::tempdir().unwrap();
-    let miner = wallet_hotkey(wallets.path(), "miner", [21; 32]);
-    let validator = wallet_hotkey(wallets.path(), "validator", [22; 32]);
-    fund_and_register(&client, &[&miner, &validator]).await;
-    grant_permits(&chain, &client).await;
+    // The CLI signs as the validator from its wallet file, by name.
+    let (miner, _validator) = miner_and_validator(&chain, &client, wallets.path(), [21, 22]).await;
     let cli = |args: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_validator"))
             .arg("chain")
@@ -561,14 +563,7 @@ async fn the_cli_commits_and_shows_the_commitment_with_its_block() {
     assert!(stderr.contains("40-hex"), "{stderr}");
 
     // set-weights from a file, journaled.
-    let uid_miner = view["neurons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["hotkey"] == miner.ss58.as_str())
-        .unwrap()["uid"]
-        .as_u64()
-        .unwrap();
+    let uid_miner = neuron["uid"].as_u64().unwrap();
     let weights_file = wallets.path().join("weights.json");
     std::fs::write(&weights_file, format!(r#"{{"{uid_miner}": 0.7}}"#)).unwrap();
     let db = wallets.path().join("journal");

@@ -114,6 +114,14 @@ pub struct MetagraphObserved {
     pub tempo: u16,
 }
 
+impl MetagraphObserved {
+    /// The uid of `hotkey` (the lowest, should a hotkey appear twice).
+    pub fn uid_of(&self, hotkey: &str) -> Option<u16> {
+        let index = self.hotkeys.iter().position(|h| h == hotkey)?;
+        u16::try_from(index).ok()
+    }
+}
+
 /// The kind of the first field of a `Commitments.CommitmentOf` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

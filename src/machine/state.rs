@@ -61,8 +61,7 @@ impl Metagraph {
 
     /// The uid of `hotkey` (the lowest, should a hotkey appear twice).
     pub fn uid_of(&self, hotkey: &str) -> Option<u16> {
-        let index = self.observed.hotkeys.iter().position(|h| h == hotkey)?;
-        u16::try_from(index).ok()
+        self.observed.uid_of(hotkey)
     }
 }
 
