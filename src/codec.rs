@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::machine::event::schema_version_is_readable;
 use crate::machine::{Event, Position, SCHEMA_VERSION, State};
 
 /// Bytes in an envelope header.
@@ -22,7 +23,10 @@ pub enum CodecError {
     #[error("truncated: {0} bytes")]
     Truncated(usize),
     /// Written by a newer (or unknown) schema.
-    #[error("schema version {found} is not supported (this build reads {SCHEMA_VERSION})")]
+    #[error(
+        "schema version {found} is not supported (this build reads {}..={SCHEMA_VERSION})",
+        crate::machine::event::SCHEMA_VERSION_OLDEST_READ
+    )]
     UnsupportedVersion {
         /// The version found.
         found: u16,
@@ -90,7 +94,7 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
         .split_first_chunk::<4>()
         .ok_or(CodecError::Truncated(bytes.len()))?;
     let version = u16::from_be_bytes(*version);
-    if version != SCHEMA_VERSION {
+    if !schema_version_is_readable(version) {
         return Err(CodecError::UnsupportedVersion { found: version });
     }
     let stored = u32::from_be_bytes(*stored);

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::codec::{self, CodecError};
+use crate::machine::event::{SCHEMA_VERSION_OLDEST_READ, schema_version_is_readable};
 use crate::machine::{Event, Position, Record, SCHEMA_VERSION, State};
 
 const TREE_EVENTS: &str = "events";
@@ -97,7 +98,7 @@ impl Journal {
         if !fresh {
             check_looks_like_sled(path)?;
         }
-        Self::open_sled(path, fresh)
+        Self::open_sled(path, fresh, true)
     }
 
     /// Opens an existing journal; never creates one.
@@ -108,10 +109,12 @@ impl Journal {
             });
         }
         check_looks_like_sled(path)?;
-        Self::open_sled(path, false)
+        Self::open_sled(path, false, false)
     }
 
-    fn open_sled(path: &Path, fresh: bool) -> Result<Self, JournalError> {
+    /// Opens sled at `path`; `writer` journals may raise an older schema version to this
+    /// build's (readers leave it as found).
+    fn open_sled(path: &Path, fresh: bool, writer: bool) -> Result<Self, JournalError> {
         // sled releases its file lock from a background thread after the last handle drops,
         // so a journal closed a moment ago can still look held: retry briefly before saying so.
         let mut attempts = 0;
@@ -146,13 +149,21 @@ impl Journal {
                         path: path.to_owned(),
                         detail: "unreadable schema version".into(),
                     })?;
-                if found != SCHEMA_VERSION {
+                if !schema_version_is_readable(found) {
                     return Err(JournalError::NotAJournal {
                         path: path.to_owned(),
                         detail: format!(
-                            "schema version {found}; this build reads version {SCHEMA_VERSION}"
+                            "schema version {found}; this build reads versions \
+                             {SCHEMA_VERSION_OLDEST_READ} to {SCHEMA_VERSION}"
                         ),
                     });
+                }
+                if writer && found != SCHEMA_VERSION {
+                    // Older records read unchanged; new ones are written in this version, so
+                    // the journal now needs a build that reads it.
+                    meta.insert(META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())
+                        .map_err(storage)?;
+                    db.flush().map_err(storage)?;
                 }
             }
             None if fresh || events.is_empty() => {

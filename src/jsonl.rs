@@ -1,8 +1,8 @@
 //! The JSON Lines form of a journal: one record or checkpoint per line.
 //!
 //! ```text
-//! {"v":1,"block":1000,"seq":0,"event":{"metagraph_observed":{...}}}
-//! {"v":1,"block":1000,"seq":7,"checkpoint":{...state after seq 7...}}
+//! {"v":2,"block":1000,"seq":0,"event":{"metagraph_observed":{...}}}
+//! {"v":2,"block":1000,"seq":7,"checkpoint":{...state after seq 7...}}
 //! ```
 //!
 //! Golden journals are written in this form; `replay export` writes it and `replay import`
@@ -14,6 +14,7 @@ use std::io::{BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::machine::event::{SCHEMA_VERSION_OLDEST_READ, schema_version_is_readable};
 use crate::machine::{Event, Position, Record, SCHEMA_VERSION, State};
 
 /// One line.
@@ -77,9 +78,10 @@ pub fn read(reader: impl BufRead) -> Result<Vec<Item>, JsonlError> {
             continue;
         }
         let line: Line = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
-        if line.v != SCHEMA_VERSION {
+        if !schema_version_is_readable(line.v) {
             return Err(fail(format!(
-                "schema version {}; this build reads version {SCHEMA_VERSION}",
+                "schema version {}; this build reads versions {SCHEMA_VERSION_OLDEST_READ} to \
+                 {SCHEMA_VERSION}",
                 line.v
             )));
         }

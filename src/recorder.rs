@@ -8,7 +8,6 @@
 use std::path::Path;
 
 use crate::journal::{Journal, JournalError};
-use crate::machine::event::{StepCompleted, StepRecord};
 use crate::machine::{Event, MechanismParams, Outcome, Position, Record, State, apply};
 
 /// The state `journal` folds to: its latest checkpoint (or N's parameters on a journal without
@@ -27,6 +26,12 @@ pub fn fold_from_latest_checkpoint(journal: &Journal) -> Result<State, JournalEr
         apply(&mut state, &record?);
     }
     Ok(state)
+}
+
+/// The state of the existing journal at `path` (never creates one): for tools that read a
+/// journal a validator is not running on.
+pub fn fold_existing(path: &Path) -> Result<State, JournalError> {
+    fold_from_latest_checkpoint(&Journal::open_existing(path)?)
 }
 
 /// The journal and the state folded from it.
@@ -82,37 +87,5 @@ impl Recorder {
             self.steps_since_checkpoint = 0;
         }
         Ok(results)
-    }
-
-    /// Scores the open step without changing anything: the record a `StepCompleted` for it
-    /// would carry. `None` when no step is open.
-    pub fn preview_step(&self, block: u64) -> Option<StepRecord> {
-        preview_step(&self.state, block)
-    }
-}
-
-/// What completing the open step of `state` at `block` computes, from a scratch copy.
-pub fn preview_step(state: &State, block: u64) -> Option<StepRecord> {
-    let open = state.step_open.as_ref()?;
-    let mut scratch = state.clone();
-    let probe = Record {
-        block,
-        seq: 0,
-        event: Event::StepCompleted(StepCompleted {
-            step: open.step,
-            recorded: StepRecord {
-                competition: open.competition.clone(),
-                uids: Vec::new(),
-                wins: Vec::new(),
-                matches: Vec::new(),
-                win_rate: Vec::new(),
-                weights: Vec::new(),
-                eval_next: Vec::new(),
-            },
-        }),
-    };
-    match apply(&mut scratch, &probe) {
-        Outcome::Scored(record) => Some(record),
-        _ => None,
     }
 }

@@ -151,7 +151,7 @@ pub fn replay<E: std::error::Error + 'static>(
         if let Outcome::Rejected(why) = &outcome
             && checked
         {
-            report.rejections.push((record.position(), why.clone()));
+            report.rejections.push((record.position(), why.to_string()));
         }
         if checked {
             if let Some(divergence) = check_record(&record, &outcome) {

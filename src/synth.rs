@@ -18,41 +18,13 @@ use crate::machine::event::{
     StepCompleted, StepStarted, SubmitOutcome, WeightsSubmitted,
 };
 use crate::machine::model_id::HashKind;
+use crate::machine::preview::step_completion;
 use crate::machine::state::Entry;
 use crate::machine::weights::to_chain_weights;
 use crate::machine::wire::{LossVec, RawBytes, Samples, hex_encode};
-use crate::machine::{Event, MechanismParams, Outcome, Record, State, apply};
-use crate::recorder::preview_step;
+use crate::machine::{Event, MechanismParams, Outcome, Record, Rejection, State, apply};
 
-/// SplitMix64: a tiny, seedable generator for reproducible synthetic data (never used by the
-/// machine, which draws no randomness).
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A float in [0, 1) with 24 random bits (exact in f32).
-    pub fn next_unit_f32(&mut self) -> f32 {
-        let bits = u32::try_from(self.next_u64() >> 40).unwrap_or(0);
-        // Exact: a 24-bit integer fits f32's significand.
-        let value = u16::try_from(bits >> 8).map_or(0.0, f32::from) * 256.0
-            + u8::try_from(bits & 0xff).map_or(0.0, f32::from);
-        value / 16_777_216.0
-    }
-}
+pub use crate::seed::SplitMix64;
 
 /// A committed model id for tests: 40-hex commit and base64 SHA-256 hash derived from `label`.
 pub fn model_string(namespace: &str, label: &str, competition: &str) -> String {
@@ -228,7 +200,9 @@ impl Scenario {
     /// hash.
     pub fn outcome(&mut self, block: u64, uid: u16, outcome: EvalOutcome) -> Outcome {
         let Some(open) = self.state.step_open.as_ref() else {
-            return Outcome::Rejected("no open step".into());
+            return Outcome::Rejected(Rejection::NoStepOpen {
+                step: self.state.step_next,
+            });
         };
         let participant = open.participants.iter().find(|p| p.uid == uid);
         let (hotkey, model_hash) = match participant {
@@ -258,8 +232,10 @@ impl Scenario {
 
     /// Completes the open step, recording what the fold computes.
     pub fn complete_step(&mut self, block: u64) -> Outcome {
-        let Some(recorded) = preview_step(&self.state, block) else {
-            return Outcome::Rejected("no open step".into());
+        let Some(recorded) = step_completion(&self.state, block) else {
+            return Outcome::Rejected(Rejection::NoStepOpen {
+                step: self.state.step_next,
+            });
         };
         let step = self.state.step_open.as_ref().map_or(0, |o| o.step);
         self.push(

@@ -155,56 +155,86 @@ fn integral_to_u64(value: f64) -> u64 {
     value as u64
 }
 
-fn score(input: ScoreInput) -> Result<ScoreOutput, InvalidInput> {
-    let epsilon = match input.epsilon {
-        None => EpsilonRule::Fixed(N_EPSILON),
-        Some(EpsilonInput::Fixed(epsilon)) => EpsilonRule::Fixed(epsilon),
-        Some(EpsilonInput::LinearDecay {
-            start,
-            end,
-            decay_blocks,
-        }) => {
-            if input.block.is_none() {
-                return Err(InvalidInput(
-                    "epsilon decay needs the current \"block\"".into(),
-                ));
-            }
-            EpsilonRule::LinearDecay {
+/// The mechanism a request asks for: N's constants unless overridden, checked by the
+/// mechanism's own rules, and the competition's scale.
+struct Mechanism {
+    epsilon: EpsilonRule,
+    temperature: f64,
+    alpha: f64,
+    sample_min: u32,
+    scale: f64,
+}
+
+impl Mechanism {
+    fn of(input: &ScoreInput) -> Result<Self, InvalidInput> {
+        let epsilon = match &input.epsilon {
+            None => EpsilonRule::Fixed(N_EPSILON),
+            Some(EpsilonInput::Fixed(epsilon)) => EpsilonRule::Fixed(*epsilon),
+            Some(EpsilonInput::LinearDecay {
                 start,
                 end,
                 decay_blocks,
+            }) => {
+                if input.block.is_none() {
+                    return Err(InvalidInput(
+                        "epsilon decay needs the current \"block\"".into(),
+                    ));
+                }
+                EpsilonRule::LinearDecay {
+                    start: *start,
+                    end: *end,
+                    decay_blocks: *decay_blocks,
+                }
             }
-        }
-    };
-    let temperature = input.temperature.unwrap_or(N_TEMPERATURE);
-    let alpha = input.alpha.unwrap_or(N_ALPHA);
-    let sample_min = input.sample_min.unwrap_or(N_SAMPLE_MIN);
-    // Reuse the mechanism's own parameter checks.
-    let mut params = crate::machine::MechanismParams {
-        epsilon: epsilon.clone(),
-        temperature,
-        alpha,
-        ..Default::default()
-    };
-    params.sample_min = sample_min;
-    params.validate().map_err(|e| InvalidInput(e.0))?;
-    let scale = match &input.competition {
-        None => 1.0,
-        Some(c) => {
-            if !(c.reward_percentage.is_finite() && c.reward_percentage > 0.0) {
-                return Err(InvalidInput(format!(
-                    "reward_percentage {} is not positive",
-                    c.reward_percentage
-                )));
-            }
-            if c.n_competitions == 0 {
-                return Err(InvalidInput("n_competitions is 0".into()));
-            }
-            f64::from(c.n_competitions) * c.reward_percentage
-        }
-    };
+        };
+        let (temperature, alpha) = (
+            input.temperature.unwrap_or(N_TEMPERATURE),
+            input.alpha.unwrap_or(N_ALPHA),
+        );
+        let sample_min = input.sample_min.unwrap_or(N_SAMPLE_MIN);
+        // Reuse the mechanism's own parameter checks.
+        let params = crate::machine::MechanismParams {
+            epsilon: epsilon.clone(),
+            temperature,
+            alpha,
+            sample_min,
+            ..Default::default()
+        };
+        params.validate().map_err(|e| InvalidInput(e.0))?;
+        Ok(Self {
+            epsilon,
+            temperature,
+            alpha,
+            sample_min,
+            scale: scale_of(input.competition.as_ref())?,
+        })
+    }
+}
 
-    let mut losses: BTreeMap<u16, Vec<f64>> = BTreeMap::new();
+fn scale_of(competition: Option<&CompetitionInput>) -> Result<f64, InvalidInput> {
+    let Some(c) = competition else {
+        return Ok(1.0);
+    };
+    if !(c.reward_percentage.is_finite() && c.reward_percentage > 0.0) {
+        return Err(InvalidInput(format!(
+            "reward_percentage {} is not positive",
+            c.reward_percentage
+        )));
+    }
+    if c.n_competitions == 0 {
+        return Err(InvalidInput("n_competitions is 0".into()));
+    }
+    Ok(f64::from(c.n_competitions) * c.reward_percentage)
+}
+
+/// Losses by uid.
+type LossesByUid = BTreeMap<u16, Vec<f64>>;
+/// Commit blocks by uid (`None`: no model, +infinity).
+type BlocksByUid = BTreeMap<u16, Option<u64>>;
+
+/// Losses and commit blocks by uid, each uid once.
+fn read_uid_maps(input: &ScoreInput) -> Result<(LossesByUid, BlocksByUid), InvalidInput> {
+    let mut losses = LossesByUid::new();
     for (key, values) in &input.losses {
         let uid = parse_uid(key, "losses")?;
         if losses
@@ -214,41 +244,56 @@ fn score(input: ScoreInput) -> Result<ScoreOutput, InvalidInput> {
             return Err(InvalidInput(format!("losses lists uid {uid} twice")));
         }
     }
-    let mut blocks: BTreeMap<u16, Option<u64>> = BTreeMap::new();
+    let mut blocks = BlocksByUid::new();
     for (key, value) in &input.blocks {
         let uid = parse_uid(key, "blocks")?;
         if blocks.insert(uid, parse_block(uid, value)?).is_some() {
             return Err(InvalidInput(format!("blocks lists uid {uid} twice")));
         }
     }
-    let uids: BTreeSet<u16> = match &input.uids {
-        Some(list) => {
-            let set: BTreeSet<u16> = list.iter().copied().collect();
-            if set.len() != list.len() {
-                return Err(InvalidInput("uids lists a uid twice".into()));
-            }
-            let listed: [(&str, Vec<u16>); 2] = [
-                ("losses", losses.keys().copied().collect()),
-                ("blocks", blocks.keys().copied().collect()),
-            ];
-            for (what, keys) in listed {
-                if let Some(stray) = keys.into_iter().find(|uid| !set.contains(uid)) {
-                    return Err(InvalidInput(format!(
-                        "{what} has uid {stray}, which is not in uids"
-                    )));
-                }
-            }
-            set
-        }
-        None => losses.keys().chain(blocks.keys()).copied().collect(),
-    };
+    Ok((losses, blocks))
+}
 
-    let prior_given = input.prior_weights.is_some();
-    let mut weights = input.prior_weights.unwrap_or_default();
+/// The step's participants: `uids` as given (every uid of `losses` and `blocks` must be in
+/// it), or the uids of `losses` and `blocks`.
+fn participants(
+    listed: Option<&Vec<u16>>,
+    losses: &LossesByUid,
+    blocks: &BlocksByUid,
+) -> Result<BTreeSet<u16>, InvalidInput> {
+    let Some(list) = listed else {
+        return Ok(losses.keys().chain(blocks.keys()).copied().collect());
+    };
+    let set: BTreeSet<u16> = list.iter().copied().collect();
+    if set.len() != list.len() {
+        return Err(InvalidInput("uids lists a uid twice".into()));
+    }
+    let keyed: [(&str, Vec<u16>); 2] = [
+        ("losses", losses.keys().copied().collect()),
+        ("blocks", blocks.keys().copied().collect()),
+    ];
+    for (what, keys) in keyed {
+        if let Some(stray) = keys.into_iter().find(|uid| !set.contains(uid)) {
+            return Err(InvalidInput(format!(
+                "{what} has uid {stray}, which is not in uids"
+            )));
+        }
+    }
+    Ok(set)
+}
+
+/// The moving average before the step and the metagraph's size.
+fn prior_weights(
+    prior: Option<Vec<f64>>,
+    n_uids: Option<usize>,
+    uids: &BTreeSet<u16>,
+) -> Result<(Vec<f64>, usize), InvalidInput> {
+    let prior_given = prior.is_some();
+    let mut weights = prior.unwrap_or_default();
     if let Some(bad) = weights.iter().find(|w| !w.is_finite()) {
         return Err(InvalidInput(format!("prior weight {bad} is not finite")));
     }
-    let size = match input.n_uids {
+    let size = match n_uids {
         Some(size) if size > 65536 => {
             return Err(InvalidInput(format!("n_uids {size} exceeds 65536")));
         }
@@ -264,6 +309,14 @@ fn score(input: ScoreInput) -> Result<ScoreOutput, InvalidInput> {
             "uid {outside} is outside the metagraph of {size} uids (prior_weights has one entry per uid)"
         )));
     }
+    Ok((weights, size))
+}
+
+fn score(input: ScoreInput) -> Result<ScoreOutput, InvalidInput> {
+    let mechanism = Mechanism::of(&input)?;
+    let (losses, blocks) = read_uid_maps(&input)?;
+    let uids = participants(input.uids.as_ref(), &losses, &blocks)?;
+    let (mut weights, size) = prior_weights(input.prior_weights, input.n_uids, &uids)?;
 
     let empty = Vec::new();
     let contestants: Vec<Contestant<'_>> = uids
@@ -274,18 +327,24 @@ fn score(input: ScoreInput) -> Result<ScoreOutput, InvalidInput> {
             losses: losses.get(uid).unwrap_or(&empty),
         })
         .collect();
-    let tallies = compute_wins(&contestants, &epsilon, input.block.unwrap_or(0));
+    let tallies = compute_wins(&contestants, &mechanism.epsilon, input.block.unwrap_or(0));
     let uid_list: Vec<u16> = uids.iter().copied().collect();
     let win_rates: Vec<f64> = tallies.iter().map(|t| t.win_rate).collect();
 
-    let (step_weights, new_weights) = if uid_list.is_empty() {
+    let step_weights = if uid_list.is_empty() {
         // N returns before touching the weights when there is nobody to score.
         resize(&mut weights, size);
-        (vec![0.0; size], weights)
+        vec![0.0; size]
     } else {
-        let step = step_weights_softmax(&uid_list, &win_rates, size, temperature, scale);
-        moving_average(&mut weights, &step, alpha);
-        (step, weights)
+        let step = step_weights_softmax(
+            &uid_list,
+            &win_rates,
+            size,
+            mechanism.temperature,
+            mechanism.scale,
+        );
+        moving_average(&mut weights, &step, mechanism.alpha);
+        step
     };
 
     let mut ranked: Vec<(u16, f64)> = uid_list
@@ -296,7 +355,7 @@ fn score(input: ScoreInput) -> Result<ScoreOutput, InvalidInput> {
     ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
     let mut eval_next: Vec<u16> = ranked
         .iter()
-        .take(usize::try_from(sample_min).unwrap_or(usize::MAX))
+        .take(usize::try_from(mechanism.sample_min).unwrap_or(usize::MAX))
         .map(|(uid, _)| *uid)
         .collect();
     eval_next.sort_unstable();
@@ -313,7 +372,7 @@ fn score(input: ScoreInput) -> Result<ScoreOutput, InvalidInput> {
             .zip(tallies.iter().map(|t| t.matches))
             .collect(),
         win_rate: uid_list.iter().copied().zip(win_rates).collect(),
-        weights: new_weights,
+        weights,
         step_weights,
         eval_next,
     })

@@ -22,6 +22,7 @@ use subxt::utils::AccountId32;
 use subxt::{OnlineClient, PolkadotConfig};
 use tokio::sync::Mutex;
 
+use crate::machine::Event;
 use crate::machine::event::{CommitmentField, CommitmentObserved, MetagraphObserved};
 use crate::machine::wire::RawBytes;
 
@@ -60,6 +61,24 @@ pub fn network_endpoint(network: &str) -> Option<&'static str> {
         "local" => Some("ws://127.0.0.1:9944"),
         _ => None,
     }
+}
+
+/// The endpoint URL of btcli's `--subtensor.network` / `--subtensor.chain_endpoint` pair:
+/// an explicit `ws://` or `wss://` endpoint wins over the network name.
+pub fn endpoint_url(network: &str, chain_endpoint: Option<&str>) -> Result<String, ChainError> {
+    if let Some(url) = chain_endpoint {
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Err(ChainError::Invalid(format!(
+                "{url:?} is not a ws:// or wss:// URL"
+            )));
+        }
+        return Ok(url.to_owned());
+    }
+    network_endpoint(network).map(str::to_owned).ok_or_else(|| {
+        ChainError::Invalid(format!(
+            "unknown network {network:?}: use finney, test or local, or --subtensor.chain_endpoint"
+        ))
+    })
 }
 
 /// Connection settings.
@@ -336,6 +355,28 @@ impl Chain {
             Ok((at.block_number(), observed))
         })
         .await
+    }
+}
+
+impl Chain {
+    /// The metagraph of `netuid` and every commitment on it, both read at one block (the
+    /// latest when `None`), as the journal events the validator records: the metagraph first,
+    /// then the commitments by hotkey.
+    pub async fn observe(
+        &self,
+        netuid: u16,
+        block: Option<u64>,
+    ) -> Result<(u64, Vec<Event>), ChainError> {
+        // Both reads at one block, so the commitments belong to the metagraph.
+        let block = match block {
+            Some(block) => block,
+            None => self.block_number().await?,
+        };
+        let (block, observed) = self.metagraph(netuid, Some(block)).await?;
+        let (_, commitments) = self.commitments(netuid, Some(block)).await?;
+        let mut events = vec![Event::MetagraphObserved(observed)];
+        events.extend(commitments.into_iter().map(Event::CommitmentObserved));
+        Ok((block, events))
     }
 }
 

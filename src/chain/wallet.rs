@@ -36,6 +36,11 @@ impl WalletPath {
             .join("hotkeys")
             .join(&self.hotkey)
     }
+
+    /// Loads the hotkey (refusing a file others can read).
+    pub fn load(&self) -> Result<Hotkey, ChainError> {
+        load_hotkey(&self.hotkey_file())
+    }
 }
 
 #[derive(Deserialize)]

@@ -512,6 +512,80 @@ impl Chain {
     }
 }
 
+/// How a weight vector was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsMethod {
+    /// `set_weights`.
+    Plain,
+    /// `commit_weights`, then `reveal_weights` in the reveal window.
+    CommitReveal,
+    /// `commit_timelocked_weights`.
+    Timelocked,
+}
+
+impl WeightsMethod {
+    /// The extrinsics' names, as reports print them.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightsMethod::Plain => "set_weights",
+            WeightsMethod::CommitReveal => "commit_weights+reveal_weights",
+            WeightsMethod::Timelocked => "commit_timelocked_weights",
+        }
+    }
+}
+
+/// A fresh salt for a hash commit, from the operating system.
+pub fn fresh_salt() -> Result<Vec<u16>, ChainError> {
+    let bytes = os_random::<16>()?;
+    Ok(bytes
+        .chunks_exact(2)
+        .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+        .collect())
+}
+
+impl Chain {
+    /// Sends `weights` for `netuid` by whatever rule the subnet has now (plain, hash
+    /// commit-reveal, timelocked commit-reveal), and returns the method and the including
+    /// block, or why it did not go through. Only reading the rule itself can fail outright.
+    pub async fn submit_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        weights: &ChainWeights,
+    ) -> Result<(WeightsMethod, Result<u64, ChainError>), ChainError> {
+        let rule = self.weights_rule(netuid).await?;
+        let sent = match rule {
+            super::WeightsRule::Plain => (
+                WeightsMethod::Plain,
+                self.set_weights(
+                    hotkey,
+                    netuid,
+                    &weights.uids,
+                    &weights.values,
+                    weights.version_key,
+                )
+                .await,
+            ),
+            super::WeightsRule::CommitRevealHash => {
+                let salt = fresh_salt()?;
+                let poll = std::time::Duration::from_secs(6);
+                let result = self
+                    .commit_and_reveal_weights(hotkey, netuid, weights, &salt, poll)
+                    .await;
+                (WeightsMethod::CommitReveal, result)
+            }
+            super::WeightsRule::CommitRevealTimelocked { version } => {
+                let result = self
+                    .commit_timelocked_weights(hotkey, netuid, weights, version)
+                    .await
+                    .map(|(block, _round)| block);
+                (WeightsMethod::Timelocked, result)
+            }
+        };
+        Ok(sent)
+    }
+}
+
 /// Weights in the chain's form, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainWeights {

@@ -12,89 +12,21 @@ pub mod cortex;
 pub mod hf;
 pub mod local;
 pub mod phrases;
+pub mod spec;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use crate::hashing::{decimal_of_big_endian, seed_from_block_hash};
 use crate::machine::event::{BatchFetched, Provenance};
 use crate::machine::wire::Samples;
-use crate::synth::SplitMix64;
+pub use crate::seed::{Seed, shuffled};
 use crate::text::python_strip;
 
 /// N's `max_samples` for a step.
 pub const DEFAULT_MAX_SAMPLES: usize = 400;
 /// The longest prompt or response kept, in bytes (far past any 2048-token window).
 pub const TEXT_BYTES_MAX: usize = 256 * 1024;
-
-/// The seed that decides what a step takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seed {
-    /// The successor's synchronised seed: `int(sha256(block_hash_string))`, as 32 bytes.
-    BlockHash([u8; 32]),
-    /// N's unsynchronised seed, drawn by the validator and journaled.
-    Unsynchronized(u64),
-}
-
-impl Seed {
-    /// The seed of a block hash string (as the chain returns it, `0x...`).
-    pub fn from_block_hash(block_hash: &str) -> Self {
-        Seed::BlockHash(seed_from_block_hash(block_hash))
-    }
-
-    /// A fresh unsynchronised seed from the operating system's randomness.
-    pub fn unsynchronized() -> Self {
-        let mut bytes = [0u8; 8];
-        let read = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
-        if read.is_err() {
-            // No /dev/urandom: fall back to the clock, which is still journaled.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            bytes = u64::from(nanos).to_le_bytes();
-        }
-        Seed::Unsynchronized(u64::from_le_bytes(bytes))
-    }
-
-    /// The seed in decimal, as journaled (the successor's integer for a block hash).
-    pub fn decimal(&self) -> String {
-        match self {
-            Seed::BlockHash(bytes) => decimal_of_big_endian(bytes),
-            Seed::Unsynchronized(seed) => seed.to_string(),
-        }
-    }
-
-    /// A 64-bit generator seed for one use (`purpose`) in one step.
-    fn derive(&self, step: u64, purpose: &str) -> u64 {
-        let mut hasher = Sha256::new();
-        match self {
-            Seed::BlockHash(bytes) => hasher.update(bytes),
-            Seed::Unsynchronized(seed) => hasher.update(seed.to_be_bytes()),
-        }
-        hasher.update(step.to_be_bytes());
-        hasher.update(purpose.as_bytes());
-        let digest = hasher.finalize();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
-        u64::from_be_bytes(first)
-    }
-}
-
-/// The indices `0..count` in the order `seed` gives them for `step` and `purpose`
-/// (Fisher-Yates over SplitMix64): a pure function, identical on every machine.
-pub fn shuffled(count: usize, seed: &Seed, step: u64, purpose: &str) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..count).collect();
-    let mut random = SplitMix64::new(seed.derive(step, purpose));
-    for index in (1..count).rev() {
-        let bound = u64::try_from(index + 1).unwrap_or(u64::MAX);
-        let pick = usize::try_from(random.next_u64() % bound).unwrap_or(0);
-        order.swap(index, pick);
-    }
-    order
-}
 
 /// What a step asks a source for.
 #[derive(Debug, Clone)]
@@ -148,7 +80,7 @@ pub struct BatchOutcome {
 }
 
 /// The source could not produce a batch; the step is skipped with this reason.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DataError {
     /// Unreachable, timed out, or refusing for now (retry, or skip the step).
     #[error("the data source is unavailable: {0}")]
@@ -168,6 +100,22 @@ pub trait DataSource {
         &self,
         request: &BatchRequest,
     ) -> impl Future<Output = Result<BatchOutcome, DataError>> + Send;
+}
+
+impl BatchOutcome {
+    /// The batch as its journal event's JSON (`batch_fetched`) with the report beside it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let record = crate::machine::Record {
+            block: 0,
+            seq: 0,
+            event: crate::machine::Event::BatchFetched(self.batch.clone()),
+        };
+        let mut line = Vec::new();
+        // Writing into a Vec cannot fail; an encoding failure would show as a null batch.
+        let _ = crate::jsonl::write_record(&mut line, &record);
+        let event: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
+        serde_json::json!({"batch_fetched": event["event"]["batch_fetched"], "report": self.report})
+    }
 }
 
 /// Whether `response` contains one of N's unwanted phrases (case-sensitive substrings).
@@ -316,29 +264,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_block_hash_seed_is_the_successors_integer() {
-        let seed = Seed::from_block_hash(
-            "0xf0c1d88fffb58f2de2798abb2236460f426b02a9c84cad7463188eff75140bd2",
-        );
-        assert_eq!(
-            seed.decimal(),
-            "592572197532882810092427479703237300164718763613437077128565525142151814165"
-        );
-    }
-
-    #[test]
-    fn shuffles_are_permutations_fixed_by_seed_and_step() {
-        let seed = Seed::from_block_hash("0xabc");
-        let a = shuffled(50, &seed, 3, "rows");
-        assert_eq!(a, shuffled(50, &seed, 3, "rows"));
-        assert_ne!(a, shuffled(50, &seed, 4, "rows"));
-        assert_ne!(a, shuffled(50, &Seed::from_block_hash("0xabd"), 3, "rows"));
-        let mut sorted = a.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
-    }
 
     #[test]
     fn the_phrase_filter_matches_n() {

@@ -188,17 +188,82 @@ impl ModelConfig {
     pub fn parse(bytes: &[u8]) -> Result<Self, EvalError> {
         let raw: Raw = serde_json::from_slice(bytes)
             .map_err(|e| invalid(format!("config.json is not a JSON object: {e}")))?;
-        let architecture = match raw.architectures.as_slice() {
-            [one] if one == "LlamaForCausalLM" => Architecture::Llama,
-            [one] if one == "StableLmForCausalLM" => Architecture::StableLm,
-            [] => return Err(unsupported("config.json names no architecture".into())),
-            other => {
-                return Err(unsupported(format!(
-                    "architecture {other:?}; we evaluate LlamaForCausalLM and StableLmForCausalLM"
+        let architecture = parse_architecture(&raw.architectures)?;
+        let fields = Fields(&raw.rest);
+        let shape = Shape::parse(&fields, architecture)?;
+        if let Some(activation) = fields.string("hidden_act")
+            && activation != "silu"
+        {
+            return Err(unsupported(format!(
+                "hidden_act {activation:?}; only \"silu\" is supported"
+            )));
+        }
+        let rope = Rope::parse(&raw.rest, architecture, shape.head_dim)?;
+        let norm_key = match architecture {
+            Architecture::Llama => "rms_norm_eps",
+            Architecture::StableLm => "layer_norm_eps",
+        };
+        let norm_eps = positive(norm_key, fields.float(norm_key)?.unwrap_or(1e-5))?;
+        let tie_word_embeddings = match raw.rest.get("tie_word_embeddings") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(flag)) => *flag,
+            Some(value) => {
+                return Err(invalid(format!(
+                    "tie_word_embeddings = {value} is not a boolean"
                 )));
             }
         };
-        let fields = Fields(&raw.rest);
+        let flags = Flags::parse(&fields, architecture)?;
+        Ok(Self {
+            architecture,
+            vocab_size: shape.vocab_size,
+            hidden_size: shape.hidden_size,
+            intermediate_size: shape.intermediate_size,
+            num_layers: shape.num_layers,
+            num_heads: shape.num_heads,
+            num_kv_heads: shape.num_kv_heads,
+            head_dim: shape.head_dim,
+            norm_eps,
+            rope_theta: rope.theta,
+            rope_scaling: rope.scaling,
+            rotary_dim: rope.rotary_dim,
+            tie_word_embeddings,
+            qkv_bias: flags.qkv_bias,
+            o_bias: flags.o_bias,
+            mlp_bias: flags.mlp_bias,
+            qk_layernorm: flags.qk_layernorm,
+            parallel_residual: flags.parallel_residual,
+            dtype: fields
+                .string("dtype")
+                .or_else(|| fields.string("torch_dtype")),
+        })
+    }
+}
+
+fn parse_architecture(architectures: &[String]) -> Result<Architecture, EvalError> {
+    match architectures {
+        [one] if one == "LlamaForCausalLM" => Ok(Architecture::Llama),
+        [one] if one == "StableLmForCausalLM" => Ok(Architecture::StableLm),
+        [] => Err(unsupported("config.json names no architecture".into())),
+        other => Err(unsupported(format!(
+            "architecture {other:?}; we evaluate LlamaForCausalLM and StableLmForCausalLM"
+        ))),
+    }
+}
+
+/// The model's dimensions, each within its structural bound.
+struct Shape {
+    vocab_size: u64,
+    hidden_size: u64,
+    intermediate_size: u64,
+    num_layers: u64,
+    num_heads: u64,
+    num_kv_heads: u64,
+    head_dim: u64,
+}
+
+impl Shape {
+    fn parse(fields: &Fields<'_>, architecture: Architecture) -> Result<Self, EvalError> {
         let hidden_size = fields.required("hidden_size", HIDDEN_MAX)?;
         let num_heads = fields.required("num_attention_heads", HEADS_MAX)?;
         let num_kv_heads = fields
@@ -223,64 +288,57 @@ impl ModelConfig {
                 hidden_size / num_heads
             }
         };
-        if let Some(activation) = fields.string("hidden_act")
-            && activation != "silu"
-        {
-            return Err(unsupported(format!(
-                "hidden_act {activation:?}; only \"silu\" is supported"
-            )));
-        }
+        Ok(Self {
+            vocab_size,
+            hidden_size,
+            intermediate_size,
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+        })
+    }
+}
 
-        // RoPE: the newer `rope_parameters` dict, or the classic top-level keys.
-        let rope_parameters = raw.rest.get("rope_parameters").and_then(Value::as_object);
-        let rope_classic = raw.rest.get("rope_scaling").and_then(Value::as_object);
-        let rope_fields = Fields(rope_parameters.or(rope_classic).unwrap_or(&raw.rest));
-        let rope_theta = match rope_parameters {
+/// Rotary position embedding: the newer `rope_parameters` dict, or the classic top-level
+/// keys and `rope_scaling`.
+struct Rope {
+    theta: f64,
+    scaling: RopeScaling,
+    rotary_dim: u64,
+}
+
+impl Rope {
+    fn parse(
+        rest: &Map<String, Value>,
+        architecture: Architecture,
+        head_dim: u64,
+    ) -> Result<Self, EvalError> {
+        let fields = Fields(rest);
+        let parameters = rest.get("rope_parameters").and_then(Value::as_object);
+        let classic = rest.get("rope_scaling").and_then(Value::as_object);
+        let scaling_fields = Fields(parameters.or(classic).unwrap_or(rest));
+        let theta = match parameters {
             Some(parameters) => Fields(parameters).float("rope_theta")?,
             None => fields.float("rope_theta")?,
         }
         .unwrap_or(10_000.0);
-        let rope_theta = positive("rope_theta", rope_theta)?;
-        let rope_type = rope_parameters
-            .or(rope_classic)
+        let theta = positive("rope_theta", theta)?;
+        let rope_type = parameters
+            .or(classic)
             .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
             .and_then(Value::as_str)
             .unwrap_or("default");
-        let rope_scaling = match rope_type {
+        let scaling = match rope_type {
             "default" => RopeScaling::None,
-            "llama3" => {
-                let get = |key: &str| -> Result<f64, EvalError> {
-                    rope_fields
-                        .float(key)?
-                        .ok_or_else(|| invalid(format!("llama3 rope scaling lacks {key}")))
-                        .and_then(|v| positive(key, v))
-                };
-                let scaling = RopeScaling::Llama3 {
-                    factor: get("factor")?,
-                    low_freq_factor: get("low_freq_factor")?,
-                    high_freq_factor: get("high_freq_factor")?,
-                    original_max_position_embeddings: get("original_max_position_embeddings")?,
-                };
-                if let RopeScaling::Llama3 {
-                    low_freq_factor,
-                    high_freq_factor,
-                    ..
-                } = scaling
-                    && high_freq_factor <= low_freq_factor
-                {
-                    return Err(invalid(
-                        "llama3 rope scaling needs high_freq_factor > low_freq_factor".into(),
-                    ));
-                }
-                scaling
-            }
+            "llama3" => llama3_scaling(&scaling_fields)?,
             other => {
                 return Err(unsupported(format!(
                     "rope scaling of type {other:?}; we support llama3"
                 )));
             }
         };
-        let partial_rotary_factor = rope_parameters
+        let partial_rotary_factor = parameters
             .and_then(|p| Fields(p).float("partial_rotary_factor").transpose())
             .transpose()?
             .or(fields.float("partial_rotary_factor")?)
@@ -300,62 +358,67 @@ impl ModelConfig {
                 "a rotary dimension of {rotary_dim}; it must be even and positive"
             )));
         }
+        Ok(Self {
+            theta,
+            scaling,
+            rotary_dim,
+        })
+    }
+}
 
-        let norm_key = match architecture {
-            Architecture::Llama => "rms_norm_eps",
-            Architecture::StableLm => "layer_norm_eps",
-        };
-        let norm_eps = positive(norm_key, fields.float(norm_key)?.unwrap_or(1e-5))?;
-        let tie_word_embeddings = match raw.rest.get("tie_word_embeddings") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(flag)) => *flag,
-            Some(value) => {
-                return Err(invalid(format!(
-                    "tie_word_embeddings = {value} is not a boolean"
-                )));
-            }
-        };
-        let (qkv_bias, o_bias, mlp_bias, qk_layernorm, parallel_residual) = match architecture {
+fn llama3_scaling(fields: &Fields<'_>) -> Result<RopeScaling, EvalError> {
+    let get = |key: &str| -> Result<f64, EvalError> {
+        fields
+            .float(key)?
+            .ok_or_else(|| invalid(format!("llama3 rope scaling lacks {key}")))
+            .and_then(|v| positive(key, v))
+    };
+    let factor = get("factor")?;
+    let low_freq_factor = get("low_freq_factor")?;
+    let high_freq_factor = get("high_freq_factor")?;
+    let original_max_position_embeddings = get("original_max_position_embeddings")?;
+    if high_freq_factor <= low_freq_factor {
+        return Err(invalid(
+            "llama3 rope scaling needs high_freq_factor > low_freq_factor".into(),
+        ));
+    }
+    Ok(RopeScaling::Llama3 {
+        factor,
+        low_freq_factor,
+        high_freq_factor,
+        original_max_position_embeddings,
+    })
+}
+
+/// The architecture's optional features.
+struct Flags {
+    qkv_bias: bool,
+    o_bias: bool,
+    mlp_bias: bool,
+    qk_layernorm: bool,
+    parallel_residual: bool,
+}
+
+impl Flags {
+    fn parse(fields: &Fields<'_>, architecture: Architecture) -> Result<Self, EvalError> {
+        Ok(match architecture {
             Architecture::Llama => {
                 let attention_bias = fields.flag("attention_bias")?;
-                (
-                    attention_bias,
-                    attention_bias,
-                    fields.flag("mlp_bias")?,
-                    false,
-                    false,
-                )
+                Self {
+                    qkv_bias: attention_bias,
+                    o_bias: attention_bias,
+                    mlp_bias: fields.flag("mlp_bias")?,
+                    qk_layernorm: false,
+                    parallel_residual: false,
+                }
             }
-            Architecture::StableLm => (
-                fields.flag("use_qkv_bias")?,
-                false,
-                false,
-                fields.flag("qk_layernorm")?,
-                fields.flag("use_parallel_residual")?,
-            ),
-        };
-        Ok(Self {
-            architecture,
-            vocab_size,
-            hidden_size,
-            intermediate_size,
-            num_layers,
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            norm_eps,
-            rope_theta,
-            rope_scaling,
-            rotary_dim,
-            tie_word_embeddings,
-            qkv_bias,
-            o_bias,
-            mlp_bias,
-            qk_layernorm,
-            parallel_residual,
-            dtype: fields
-                .string("dtype")
-                .or_else(|| fields.string("torch_dtype")),
+            Architecture::StableLm => Self {
+                qkv_bias: fields.flag("use_qkv_bias")?,
+                o_bias: false,
+                mlp_bias: false,
+                qk_layernorm: fields.flag("qk_layernorm")?,
+                parallel_residual: fields.flag("use_parallel_residual")?,
+            },
         })
     }
 }

@@ -8,6 +8,7 @@
 //! - [`runtime`]: ONNX Runtime sessions on CPU or CUDA.
 //! - [`checks`]: parameter count and N's norm check.
 
+pub mod batch;
 pub mod checks;
 pub mod config;
 pub mod export;
@@ -96,22 +97,32 @@ pub enum EvalError {
     },
 }
 
+/// Whose fault an evaluation error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The model's files: a recorded rejection of that model.
+    Model(RejectionCode),
+    /// The paths or data the caller gave (a missing directory, a bad data file).
+    Input,
+    /// This machine: ONNX Runtime, CUDA. Nobody's model is at fault; try again once fixed.
+    Machine,
+}
+
 impl EvalError {
-    /// Whether the model itself is at fault (a recorded rejection) rather than this machine
-    /// (retry later): the class a validator journals.
-    pub fn rejection_code(&self) -> Option<RejectionCode> {
+    /// Whose fault this is: the one classification both `validator eval` (exit 2 for the
+    /// model's or the input's fault, 1 for the machine's) and the runner (a rejection, or a
+    /// retry) use.
+    pub fn fault(&self) -> Fault {
         match self {
             EvalError::Malformed { .. }
             | EvalError::MissingTensor { .. }
-            | EvalError::Config(_) => Some(RejectionCode::MalformedRepo),
-            EvalError::MissingFile { .. } | EvalError::Tokenizer(_) | EvalError::Template(_) => {
-                Some(RejectionCode::MalformedRepo)
-            }
-            EvalError::Unsupported(_) => Some(RejectionCode::UnsupportedArchitecture),
-            EvalError::Io { .. }
-            | EvalError::Runtime(_)
-            | EvalError::CudaUnavailable(_)
-            | EvalError::Data { .. } => None,
+            | EvalError::Config(_)
+            | EvalError::MissingFile { .. }
+            | EvalError::Tokenizer(_)
+            | EvalError::Template(_) => Fault::Model(RejectionCode::MalformedRepo),
+            EvalError::Unsupported(_) => Fault::Model(RejectionCode::UnsupportedArchitecture),
+            EvalError::Io { .. } | EvalError::Data { .. } => Fault::Input,
+            EvalError::Runtime(_) | EvalError::CudaUnavailable(_) => Fault::Machine,
         }
     }
 }
@@ -229,6 +240,15 @@ pub struct SampleResult {
     pub targets: usize,
     /// Why the sample failed, if it did.
     pub error: Option<String>,
+}
+
+impl SampleResult {
+    /// The loss as journaled: the session computes it in f32, so narrowing the widened value
+    /// back is exact (infinities and NaN included).
+    #[allow(clippy::cast_possible_truncation)]
+    pub fn loss_f32(&self) -> f32 {
+        self.loss as f32
+    }
 }
 
 impl Evaluator {

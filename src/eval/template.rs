@@ -71,6 +71,25 @@ impl CivilDate {
         }
     }
 
+    /// Parses `YYYY-MM-DD`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split('-').collect();
+        let [year, month, day] = parts.as_slice() else {
+            return Err(format!("{text:?} is not YYYY-MM-DD"));
+        };
+        let date = CivilDate {
+            year: year.parse().map_err(|_| format!("bad year in {text:?}"))?,
+            month: month
+                .parse()
+                .map_err(|_| format!("bad month in {text:?}"))?,
+            day: day.parse().map_err(|_| format!("bad day in {text:?}"))?,
+        };
+        if !(1..=12).contains(&date.month) || !(1..=31).contains(&date.day) {
+            return Err(format!("{text:?} is not a date"));
+        }
+        Ok(date)
+    }
+
     /// Today, in UTC.
     pub fn today() -> Self {
         let seconds = std::time::SystemTime::now()

@@ -7,19 +7,19 @@
 //! fetch is retried later.
 
 pub mod cache;
+mod download;
 pub mod files;
+mod listing;
+mod verify;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
-use hf_hub::repository::{HFRepository, RepoType};
-use hf_hub::{HFClient, HFError};
-use tokio::io::AsyncWriteExt;
+use hf_hub::HFClient;
 
-use crate::dirhash::hash_of_file;
-use crate::hashing::{hash_of_file_hashes, hash_of_two_strings};
+use crate::hashing::hash_of_two_strings;
 use crate::machine::event::RejectionCode;
 use crate::machine::model_id::{HashKind, HashRule, ModelId};
 use cache::{PARTIAL_SUFFIX, safe_hotkey, snapshot_dir};
@@ -43,6 +43,9 @@ pub struct HubOptions {
     pub bytes_per_second: Option<u64>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// Free bytes the cache's disk must keep after a download; a model that would leave less
+    /// is not fetched (and retried once space is freed).
+    pub disk_free_min_bytes: u64,
 }
 
 impl HubOptions {
@@ -57,6 +60,7 @@ impl HubOptions {
             max_files: 10_000,
             bytes_per_second: None,
             progress: false,
+            disk_free_min_bytes: 1 << 30,
         }
     }
 }
@@ -105,6 +109,21 @@ pub enum HubError {
     /// The options are unusable.
     #[error("hub configuration: {0}")]
     Config(String),
+    /// The cache's disk cannot take the model and keep its reserve.
+    #[error(
+        "{path}: the disk has {available} bytes free; this model needs {needed} more and \
+         {reserve} must stay free"
+    )]
+    DiskFull {
+        /// The cache.
+        path: PathBuf,
+        /// Bytes free now.
+        available: u64,
+        /// Bytes the model's files take.
+        needed: u64,
+        /// The reserve kept free.
+        reserve: u64,
+    },
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> HubError + '_ {
@@ -121,29 +140,18 @@ fn rejected(code: RejectionCode, detail: impl Into<String>) -> Fetched {
     }
 }
 
-/// How a hub error is classified: a verdict on the model, or "try later".
-fn classify(error: HFError) -> Result<Fetched, HubError> {
-    match error {
-        HFError::RepoNotFound { repo_id, .. } => Ok(rejected(
-            RejectionCode::NotFound,
-            format!("repository {repo_id} does not exist"),
-        )),
-        HFError::RevisionNotFound {
-            repo_id, revision, ..
-        } => Ok(rejected(
-            RejectionCode::NotFound,
-            format!("revision {revision} does not exist in {repo_id}"),
-        )),
-        HFError::EntryNotFound { path, repo_id, .. } => Ok(rejected(
-            RejectionCode::NotFound,
-            format!("{path} is listed but cannot be fetched from {repo_id}"),
-        )),
-        HFError::Http { context } if context.status.as_u16() == 404 => Ok(rejected(
-            RejectionCode::NotFound,
-            format!("not found: {}", context.url),
-        )),
-        other => Err(HubError::Unavailable(other.to_string())),
-    }
+/// What the committed hash must match.
+struct Expected<'a> {
+    hotkey: &'a str,
+    hash: &'a str,
+    rule: HashRule,
+}
+
+/// What a fetch will download, from the listing.
+struct Plan {
+    sizes: BTreeMap<String, u64>,
+    names: BTreeSet<String>,
+    wanted: Vec<String>,
 }
 
 /// A failed file download.
@@ -218,190 +226,30 @@ impl Hub {
             })
     }
 
-    /// Lists the model repository at `commit`: file paths and sizes.
-    async fn listing(
-        &self,
-        model: &ModelId,
-        commit: &str,
-    ) -> Result<Result<Vec<(String, u64)>, Fetched>, HubError> {
-        let repo = self
-            .client
-            .model(model.namespace.clone(), model.name.clone());
-        self.listing_of(&repo, commit).await
-    }
-
-    /// Lists a repository at `commit`: file paths and sizes.
-    async fn listing_of<T: RepoType>(
-        &self,
-        repo: &HFRepository<T>,
-        commit: &str,
-    ) -> Result<Result<Vec<(String, u64)>, Fetched>, HubError> {
-        let stream = match repo
-            .list_tree()
-            .revision(commit.to_owned())
-            .recursive(true)
-            .send()
-        {
-            Ok(stream) => stream,
-            Err(error) => return classify(error).map(Err),
-        };
-        let mut stream = std::pin::pin!(stream);
-        let mut files = Vec::new();
-        loop {
-            let next = self
-                .with_timeout("listing the repository", stream.next())
-                .await?;
-            match next {
-                None => break,
-                Some(Ok(hf_hub::repository::RepoTreeEntry::File { path, size, .. })) => {
-                    files.push((path, size));
-                    if files.len() > self.options.max_files {
-                        return Ok(Err(rejected(
-                            RejectionCode::MalformedRepo,
-                            format!(
-                                "the repository lists more than {} files",
-                                self.options.max_files
-                            ),
-                        )));
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return classify(error).map(Err),
-            }
+    /// Refuses to start a download of `needed` bytes that would eat into the disk's reserve.
+    fn check_disk_room(&self, needed: u64) -> Result<(), HubError> {
+        let cache = &self.options.cache_dir;
+        std::fs::create_dir_all(cache).map_err(io_error(cache))?;
+        let available = fs2::available_space(cache).map_err(io_error(cache))?;
+        let reserve = self.options.disk_free_min_bytes;
+        if available < needed.saturating_add(reserve) {
+            return Err(HubError::DiskFull {
+                path: cache.clone(),
+                available,
+                needed,
+                reserve,
+            });
         }
-        Ok(Ok(files))
-    }
-
-    /// Downloads `name` of a model repository into `dest`, resuming a partial file.
-    async fn download(
-        &self,
-        model: &ModelId,
-        commit: &str,
-        name: &str,
-        size: u64,
-        dest: &Path,
-    ) -> Result<u64, FileFailure> {
-        let repo = self
-            .client
-            .model(model.namespace.clone(), model.name.clone());
-        self.download_from(&repo, commit, name, size, dest).await
-    }
-
-    /// Downloads `name` (`size` bytes, as listed) into `dest`, resuming a partial file.
-    async fn download_from<T: RepoType>(
-        &self,
-        repo: &HFRepository<T>,
-        commit: &str,
-        name: &str,
-        size: u64,
-        dest: &Path,
-    ) -> Result<u64, FileFailure> {
-        let existing = tokio::fs::metadata(dest)
-            .await
-            .map(|m| m.len())
-            .unwrap_or(0);
-        if existing == size && dest.exists() {
-            return Ok(0);
-        }
-        if let Some(parent) = dest.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(io_error(parent))?;
-        }
-        let resume_from = if existing < size { existing } else { 0 };
-        let target = if resume_from > 0 {
-            dest.with_extension("resume")
-        } else {
-            dest.to_owned()
-        };
-        let range = (resume_from > 0).then_some(resume_from..size);
-        let request = repo
-            .download_file_stream()
-            .filename(name.to_owned())
-            .revision(commit.to_owned())
-            .maybe_range(range);
-        let stream = match self
-            .with_timeout(&format!("fetching {name}"), request.send())
-            .await?
-        {
-            Ok((_, stream)) => stream,
-            Err(error) => {
-                return Err(match classify(error) {
-                    Ok(verdict) => FileFailure::Verdict(verdict),
-                    Err(retry) => FileFailure::Retry(retry),
-                });
-            }
-        };
-        let mut stream = std::pin::pin!(stream);
-        let mut file = tokio::fs::File::create(&target)
-            .await
-            .map_err(io_error(&target))?;
-        let mut received = 0u64;
-        let started = Instant::now();
-        // A server that ignores the range sends the whole file; either way no more than `size`.
-        let limit = size;
-        while let Some(chunk) = self
-            .with_timeout(&format!("fetching {name}"), stream.next())
-            .await?
-        {
-            let chunk =
-                chunk.map_err(|e| HubError::Unavailable(format!("fetching {name}: {e}")))?;
-            received = received.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
-            if received > limit {
-                let _ = tokio::fs::remove_file(&target).await;
-                return Err(FileFailure::Verdict(rejected(
-                    RejectionCode::MalformedRepo,
-                    format!("{name} is larger than the {size} bytes the hub listed"),
-                )));
-            }
-            file.write_all(&chunk).await.map_err(io_error(&target))?;
-            if let Some(rate) = self.options.bytes_per_second.filter(|r| *r > 0) {
-                // Sleep until the average rate falls back under the limit.
-                let due = Duration::from_millis(received.saturating_mul(1000) / rate);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-        file.flush().await.map_err(io_error(&target))?;
-        drop(file);
-        let expected = size - resume_from;
-        if resume_from > 0 {
-            if received == expected {
-                // The server honoured the range: append the rest.
-                let rest = tokio::fs::read(&target).await.map_err(io_error(&target))?;
-                let mut whole = tokio::fs::OpenOptions::new()
-                    .append(true)
-                    .open(dest)
-                    .await
-                    .map_err(io_error(dest))?;
-                whole.write_all(&rest).await.map_err(io_error(dest))?;
-                whole.flush().await.map_err(io_error(dest))?;
-                let _ = tokio::fs::remove_file(&target).await;
-                return Ok(received);
-            }
-            if received == size {
-                // The server sent the whole file instead.
-                tokio::fs::rename(&target, dest)
-                    .await
-                    .map_err(io_error(dest))?;
-                return Ok(received);
-            }
-        } else if received == size {
-            return Ok(received);
-        }
-        Err(FileFailure::Retry(HubError::Unavailable(format!(
-            "{name}: received {received} of {expected} bytes"
-        ))))
+        Ok(())
     }
 
     /// Fetches and verifies `hotkey`'s committed `model`, refusing a repository over
-    /// `max_repo_bytes` before fetching anything.
+    /// `repo_bytes_max` before fetching anything.
     pub async fn fetch(
         &self,
         hotkey: &str,
         model: &ModelId,
-        max_repo_bytes: u64,
+        repo_bytes_max: u64,
     ) -> Result<Fetched, HubError> {
         if let Err(why) = model.check_evaluable() {
             return Ok(rejected(RejectionCode::MalformedRepo, why.to_string()));
@@ -415,68 +263,117 @@ impl Hub {
         else {
             return Ok(rejected(RejectionCode::MalformedRepo, "no commit or hash"));
         };
+        let expected = Expected {
+            hotkey,
+            hash: committed_hash,
+            rule: model.hash_rule,
+        };
         let final_dir = self.snapshot_dir(hotkey, model);
-        if final_dir.is_dir() {
-            let files = crate::dirhash::walk_order(&final_dir)
-                .map_err(|e| HubError::Io {
-                    path: e.path,
-                    source: e.source,
-                })?
-                .iter()
-                .filter_map(|p| {
-                    p.strip_prefix(&final_dir)
-                        .ok()
-                        .map(|p| p.display().to_string())
-                })
-                .collect::<Vec<_>>();
-            if let Some(verdict) = self.verify(
-                &final_dir,
-                &files,
-                hotkey,
-                committed_hash,
-                model.hash_rule,
-                0,
-            )? {
-                return Ok(verdict);
-            }
-            // The cached copy no longer matches (edited by hand?): fetch it again.
-            std::fs::remove_dir_all(&final_dir).map_err(io_error(&final_dir))?;
+        if let Some(verdict) = self.verify_cached(&final_dir, &expected)? {
+            return Ok(verdict);
         }
+        let plan = match self.plan(model, commit, repo_bytes_max).await? {
+            Ok(plan) => plan,
+            Err(verdict) => return Ok(verdict),
+        };
+        let staging = final_dir.with_file_name(format!("{commit}{PARTIAL_SUFFIX}"));
+        tokio::fs::create_dir_all(&staging)
+            .await
+            .map_err(io_error(&staging))?;
+        let (wanted, downloaded) = match self.download_all(model, commit, plan, &staging).await? {
+            Ok(done) => done,
+            Err(verdict) => return Ok(self.discard(&staging, verdict)),
+        };
+        self.settle(&staging, &final_dir, &wanted, &expected, downloaded)
+    }
 
+    /// A snapshot already in the cache: its verdict when it still matches; otherwise it is
+    /// deleted (edited by hand?) and `None` says fetch it again.
+    fn verify_cached(
+        &self,
+        final_dir: &Path,
+        expected: &Expected<'_>,
+    ) -> Result<Option<Fetched>, HubError> {
+        if !final_dir.is_dir() {
+            return Ok(None);
+        }
+        let files = crate::dirhash::walk_order(final_dir)
+            .map_err(|e| HubError::Io {
+                path: e.path,
+                source: e.source,
+            })?
+            .iter()
+            .filter_map(|p| {
+                p.strip_prefix(final_dir)
+                    .ok()
+                    .map(|p| p.display().to_string())
+            })
+            .collect::<Vec<_>>();
+        if let Some(verdict) = self.verify(final_dir, &files, expected, 0)? {
+            return Ok(Some(verdict));
+        }
+        std::fs::remove_dir_all(final_dir).map_err(io_error(final_dir))?;
+        Ok(None)
+    }
+
+    /// Lists the repository and decides what to fetch: hostile names, the size cap and the
+    /// disk's room are checked before any byte is downloaded.
+    async fn plan(
+        &self,
+        model: &ModelId,
+        commit: &str,
+        repo_bytes_max: u64,
+    ) -> Result<Result<Plan, Fetched>, HubError> {
         let listing = match self.listing(model, commit).await? {
             Ok(listing) => listing,
-            Err(verdict) => return Ok(verdict),
+            Err(verdict) => return Ok(Err(verdict)),
         };
         if let Some(why) = listing
             .iter()
-            .find_map(|(path, _)| hostile_path_reason(path))
+            .find_map(|(path, _)| listing::hostile_path_reason(path))
         {
-            return Ok(rejected(
+            return Ok(Err(rejected(
                 RejectionCode::MalformedRepo,
                 format!("the repository holds {why}"),
-            ));
+            )));
         }
         let total: u64 = listing
             .iter()
             .map(|(_, size)| *size)
             .fold(0, u64::saturating_add);
-        if total > max_repo_bytes {
-            return Ok(rejected(
+        if total > repo_bytes_max {
+            return Ok(Err(rejected(
                 RejectionCode::RepoTooLarge,
-                format!("the repository holds {total} bytes, over the limit of {max_repo_bytes}"),
-            ));
+                format!("the repository holds {total} bytes, over the limit of {repo_bytes_max}"),
+            )));
         }
-        let sizes: std::collections::BTreeMap<String, u64> = listing.into_iter().collect();
+        self.check_disk_room(total)?;
+        let sizes: BTreeMap<String, u64> = listing.into_iter().collect();
         let names: BTreeSet<String> = sizes.keys().cloned().collect();
-        let mut wanted = match files::selection(&names) {
-            Ok(wanted) => wanted,
-            Err(why) => return Ok(rejected(RejectionCode::MalformedRepo, why)),
-        };
+        match files::selection(&names) {
+            Ok(wanted) => Ok(Ok(Plan {
+                sizes,
+                names,
+                wanted,
+            })),
+            Err(why) => Ok(Err(rejected(RejectionCode::MalformedRepo, why))),
+        }
+    }
 
-        let staging = final_dir.with_file_name(format!("{commit}{PARTIAL_SUFFIX}"));
-        tokio::fs::create_dir_all(&staging)
-            .await
-            .map_err(io_error(&staging))?;
+    /// Downloads the plan into `staging`: the shard index first (it names the shards), then
+    /// the rest a few at a time. Returns the files fetched and the bytes downloaded.
+    async fn download_all(
+        &self,
+        model: &ModelId,
+        commit: &str,
+        plan: Plan,
+        staging: &Path,
+    ) -> Result<Result<(Vec<String>, u64), Fetched>, HubError> {
+        let Plan {
+            sizes,
+            names,
+            mut wanted,
+        } = plan;
         let mut downloaded = 0u64;
         if wanted.iter().any(|n| n == files::WEIGHTS_INDEX) {
             let size = sizes.get(files::WEIGHTS_INDEX).copied().unwrap_or(0);
@@ -486,34 +383,34 @@ impl Hub {
                 .await
             {
                 Ok(bytes) => downloaded += bytes,
-                Err(FileFailure::Verdict(verdict)) => return Ok(self.discard(&staging, verdict)),
+                Err(FileFailure::Verdict(verdict)) => return Ok(Err(verdict)),
                 Err(FileFailure::Retry(error)) => return Err(error),
             }
             let index = tokio::fs::read(&path).await.map_err(io_error(&path))?;
             match files::shards_of_index(&index, &names) {
                 Ok(shards) => wanted.extend(shards),
-                Err(why) => {
-                    return Ok(self.discard(&staging, rejected(RejectionCode::MalformedRepo, why)));
-                }
+                Err(why) => return Ok(Err(rejected(RejectionCode::MalformedRepo, why))),
             }
         }
-
         let progress = self.progress_bar(wanted.iter().filter_map(|n| sizes.get(n)).sum());
-        let jobs = wanted
+        let rest: Vec<(String, u64)> = wanted
             .iter()
             .filter(|name| name.as_str() != files::WEIGHTS_INDEX)
-            .map(|name| {
-                let size = sizes.get(name).copied().unwrap_or(0);
-                let dest = staging.join(name);
-                let progress = progress.clone();
-                async move {
-                    let result = self.download(model, commit, name, size, &dest).await;
-                    if let (Ok(_), Some(bar)) = (&result, &progress) {
-                        bar.inc(size);
-                    }
-                    result
+            .map(|name| (name.clone(), sizes.get(name).copied().unwrap_or(0)))
+            .collect();
+        // Owned names in the jobs keep the futures free of higher-ranked borrows, so a fetch
+        // can run on any runtime thread.
+        let jobs = rest.into_iter().map(|(name, size)| {
+            let dest = staging.join(&name);
+            let progress = progress.clone();
+            async move {
+                let result = self.download(model, commit, &name, size, &dest).await;
+                if let (Ok(_), Some(bar)) = (&result, &progress) {
+                    bar.inc(size);
                 }
-            });
+                result
+            }
+        });
         let results: Vec<Result<u64, FileFailure>> = futures::stream::iter(jobs)
             .buffer_unordered(self.options.concurrency.max(1))
             .collect()
@@ -524,36 +421,41 @@ impl Hub {
         for result in results {
             match result {
                 Ok(bytes) => downloaded += bytes,
-                Err(FileFailure::Verdict(verdict)) => return Ok(self.discard(&staging, verdict)),
+                Err(FileFailure::Verdict(verdict)) => return Ok(Err(verdict)),
                 Err(FileFailure::Retry(error)) => return Err(error),
             }
         }
+        Ok(Ok((wanted, downloaded)))
+    }
 
-        match self.verify(
-            &staging,
-            &wanted,
-            hotkey,
-            committed_hash,
-            model.hash_rule,
-            downloaded,
-        )? {
+    /// Verifies the staged files: a match keeps exactly the hashed files and moves them into
+    /// place; a mismatch is a recorded rejection naming both hashes.
+    fn settle(
+        &self,
+        staging: &Path,
+        final_dir: &Path,
+        wanted: &[String],
+        expected: &Expected<'_>,
+        downloaded: u64,
+    ) -> Result<Fetched, HubError> {
+        match self.verify(staging, wanted, expected, downloaded)? {
             Some(Fetched::Verified(mut verified)) => {
-                // Keep exactly the hashed files, so the directory hashes as committed.
                 for name in wanted.iter().filter(|n| !verified.files.contains(n)) {
                     let _ = std::fs::remove_file(staging.join(name));
                 }
-                std::fs::rename(&staging, &final_dir).map_err(io_error(&final_dir))?;
-                verified.dir = final_dir;
+                std::fs::rename(staging, final_dir).map_err(io_error(final_dir))?;
+                verified.dir = final_dir.to_owned();
                 Ok(Fetched::Verified(verified))
             }
             Some(other) => Ok(other),
             None => {
-                let plain = self.plain_hash(&staging, &wanted)?;
+                let plain = self.plain_hash(staging, wanted)?;
                 let detail = format!(
-                    "the downloaded files hash to {plain} (salted {}), not the committed {committed_hash}",
-                    hash_of_two_strings(&plain, hotkey)
+                    "the downloaded files hash to {plain} (salted {}), not the committed {}",
+                    hash_of_two_strings(&plain, expected.hotkey),
+                    expected.hash
                 );
-                Ok(self.discard(&staging, rejected(RejectionCode::HashMismatch, detail)))
+                Ok(self.discard(staging, rejected(RejectionCode::HashMismatch, detail)))
             }
         }
     }
@@ -562,143 +464,4 @@ impl Hub {
         let _ = std::fs::remove_dir_all(staging);
         verdict
     }
-
-    fn progress_bar(&self, total: u64) -> Option<indicatif::ProgressBar> {
-        use std::io::IsTerminal;
-        (self.options.progress && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
-            ) {
-                bar.set_style(style);
-            }
-            bar
-        })
-    }
-
-    fn file_hashes(
-        &self,
-        dir: &Path,
-        files: &[String],
-    ) -> Result<std::collections::BTreeMap<String, String>, HubError> {
-        files
-            .iter()
-            .map(|name| {
-                let hash = hash_of_file(&dir.join(name)).map_err(|e| HubError::Io {
-                    path: e.path,
-                    source: e.source,
-                })?;
-                Ok((name.clone(), hash))
-            })
-            .collect()
-    }
-
-    fn plain_hash(&self, dir: &Path, files: &[String]) -> Result<String, HubError> {
-        let hashes = self.file_hashes(dir, files)?;
-        let ordered = files::walk_sorted(files);
-        Ok(hash_of_file_hashes(
-            ordered
-                .iter()
-                .filter_map(|n| hashes.get(n).map(String::as_str)),
-        ))
-    }
-
-    /// Checks the committed hash against every candidate file set, plain then salted (as the
-    /// rule allows). `None` when nothing matches.
-    fn verify(
-        &self,
-        dir: &Path,
-        files: &[String],
-        hotkey: &str,
-        committed: &str,
-        rule: HashRule,
-        bytes_downloaded: u64,
-    ) -> Result<Option<Fetched>, HubError> {
-        let hashes = self.file_hashes(dir, files)?;
-        for candidate in files::candidate_sets(files) {
-            let ordered = files::walk_sorted(&candidate);
-            let plain = hash_of_file_hashes(
-                ordered
-                    .iter()
-                    .filter_map(|n| hashes.get(n).map(String::as_str)),
-            );
-            let kind = if plain == committed {
-                Some(HashKind::Plain)
-            } else if hash_of_two_strings(&plain, hotkey) == committed {
-                Some(HashKind::Salted)
-            } else {
-                None
-            };
-            if let Some(kind) = kind.filter(|k| rule.accepts(*k)) {
-                return Ok(Some(Fetched::Verified(VerifiedModel {
-                    dir: dir.to_owned(),
-                    hash_kind: kind,
-                    files: candidate,
-                    bytes_downloaded,
-                })));
-            }
-        }
-        Ok(None)
-    }
-}
-
-/// Dataset repositories, for the data edge.
-impl Hub {
-    fn dataset(
-        &self,
-        repo_id: &str,
-    ) -> Result<HFRepository<hf_hub::repository::RepoTypeDataset>, String> {
-        let (owner, name) = repo_id
-            .split_once('/')
-            .filter(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/'))
-            .ok_or_else(|| format!("dataset {repo_id:?} is not OWNER/NAME"))?;
-        Ok(self.client.dataset(owner.to_owned(), name.to_owned()))
-    }
-
-    /// The files of dataset `repo_id` at `revision` with their sizes; `Ok(Err(why))` when the
-    /// dataset or revision does not exist or lists a hostile name.
-    pub async fn dataset_files(
-        &self,
-        repo_id: &str,
-        revision: &str,
-    ) -> Result<Result<Vec<(String, u64)>, String>, HubError> {
-        let repo = match self.dataset(repo_id) {
-            Ok(repo) => repo,
-            Err(why) => return Ok(Err(why)),
-        };
-        match self.listing_of(&repo, revision).await? {
-            Ok(files) => match files.iter().find_map(|(path, _)| hostile_path_reason(path)) {
-                Some(why) => Ok(Err(format!("the dataset holds {why}"))),
-                None => Ok(Ok(files)),
-            },
-            Err(Fetched::Rejected { detail, .. }) => Ok(Err(detail)),
-            Err(Fetched::Verified(_)) => Ok(Err("unexpected verdict".into())),
-        }
-    }
-
-    /// Downloads one dataset file (`size` bytes, as listed) to `dest`; `Ok(Err(why))` when the
-    /// hub refuses it for good.
-    pub async fn dataset_file(
-        &self,
-        repo_id: &str,
-        revision: &str,
-        path: &str,
-        size: u64,
-        dest: &Path,
-    ) -> Result<Result<(), String>, HubError> {
-        let repo = match self.dataset(repo_id) {
-            Ok(repo) => repo,
-            Err(why) => return Ok(Err(why)),
-        };
-        match self.download_from(&repo, revision, path, size, dest).await {
-            Ok(_) => Ok(Ok(())),
-            Err(FileFailure::Verdict(Fetched::Rejected { detail, .. })) => Ok(Err(detail)),
-            Err(FileFailure::Verdict(Fetched::Verified(_))) => Ok(Err("unexpected verdict".into())),
-            Err(FileFailure::Retry(error)) => Err(error),
-        }
-    }
-}
-
-fn hostile_path_reason(path: &str) -> Option<String> {
-    files::hostile_path(path)
 }

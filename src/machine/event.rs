@@ -11,7 +11,18 @@ use super::params::{CompetitionId, MechanismParams};
 use super::wire::{LossVec, RawBytes, Samples};
 
 /// The version of the event and state encodings written by this build.
-pub const SCHEMA_VERSION: u16 = 1;
+///
+/// Version 2 added [`Event::StepFailed`] at the end of the enum; every version 1 record and
+/// checkpoint reads unchanged as version 2, so both are read.
+pub const SCHEMA_VERSION: u16 = 2;
+
+/// The oldest schema version this build reads.
+pub const SCHEMA_VERSION_OLDEST_READ: u16 = 1;
+
+/// Whether this build reads records and checkpoints written under `version`.
+pub fn schema_version_is_readable(version: u16) -> bool {
+    (SCHEMA_VERSION_OLDEST_READ..=SCHEMA_VERSION).contains(&version)
+}
 
 /// One journaled event with its position: `(block, seq)` orders the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,12 +76,17 @@ pub enum Event {
     LossesComputed(LossesComputed),
     /// The step ended; `recorded` is what the live validator computed.
     StepCompleted(StepCompleted),
-    /// The step ended without scoring (timeout, no data); the round-robin still advances.
+    /// The step ended without scoring and the round-robin advances past it (kept for mechanisms
+    /// and journals that ask for it; the runner records [`Event::StepFailed`]).
     StepAbandoned(StepAbandoned),
     /// Weights were sent to chain.
     WeightsSubmitted(WeightsSubmitted),
     /// The mechanism parameters changed from this point on.
     ParamsChanged(ParamsChanged),
+    /// The step could not run or could not be scored (no data, no evaluation device); the
+    /// round-robin does not advance, so the same competition runs next, as in N when
+    /// `run_step` raises. Added in schema version 2.
+    StepFailed(StepFailed),
 }
 
 impl Event {
@@ -89,6 +105,7 @@ impl Event {
             Event::StepAbandoned(_) => "step_abandoned",
             Event::WeightsSubmitted(_) => "weights_submitted",
             Event::ParamsChanged(_) => "params_changed",
+            Event::StepFailed(_) => "step_failed",
         }
     }
 }
@@ -270,6 +287,22 @@ pub struct StepRecord {
     pub eval_next: Vec<u16>,
 }
 
+impl StepRecord {
+    /// A record with nothing in it but the competition: what a probe of the fold carries
+    /// (the fold recomputes every field).
+    pub fn empty(competition: CompetitionId) -> Self {
+        Self {
+            competition,
+            uids: Vec::new(),
+            wins: Vec::new(),
+            matches: Vec::new(),
+            win_rate: Vec::new(),
+            weights: Vec::new(),
+            eval_next: Vec::new(),
+        }
+    }
+}
+
 /// A step ended and was scored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepCompleted {
@@ -285,6 +318,15 @@ pub struct StepAbandoned {
     /// The step.
     pub step: u64,
     /// Why.
+    pub reason: String,
+}
+
+/// A step that could not run or be scored; it will be tried again under the same number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepFailed {
+    /// The step (the open one, or the next one when none is open).
+    pub step: u64,
+    /// Why, for the operator.
     pub reason: String,
 }
 

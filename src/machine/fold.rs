@@ -10,14 +10,15 @@ use std::collections::BTreeSet;
 use super::event::{
     BatchFetched, CommitmentField, CommitmentObserved, EvalOutcome, Event, LossesComputed,
     MetagraphObserved, ModelRejected, ModelVerified, Record, StepAbandoned, StepCompleted,
-    StepRecord, StepStarted, WeightsSubmitted,
+    StepFailed, StepRecord, StepStarted, WeightsSubmitted,
 };
 use super::model_id::{CommitmentInvalid, ModelId, parse_raw_commitment};
 use super::numbers::nearest_tempo;
+use super::rejection::Rejection;
 use super::state::{
     CommitmentState, CommitmentStatus, Entry, Metagraph, OpenStep, State, TrackedModel,
 };
-use super::step::{complete_step, plan_participants};
+use super::step::{complete_step, merge_pending, plan_participants};
 use super::weights::{ChainWeightsError, to_chain_weights};
 
 /// The most uids a subnet can hold (uids are u16).
@@ -32,7 +33,7 @@ pub enum Outcome {
     Unchanged,
     /// The event was refused; the state is unchanged except for the journal position (and, for
     /// an invalid commitment, the commitment's recorded status).
-    Rejected(String),
+    Rejected(Rejection),
     /// A step was scored; this is the recomputed result to compare with the recorded one.
     Scored(StepRecord),
     /// A weight submission; these are the u16 weights the state gives, to compare.
@@ -59,8 +60,9 @@ pub fn apply(state: &mut State, record: &Record) -> Outcome {
                 state.params = event.params.clone();
                 Outcome::Applied
             }
-            Err(why) => Outcome::Rejected(why.to_string()),
+            Err(why) => Outcome::Rejected(Rejection::InvalidParams(why)),
         },
+        Event::StepFailed(event) => step_failed(state, block, event),
     };
     state.position = Some(record.position());
     outcome
@@ -73,14 +75,17 @@ pub fn fold<'a>(state: &mut State, records: impl IntoIterator<Item = &'a Record>
     }
 }
 
-fn reject(why: impl Into<String>) -> Outcome {
-    Outcome::Rejected(why.into())
+fn reject(why: Rejection) -> Outcome {
+    Outcome::Rejected(why)
 }
 
 fn metagraph_observed(state: &mut State, block: u64, event: &MetagraphObserved) -> Outcome {
     let size = event.hotkeys.len();
     if size > UIDS_MAX {
-        return reject(format!("metagraph of {size} uids exceeds {UIDS_MAX}"));
+        return reject(Rejection::MetagraphTooLarge {
+            size,
+            max: UIDS_MAX,
+        });
     }
     let required = [
         ("consensus", event.consensus.len()),
@@ -91,18 +96,22 @@ fn metagraph_observed(state: &mut State, block: u64, event: &MetagraphObserved) 
         ("validator_permit", event.validator_permit.len()),
         ("last_update", event.last_update.len()),
     ];
-    for (name, length) in required {
+    for (field, length) in required {
         if length != size {
-            return reject(format!(
-                "metagraph {name} has {length} entries for {size} uids"
-            ));
+            return reject(Rejection::MetagraphLength {
+                field,
+                length,
+                size,
+            });
         }
     }
-    for (name, length) in optional {
+    for (field, length) in optional {
         if length != size && length != 0 {
-            return reject(format!(
-                "metagraph {name} has {length} entries for {size} uids"
-            ));
+            return reject(Rejection::MetagraphLength {
+                field,
+                length,
+                size,
+            });
         }
     }
     // A uid whose hotkey is new (registration or re-registration) and whose hotkey already has
@@ -180,7 +189,10 @@ fn commitment_observed(state: &mut State, block: u64, event: &CommitmentObserved
     let (status, outcome) = match invalid {
         None => (CommitmentStatus::Unverified, Outcome::Applied),
         Some(why) => {
-            let outcome = reject(format!("commitment of {}: {why}", event.hotkey));
+            let outcome = reject(Rejection::CommitmentInvalid {
+                hotkey: event.hotkey.clone(),
+                why: why.clone(),
+            });
             (CommitmentStatus::Invalid(why), outcome)
         }
     };
@@ -200,7 +212,7 @@ fn commitment_observed(state: &mut State, block: u64, event: &CommitmentObserved
 
 fn consensus_seeded(state: &mut State, block: u64) -> Outcome {
     let Some(metagraph) = state.metagraph.as_ref() else {
-        return reject("consensus seeding needs a metagraph");
+        return reject(Rejection::SeedingWithoutMetagraph);
     };
     let observed = &metagraph.observed;
     state.weights = observed
@@ -244,42 +256,43 @@ fn consensus_seeded(state: &mut State, block: u64) -> Outcome {
 }
 
 fn model_verified(state: &mut State, block: u64, event: &ModelVerified) -> Outcome {
-    let Some(record) = state.hotkeys.get_mut(&event.hotkey) else {
-        return reject(format!(
-            "verification for {} which never committed",
-            event.hotkey
-        ));
-    };
-    let Some(commitment) = record.commitment.as_mut() else {
-        return reject(format!(
-            "verification for {} which never committed",
-            event.hotkey
-        ));
+    let Some(commitment) = state
+        .hotkeys
+        .get_mut(&event.hotkey)
+        .and_then(|record| record.commitment.as_mut())
+    else {
+        return reject(Rejection::VerificationOfUnknownHotkey {
+            hotkey: event.hotkey.clone(),
+        });
     };
     if commitment.block_commit != event.block_commit {
-        return reject(format!(
-            "verification of {}'s commitment at block {} but the current one is at {}",
-            event.hotkey, event.block_commit, commitment.block_commit
-        ));
+        return reject(Rejection::VerificationStale {
+            hotkey: event.hotkey.clone(),
+            block_commit: event.block_commit,
+            block_current: commitment.block_commit,
+        });
     }
-    if commitment.status != CommitmentStatus::Unverified {
-        return reject(format!(
-            "verification of {}'s commitment at block {} which is {:?}",
-            event.hotkey, event.block_commit, commitment.status
-        ));
-    }
-    let Some(model_id) = commitment.model_id.clone() else {
-        return reject("verification of an unparsed commitment");
+    // Only a commitment that parsed is ever unverified, so `model_id` is there whenever the
+    // status allows a verification.
+    let (CommitmentStatus::Unverified, Some(model_id)) =
+        (&commitment.status, commitment.model_id.clone())
+    else {
+        return reject(Rejection::VerificationNotPending {
+            hotkey: event.hotkey.clone(),
+            block_commit: event.block_commit,
+            status: commitment.status.clone(),
+        });
     };
     if !model_id.hash_rule.accepts(event.hash_kind) {
-        return reject(format!(
-            "{}'s commitment requires the salted hash, verified with {:?}",
-            event.hotkey, event.hash_kind
-        ));
+        return reject(Rejection::SaltedHashRequired {
+            hotkey: event.hotkey.clone(),
+            hash_kind: event.hash_kind,
+        });
     }
     commitment.status = CommitmentStatus::Verified;
     let block_commit = commitment.block_commit;
     let competition = model_id.competition.clone();
+    let record = state.hotkeys.entry(event.hotkey.clone()).or_default();
     record.model = Some(TrackedModel {
         model_id,
         block_commit,
@@ -316,108 +329,80 @@ fn model_rejected(state: &mut State, event: &ModelRejected) -> Outcome {
             };
             Outcome::Applied
         }
-        Some(commitment) => reject(format!(
-            "rejection of {}'s commitment at block {} which is {:?}",
-            event.hotkey, event.block_commit, commitment.status
-        )),
-        None => reject(format!(
-            "rejection of {}'s commitment at block {}, which is not its current one",
-            event.hotkey, event.block_commit
-        )),
+        Some(commitment) => reject(Rejection::RejectionNotPending {
+            hotkey: event.hotkey.clone(),
+            block_commit: event.block_commit,
+            status: commitment.status.clone(),
+        }),
+        None => reject(Rejection::RejectionStale {
+            hotkey: event.hotkey.clone(),
+            block_commit: event.block_commit,
+        }),
     }
 }
 
 fn step_started(state: &mut State, block: u64, event: &StepStarted) -> Outcome {
     if let Some(open) = &state.step_open {
-        return reject(format!(
-            "step {} started while step {} is open",
-            event.step, open.step
-        ));
+        return reject(Rejection::StepAlreadyOpen {
+            step: event.step,
+            step_open: open.step,
+        });
     }
     if event.step != state.step_next {
-        return reject(format!(
-            "step {} started, expected step {}",
-            event.step, state.step_next
-        ));
+        return reject(Rejection::StepOutOfOrder {
+            step: event.step,
+            step_expected: state.step_next,
+        });
     }
     let Some(metagraph) = state.metagraph.clone() else {
-        return reject("a step cannot start before a metagraph is observed");
+        return reject(Rejection::StepWithoutMetagraph);
     };
-    let active = state.params.schedule_at(block);
+    let count = state.params.schedule_at(block).len();
     let Some(competition) = state.params.competition_for_step(block, event.step) else {
-        return reject(format!("no competition is scheduled at block {block}"));
+        return reject(Rejection::NoCompetitionScheduled { block });
     };
     if competition.id != event.competition {
-        return reject(format!(
-            "step {} is for competition {}, not {}",
-            event.step, competition.id, event.competition
-        ));
+        return reject(Rejection::WrongCompetition {
+            step: event.step,
+            expected: competition.id.clone(),
+            found: event.competition.clone(),
+        });
     }
-    let count = u32::try_from(active.len()).unwrap_or(u32::MAX);
+    let count = u32::try_from(count).unwrap_or(u32::MAX);
     let scale = f64::from(count) * competition.reward_percentage;
     let id = competition.id.clone();
-
-    // Merge the pending uids whose models are old enough (the successor's eval delay; N's is
-    // zero), as N merges `pending_uids_to_eval` at the start of a step.
-    let delay = state.params.eval_delay_blocks;
-    let ready: Vec<u16> = state
-        .competitions
-        .get(&id)
-        .map(|c| {
-            c.pending
-                .iter()
-                .copied()
-                .filter(|uid| {
-                    let model = metagraph
-                        .hotkey(*uid)
-                        .and_then(|h| state.hotkeys.get(h))
-                        .and_then(|r| r.model.as_ref());
-                    model.is_none_or(|m| block.saturating_sub(m.block_commit) >= delay)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let competition_state = state.competitions.entry(id.clone()).or_default();
-    for uid in ready {
-        competition_state.pending.remove(&uid);
-        competition_state.eval_set.insert(uid);
-    }
-    let size = metagraph.size();
-    competition_state
-        .eval_set
-        .retain(|uid| usize::from(*uid) < size);
-    let eval_set = competition_state.eval_set.clone();
+    let eval_set = merge_pending(state, &metagraph, block, &id);
     let participants = plan_participants(state, &metagraph, &id, &eval_set);
     state.step_open = Some(OpenStep {
         step: event.step,
         block_start: block,
         competition: id,
         scale,
-        size,
+        size: metagraph.size(),
         participants,
         batch_size: None,
     });
     Outcome::Applied
 }
 
-fn open_step_for(state: &mut State, step: u64) -> Result<&mut OpenStep, String> {
+fn open_step_for(state: &mut State, step: u64) -> Result<&mut OpenStep, Rejection> {
     match state.step_open.as_mut() {
         Some(open) if open.step == step => Ok(open),
-        Some(open) => Err(format!(
-            "event for step {step} while step {} is open",
-            open.step
-        )),
-        None => Err(format!("event for step {step} but no step is open")),
+        Some(open) => Err(Rejection::OtherStepOpen {
+            step,
+            step_open: open.step,
+        }),
+        None => Err(Rejection::NoStepOpen { step }),
     }
 }
 
 fn batch_fetched(state: &mut State, event: &BatchFetched) -> Outcome {
     let open = match open_step_for(state, event.step) {
         Ok(open) => open,
-        Err(why) => return Outcome::Rejected(why),
+        Err(why) => return reject(why),
     };
     if open.batch_size.is_some() {
-        return reject(format!("a second batch for step {}", event.step));
+        return reject(Rejection::SecondBatch { step: event.step });
     }
     open.batch_size = Some(event.samples.len());
     Outcome::Applied
@@ -426,49 +411,52 @@ fn batch_fetched(state: &mut State, event: &BatchFetched) -> Outcome {
 fn losses_computed(state: &mut State, event: &LossesComputed) -> Outcome {
     let open = match open_step_for(state, event.step) {
         Ok(open) => open,
-        Err(why) => return Outcome::Rejected(why),
+        Err(why) => return reject(why),
     };
     let Some(batch_size) = open.batch_size else {
-        return reject(format!("losses for step {} before its batch", event.step));
+        return reject(Rejection::LossesBeforeBatch { step: event.step });
     };
-    let Some(participant) = open.participants.iter_mut().find(|p| p.uid == event.uid) else {
-        return reject(format!("uid {} is not in step {}", event.uid, event.step));
+    let (uid, step) = (event.uid, event.step);
+    let Some(participant) = open.participants.iter_mut().find(|p| p.uid == uid) else {
+        return reject(Rejection::UidNotInStep { uid, step });
     };
     if participant.hotkey != event.hotkey {
-        return reject(format!(
-            "uid {} is {} in step {}, not {}",
-            event.uid, participant.hotkey, event.step, event.hotkey
-        ));
+        return reject(Rejection::HotkeyMismatch {
+            uid,
+            step,
+            hotkey_expected: participant.hotkey.clone(),
+            hotkey_found: event.hotkey.clone(),
+        });
     }
     match &participant.entry {
         Entry::Model { model_hash, .. } if *model_hash == event.model_hash => {}
         Entry::Model { model_hash, .. } => {
-            return reject(format!(
-                "uid {} evaluates model {model_hash} in step {}, not {}",
-                event.uid, event.step, event.model_hash
-            ));
+            return reject(Rejection::ModelHashMismatch {
+                uid,
+                step,
+                hash_expected: model_hash.clone(),
+                hash_found: event.model_hash.clone(),
+            });
         }
-        Entry::Absent(why) => {
-            return reject(format!(
-                "uid {} has no model in step {}: {why:?}",
-                event.uid, event.step
-            ));
+        Entry::Absent(absence) => {
+            return reject(Rejection::UidHasNoModel {
+                uid,
+                step,
+                absence: absence.clone(),
+            });
         }
     }
     if participant.outcome.is_some() {
-        return reject(format!(
-            "second losses for uid {} in step {}",
-            event.uid, event.step
-        ));
+        return reject(Rejection::SecondLosses { uid, step });
     }
     if let EvalOutcome::Losses(losses) = &event.outcome
         && losses.0.len() != batch_size
     {
-        return reject(format!(
-            "{} losses for uid {} on a batch of {batch_size}",
-            losses.0.len(),
-            event.uid
-        ));
+        return reject(Rejection::LossCount {
+            uid,
+            count: losses.0.len(),
+            batch_size,
+        });
     }
     participant.outcome = Some(event.outcome.clone());
     Outcome::Applied
@@ -476,10 +464,10 @@ fn losses_computed(state: &mut State, event: &LossesComputed) -> Outcome {
 
 fn step_completed(state: &mut State, event: &StepCompleted) -> Outcome {
     if let Err(why) = open_step_for(state, event.step) {
-        return Outcome::Rejected(why);
+        return reject(why);
     }
     let Some(open) = state.step_open.take() else {
-        return reject("no step is open");
+        return reject(Rejection::NoStepOpen { step: event.step });
     };
     let record = complete_step(state, open);
     state.step_next = state.step_next.saturating_add(1);
@@ -490,15 +478,33 @@ fn step_abandoned(state: &mut State, event: &StepAbandoned) -> Outcome {
     match &state.step_open {
         Some(open) if open.step == event.step => state.step_open = None,
         None if event.step == state.step_next => {}
-        _ => {
-            return reject(format!(
-                "abandoning step {} which is not current",
-                event.step
-            ));
-        }
+        _ => return reject(Rejection::AbandonNotCurrent { step: event.step }),
     }
     state.step_next = state.step_next.saturating_add(1);
     Outcome::Applied
+}
+
+/// A failed step leaves `step_next` where it is. N merges the pending uids into the eval set
+/// before it pulls data, so a step that failed before it started (no data) still merges them;
+/// a step that failed once open already did.
+fn step_failed(state: &mut State, block: u64, event: &StepFailed) -> Outcome {
+    match &state.step_open {
+        Some(open) if open.step == event.step => {
+            state.step_open = None;
+            Outcome::Applied
+        }
+        None if event.step == state.step_next => {
+            let scheduled = state
+                .params
+                .competition_for_step(block, event.step)
+                .map(|c| c.id.clone());
+            if let (Some(id), Some(metagraph)) = (scheduled, state.metagraph.clone()) {
+                merge_pending(state, &metagraph, block, &id);
+            }
+            Outcome::Applied
+        }
+        _ => reject(Rejection::FailureNotCurrent { step: event.step }),
+    }
 }
 
 fn weights_submitted(state: &mut State, event: &WeightsSubmitted) -> Outcome {

@@ -86,6 +86,37 @@ pub enum CommitmentInvalid {
     NotEvaluable(String),
 }
 
+/// The commitment a miner sends for `repo` (`NAMESPACE/NAME`) at `commit` with `hash` (and
+/// a competition, or N's 4-field string), checked the way validators will read it: the
+/// 128-byte limit, parsing in `format`, and that it names an evaluable model.
+pub fn commitment_text(
+    repo: &str,
+    commit: &str,
+    hash: &str,
+    competition: Option<&str>,
+    format: ModelIdFormat,
+) -> Result<String, String> {
+    let (namespace, name) = repo
+        .split_once('/')
+        .ok_or_else(|| format!("--repo {repo:?}: use NAMESPACE/NAME"))?;
+    let mut text = format!("{namespace}:{name}:{commit}:{hash}");
+    if let Some(competition) = competition {
+        text.push(':');
+        text.push_str(competition);
+    }
+    if text.len() > MAX_METADATA_BYTES {
+        return Err(format!(
+            "the commitment {text:?} is {} bytes; the chain takes at most {MAX_METADATA_BYTES}",
+            text.len()
+        ));
+    }
+    let model_id = ModelId::parse(&text, format).map_err(|why| format!("{text:?}: {why}"))?;
+    model_id
+        .check_evaluable()
+        .map_err(|why| format!("validators would reject {text:?}: {why}"))?;
+    Ok(text)
+}
+
 impl ModelId {
     /// Parses N's or the successor's compressed string, exactly as they read it.
     ///

@@ -207,13 +207,32 @@ impl MechanismParams {
         let count = u64::try_from(active.len())
             .ok()
             .filter(|count| *count > 0)?;
-        let index = usize::try_from(step % count).ok()?;
+        let index = usize::try_from(step.checked_rem(count)?).ok()?;
         active.get(index)
     }
 
     /// Looks a competition up in the schedule active at `block`.
     pub fn competition_at(&self, block: u64, id: &CompetitionId) -> Option<&Competition> {
         self.schedule_at(block).iter().find(|c| &c.id == id)
+    }
+
+    /// A competition by id, whatever the block: the newest schedule entry that lists it (the
+    /// limits a tool applies when it is told a competition but no block).
+    pub fn competition_by_id(&self, id: &CompetitionId) -> Option<&Competition> {
+        self.schedule
+            .iter()
+            .rev()
+            .flat_map(|entry| &entry.competitions)
+            .find(|c| &c.id == id)
+    }
+
+    /// The newest competition that accepts `architecture` (a transformers class name).
+    pub fn competition_by_architecture(&self, architecture: &str) -> Option<&Competition> {
+        self.schedule
+            .iter()
+            .rev()
+            .flat_map(|entry| &entry.competitions)
+            .find(|c| c.architecture == architecture)
     }
 
     /// Checks the invariants every rule relies on.
@@ -272,7 +291,7 @@ impl MechanismParams {
                 if competition.id.0.is_empty() {
                     return fail("a competition has an empty id".into());
                 }
-                let later = entry.competitions.iter().skip(index + 1);
+                let later = entry.competitions.iter().skip(index.saturating_add(1));
                 if later.into_iter().any(|other| other.id == competition.id) {
                     return fail(format!("competition {} is listed twice", competition.id));
                 }

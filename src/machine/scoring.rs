@@ -93,7 +93,11 @@ pub fn compute_wins(
     let mut wins = vec![0u64; count];
     let mut matches = vec![0u64; count];
     for (i, (a, a_discounted)) in contestants.iter().zip(&discounted).enumerate() {
-        let later = contestants.iter().zip(&discounted).enumerate().skip(i + 1);
+        let later = contestants
+            .iter()
+            .zip(&discounted)
+            .enumerate()
+            .skip(i.saturating_add(1));
         for (j, (b, b_discounted)) in later {
             let (xs, ys): (&[f64], &[f64]) = if block_earlier(a.block_commit, b.block_commit) {
                 (a_discounted, b.losses)
@@ -127,7 +131,7 @@ pub fn compute_wins(
 
 fn add(counts: &mut [u64], index: usize, amount: u64) {
     if let Some(count) = counts.get_mut(index) {
-        *count += amount;
+        *count = count.saturating_add(amount);
     }
 }
 
@@ -161,16 +165,22 @@ fn count_strictly_less(xs: &[f64], ys: &[f64]) -> (u64, u64) {
         let mut y_less = [0u32; LANES];
         for (x, y) in pairs.by_ref().take(CHUNKS_PER_BLOCK) {
             for (((x, y), xl), yl) in x.iter().zip(y).zip(&mut x_less).zip(&mut y_less) {
-                *xl += u32::from(x < y);
-                *yl += u32::from(y < x);
+                // At most 2^31 increments per block: wrapping never happens, and it keeps
+                // the loop a plain vector add.
+                *xl = xl.wrapping_add(u32::from(x < y));
+                *yl = yl.wrapping_add(u32::from(y < x));
             }
         }
-        total_x += x_less.iter().map(|v| u64::from(*v)).sum::<u64>();
-        total_y += y_less.iter().map(|v| u64::from(*v)).sum::<u64>();
+        total_x = x_less
+            .iter()
+            .fold(total_x, |total, v| total.saturating_add(u64::from(*v)));
+        total_y = y_less
+            .iter()
+            .fold(total_y, |total, v| total.saturating_add(u64::from(*v)));
     }
     for (x, y) in x_rest.iter().zip(y_rest) {
-        total_x += u64::from(x < y);
-        total_y += u64::from(y < x);
+        total_x = total_x.saturating_add(u64::from(x < y));
+        total_y = total_y.saturating_add(u64::from(y < x));
     }
     (total_x, total_y)
 }
@@ -201,8 +211,8 @@ pub fn compute_wins_reference(
                         epsilon,
                         block_current,
                     );
-                    wins += u64::from(won);
-                    matches += 1;
+                    wins = wins.saturating_add(u64::from(won));
+                    matches = matches.saturating_add(1);
                 }
             }
             Tally {

@@ -209,6 +209,22 @@ impl State {
         }
     }
 
+    /// `(hotkey, commit)` of every model the state still needs: each hotkey's latest
+    /// commitment and its last verified model. The cache sweep keeps these.
+    pub fn referenced_models(&self) -> BTreeSet<(String, String)> {
+        let mut referenced = BTreeSet::new();
+        for (hotkey, record) in &self.hotkeys {
+            let latest = record.commitment.as_ref().and_then(|c| c.model_id.as_ref());
+            let tracked = record.model.as_ref().map(|m| &m.model_id);
+            for model in latest.into_iter().chain(tracked) {
+                if let Some(commit) = &model.commit {
+                    referenced.insert((hotkey.clone(), commit.clone()));
+                }
+            }
+        }
+        referenced
+    }
+
     /// Commitments that await download and verification, by hotkey, for the runner: evaluable,
     /// unverified, in a competition active at `block`, and not older than the minimum commit
     /// block (unless the hotkey's uid is already in that competition's eval set, as N syncs

@@ -82,6 +82,45 @@ pub fn plan_participants(
     participants
 }
 
+/// Merges the competition's pending uids whose models are old enough (the successor's eval
+/// delay; N's is zero) into its eval set, as N merges `pending_uids_to_eval` at the start of a
+/// step, drops uids past the metagraph's end, and returns the eval set.
+pub fn merge_pending(
+    state: &mut State,
+    metagraph: &Metagraph,
+    block: u64,
+    competition: &CompetitionId,
+) -> BTreeSet<u16> {
+    let delay = state.params.eval_delay_blocks;
+    let ready: Vec<u16> = state
+        .competitions
+        .get(competition)
+        .map(|c| {
+            c.pending
+                .iter()
+                .copied()
+                .filter(|uid| {
+                    let model = metagraph
+                        .hotkey(*uid)
+                        .and_then(|h| state.hotkeys.get(h))
+                        .and_then(|r| r.model.as_ref());
+                    model.is_none_or(|m| block.saturating_sub(m.block_commit) >= delay)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let competition_state = state.competitions.entry(competition.clone()).or_default();
+    for uid in ready {
+        competition_state.pending.remove(&uid);
+        competition_state.eval_set.insert(uid);
+    }
+    let size = metagraph.size();
+    competition_state
+        .eval_set
+        .retain(|uid| usize::from(*uid) < size);
+    competition_state.eval_set.clone()
+}
+
 /// Scores a finished step and updates the weights, trackers and eval set, returning what was
 /// computed. The step's parameters are those in force now (a `ParamsChanged` inside a step
 /// applies to its scoring).
@@ -139,62 +178,9 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
         }
         WeightsMode::WinnerTakesAll {
             min_weight_threshold,
-        } => {
-            let new = step_weights_winners(&uids, &win_rate, open.size);
-            let tracker = &mut state
-                .competitions
-                .entry(competition.clone())
-                .or_default()
-                .tracker;
-            record_tracker(tracker, new, params.alpha);
-            let active = params.schedule_at(open.block_start);
-            for (id, competition_state) in &mut state.competitions {
-                if !active.iter().any(|c| &c.id == id) {
-                    competition_state.tracker = None;
-                }
-            }
-            // Take the active trackers out in schedule order, combine them, and put them back
-            // (the combination renormalises them in place, as the successor does).
-            let mut taken: Vec<(CompetitionId, Vec<f64>, f64)> = active
-                .iter()
-                .filter_map(|c| {
-                    let tracker = state.competitions.get_mut(&c.id)?.tracker.take()?;
-                    Some((c.id.clone(), tracker, c.reward_percentage))
-                })
-                .collect();
-            let mut trackers: Vec<(&mut Vec<f64>, f64)> = taken
-                .iter_mut()
-                .map(|(_, tracker, share)| (tracker, *share))
-                .collect();
-            state.weights = subnet_weights(&mut trackers, open.size, min_weight_threshold);
-            for (id, tracker, _) in taken {
-                state.competitions.entry(id).or_default().tracker = Some(tracker);
-            }
-            let tracker = state
-                .competitions
-                .get(&competition)
-                .and_then(|c| c.tracker.clone())
-                .unwrap_or_default();
-            uids.iter()
-                .zip(&win_rate)
-                .map(|(uid, rate)| {
-                    let weight = tracker.get(usize::from(*uid)).copied().unwrap_or(0.0);
-                    if weight >= TRACKER_PRIORITY_MIN {
-                        1.0 + weight
-                    } else {
-                        *rate
-                    }
-                })
-                .collect()
-        }
+        } => winner_takes_all_update(state, &open, &uids, &win_rate, min_weight_threshold),
     };
-
-    // N: `set(sorted(win_rate, key=win_rate.get, reverse=True)[:sample_min])`. Python's sort
-    // is stable with `reverse=True`, so equal keys keep participant (ascending uid) order.
-    let mut ranked: Vec<(u16, f64)> = uids.iter().copied().zip(eval_priority).collect();
-    ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal));
-    let keep = usize::try_from(params.sample_min).unwrap_or(usize::MAX);
-    let eval_next: BTreeSet<u16> = ranked.iter().take(keep).map(|(uid, _)| *uid).collect();
+    let eval_next = keep_eval_set(&uids, eval_priority, params.sample_min);
     state
         .competitions
         .entry(competition.clone())
@@ -211,4 +197,73 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
         weights: state.weights.clone(),
         eval_next: eval_next.into_iter().collect(),
     }
+}
+
+/// N: `set(sorted(win_rate, key=win_rate.get, reverse=True)[:sample_min])`. Python's sort is
+/// stable with `reverse=True`, so equal keys keep participant (ascending uid) order.
+fn keep_eval_set(uids: &[u16], priority: Vec<f64>, sample_min: u32) -> BTreeSet<u16> {
+    let mut ranked: Vec<(u16, f64)> = uids.iter().copied().zip(priority).collect();
+    ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal));
+    let keep = usize::try_from(sample_min).unwrap_or(usize::MAX);
+    ranked.iter().take(keep).map(|(uid, _)| *uid).collect()
+}
+
+/// The successor's update: the step's winners into the competition's tracker, every active
+/// tracker combined into the subnet's weights. Returns each participant's eval-set priority
+/// (`1 + tracker weight` where that weight counts, else its win rate).
+fn winner_takes_all_update(
+    state: &mut State,
+    open: &OpenStep,
+    uids: &[u16],
+    win_rate: &[f64],
+    min_weight_threshold: f64,
+) -> Vec<f64> {
+    let params = state.params.clone();
+    let competition = &open.competition;
+    let new = step_weights_winners(uids, win_rate, open.size);
+    let tracker = &mut state
+        .competitions
+        .entry(competition.clone())
+        .or_default()
+        .tracker;
+    record_tracker(tracker, new, params.alpha);
+    let active = params.schedule_at(open.block_start);
+    for (id, competition_state) in &mut state.competitions {
+        if !active.iter().any(|c| &c.id == id) {
+            competition_state.tracker = None;
+        }
+    }
+    // Take the active trackers out in schedule order, combine them, and put them back (the
+    // combination renormalises them in place, as the successor does).
+    let mut taken: Vec<(CompetitionId, Vec<f64>, f64)> = active
+        .iter()
+        .filter_map(|c| {
+            let tracker = state.competitions.get_mut(&c.id)?.tracker.take()?;
+            Some((c.id.clone(), tracker, c.reward_percentage))
+        })
+        .collect();
+    let mut trackers: Vec<(&mut Vec<f64>, f64)> = taken
+        .iter_mut()
+        .map(|(_, tracker, share)| (tracker, *share))
+        .collect();
+    state.weights = subnet_weights(&mut trackers, open.size, min_weight_threshold);
+    for (id, tracker, _) in taken {
+        state.competitions.entry(id).or_default().tracker = Some(tracker);
+    }
+    let tracker = state
+        .competitions
+        .get(competition)
+        .and_then(|c| c.tracker.clone())
+        .unwrap_or_default();
+    uids.iter()
+        .zip(win_rate)
+        .map(|(uid, rate)| {
+            let weight = tracker.get(usize::from(*uid)).copied().unwrap_or(0.0);
+            if weight >= TRACKER_PRIORITY_MIN {
+                1.0 + weight
+            } else {
+                *rate
+            }
+        })
+        .collect()
 }

@@ -238,9 +238,10 @@ impl Samples {
     pub fn get(&self, index: usize) -> Option<SampleRef<'_>> {
         let start = match index.checked_mul(3)? {
             0 => 0,
-            at => usize::try_from(*self.ends.get(at - 1)?).ok()?,
+            at => usize::try_from(*self.ends.get(at.checked_sub(1)?)?).ok()?,
         };
-        let bounds = self.ends.get(index * 3..index * 3 + 3)?;
+        let first = index.checked_mul(3)?;
+        let bounds = self.ends.get(first..first.checked_add(3)?)?;
         let mut parts = [""; 3];
         let mut from = start;
         for (part, end) in parts.iter_mut().zip(bounds) {
@@ -429,7 +430,7 @@ fn serde_bytes_vec<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>
 /// Lower-case hex of `bytes`.
 pub fn hex_encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
+    let mut text = String::with_capacity(bytes.len().saturating_mul(2));
     for byte in bytes {
         for nibble in [byte >> 4, byte & 0x0f] {
             text.push(char::from(

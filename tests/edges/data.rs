@@ -4,7 +4,7 @@
 
 #![cfg(feature = "data")]
 
-mod olah;
+use super::olah;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,7 +42,7 @@ fn request(seed: Seed, max_samples: usize) -> BatchRequest {
 }
 
 fn json_of(outcome: &BatchOutcome) -> String {
-    validator::data_cli::render(outcome, true)
+    format!("{}\n", outcome.to_json())
 }
 
 fn prompts(outcome: &BatchOutcome) -> Vec<String> {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use validator::jsonl::{self, Item};
-use validator::machine::event::{EvalOutcome, RejectionCode, StepAbandoned};
+use validator::machine::event::{EvalOutcome, RejectionCode, StepFailed};
 use validator::machine::model_id::HashKind;
 use validator::machine::params::{EpsilonRule, ScheduleEntry, WeightsMode};
 use validator::machine::wire::LossVec;
@@ -295,16 +295,28 @@ fn consensus_start() -> Scenario {
             (4, &[1.875, 1.875, 1.875]),
         ]),
     );
-    s.start_step(block + 20);
+    // Step 1 fails twice, once before it could start (no data) and once after (no evaluation
+    // device), and is then run: the round-robin does not advance past a failed step, as in N
+    // when `run_step` raises.
     s.push(
-        block + 40,
-        Event::StepAbandoned(StepAbandoned {
+        block + 20,
+        Event::StepFailed(StepFailed {
             step: 1,
-            reason: "step timed out after 1200 s".into(),
+            reason: "the data source is unavailable: wandb timed out".into(),
         }),
     );
+    s.start_step(block + 30);
+    s.push(
+        block + 40,
+        Event::StepFailed(StepFailed {
+            step: 1,
+            reason: "the evaluation device cannot be opened".into(),
+        }),
+    );
+    // The same competition (s1) runs next, then the round-robin goes on to l3.
+    s.run_step(block + 50, 3, table(&[(2, &[2.25, 2.0, 1.75])]));
     s.run_step(
-        block + 50,
+        block + 60,
         3,
         table(&[
             (0, &[2.0, 2.0, 2.0]),
@@ -312,7 +324,7 @@ fn consensus_start() -> Scenario {
             (4, &[2.5, 2.5, 2.5]),
         ]),
     );
-    s.submit_weights(block + 55);
+    s.submit_weights(block + 65);
     s
 }
 
@@ -418,7 +430,7 @@ fn goldens_cover_what_the_issue_lists() {
     assert!(competitions.contains("l3") && competitions.contains("s1"));
     assert!(events().any(|e| matches!(e, Event::ParamsChanged(_))));
     assert!(events().any(|e| matches!(e, Event::ConsensusSeeded(_))));
-    assert!(events().any(|e| matches!(e, Event::StepAbandoned(_))));
+    assert!(events().any(|e| matches!(e, Event::StepFailed(_))));
     assert!(events().any(|e| matches!(e, Event::ModelRejected(_))));
     let all_inf = events().any(|e| match e {
         Event::LossesComputed(l) => match &l.outcome {

@@ -5,8 +5,7 @@
 
 #![cfg(feature = "chain")]
 
-#[path = "chain/harness.rs"]
-mod harness;
+use super::harness;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -585,7 +584,7 @@ async fn the_cli_commits_and_shows_the_commitment_with_its_block() {
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["uids"], serde_json::json!([uid_miner]));
     assert_eq!(report["weights"], serde_json::json!([65535]));
-    let state = validator::model_cli::journal_state(&db).unwrap();
+    let state = validator::recorder::fold_existing(&db).unwrap();
     assert_eq!(state.block_weights_included, report["block"].as_u64());
 
     // A world-readable key file is refused with a message, and nothing is sent.

@@ -75,10 +75,39 @@ fn the_machine_keeps_its_lint_block() {
         "clippy::expect_used",
         "clippy::panic",
         "clippy::indexing_slicing",
+        "clippy::arithmetic_side_effects",
+        "clippy::let_underscore_must_use",
+        "clippy::disallowed_methods",
     ] {
         assert!(
             text.contains(lint),
             "src/machine/mod.rs no longer denies {lint}"
         );
     }
+}
+
+#[test]
+fn only_the_command_line_knows_clap() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let allowed = [root.join("src/cli"), root.join("src/main.rs")];
+    let mut violations = Vec::new();
+    for file in &files {
+        if allowed.iter().any(|a| file.starts_with(a)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("clap") {
+                violations.push(format!("{}:{}", file.display(), number + 1));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "clap is named outside src/cli/ and src/main.rs:\n{}",
+        violations.join("\n")
+    );
 }

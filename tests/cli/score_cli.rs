@@ -1,29 +1,10 @@
 //! `validator score` as a process: JSON in, JSON out, exit 2 on invalid input.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 fn score(input: &str, args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_validator"))
-        .arg("score")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code().unwrap(),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+    let mut all = vec!["score"];
+    all.extend_from_slice(args);
+    let ran = super::validator(&all, input, &[]);
+    (ran.code, ran.stdout, ran.stderr)
 }
 
 const EXAMPLE: &str = r#"{"epsilon": 0.01, "temperature": 0.08, "alpha": 0.9,

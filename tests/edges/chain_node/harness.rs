@@ -1,5 +1,5 @@
 //! A real subtensor runtime for the chain tests: chopsticks 1.5.1 (pinned by
-//! `tests/chain/package.json` and its lockfile, installed with `npm ci --ignore-scripts` under
+//! `tests/edges/chain_node/package.json` and its lockfile, installed with `npm ci --ignore-scripts` under
 //! the target directory) running `../shared/chain/raonet.json` (checksum checked) on a free
 //! port, with Alice as sudo and rich, stopped by pid.
 
@@ -55,7 +55,7 @@ fn chopsticks() -> Option<PathBuf> {
     BIN.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chopsticks-1.5.1");
         let bin = dir.join("node_modules/.bin/chopsticks");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chain");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/edges/chain_node");
         let lock = std::fs::read(source.join("package-lock.json")).unwrap();
         let stamp = dir.join("installed-lock");
         if bin.is_file() && std::fs::read(&stamp).is_ok_and(|installed| installed == lock) {

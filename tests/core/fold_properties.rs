@@ -1,6 +1,6 @@
 //! Property tests of scoring, weights and the fold.
 
-mod support;
+use super::support;
 
 use proptest::prelude::*;
 use validator::codec;

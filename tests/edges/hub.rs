@@ -4,7 +4,7 @@
 
 #![cfg(feature = "hub")]
 
-mod olah;
+use super::olah;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

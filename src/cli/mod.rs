@@ -1,0 +1,151 @@
+//! The `validator` command line: the only place clap appears (a tidy test keeps it so).
+//!
+//! One file per command turns its flags into the library's requests, calls the library and
+//! prints. Every failure becomes a [`Failure`], mapped to an exit status in one place:
+//! 0 success, 1 failure (the machine, the network, the chain), 2 invalid input, 3 the journal
+//! is missing, locked or corrupt.
+
+pub mod chain;
+pub mod data;
+pub mod eval;
+pub mod journal;
+pub mod model;
+pub mod score;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use validator::journal::JournalError;
+
+/// A reproducible validator for a Bittensor fine-tuning subnet.
+#[derive(Debug, Parser)]
+#[command(name = "validator", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Score one step: JSON in (win rates from losses and commit blocks), JSON out.
+    Score(score::ScoreArgs),
+    /// Journal tools.
+    Journal {
+        #[command(subcommand)]
+        command: journal::JournalCommand,
+    },
+    /// Evaluate a model directory on a JSON Lines file of prompt/response pairs (the miner's
+    /// local check): each sample's loss, and the mean.
+    Eval(eval::EvalArgs),
+    /// Model tools: N's directory hash; fetching and verifying a committed model; the cache.
+    Model {
+        #[command(subcommand)]
+        command: model::ModelCommand,
+    },
+    /// Evaluation data tools.
+    Data {
+        #[command(subcommand)]
+        command: data::DataCommand,
+    },
+    /// Chain tools: the metagraph and its commitments, a miner's commit, manual weights.
+    Chain {
+        #[command(subcommand)]
+        command: chain::ChainCommand,
+    },
+    /// Renders chat templates for `eval` in an isolated child process (internal).
+    #[command(name = "__render-chat-template", hide = true)]
+    RenderChatTemplate,
+}
+
+/// Why a command failed, by who must act.
+#[derive(Debug)]
+pub enum Failure {
+    /// The input is wrong (exit 2): fix the command, the file, the model.
+    Invalid(anyhow::Error),
+    /// Something outside the input failed (exit 1): the machine, the network, the chain.
+    Failed(anyhow::Error),
+    /// The journal is missing, locked, not a journal, or corrupt (exit 3).
+    Journal(anyhow::Error),
+}
+
+impl Failure {
+    /// The input is wrong.
+    pub fn invalid(error: impl Into<anyhow::Error>) -> Self {
+        Failure::Invalid(error.into())
+    }
+
+    /// Something other than the input failed.
+    pub fn failed(error: impl Into<anyhow::Error>) -> Self {
+        Failure::Failed(error.into())
+    }
+
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Failed(_) => 1,
+            Failure::Invalid(_) => 2,
+            Failure::Journal(_) => 3,
+        }
+    }
+
+    fn error(&self) -> &anyhow::Error {
+        match self {
+            Failure::Invalid(error) | Failure::Failed(error) | Failure::Journal(error) => error,
+        }
+    }
+}
+
+impl From<JournalError> for Failure {
+    fn from(error: JournalError) -> Self {
+        match error {
+            JournalError::Locked { .. }
+            | JournalError::Missing { .. }
+            | JournalError::NotAJournal { .. }
+            | JournalError::Corrupt { .. } => Failure::Journal(error.into()),
+            JournalError::OutOfOrder { .. } | JournalError::Storage { .. } => {
+                Failure::Failed(error.into())
+            }
+        }
+    }
+}
+
+/// The result of a command.
+pub type Outcome = Result<(), Failure>;
+
+/// Runs the parsed command and maps its result to an exit status.
+pub fn dispatch(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Score(args) => score::run(&args),
+        Command::Journal { command } => journal::run(command),
+        Command::Eval(args) => eval::run(&args),
+        Command::Model { command } => model::run(command),
+        Command::Data { command } => data::run(command),
+        Command::Chain { command } => chain::run(command),
+        Command::RenderChatTemplate => {
+            validator::eval::template::serve_render_request().map_err(Failure::failed)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("validator: {:#}", failure.error());
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+/// The async runtime every networked command runs on (two workers: the chain, the hub and the
+/// data sources are I/O-bound).
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(anyhow::anyhow!("cannot start the async runtime: {e}")))
+}
+
+/// Prints `value` as pretty JSON.
+pub fn print_json_pretty(value: &impl serde::Serialize) -> Outcome {
+    let text = serde_json::to_string_pretty(value).map_err(Failure::failed)?;
+    println!("{text}");
+    Ok(())
+}

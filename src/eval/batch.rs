@@ -1,0 +1,149 @@
+//! A model on a batch: tokenise the samples with N's rules, build the model's session once and
+//! score every sample, one outcome per sample. `validator eval` and the runner's evaluation
+//! worker both come through here.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::tokenize::{Prepared, TokenizerFiles};
+use super::{EvalError, EvalOptions, Evaluator, ModelDir, SampleResult};
+
+/// Tokenises `(prompt, response)` pairs with the tokenizer files in `dir`.
+pub fn tokenize_pairs(
+    dir: &Path,
+    pairs: &[(String, String)],
+    options: &EvalOptions,
+) -> Result<Vec<Prepared>, EvalError> {
+    let tokenizer = TokenizerFiles::load(dir)?;
+    tokenizer.prepare(pairs, options.max_seq_len, options.date, &options.isolation)
+}
+
+/// What evaluating one model on a batch gave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEvaluation {
+    /// One result per sample, in batch order.
+    pub results: Vec<SampleResult>,
+    /// Seconds spent exporting the graph and building the session.
+    pub session_seconds: f64,
+    /// Seconds spent scoring the samples.
+    pub evaluate_seconds: f64,
+}
+
+impl ModelEvaluation {
+    /// Tokens seen over the batch.
+    pub fn tokens(&self) -> usize {
+        self.results.iter().map(|r| r.tokens).sum()
+    }
+
+    /// N's mean loss: any infinite sample makes it infinite; no samples, +infinity.
+    #[allow(clippy::cast_precision_loss)] // a sample count far below 2^52
+    pub fn loss_mean(&self) -> f64 {
+        if self.results.is_empty() {
+            return f64::INFINITY;
+        }
+        self.results.iter().map(|r| r.loss).sum::<f64>() / self.results.len() as f64
+    }
+}
+
+/// Builds `model`'s session and scores every prepared sample, calling `on_sample` after each
+/// (for progress). A sample that fails scores +infinity; only a session that cannot be built
+/// fails the whole evaluation.
+pub fn evaluate_prepared(
+    model: &ModelDir,
+    prepared: &[Prepared],
+    options: &EvalOptions,
+    mut on_sample: impl FnMut(&SampleResult),
+) -> Result<ModelEvaluation, EvalError> {
+    let session_started = Instant::now();
+    let mut evaluator = Evaluator::new(model, options)?;
+    let session_seconds = session_started.elapsed().as_secs_f64();
+    let evaluate_started = Instant::now();
+    let results = prepared
+        .iter()
+        .map(|sample| {
+            let result = evaluator.score(sample);
+            on_sample(&result);
+            result
+        })
+        .collect();
+    Ok(ModelEvaluation {
+        results,
+        session_seconds,
+        evaluate_seconds: evaluate_started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A model that passed a competition's checks.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelChecked {
+    /// Parameters, as `model.parameters()` counts them.
+    pub parameters: u64,
+    /// The norm check's sentence.
+    pub norm_summary: String,
+}
+
+/// Why a model failed a competition's checks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CheckFailed {
+    /// The class of refusal.
+    pub code: crate::machine::event::RejectionCode,
+    /// A sentence for operators and miners.
+    pub detail: String,
+}
+
+/// N's checks of a downloaded model against its competition (`verify_model_satisfies_parameters`
+/// and loading it as the competition's class): the architecture, the parameter count and the
+/// weight norms, from `config.json` and the safetensors alone. `Ok(Err(_))` is a verdict on the
+/// model; `Err` means the files could not be read here.
+pub fn check_model(
+    dir: &Path,
+    competition: &crate::machine::params::Competition,
+) -> Result<Result<ModelChecked, CheckFailed>, EvalError> {
+    use crate::machine::event::RejectionCode;
+    let refuse = |code, detail: String| Ok(Err(CheckFailed { code, detail }));
+    let model = match ModelDir::open(dir) {
+        Ok(model) => model,
+        Err(error) => {
+            return match error.fault() {
+                super::Fault::Model(code) => refuse(code, error.to_string()),
+                super::Fault::Input | super::Fault::Machine => Err(error),
+            };
+        }
+    };
+    let architecture = model.config.architecture.name();
+    if architecture != competition.architecture {
+        return refuse(
+            RejectionCode::UnsupportedArchitecture,
+            format!(
+                "competition {} takes {}, not {architecture}",
+                competition.id, competition.architecture
+            ),
+        );
+    }
+    let parameters = model.parameter_count();
+    if parameters > competition.max_parameters {
+        return refuse(
+            RejectionCode::TooManyParameters,
+            format!(
+                "{parameters} parameters, over competition {}'s limit of {}",
+                competition.id, competition.max_parameters
+            ),
+        );
+    }
+    let norm = match model.norm_check() {
+        Ok(norm) => norm,
+        Err(error) => {
+            return match error.fault() {
+                super::Fault::Model(code) => refuse(code, error.to_string()),
+                super::Fault::Input | super::Fault::Machine => Err(error),
+            };
+        }
+    };
+    if !norm.passed {
+        return refuse(RejectionCode::NormCheck, norm.summary());
+    }
+    Ok(Ok(ModelChecked {
+        parameters,
+        norm_summary: norm.summary(),
+    }))
+}

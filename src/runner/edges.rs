@@ -1,0 +1,335 @@
+//! The edges the runner is generic over: the chain, the model store, the evaluator (and the
+//! data edge's [`DataSource`](crate::data::DataSource)). Each answers in one shape:
+//!
+//! - `Ok(Verdict::Accepted(value))`: go on with `value`;
+//! - `Ok(Verdict::Rejected(refusal))`: a verdict on the input, for good (until it changes),
+//!   with a typed reason the journal records;
+//! - `Err(EdgeError)`: we could not decide, and the error says whether trying again later can
+//!   help ([`EdgeError::Unavailable`]) or the operator must act first ([`EdgeError::Operator`]).
+//!
+//! Real implementations wrap [`Chain`], [`Hub`] and the evaluation code; in-memory fakes for
+//! tests live in `crate::testing` (feature `testing`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::chain::weights::ChainWeights;
+use crate::chain::{Chain, ChainError};
+use crate::eval::batch::{ModelChecked, check_model, evaluate_prepared, tokenize_pairs};
+use crate::eval::tokenize::Prepared;
+use crate::eval::{EvalError, EvalOptions, Fault, ModelDir};
+use crate::hub::{Fetched, Hub, HubError};
+use crate::machine::Event;
+use crate::machine::event::{EvalOutcome, RejectionCode};
+use crate::machine::model_id::{HashKind, ModelId};
+use crate::machine::params::Competition;
+use crate::machine::wire::LossVec;
+
+/// An edge's verdict on an input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict<T, R = Refusal> {
+    /// Accepted: go on with this.
+    Accepted(T),
+    /// Refused for good, with the reason to record.
+    Rejected(R),
+}
+
+/// An edge's answer: a verdict, or "could not decide".
+pub type Answer<T, R = Refusal> = Result<Verdict<T, R>, EdgeError>;
+
+/// Why a model was refused: what a `ModelRejected` records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The class of refusal.
+    pub code: RejectionCode,
+    /// A sentence for operators and miners.
+    pub detail: String,
+}
+
+impl Refusal {
+    /// A refusal of class `code`.
+    pub fn new(code: RejectionCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// We could not decide.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EdgeError {
+    /// Try again later: the network, a timeout, a busy or restarting server.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The operator must act before a retry can succeed: no evaluation device, a full disk, an
+    /// unusable configuration. Nobody's model is at fault.
+    #[error("{0}")]
+    Operator(String),
+}
+
+impl EdgeError {
+    /// Whether waiting alone can help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, EdgeError::Unavailable(_))
+    }
+}
+
+/// What the chain shows at a block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// The block read.
+    pub block: u64,
+    /// Its hash, when the chain has one (a recorded chain does not): the data seed.
+    pub block_hash: Option<String>,
+    /// The metagraph, then every commitment, as journal events.
+    pub events: Vec<Event>,
+}
+
+/// The chain's answer to a weight submission that was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainRefusal {
+    /// The runtime error's name, with detail when the chain gave some.
+    pub reason: String,
+}
+
+/// The chain: its head, what it shows at a block, and weight submissions.
+pub trait ChainEdge: Send + Sync {
+    /// The head block. A recorded chain has no clock: its head is a function of the
+    /// validator's progress, `steps_begun` (the journal's next step number).
+    fn head(&self, steps_begun: u64) -> impl Future<Output = Result<u64, EdgeError>> + Send;
+
+    /// The metagraph and every commitment at `block`.
+    fn observe(&self, block: u64) -> impl Future<Output = Result<Observation, EdgeError>> + Send;
+
+    /// Sends weights by whatever rule the subnet has; `Accepted` carries the including block.
+    fn submit_weights(
+        &self,
+        weights: &ChainWeights,
+    ) -> impl Future<Output = Result<Verdict<u64, ChainRefusal>, EdgeError>> + Send;
+}
+
+/// A model the store holds, verified against its commitment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredModel {
+    /// Its directory (exactly the hashed files).
+    pub dir: PathBuf,
+    /// Which hash matched.
+    pub hash_kind: HashKind,
+    /// Bytes this fetch downloaded (0 when it was cached).
+    pub bytes_downloaded: u64,
+}
+
+/// Where committed models come from: fetched, verified against the committed hash and kept.
+pub trait ModelStore: Send + Sync {
+    /// Fetches `hotkey`'s committed `model` and verifies its hash, refusing a repository over
+    /// `repo_bytes_max` before fetching anything.
+    fn fetch(
+        &self,
+        hotkey: &str,
+        model: &ModelId,
+        repo_bytes_max: u64,
+    ) -> impl Future<Output = Result<Verdict<StoredModel>, EdgeError>> + Send;
+
+    /// Where `hotkey`'s `model` is kept once fetched.
+    fn dir_of(&self, hotkey: &str, model: &ModelId) -> PathBuf;
+}
+
+/// A batch tokenised for the models of a step.
+pub type TokenizedBatch = Arc<[Prepared]>;
+
+/// Checks and evaluates models. Everything that reads a miner's files goes through here.
+pub trait ModelEvaluator: Send + Sync {
+    /// N's checks of a fetched model against its competition.
+    fn check(
+        &self,
+        dir: &Path,
+        competition: &Competition,
+    ) -> impl Future<Output = Result<Verdict<ModelChecked>, EdgeError>> + Send;
+
+    /// Tokenises `pairs` with the tokenizer files in `dir` (N's rules). `Rejected` when the
+    /// files are unusable: every model tokenised with them fails.
+    fn tokenize(
+        &self,
+        dir: &Path,
+        pairs: Arc<[(String, String)]>,
+    ) -> impl Future<Output = Result<Verdict<TokenizedBatch>, EdgeError>> + Send;
+
+    /// Evaluates the model in `dir` on `batch`: one loss per sample, or why it could not be
+    /// evaluated at all (`EvalOutcome::Failed`, N's empty loss list).
+    fn evaluate(
+        &self,
+        dir: &Path,
+        batch: TokenizedBatch,
+    ) -> impl Future<Output = Result<EvalOutcome, EdgeError>> + Send;
+}
+
+fn hub_error(error: HubError) -> EdgeError {
+    match error {
+        HubError::Unavailable(_) => EdgeError::Unavailable(error.to_string()),
+        HubError::Io { .. } | HubError::Config(_) | HubError::DiskFull { .. } => {
+            EdgeError::Operator(error.to_string())
+        }
+    }
+}
+
+impl ModelStore for Hub {
+    async fn fetch(
+        &self,
+        hotkey: &str,
+        model: &ModelId,
+        repo_bytes_max: u64,
+    ) -> Result<Verdict<StoredModel>, EdgeError> {
+        match Hub::fetch(self, hotkey, model, repo_bytes_max).await {
+            Ok(Fetched::Verified(verified)) => Ok(Verdict::Accepted(StoredModel {
+                dir: verified.dir,
+                hash_kind: verified.hash_kind,
+                bytes_downloaded: verified.bytes_downloaded,
+            })),
+            Ok(Fetched::Rejected { code, detail }) => {
+                Ok(Verdict::Rejected(Refusal { code, detail }))
+            }
+            Err(error) => Err(hub_error(error)),
+        }
+    }
+
+    fn dir_of(&self, hotkey: &str, model: &ModelId) -> PathBuf {
+        self.snapshot_dir(hotkey, model)
+    }
+}
+
+/// A live subtensor node, for one subnet and (to set weights) one hotkey.
+#[derive(Debug, Clone)]
+pub struct LiveChain {
+    /// The connection.
+    pub chain: Chain,
+    /// The subnet.
+    pub netuid: u16,
+    /// The validator's hotkey, when it sets weights.
+    pub hotkey: Option<Arc<crate::chain::wallet::Hotkey>>,
+}
+
+fn chain_error(error: ChainError) -> EdgeError {
+    match error {
+        ChainError::Unavailable(_) | ChainError::Refused { .. } => {
+            EdgeError::Unavailable(error.to_string())
+        }
+        ChainError::Invalid(_) | ChainError::Decode(_) => EdgeError::Operator(error.to_string()),
+    }
+}
+
+impl ChainEdge for LiveChain {
+    async fn head(&self, _steps_begun: u64) -> Result<u64, EdgeError> {
+        self.chain.block_number().await.map_err(chain_error)
+    }
+
+    async fn observe(&self, block: u64) -> Result<Observation, EdgeError> {
+        let (block, events) = self
+            .chain
+            .observe(self.netuid, Some(block))
+            .await
+            .map_err(chain_error)?;
+        let block_hash = self.chain.block_hash(block).await.map_err(chain_error)?;
+        Ok(Observation {
+            block,
+            block_hash: Some(block_hash),
+            events,
+        })
+    }
+
+    async fn submit_weights(
+        &self,
+        weights: &ChainWeights,
+    ) -> Result<Verdict<u64, ChainRefusal>, EdgeError> {
+        let Some(hotkey) = &self.hotkey else {
+            return Err(EdgeError::Operator(
+                "no hotkey is loaded to sign weights with".into(),
+            ));
+        };
+        let (_, result) = self
+            .chain
+            .submit_weights(&hotkey.keypair, self.netuid, weights)
+            .await
+            .map_err(chain_error)?;
+        match result {
+            Ok(block) => Ok(Verdict::Accepted(block)),
+            Err(ChainError::Refused { name, detail }) => Ok(Verdict::Rejected(ChainRefusal {
+                reason: if detail.is_empty() {
+                    name
+                } else {
+                    format!("{name}: {detail}")
+                },
+            })),
+            Err(other) => Err(chain_error(other)),
+        }
+    }
+}
+
+/// Sorts an evaluation error: the model's fault is a verdict, the rest is ours.
+fn eval_verdict<T>(result: Result<T, EvalError>) -> Result<Verdict<T>, EdgeError> {
+    match result {
+        Ok(value) => Ok(Verdict::Accepted(value)),
+        Err(error) => match error.fault() {
+            Fault::Model(code) => Ok(Verdict::Rejected(Refusal::new(code, error.to_string()))),
+            Fault::Input => Err(EdgeError::Unavailable(error.to_string())),
+            Fault::Machine => Err(EdgeError::Operator(error.to_string())),
+        },
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, EdgeError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| EdgeError::Operator(format!("an evaluation thread died: {e}")))
+}
+
+/// Evaluation in this process: for trusted models and tests. The runner uses the evaluation
+/// worker, which runs the same code in a bounded child process.
+#[derive(Debug, Clone)]
+pub struct InProcessEvaluator {
+    /// Device, truncation, threads, template isolation, template date.
+    pub options: EvalOptions,
+}
+
+impl ModelEvaluator for InProcessEvaluator {
+    async fn check(
+        &self,
+        dir: &Path,
+        competition: &Competition,
+    ) -> Result<Verdict<ModelChecked>, EdgeError> {
+        let (dir, competition) = (dir.to_owned(), competition.clone());
+        let checked = blocking(move || check_model(&dir, &competition)).await?;
+        match checked {
+            Ok(Ok(checked)) => Ok(Verdict::Accepted(checked)),
+            Ok(Err(failed)) => Ok(Verdict::Rejected(Refusal::new(failed.code, failed.detail))),
+            Err(error) => eval_verdict(Err(error)),
+        }
+    }
+
+    async fn tokenize(
+        &self,
+        dir: &Path,
+        pairs: Arc<[(String, String)]>,
+    ) -> Result<Verdict<TokenizedBatch>, EdgeError> {
+        let (dir, options) = (dir.to_owned(), self.options.clone());
+        let prepared = blocking(move || tokenize_pairs(&dir, &pairs, &options)).await?;
+        eval_verdict(prepared.map(TokenizedBatch::from))
+    }
+
+    async fn evaluate(&self, dir: &Path, batch: TokenizedBatch) -> Result<EvalOutcome, EdgeError> {
+        let (dir, options) = (dir.to_owned(), self.options.clone());
+        let evaluated = blocking(move || {
+            let model = ModelDir::open(&dir)?;
+            evaluate_prepared(&model, &batch, &options, |_| {})
+        })
+        .await?;
+        match eval_verdict(evaluated)? {
+            Verdict::Accepted(evaluation) => Ok(EvalOutcome::Losses(LossVec(
+                evaluation.results.iter().map(|r| r.loss_f32()).collect(),
+            ))),
+            Verdict::Rejected(refusal) => Ok(EvalOutcome::Failed(refusal.detail)),
+        }
+    }
+}

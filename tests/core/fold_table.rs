@@ -1,0 +1,446 @@
+//! The fold, table-driven (TigerBeetle's `state_machine_tests`): each case is a short script of
+//! events, one per line, with the outcome the fold must give, all through one `check()`.
+//! Every `Rejection` variant has a line here (`every_rejection_variant_has_a_line` keeps it so).
+//!
+//! A line is `BLOCK COMMAND ARGS... => EXPECTED`, where EXPECTED is `applied`, `unchanged`,
+//! `scored`, `weights` or `rejected VARIANT`. `assert` lines check the state instead:
+//! `assert step_next N`, `assert eval_set COMPETITION UIDS`, `assert pending COMPETITION UIDS`,
+//! `assert open STEP|none`, `assert status HOTKEY STATUS`.
+//!
+//! Commands: `metagraph HOTKEYS...`, `metagraph-size N`, `metagraph-short`,
+//! `commit HOTKEY BLOCK_COMMIT COMPETITION LABEL` (a valid id derived from LABEL),
+//! `commit-raw HOTKEY BLOCK_COMMIT TEXT`, `verify HOTKEY BLOCK_COMMIT plain|salted`,
+//! `reject HOTKEY BLOCK_COMMIT`, `seed`, `start STEP COMPETITION`, `batch STEP SIZE`,
+//! `losses STEP UID [HOTKEY [HASH]] LOSSES` (LOSSES comma-separated; HOTKEY and HASH default
+//! to the participant's), `eval-failed STEP UID`, `complete STEP`, `abandon STEP`,
+//! `fail STEP`, `weights`, `params n|successor|later|bad`.
+
+use std::collections::BTreeSet;
+
+use validator::machine::event::{
+    BatchFetched, CommitmentField, CommitmentObserved, ConsensusSeeded, EvalOutcome,
+    LossesComputed, MetagraphObserved, ModelRejected, ModelVerified, ParamsChanged, Provenance,
+    RejectionCode, StepAbandoned, StepCompleted, StepFailed, StepRecord, StepStarted,
+    SubmitOutcome, WeightsSubmitted,
+};
+use validator::machine::model_id::HashKind;
+use validator::machine::params::{CompetitionId, ModelIdFormat};
+use validator::machine::state::{CommitmentStatus, Entry};
+use validator::machine::wire::{LossVec, RawBytes, Samples};
+use validator::machine::{Event, MechanismParams, Outcome, Record, State, apply};
+use validator::synth::model_string;
+
+fn metagraph(hotkeys: Vec<String>) -> Event {
+    let size = hotkeys.len();
+    Event::MetagraphObserved(MetagraphObserved {
+        netuid: 6,
+        hotkeys,
+        consensus: vec![0; size],
+        incentive: Vec::new(),
+        stake: vec![0; size],
+        validator_permit: Vec::new(),
+        last_update: Vec::new(),
+        tempo: 360,
+    })
+}
+
+fn params(variant: &str) -> MechanismParams {
+    let mut params = MechanismParams::default();
+    match variant {
+        "n" => {}
+        "successor" => params.model_id_format = ModelIdFormat::Successor,
+        "later" => params.schedule[0].block_start = 1_000,
+        "bad" => params.temperature = 0.0,
+        other => panic!("unknown params {other}"),
+    }
+    params
+}
+
+fn commitment(hotkey: &str, block_commit: &str, text: &str) -> Event {
+    Event::CommitmentObserved(CommitmentObserved {
+        hotkey: hotkey.into(),
+        block_commit: block_commit.parse().unwrap(),
+        field: CommitmentField::Raw(RawBytes(text.as_bytes().to_vec())),
+    })
+}
+
+fn losses(text: &str) -> LossVec {
+    LossVec(text.split(',').map(|l| l.parse().unwrap()).collect())
+}
+
+/// The event a script line names, given the state so far (for defaults such as a
+/// participant's hotkey and hash).
+fn event_of(state: &State, words: &[&str]) -> Event {
+    match words {
+        ["metagraph", hotkeys @ ..] => metagraph(hotkeys.iter().map(|h| (*h).to_owned()).collect()),
+        ["metagraph-size", size] => metagraph(
+            (0..size.parse::<usize>().unwrap())
+                .map(|i| format!("5H{i}"))
+                .collect(),
+        ),
+        ["metagraph-short"] => {
+            let Event::MetagraphObserved(mut observed) = metagraph(vec!["5A".into(), "5B".into()])
+            else {
+                unreachable!()
+            };
+            observed.consensus.pop();
+            Event::MetagraphObserved(observed)
+        }
+        ["commit", hotkey, block, competition, label] => {
+            commitment(hotkey, block, &model_string("miner", label, competition))
+        }
+        ["commit-raw", hotkey, block, text] => commitment(hotkey, block, text),
+        ["verify", hotkey, block, kind] => Event::ModelVerified(ModelVerified {
+            hotkey: (*hotkey).into(),
+            block_commit: block.parse().unwrap(),
+            hash_kind: if *kind == "salted" {
+                HashKind::Salted
+            } else {
+                HashKind::Plain
+            },
+        }),
+        ["reject", hotkey, block] => Event::ModelRejected(ModelRejected {
+            hotkey: (*hotkey).into(),
+            block_commit: block.parse().unwrap(),
+            code: RejectionCode::HashMismatch,
+            detail: "test".into(),
+        }),
+        ["seed"] => Event::ConsensusSeeded(ConsensusSeeded {}),
+        ["start", step, competition] => Event::StepStarted(StepStarted {
+            step: step.parse().unwrap(),
+            competition: CompetitionId::new(*competition),
+        }),
+        ["batch", step, size] => {
+            let mut samples = Samples::new();
+            for index in 0..size.parse::<usize>().unwrap() {
+                samples
+                    .push(&format!("p{index}"), &format!("r{index}"), "")
+                    .unwrap();
+            }
+            Event::BatchFetched(BatchFetched {
+                step: step.parse().unwrap(),
+                provenance: Provenance {
+                    source: "table".into(),
+                    seed: String::new(),
+                    references: Vec::new(),
+                },
+                samples,
+            })
+        }
+        ["losses", step, uid, rest @ ..] => {
+            let uid: u16 = uid.parse().unwrap();
+            let participant = state
+                .step_open
+                .as_ref()
+                .and_then(|open| open.participants.iter().find(|p| p.uid == uid));
+            let planned_hotkey = participant.map(|p| p.hotkey.clone()).unwrap_or_default();
+            let planned_hash = match participant.map(|p| &p.entry) {
+                Some(Entry::Model { model_hash, .. }) => model_hash.clone(),
+                _ => "none".into(),
+            };
+            let (hotkey, hash, values) = match rest {
+                [values] => (planned_hotkey, planned_hash, values),
+                [hotkey, values] => ((*hotkey).to_owned(), planned_hash, values),
+                [hotkey, hash, values] => ((*hotkey).to_owned(), (*hash).to_owned(), values),
+                _ => panic!("losses STEP UID [HOTKEY [HASH]] LOSSES"),
+            };
+            Event::LossesComputed(LossesComputed {
+                step: step.parse().unwrap(),
+                uid,
+                hotkey,
+                model_hash: hash,
+                outcome: EvalOutcome::Losses(losses(values)),
+            })
+        }
+        ["eval-failed", step, uid] => {
+            let uid: u16 = uid.parse().unwrap();
+            let participant = state
+                .step_open
+                .as_ref()
+                .and_then(|open| open.participants.iter().find(|p| p.uid == uid))
+                .unwrap();
+            let Entry::Model { model_hash, .. } = &participant.entry else {
+                panic!("uid {uid} has no model")
+            };
+            Event::LossesComputed(LossesComputed {
+                step: step.parse().unwrap(),
+                uid,
+                hotkey: participant.hotkey.clone(),
+                model_hash: model_hash.clone(),
+                outcome: EvalOutcome::Failed("timeout".into()),
+            })
+        }
+        ["complete", step] => Event::StepCompleted(StepCompleted {
+            step: step.parse().unwrap(),
+            recorded: StepRecord::empty(CompetitionId::default()),
+        }),
+        ["abandon", step] => Event::StepAbandoned(StepAbandoned {
+            step: step.parse().unwrap(),
+            reason: "test".into(),
+        }),
+        ["fail", step] => Event::StepFailed(StepFailed {
+            step: step.parse().unwrap(),
+            reason: "no data".into(),
+        }),
+        ["weights"] => Event::WeightsSubmitted(WeightsSubmitted {
+            uids: vec![0],
+            weights: vec![65535],
+            version_key: 1,
+            outcome: SubmitOutcome::Included { block: 1 },
+        }),
+        ["params", variant] => Event::ParamsChanged(ParamsChanged {
+            params: params(variant),
+        }),
+        other => panic!("unknown script line {other:?}"),
+    }
+}
+
+fn outcome_name(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Applied => "applied".into(),
+        Outcome::Unchanged => "unchanged".into(),
+        Outcome::Scored(_) => "scored".into(),
+        Outcome::WeightsChecked(_) => "weights".into(),
+        Outcome::Rejected(why) => {
+            let debug = format!("{why:?}");
+            let variant = debug
+                .split(|c: char| !c.is_alphanumeric())
+                .next()
+                .unwrap_or_default();
+            format!("rejected {variant}")
+        }
+    }
+}
+
+fn uids(text: &str) -> BTreeSet<u16> {
+    text.split(',')
+        .filter(|t| !t.is_empty() && *t != "-")
+        .map(|t| t.parse().unwrap())
+        .collect()
+}
+
+fn check_assertion(state: &State, words: &[&str], line: &str) {
+    match words {
+        ["step_next", n] => assert_eq!(state.step_next, n.parse::<u64>().unwrap(), "{line}"),
+        ["eval_set", competition, list] => assert_eq!(
+            state
+                .competitions
+                .get(&CompetitionId::new(*competition))
+                .map(|c| c.eval_set.clone())
+                .unwrap_or_default(),
+            uids(list),
+            "{line}"
+        ),
+        ["pending", competition, list] => assert_eq!(
+            state
+                .competitions
+                .get(&CompetitionId::new(*competition))
+                .map(|c| c.pending.clone())
+                .unwrap_or_default(),
+            uids(list),
+            "{line}"
+        ),
+        ["open", "none"] => assert!(state.step_open.is_none(), "{line}"),
+        ["open", step] => assert_eq!(
+            state.step_open.as_ref().map(|o| o.step),
+            Some(step.parse().unwrap()),
+            "{line}"
+        ),
+        ["status", hotkey, status] => {
+            let found = state
+                .hotkeys
+                .get(*hotkey)
+                .and_then(|r| r.commitment.as_ref())
+                .map(|c| match c.status {
+                    CommitmentStatus::Invalid(_) => "invalid",
+                    CommitmentStatus::Unverified => "unverified",
+                    CommitmentStatus::Verified => "verified",
+                    CommitmentStatus::Rejected { .. } => "rejected",
+                });
+            assert_eq!(found, Some(*status), "{line}");
+        }
+        other => panic!("unknown assertion {other:?}"),
+    }
+}
+
+/// Folds `script` line by line, checking each outcome; returns every rejection variant seen.
+fn check(script: &str) -> BTreeSet<String> {
+    let mut state = State::new(MechanismParams::default());
+    let mut seen = BTreeSet::new();
+    let mut seq = 0;
+    for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (command, expected) = line.split_once("=>").map_or((line, ""), |(c, e)| (c, e));
+        let words: Vec<&str> = command.split_whitespace().collect();
+        if let ["assert", rest @ ..] = words.as_slice() {
+            check_assertion(&state, rest, line);
+            continue;
+        }
+        let (block, words) = words.split_first().expect("a block first");
+        let record = Record {
+            block: block.parse().unwrap(),
+            seq,
+            event: event_of(&state, words),
+        };
+        seq += 1;
+        let outcome = outcome_name(&apply(&mut state, &record));
+        assert_eq!(outcome, expected.trim(), "line `{line}`");
+        if let Some(variant) = outcome.strip_prefix("rejected ") {
+            seen.insert(variant.to_owned());
+        }
+    }
+    seen
+}
+
+const METAGRAPHS_AND_COMMITMENTS: &str = "
+    10 seed                                  => rejected SeedingWithoutMetagraph
+    10 start 0 l3                            => rejected StepWithoutMetagraph
+    10 metagraph-size 65537                  => rejected MetagraphTooLarge
+    10 metagraph-short                       => rejected MetagraphLength
+    10 metagraph 5A 5B 5C                    => applied
+    11 commit 5A 11 l3 a                     => applied
+    11 commit 5A 11 l3 a                     => unchanged
+    11 commit-raw 5B 11 not:a:model          => rejected CommitmentInvalid
+    assert status 5B invalid
+    12 verify 5B 11 plain                    => rejected VerificationNotPending
+    12 verify 5Z 11 plain                    => rejected VerificationOfUnknownHotkey
+    12 verify 5A 10 plain                    => rejected VerificationStale
+    12 verify 5A 11 plain                    => applied
+    assert status 5A verified
+    assert pending l3 0
+    12 verify 5A 11 plain                    => rejected VerificationNotPending
+    13 reject 5A 11                          => rejected RejectionNotPending
+    13 reject 5A 9                           => rejected RejectionStale
+    14 commit 5C 14 s1 c                     => applied
+    14 reject 5C 14                          => applied
+    assert status 5C rejected
+    15 params bad                            => rejected InvalidParams
+    15 params successor                      => applied
+    16 commit-raw 5B 16 miner:b:0123456789abcdef0123456789abcdef01234567:S5gC8GS1/hrh4dSajTfkgbTTSpvoAwDiuH7TwjlN9Fo=:1 => applied
+    16 verify 5B 16 plain                    => rejected SaltedHashRequired
+    16 verify 5B 16 salted                   => applied
+    17 seed                                  => applied
+";
+
+const STEPS: &str = "
+    10 metagraph 5A 5B 5C 5D                 => applied
+    11 commit 5A 11 l3 a                     => applied
+    11 verify 5A 11 plain                    => applied
+    11 commit 5B 12 l3 b                     => applied
+    11 verify 5B 12 plain                    => applied
+    11 commit 5C 13 s1 c                     => applied
+    11 verify 5C 13 plain                    => applied
+    20 batch 0 2                             => rejected NoStepOpen
+    20 start 1 l3                            => rejected StepOutOfOrder
+    20 start 0 s1                            => rejected WrongCompetition
+    20 start 0 l3                            => applied
+    assert open 0
+    assert eval_set l3 0,1
+    20 start 0 l3                            => rejected StepAlreadyOpen
+    20 losses 0 0 2.0,2.0                    => rejected LossesBeforeBatch
+    20 batch 1 2                             => rejected OtherStepOpen
+    20 batch 0 2                             => applied
+    20 batch 0 2                             => rejected SecondBatch
+    21 losses 0 3 2.0,2.0                    => rejected UidNotInStep
+    21 losses 0 0 5Z 2.0,2.0                 => rejected HotkeyMismatch
+    21 losses 0 0 5A other-hash 2.0,2.0      => rejected ModelHashMismatch
+    21 losses 0 0 2.0                        => rejected LossCount
+    21 losses 0 0 2.0,2.5                    => applied
+    21 losses 0 0 2.0,2.5                    => rejected SecondLosses
+    21 eval-failed 0 1                       => applied
+    22 complete 1                            => rejected OtherStepOpen
+    22 complete 0                            => scored
+    assert step_next 1
+    assert open none
+    22 weights                               => weights
+    23 abandon 5                             => rejected AbandonNotCurrent
+    23 fail 5                                => rejected FailureNotCurrent
+    23 start 1 s1                            => applied
+    23 fail 1                                => applied
+    assert step_next 1
+    assert open none
+    24 fail 1                                => applied
+    assert step_next 1
+    24 start 1 s1                            => applied
+    24 abandon 1                             => applied
+    assert step_next 2
+    25 params later                          => applied
+    25 start 2 l3                            => rejected NoCompetitionScheduled
+";
+
+// A duplicate by hash: the later commit has no model and cannot be given losses.
+const DUPLICATES: &str = "
+    10 metagraph 5A 5B                       => applied
+    11 commit 5A 11 l3 same                  => applied
+    11 verify 5A 11 plain                    => applied
+    12 commit 5B 12 l3 same                  => applied
+    12 verify 5B 12 plain                    => applied
+    20 start 0 l3                            => applied
+    20 batch 0 1                             => applied
+    21 losses 0 1 5B none 2.0                => rejected UidHasNoModel
+    21 losses 0 0 2.0                        => applied
+    22 complete 0                            => scored
+    assert eval_set l3 0,1
+";
+
+// N merges pending uids before it pulls data: a step that fails for want of data before it
+// started has merged them, and the same competition runs next.
+const FAILED_BEFORE_START: &str = "
+    10 metagraph 5A                          => applied
+    11 commit 5A 11 l3 a                     => applied
+    11 verify 5A 11 plain                    => applied
+    assert pending l3 0
+    20 fail 0                                => applied
+    assert pending l3 -
+    assert eval_set l3 0
+    assert step_next 0
+    21 start 0 l3                            => applied
+";
+
+#[test]
+fn metagraphs_and_commitments() {
+    check(METAGRAPHS_AND_COMMITMENTS);
+}
+
+#[test]
+fn steps() {
+    check(STEPS);
+}
+
+#[test]
+fn duplicates() {
+    check(DUPLICATES);
+}
+
+#[test]
+fn a_step_failed_before_it_started_merges_pending_and_does_not_advance() {
+    check(FAILED_BEFORE_START);
+}
+
+#[test]
+fn every_rejection_variant_has_a_line() {
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/machine/rejection.rs"),
+    )
+    .unwrap();
+    // Variants are the enum's lines of the form `    Name {` or `    Name(` or `    Name,`.
+    let variants: BTreeSet<String> = source
+        .lines()
+        .filter(|l| l.starts_with("    ") && !l.starts_with("     "))
+        .map(str::trim)
+        .filter(|l| l.chars().next().is_some_and(char::is_uppercase))
+        .filter_map(|l| l.split(|c: char| !c.is_alphanumeric()).next())
+        .map(str::to_owned)
+        .collect();
+    assert!(variants.len() >= 25, "{variants:?}");
+    let mut seen = BTreeSet::new();
+    for script in [
+        METAGRAPHS_AND_COMMITMENTS,
+        STEPS,
+        DUPLICATES,
+        FAILED_BEFORE_START,
+    ] {
+        seen.extend(check(script));
+    }
+    let missing: Vec<&String> = variants.difference(&seen).collect();
+    assert!(missing.is_empty(), "rejections without a line: {missing:?}");
+}

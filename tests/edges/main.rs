@@ -1,0 +1,14 @@
+//! The edges against real components: the chain on a subtensor runtime (chopsticks), the hub
+//! against olah, the data sources against recorded wandb exchanges and dataset files, and the
+//! evaluation engine on the fixture models. One binary, so the crate links once.
+
+mod chain;
+mod data;
+mod eval_hostile;
+mod eval_models;
+#[cfg(feature = "chain")]
+#[path = "chain_node/harness.rs"]
+mod harness;
+mod hub;
+mod olah;
+mod tokenizer_llama3;
