@@ -113,6 +113,34 @@ pub enum ReplayError<E: std::error::Error + 'static> {
     },
 }
 
+/// Replays a sled journal: from the latest checkpoint before `options.from_block` (or genesis
+/// without checkpoints), checking every record and checkpoint on the way.
+pub fn replay_journal(
+    journal: &crate::journal::Journal,
+    options: ReplayOptions,
+) -> Result<ReplayReport, ReplayError<crate::journal::JournalError>> {
+    let start = if options.use_checkpoints {
+        journal
+            .checkpoint_before(options.from_block)
+            .map_err(ReplayError::Source)?
+    } else {
+        None
+    };
+    let from = start
+        .as_ref()
+        .and_then(|s| s.position)
+        .map_or(Position { block: 0, seq: 0 }, |p| Position {
+            block: p.block,
+            seq: p.seq.saturating_add(1),
+        });
+    replay(
+        start,
+        journal.records(from, options.to_block),
+        journal.checkpoints(),
+        options,
+    )
+}
+
 /// Replays `records` from `start` (a checkpoint's state, or genesis), checking every record
 /// from `options.from_block` and every checkpoint in `checkpoints` that is passed.
 pub fn replay<E: std::error::Error + 'static>(

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use validator::journal::{Journal, JournalError};
 use validator::jsonl::{self, Item};
 use validator::machine::Position;
-use validator::replay::{ReplayOptions, ReplayReport, render_table, replay, replay_items};
+use validator::replay::{ReplayOptions, ReplayReport, render_table, replay_items, replay_journal};
 
 /// Re-fold a validator journal and check every recorded step and weight submission.
 #[derive(Debug, Parser)]
@@ -108,25 +108,7 @@ fn check(args: &CheckArgs) -> Result<bool, Failure> {
     let report = match (&args.db, &args.events) {
         (Some(db), _) => {
             let journal = Journal::open_existing(db)?;
-            let start = if options.use_checkpoints {
-                journal.checkpoint_before(options.from_block)?
-            } else {
-                None
-            };
-            let from = start.as_ref().and_then(|s| s.position).map_or(
-                Position { block: 0, seq: 0 },
-                |p| Position {
-                    block: p.block,
-                    seq: p.seq.saturating_add(1),
-                },
-            );
-            replay(
-                start,
-                journal.records(from, options.to_block),
-                journal.checkpoints(),
-                options,
-            )
-            .map_err(|e| Failure::Journal(e.into()))?
+            replay_journal(&journal, options).map_err(|e| Failure::Journal(e.into()))?
         }
         (None, Some(events)) => {
             let items = read_items(events)?;

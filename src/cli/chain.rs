@@ -108,7 +108,7 @@ pub struct EndpointArgs {
     #[arg(long = "subtensor.network", default_value = "finney")]
     pub network: String,
     /// A ws:// or wss:// endpoint (wins over --subtensor.network).
-    #[arg(long = "subtensor.chain_endpoint")]
+    #[arg(long = "subtensor.chain_endpoint", alias = "subtensor.chain-endpoint")]
     pub chain_endpoint: Option<String>,
     /// Longest wait for one chain call, in seconds.
     #[arg(long, default_value_t = 60)]

@@ -10,6 +10,7 @@ pub mod data;
 pub mod eval;
 pub mod journal;
 pub mod model;
+pub mod run;
 pub mod score;
 
 use std::process::ExitCode;
@@ -27,6 +28,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the validator: follow the chain, fetch committed models, evaluate them step by step
+    /// and journal everything before acting on it (`--demo`: the embedded offline scenario).
+    Run(Box<run::RunArgs>),
     /// Score one step: JSON in (win rates from losses and commit blocks), JSON out.
     Score(score::ScoreArgs),
     /// Journal tools.
@@ -55,6 +59,9 @@ enum Command {
     /// Renders chat templates for `eval` in an isolated child process (internal).
     #[command(name = "__render-chat-template", hide = true)]
     RenderChatTemplate,
+    /// Runs one evaluation job from stdin in this child process (internal).
+    #[command(name = "__eval-worker", hide = true)]
+    EvalWorker,
 }
 
 /// Why a command failed, by who must act.
@@ -114,6 +121,7 @@ pub type Outcome = Result<(), Failure>;
 /// Runs the parsed command and maps its result to an exit status.
 pub fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Run(args) => run::run(*args),
         Command::Score(args) => score::run(&args),
         Command::Journal { command } => journal::run(command),
         Command::Eval(args) => eval::run(&args),
@@ -123,6 +131,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::RenderChatTemplate => {
             validator::eval::template::serve_render_request().map_err(Failure::failed)
         }
+        Command::EvalWorker => validator::eval::worker::serve().map_err(Failure::failed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

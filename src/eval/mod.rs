@@ -17,6 +17,8 @@ pub mod runtime;
 pub mod safetensors;
 pub mod template;
 pub mod tokenize;
+#[cfg(feature = "node")]
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 

@@ -37,6 +37,48 @@ impl std::str::FromStr for Device {
     }
 }
 
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda { device_id } => write!(f, "cuda:{device_id}"),
+        }
+    }
+}
+
+/// Opens `device` without any model: loads ONNX Runtime and, for CUDA, builds a one-node
+/// session on the CUDA provider. An error here is the machine's, never a model's.
+pub fn probe(device: Device) -> Result<(), EvalError> {
+    let environment = environment()?;
+    let Device::Cuda { device_id } = device else {
+        return Ok(());
+    };
+    let mut graph = super::onnx::GraphBuilder::new();
+    let x = graph.input(
+        "x",
+        super::onnx::ElementType::F32,
+        &[super::onnx::Dim::Fixed(1)],
+    );
+    graph.output(
+        "y",
+        &x,
+        super::onnx::ElementType::F32,
+        &[super::onnx::Dim::Fixed(1)],
+    );
+    let bytes = graph.finish("probe");
+    let cuda = ort::ep::CUDA::default()
+        .with_device_id(device_id)
+        .build()
+        .error_on_failure();
+    Session::builder(&environment)
+        .map_err(runtime_error("opening the device"))?
+        .with_execution_providers([cuda])
+        .map_err(|e| cuda_help(&e.into()))?
+        .commit_from_memory(&bytes)
+        .map_err(|e| cuda_help(&e))?;
+    Ok(())
+}
+
 /// The ONNX Runtime library this process loads: `ORT_DYLIB_PATH`, else the one the build
 /// fetched.
 pub fn library_path() -> Result<PathBuf, EvalError> {

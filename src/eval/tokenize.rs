@@ -49,7 +49,7 @@ impl std::fmt::Debug for TokenizerFiles {
 }
 
 /// One sample, ready for the model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Prepared {
     /// Token ids of the whole conversation (truncated).
     pub ids: Vec<i64>,

@@ -10,6 +10,7 @@ pub mod cache;
 mod download;
 pub mod files;
 mod listing;
+pub mod local;
 mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -141,17 +142,20 @@ fn rejected(code: RejectionCode, detail: impl Into<String>) -> Fetched {
 }
 
 /// What the committed hash must match.
-struct Expected<'a> {
+pub(crate) struct Expected<'a> {
     hotkey: &'a str,
     hash: &'a str,
     rule: HashRule,
 }
 
 /// What a fetch will download, from the listing.
-struct Plan {
-    sizes: BTreeMap<String, u64>,
-    names: BTreeSet<String>,
-    wanted: Vec<String>,
+pub(crate) struct Plan {
+    /// Every listed file's size.
+    pub(crate) sizes: BTreeMap<String, u64>,
+    /// Every listed file.
+    pub(crate) names: BTreeSet<String>,
+    /// What evaluation needs (shards are added once the index is read).
+    pub(crate) wanted: Vec<String>,
 }
 
 /// A failed file download.
@@ -226,23 +230,6 @@ impl Hub {
             })
     }
 
-    /// Refuses to start a download of `needed` bytes that would eat into the disk's reserve.
-    fn check_disk_room(&self, needed: u64) -> Result<(), HubError> {
-        let cache = &self.options.cache_dir;
-        std::fs::create_dir_all(cache).map_err(io_error(cache))?;
-        let available = fs2::available_space(cache).map_err(io_error(cache))?;
-        let reserve = self.options.disk_free_min_bytes;
-        if available < needed.saturating_add(reserve) {
-            return Err(HubError::DiskFull {
-                path: cache.clone(),
-                available,
-                needed,
-                reserve,
-            });
-        }
-        Ok(())
-    }
-
     /// Fetches and verifies `hotkey`'s committed `model`, refusing a repository over
     /// `repo_bytes_max` before fetching anything.
     pub async fn fetch(
@@ -251,113 +238,46 @@ impl Hub {
         model: &ModelId,
         repo_bytes_max: u64,
     ) -> Result<Fetched, HubError> {
-        if let Err(why) = model.check_evaluable() {
-            return Ok(rejected(RejectionCode::MalformedRepo, why.to_string()));
-        }
-        if !safe_hotkey(hotkey) {
-            return Err(HubError::Config(format!(
-                "hotkey {hotkey:?} is not an SS58 address"
-            )));
-        }
-        let (Some(commit), Some(committed_hash)) = (model.commit.as_deref(), model.hash.as_deref())
-        else {
-            return Ok(rejected(RejectionCode::MalformedRepo, "no commit or hash"));
+        let target = match Target::of(&self.options.cache_dir, hotkey, model)? {
+            Ok(target) => target,
+            Err(verdict) => return Ok(verdict),
         };
-        let expected = Expected {
-            hotkey,
-            hash: committed_hash,
-            rule: model.hash_rule,
-        };
-        let final_dir = self.snapshot_dir(hotkey, model);
-        if let Some(verdict) = self.verify_cached(&final_dir, &expected)? {
+        if let Some(verdict) = target.verify_cached()? {
             return Ok(verdict);
         }
-        let plan = match self.plan(model, commit, repo_bytes_max).await? {
+        let listing = match self.listing(model, &target.commit).await? {
+            Ok(listing) => listing,
+            Err(verdict) => return Ok(verdict),
+        };
+        let plan = match self.plan_of(listing, repo_bytes_max)? {
             Ok(plan) => plan,
             Err(verdict) => return Ok(verdict),
         };
-        let staging = final_dir.with_file_name(format!("{commit}{PARTIAL_SUFFIX}"));
+        let staging = target.staging();
         tokio::fs::create_dir_all(&staging)
             .await
             .map_err(io_error(&staging))?;
-        let (wanted, downloaded) = match self.download_all(model, commit, plan, &staging).await? {
+        let fetched = self
+            .download_all(model, &target.commit, plan, &staging)
+            .await?;
+        let (wanted, downloaded) = match fetched {
             Ok(done) => done,
-            Err(verdict) => return Ok(self.discard(&staging, verdict)),
+            Err(verdict) => return Ok(discard(&staging, verdict)),
         };
-        self.settle(&staging, &final_dir, &wanted, &expected, downloaded)
+        target.settle(&staging, &wanted, downloaded)
     }
 
-    /// A snapshot already in the cache: its verdict when it still matches; otherwise it is
-    /// deleted (edited by hand?) and `None` says fetch it again.
-    fn verify_cached(
+    fn plan_of(
         &self,
-        final_dir: &Path,
-        expected: &Expected<'_>,
-    ) -> Result<Option<Fetched>, HubError> {
-        if !final_dir.is_dir() {
-            return Ok(None);
-        }
-        let files = crate::dirhash::walk_order(final_dir)
-            .map_err(|e| HubError::Io {
-                path: e.path,
-                source: e.source,
-            })?
-            .iter()
-            .filter_map(|p| {
-                p.strip_prefix(final_dir)
-                    .ok()
-                    .map(|p| p.display().to_string())
-            })
-            .collect::<Vec<_>>();
-        if let Some(verdict) = self.verify(final_dir, &files, expected, 0)? {
-            return Ok(Some(verdict));
-        }
-        std::fs::remove_dir_all(final_dir).map_err(io_error(final_dir))?;
-        Ok(None)
-    }
-
-    /// Lists the repository and decides what to fetch: hostile names, the size cap and the
-    /// disk's room are checked before any byte is downloaded.
-    async fn plan(
-        &self,
-        model: &ModelId,
-        commit: &str,
+        listing: Vec<(String, u64)>,
         repo_bytes_max: u64,
     ) -> Result<Result<Plan, Fetched>, HubError> {
-        let listing = match self.listing(model, commit).await? {
-            Ok(listing) => listing,
-            Err(verdict) => return Ok(Err(verdict)),
-        };
-        if let Some(why) = listing
-            .iter()
-            .find_map(|(path, _)| listing::hostile_path_reason(path))
-        {
-            return Ok(Err(rejected(
-                RejectionCode::MalformedRepo,
-                format!("the repository holds {why}"),
-            )));
-        }
-        let total: u64 = listing
-            .iter()
-            .map(|(_, size)| *size)
-            .fold(0, u64::saturating_add);
-        if total > repo_bytes_max {
-            return Ok(Err(rejected(
-                RejectionCode::RepoTooLarge,
-                format!("the repository holds {total} bytes, over the limit of {repo_bytes_max}"),
-            )));
-        }
-        self.check_disk_room(total)?;
-        let sizes: BTreeMap<String, u64> = listing.into_iter().collect();
-        let names: BTreeSet<String> = sizes.keys().cloned().collect();
-        match files::selection(&names) {
-            Ok(wanted) => Ok(Ok(Plan {
-                sizes,
-                names,
-                wanted,
-            })),
-            Err(why) => Ok(Err(rejected(RejectionCode::MalformedRepo, why))),
-        }
+        plan_of_listing(
+            listing,
+            repo_bytes_max,
+            &self.options.cache_dir,
+            self.options.disk_free_min_bytes,
+        )
     }
 
     /// Downloads the plan into `staging`: the shard index first (it names the shards), then
@@ -427,41 +347,172 @@ impl Hub {
         }
         Ok(Ok((wanted, downloaded)))
     }
+}
+
+/// What a fetch is for: the commitment's commit and hash, and where its snapshot goes.
+pub(crate) struct Target<'a> {
+    expected: Expected<'a>,
+    /// The commit.
+    pub(crate) commit: String,
+    /// The snapshot directory in the cache.
+    pub(crate) final_dir: PathBuf,
+}
+
+impl<'a> Target<'a> {
+    /// The target of `hotkey`'s `model` in `cache`, or the verdict that it cannot be fetched.
+    pub(crate) fn of(
+        cache: &Path,
+        hotkey: &'a str,
+        model: &'a ModelId,
+    ) -> Result<Result<Self, Fetched>, HubError> {
+        if let Err(why) = model.check_evaluable() {
+            return Ok(Err(rejected(RejectionCode::MalformedRepo, why.to_string())));
+        }
+        if !safe_hotkey(hotkey) {
+            return Err(HubError::Config(format!(
+                "hotkey {hotkey:?} is not an SS58 address"
+            )));
+        }
+        let (Some(commit), Some(hash)) = (model.commit.as_deref(), model.hash.as_deref()) else {
+            return Ok(Err(rejected(
+                RejectionCode::MalformedRepo,
+                "no commit or hash",
+            )));
+        };
+        Ok(Ok(Self {
+            expected: Expected {
+                hotkey,
+                hash,
+                rule: model.hash_rule,
+            },
+            commit: commit.to_owned(),
+            final_dir: snapshot_dir(cache, hotkey, model),
+        }))
+    }
+
+    /// Where files are staged until they verify.
+    pub(crate) fn staging(&self) -> PathBuf {
+        self.final_dir
+            .with_file_name(format!("{}{PARTIAL_SUFFIX}", self.commit))
+    }
+
+    /// A snapshot already in the cache: its verdict when it still matches; otherwise it is
+    /// deleted (edited by hand?) and `None` says fetch it again.
+    pub(crate) fn verify_cached(&self) -> Result<Option<Fetched>, HubError> {
+        let final_dir = &self.final_dir;
+        if !final_dir.is_dir() {
+            return Ok(None);
+        }
+        let files = crate::dirhash::walk_order(final_dir)
+            .map_err(|e| HubError::Io {
+                path: e.path,
+                source: e.source,
+            })?
+            .iter()
+            .filter_map(|p| {
+                p.strip_prefix(final_dir)
+                    .ok()
+                    .map(|p| p.display().to_string())
+            })
+            .collect::<Vec<_>>();
+        if let Some(verdict) = verify::verify(final_dir, &files, &self.expected, 0)? {
+            return Ok(Some(verdict));
+        }
+        std::fs::remove_dir_all(final_dir).map_err(io_error(final_dir))?;
+        Ok(None)
+    }
 
     /// Verifies the staged files: a match keeps exactly the hashed files and moves them into
     /// place; a mismatch is a recorded rejection naming both hashes.
-    fn settle(
+    pub(crate) fn settle(
         &self,
         staging: &Path,
-        final_dir: &Path,
         wanted: &[String],
-        expected: &Expected<'_>,
         downloaded: u64,
     ) -> Result<Fetched, HubError> {
-        match self.verify(staging, wanted, expected, downloaded)? {
+        match verify::verify(staging, wanted, &self.expected, downloaded)? {
             Some(Fetched::Verified(mut verified)) => {
                 for name in wanted.iter().filter(|n| !verified.files.contains(n)) {
                     let _ = std::fs::remove_file(staging.join(name));
                 }
-                std::fs::rename(staging, final_dir).map_err(io_error(final_dir))?;
-                verified.dir = final_dir.to_owned();
+                std::fs::rename(staging, &self.final_dir).map_err(io_error(&self.final_dir))?;
+                verified.dir.clone_from(&self.final_dir);
                 Ok(Fetched::Verified(verified))
             }
             Some(other) => Ok(other),
             None => {
-                let plain = self.plain_hash(staging, wanted)?;
+                let plain = verify::plain_hash(staging, wanted)?;
                 let detail = format!(
                     "the downloaded files hash to {plain} (salted {}), not the committed {}",
-                    hash_of_two_strings(&plain, expected.hotkey),
-                    expected.hash
+                    hash_of_two_strings(&plain, self.expected.hotkey),
+                    self.expected.hash
                 );
-                Ok(self.discard(staging, rejected(RejectionCode::HashMismatch, detail)))
+                Ok(discard(
+                    staging,
+                    rejected(RejectionCode::HashMismatch, detail),
+                ))
             }
         }
     }
+}
 
-    fn discard(&self, staging: &Path, verdict: Fetched) -> Fetched {
-        let _ = std::fs::remove_dir_all(staging);
-        verdict
+/// Removes a staging directory and passes the verdict on.
+pub(crate) fn discard(staging: &Path, verdict: Fetched) -> Fetched {
+    let _ = std::fs::remove_dir_all(staging);
+    verdict
+}
+
+/// Decides what to fetch from a listing: hostile names, the size cap and the disk's room are
+/// checked before any byte is fetched.
+pub(crate) fn plan_of_listing(
+    listing: Vec<(String, u64)>,
+    repo_bytes_max: u64,
+    cache: &Path,
+    disk_free_min_bytes: u64,
+) -> Result<Result<Plan, Fetched>, HubError> {
+    if let Some(why) = listing
+        .iter()
+        .find_map(|(path, _)| listing::hostile_path_reason(path))
+    {
+        return Ok(Err(rejected(
+            RejectionCode::MalformedRepo,
+            format!("the repository holds {why}"),
+        )));
     }
+    let total: u64 = listing
+        .iter()
+        .map(|(_, size)| *size)
+        .fold(0, u64::saturating_add);
+    if total > repo_bytes_max {
+        return Ok(Err(rejected(
+            RejectionCode::RepoTooLarge,
+            format!("the repository holds {total} bytes, over the limit of {repo_bytes_max}"),
+        )));
+    }
+    check_disk_room(cache, disk_free_min_bytes, total)?;
+    let sizes: BTreeMap<String, u64> = listing.into_iter().collect();
+    let names: BTreeSet<String> = sizes.keys().cloned().collect();
+    match files::selection(&names) {
+        Ok(wanted) => Ok(Ok(Plan {
+            sizes,
+            names,
+            wanted,
+        })),
+        Err(why) => Ok(Err(rejected(RejectionCode::MalformedRepo, why))),
+    }
+}
+
+/// Refuses to start fetching `needed` bytes that would eat into the disk's reserve.
+fn check_disk_room(cache: &Path, reserve: u64, needed: u64) -> Result<(), HubError> {
+    std::fs::create_dir_all(cache).map_err(io_error(cache))?;
+    let available = fs2::available_space(cache).map_err(io_error(cache))?;
+    if available < needed.saturating_add(reserve) {
+        return Err(HubError::DiskFull {
+            path: cache.to_owned(),
+            available,
+            needed,
+            reserve,
+        });
+    }
+    Ok(())
 }

@@ -186,6 +186,43 @@ impl Default for MechanismParams {
     }
 }
 
+impl MechanismParams {
+    /// The successor's (F's) mechanism on the competition of its schedule that this validator
+    /// can evaluate, `INSTRUCT_8B` (id 3: `LlamaForCausalLM` up to 8.1e9 parameters, 20 GiB, any
+    /// tokenizer): that competition's epsilon decay (0.05 to 0.01 over 7,200 blocks) and
+    /// evaluation delay (1,600 blocks), winner-takes-all weights with the 0.18 threshold, an
+    /// eval set of 3, and the successor's ModelId format.
+    pub fn successor() -> Self {
+        Self {
+            epsilon: EpsilonRule::LinearDecay {
+                start: 0.05,
+                end: 0.01,
+                decay_blocks: 7_200,
+            },
+            temperature: 0.08,
+            alpha: 0.9,
+            sample_min: 3,
+            schedule: vec![ScheduleEntry {
+                block_start: 0,
+                competitions: vec![Competition {
+                    id: CompetitionId::new("3"),
+                    reward_percentage: 1.0,
+                    max_parameters: 8_100_000_000,
+                    max_repo_bytes: 20 * 1024 * 1024 * 1024,
+                    architecture: "LlamaForCausalLM".into(),
+                    tokenizer: None,
+                }],
+            }],
+            weights_mode: WeightsMode::WinnerTakesAll {
+                min_weight_threshold: 0.18,
+            },
+            eval_delay_blocks: 1_600,
+            model_id_format: ModelIdFormat::Successor,
+            subnet_start_block: 2_225_782,
+        }
+    }
+}
+
 /// Why a parameter set was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid mechanism parameters: {0}")]

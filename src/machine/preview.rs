@@ -52,3 +52,28 @@ fn probe_outcome(state: &State, block: u64, event: Event) -> (Outcome, State) {
     let outcome = apply(&mut scratch, &record);
     (outcome, scratch)
 }
+
+/// The events of a chain observation that would change the state: the metagraph when it
+/// differs from the latest one, and each commitment the state does not already hold (same
+/// commit block and field). Journaling only these keeps the journal of a quiet chain small;
+/// folding the others would be `Unchanged` anyway.
+pub fn observation_news(state: &State, events: &[Event]) -> Vec<Event> {
+    events
+        .iter()
+        .filter(|event| match event {
+            Event::MetagraphObserved(observed) => state
+                .metagraph
+                .as_ref()
+                .is_none_or(|known| &known.observed != observed),
+            Event::CommitmentObserved(observed) => state
+                .hotkeys
+                .get(&observed.hotkey)
+                .and_then(|record| record.commitment.as_ref())
+                .is_none_or(|known| {
+                    known.block_commit != observed.block_commit || known.field != observed.field
+                }),
+            _ => true,
+        })
+        .cloned()
+        .collect()
+}

@@ -18,6 +18,7 @@ use crate::chain::{Chain, ChainError};
 use crate::eval::batch::{ModelChecked, check_model, evaluate_prepared, tokenize_pairs};
 use crate::eval::tokenize::Prepared;
 use crate::eval::{EvalError, EvalOptions, Fault, ModelDir};
+use crate::hub::local::LocalStore;
 use crate::hub::{Fetched, Hub, HubError};
 use crate::machine::Event;
 use crate::machine::event::{EvalOutcome, RejectionCode};
@@ -66,6 +67,9 @@ pub enum EdgeError {
     /// unusable configuration. Nobody's model is at fault.
     #[error("{0}")]
     Operator(String),
+    /// The disk cannot take what is asked of it: free space (sweep the cache) first.
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 impl EdgeError {
@@ -162,14 +166,31 @@ pub trait ModelEvaluator: Send + Sync {
         dir: &Path,
         batch: TokenizedBatch,
     ) -> impl Future<Output = Result<EvalOutcome, EdgeError>> + Send;
+
+    /// Where the last evaluation's time went, when the evaluator measures it: seconds building
+    /// the session, seconds scoring.
+    fn last_timing(&self) -> Option<(f64, f64)> {
+        None
+    }
 }
 
 fn hub_error(error: HubError) -> EdgeError {
     match error {
         HubError::Unavailable(_) => EdgeError::Unavailable(error.to_string()),
-        HubError::Io { .. } | HubError::Config(_) | HubError::DiskFull { .. } => {
-            EdgeError::Operator(error.to_string())
-        }
+        HubError::DiskFull { .. } => EdgeError::DiskFull(error.to_string()),
+        HubError::Io { .. } | HubError::Config(_) => EdgeError::Operator(error.to_string()),
+    }
+}
+
+fn stored_verdict(fetched: Result<Fetched, HubError>) -> Result<Verdict<StoredModel>, EdgeError> {
+    match fetched {
+        Ok(Fetched::Verified(verified)) => Ok(Verdict::Accepted(StoredModel {
+            dir: verified.dir,
+            hash_kind: verified.hash_kind,
+            bytes_downloaded: verified.bytes_downloaded,
+        })),
+        Ok(Fetched::Rejected { code, detail }) => Ok(Verdict::Rejected(Refusal { code, detail })),
+        Err(error) => Err(hub_error(error)),
     }
 }
 
@@ -180,17 +201,24 @@ impl ModelStore for Hub {
         model: &ModelId,
         repo_bytes_max: u64,
     ) -> Result<Verdict<StoredModel>, EdgeError> {
-        match Hub::fetch(self, hotkey, model, repo_bytes_max).await {
-            Ok(Fetched::Verified(verified)) => Ok(Verdict::Accepted(StoredModel {
-                dir: verified.dir,
-                hash_kind: verified.hash_kind,
-                bytes_downloaded: verified.bytes_downloaded,
-            })),
-            Ok(Fetched::Rejected { code, detail }) => {
-                Ok(Verdict::Rejected(Refusal { code, detail }))
-            }
-            Err(error) => Err(hub_error(error)),
-        }
+        stored_verdict(Hub::fetch(self, hotkey, model, repo_bytes_max).await)
+    }
+
+    fn dir_of(&self, hotkey: &str, model: &ModelId) -> PathBuf {
+        self.snapshot_dir(hotkey, model)
+    }
+}
+
+impl ModelStore for LocalStore {
+    async fn fetch(
+        &self,
+        hotkey: &str,
+        model: &ModelId,
+        repo_bytes_max: u64,
+    ) -> Result<Verdict<StoredModel>, EdgeError> {
+        let (store, hotkey, model) = (self.clone(), hotkey.to_owned(), model.clone());
+        let fetched = blocking(move || store.fetch(&hotkey, &model, repo_bytes_max)).await?;
+        stored_verdict(fetched)
     }
 
     fn dir_of(&self, hotkey: &str, model: &ModelId) -> PathBuf {
@@ -282,7 +310,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, EdgeError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| EdgeError::Operator(format!("an evaluation thread died: {e}")))
+        .map_err(|e| EdgeError::Operator(format!("a worker thread died: {e}")))
 }
 
 /// Evaluation in this process: for trusted models and tests. The runner uses the evaluation
@@ -330,6 +358,71 @@ impl ModelEvaluator for InProcessEvaluator {
                 evaluation.results.iter().map(|r| r.loss_f32()).collect(),
             ))),
             Verdict::Rejected(refusal) => Ok(EvalOutcome::Failed(refusal.detail)),
+        }
+    }
+}
+
+/// The chains a run can be given: a live node or a recording.
+#[derive(Debug)]
+pub enum AnyChain {
+    /// A subtensor node.
+    Live(LiveChain),
+    /// A recorded chain.
+    Recorded(super::snapshot::RecordedChain),
+}
+
+impl ChainEdge for AnyChain {
+    async fn head(&self, steps_begun: u64) -> Result<u64, EdgeError> {
+        match self {
+            AnyChain::Live(chain) => chain.head(steps_begun).await,
+            AnyChain::Recorded(chain) => chain.head(steps_begun).await,
+        }
+    }
+
+    async fn observe(&self, block: u64) -> Result<Observation, EdgeError> {
+        match self {
+            AnyChain::Live(chain) => chain.observe(block).await,
+            AnyChain::Recorded(chain) => chain.observe(block).await,
+        }
+    }
+
+    async fn submit_weights(
+        &self,
+        weights: &ChainWeights,
+    ) -> Result<Verdict<u64, ChainRefusal>, EdgeError> {
+        match self {
+            AnyChain::Live(chain) => chain.submit_weights(weights).await,
+            AnyChain::Recorded(chain) => chain.submit_weights(weights).await,
+        }
+    }
+}
+
+/// The model stores a run can be given: a Hugging Face-compatible hub or a directory.
+#[derive(Debug)]
+pub enum AnyStore {
+    /// A hub.
+    Hub(Hub),
+    /// A directory of repositories.
+    Local(LocalStore),
+}
+
+impl ModelStore for AnyStore {
+    async fn fetch(
+        &self,
+        hotkey: &str,
+        model: &ModelId,
+        repo_bytes_max: u64,
+    ) -> Result<Verdict<StoredModel>, EdgeError> {
+        match self {
+            AnyStore::Hub(store) => ModelStore::fetch(store, hotkey, model, repo_bytes_max).await,
+            AnyStore::Local(store) => ModelStore::fetch(store, hotkey, model, repo_bytes_max).await,
+        }
+    }
+
+    fn dir_of(&self, hotkey: &str, model: &ModelId) -> PathBuf {
+        match self {
+            AnyStore::Hub(store) => store.dir_of(hotkey, model),
+            AnyStore::Local(store) => store.dir_of(hotkey, model),
         }
     }
 }

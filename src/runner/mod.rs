@@ -1,7 +1,294 @@
-//! The validator's loop: the one place the edges meet the machine, reaching it only through
-//! the recorder.
+//! The validator's loop: the one place the edges meet the machine, and it reaches the fold
+//! only through the journal writer (journal and flush first, then fold, then act).
 //!
 //! - [`edges`]: the traits the loop is generic over (chain, model store, evaluator), their
 //!   real implementations, and the shape every answer takes.
+//! - [`writer`]: the one writer: a thread owning the recorder.
+//! - [`step`]: a step, from the chain's head to `StepCompleted`; restart is resume.
+//! - [`fetch`]: fetching, verifying and checking committed models, the cache sweep.
+//! - [`snapshot`]: a recorded chain, for offline runs.
+//! - [`config`]: what a run is told; [`table`]: N's step table.
+//!
+//! Tasks: the stepper (this future), the fetcher, and on a live chain a poller that journals
+//! new commitments between steps. They share nothing but the writer's published state.
 
+pub mod config;
+pub mod demo;
 pub mod edges;
+pub mod fetch;
+pub mod snapshot;
+pub mod step;
+pub mod table;
+pub mod writer;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::data::DataSource;
+use crate::journal::JournalError;
+use crate::machine::Event;
+use crate::machine::event::{ConsensusSeeded, ParamsChanged};
+use config::RunConfig;
+use edges::{ChainEdge, EdgeError, ModelEvaluator, ModelStore};
+use fetch::{FetchStatus, Fetcher};
+use step::{StepTiming, Stepper};
+use writer::{WriteError, Writer, WriterHandle};
+
+/// Why a run stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The journal is missing, locked, of another schema, corrupt, or cannot be written: the
+    /// validator stops rather than act on a journal it cannot trust.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The run's options contradict the journal.
+    #[error("{0}")]
+    Config(String),
+    /// The journal writer stopped after an earlier error.
+    #[error("the journal writer stopped")]
+    WriterStopped,
+}
+
+impl From<WriteError> for RunError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Journal(error) => RunError::Journal(error),
+            WriteError::Stopped => RunError::WriterStopped,
+        }
+    }
+}
+
+/// The edges a run is given.
+#[derive(Debug)]
+pub struct Edges<C, S, E, D> {
+    /// The chain (live, or a recording).
+    pub chain: C,
+    /// Where committed models come from.
+    pub store: S,
+    /// The evaluation worker.
+    pub evaluator: E,
+    /// Where batches come from.
+    pub data: D,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Steps completed in the journal (a total over every run on it).
+    pub steps_completed: u64,
+    /// Where each step of this run spent its time.
+    pub timings: Vec<StepTiming>,
+    /// The weight vector after the last step.
+    pub weights: Vec<f64>,
+    /// Whether the run stopped because it was asked to.
+    pub stopped: bool,
+}
+
+/// Runs the validator until the journal holds `config.max_steps` completed steps, or `stop`
+/// turns true.
+pub async fn run<C, S, E, D>(
+    config: RunConfig,
+    edges: Edges<C, S, E, D>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<RunSummary, RunError>
+where
+    C: ChainEdge + 'static,
+    S: ModelStore + 'static,
+    E: ModelEvaluator + 'static,
+    D: DataSource + Send + Sync + 'static,
+{
+    let writer = Writer::open(&config.db, config.checkpoint_every_steps)?;
+    let handle = writer.handle();
+    let chain = Arc::new(edges.chain);
+    let store = Arc::new(edges.store);
+    let evaluator = Arc::new(edges.evaluator);
+    let fresh = start_up(&config, &handle, &*chain, &mut stop).await?;
+
+    let status = Arc::new(Mutex::new(FetchStatus::default()));
+    let (progress, progress_seen) = watch::channel(0u64);
+    let (tasks_stop, tasks_stop_seen) = watch::channel(false);
+    let fetcher = Fetcher {
+        writer: handle.clone(),
+        store: store.clone(),
+        evaluator: evaluator.clone(),
+        config: config.clone(),
+        status,
+        progress,
+    };
+    let fetching = tokio::spawn(fetcher.run(tasks_stop_seen.clone()));
+    let polling = (!config.settle_before_step)
+        .then_some(config.poll_interval)
+        .flatten()
+        .map(|every| {
+            tokio::spawn(poll(
+                handle.clone(),
+                chain.clone(),
+                every,
+                tasks_stop_seen.clone(),
+            ))
+        });
+
+    let mut stepper = Stepper {
+        writer: handle.clone(),
+        chain,
+        store,
+        evaluator,
+        data: Arc::new(edges.data),
+        config: config.clone(),
+        progress: progress_seen,
+        stop: stop.clone(),
+    };
+    if fresh && !config.genesis && !config.settle_before_step {
+        // N syncs the consensus models before its first step; a recorded chain settles
+        // before every step anyway.
+        let head = handle.state().position.map_or(0, |p| p.block);
+        stepper.settle(head, true).await;
+    }
+    let stepped = stepper.run().await;
+    drop(stepper);
+
+    let _ = tasks_stop.send(true);
+    let fetched = fetching.await;
+    if let Some(polling) = polling {
+        let _ = polling.await;
+    }
+    let state = handle.state();
+    drop(handle);
+    writer.close();
+    let timings = stepped?;
+    match fetched {
+        Ok(Err(error)) => return Err(error.into()),
+        Err(panic) => {
+            return Err(RunError::Config(format!(
+                "the fetcher task failed: {panic}"
+            )));
+        }
+        Ok(Ok(())) => {}
+    }
+    Ok(RunSummary {
+        steps_completed: state.step_next,
+        timings,
+        weights: state.weights.clone(),
+        stopped: *stop.borrow(),
+    })
+}
+
+/// Checks the options against the journal and, on an empty journal, records the first
+/// observation with N's consensus sync (unless `--genesis`), in one atomic write. Returns
+/// whether the journal was empty.
+async fn start_up<C: ChainEdge>(
+    config: &RunConfig,
+    writer: &WriterHandle,
+    chain: &C,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<bool, RunError> {
+    let state = writer.state();
+    let fresh = state.position.is_none();
+    if let Some(position) = state.position.filter(|_| config.genesis) {
+        return Err(RunError::Config(format!(
+            "--genesis starts a validator from scratch, but the journal at {} already holds \
+             records up to block {}; use a new --db, or drop --genesis to resume it",
+            config.db.display(),
+            position.block
+        )));
+    }
+    if let Err(why) = config.params.validate() {
+        return Err(RunError::Config(why.to_string()));
+    }
+    let change = (state.params != config.params).then(|| {
+        Event::ParamsChanged(ParamsChanged {
+            params: config.params.clone(),
+        })
+    });
+    if !fresh {
+        if let Some(change) = change {
+            if !config.accept_params_change {
+                return Err(RunError::Config(format!(
+                    "the journal at {} was run with other mechanism parameters; pass \
+                     --accept-params-change to journal the change and go on with these",
+                    config.db.display()
+                )));
+            }
+            let block = state.position.map_or(0, |p| p.block);
+            writer.record(vec![(block, change)]).await?;
+        }
+        return Ok(false);
+    }
+    let mut attempt = 0u32;
+    let observation = loop {
+        let observed = async {
+            let head = chain.head(0).await?;
+            chain.observe(head).await
+        };
+        match observed.await {
+            Ok(observation) => break observation,
+            Err(error) => {
+                let wait = config.step_retry.delay(attempt);
+                attempt = attempt.saturating_add(1);
+                eprintln!(
+                    "validator: cannot read the chain to start ({error}); trying again in {} s",
+                    wait.as_secs_f64()
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+                if *stop.borrow() {
+                    return Ok(true);
+                }
+            }
+        }
+    };
+    let seeding = (!config.genesis).then_some(Event::ConsensusSeeded(ConsensusSeeded {}));
+    writer
+        .observe(
+            observation.block,
+            change.into_iter().collect(),
+            observation.events,
+            seeding.into_iter().collect(),
+        )
+        .await?;
+    Ok(true)
+}
+
+/// Journals new commitments on a live chain between steps.
+async fn poll<C: ChainEdge>(
+    writer: WriterHandle,
+    chain: Arc<C>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let step = writer.state().step_next;
+        let observed: Result<_, EdgeError> = async {
+            let head = chain.head(step).await?;
+            chain.observe(head).await
+        }
+        .await;
+        match observed {
+            Ok(observation) => {
+                let written = writer
+                    .observe(
+                        observation.block,
+                        Vec::new(),
+                        observation.events,
+                        Vec::new(),
+                    )
+                    .await;
+                if written.is_err() {
+                    return;
+                }
+            }
+            Err(error) => eprintln!("validator: polling the chain failed: {error}"),
+        }
+    }
+}

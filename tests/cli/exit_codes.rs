@@ -220,6 +220,7 @@ fn chain_commands_exit_2_for_a_bad_request_and_1_for_an_unreachable_node() {
 fn help_of_every_command() {
     let commands: &[&[&str]] = &[
         &[],
+        &["run"],
         &["score"],
         &["journal"],
         &["journal", "generate"],

@@ -1,0 +1,445 @@
+//! `validator run`: the validator's loop, with N's flag names (and kebab-case aliases) so an
+//! operator's existing command line reads naturally; `--demo` runs the embedded scenario.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use validator::chain::Chain;
+use validator::data::spec::{Source, SourceOptions, SourceSpec};
+use validator::eval::runtime::Device;
+use validator::eval::worker::WorkerEvaluator;
+use validator::hub::local::LocalStore;
+use validator::hub::{Hub, HubOptions};
+use validator::journal::Journal;
+use validator::machine::MechanismParams;
+use validator::machine::params::CompetitionId;
+use validator::replay::{ReplayOptions, replay_journal};
+use validator::runner::config::RunConfig;
+use validator::runner::demo::{DEMO_STEPS, write_demo};
+use validator::runner::edges::{AnyChain, AnyStore, LiveChain};
+use validator::runner::snapshot::RecordedChain;
+use validator::runner::table::weights_line;
+use validator::runner::{Edges, RunError, RunSummary, run as run_loop};
+
+use super::chain::EndpointArgs;
+use super::{Failure, Outcome, runtime};
+
+/// Which mechanism decides the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mechanism {
+    /// The original validator's (NousResearch v0.2.7) constants.
+    N,
+    /// The successor's rules (winner takes all, epsilon decay, evaluation delay).
+    F,
+}
+
+/// `validator run`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Run the embedded scenario: a recorded chain, the fixture models as a local hub and a
+    /// local data file, a few steps of each competition on CPU, then replay its own journal.
+    #[arg(long)]
+    demo: bool,
+    /// The subnet.
+    #[arg(long, default_value_t = 6)]
+    netuid: u16,
+    #[command(flatten)]
+    chain: EndpointArgs,
+    /// The wallet (used to set weights).
+    #[arg(long = "wallet.name", default_value = "default")]
+    wallet_name: String,
+    /// The wallet's hotkey.
+    #[arg(long = "wallet.hotkey", default_value = "default")]
+    wallet_hotkey: String,
+    /// The wallets directory (default ~/.bittensor/wallets).
+    #[arg(long = "wallet.path")]
+    wallet_path: Option<PathBuf>,
+    /// Blocks between weight submissions.
+    #[arg(
+        long = "blocks_per_epoch",
+        visible_alias = "blocks-per-epoch",
+        default_value_t = 100
+    )]
+    blocks_per_epoch: u64,
+    /// Uids kept in each competition's eval set after a step.
+    #[arg(long = "sample_min", visible_alias = "sample-min", default_value_t = 5)]
+    sample_min: u32,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// The model cache (derived data; the journal is kept apart in --db).
+    #[arg(
+        long = "model_dir",
+        visible_alias = "model-dir",
+        default_value = "model-store"
+    )]
+    model_dir: PathBuf,
+    /// Minutes before a cached model nothing references is deleted.
+    #[arg(
+        long = "grace_period_minutes",
+        visible_alias = "grace-period-minutes",
+        default_value_t = 120
+    )]
+    grace_period_minutes: u64,
+    /// Minutes between polls of a live chain for new commitments.
+    #[arg(
+        long = "update_delay_minutes",
+        visible_alias = "update-delay-minutes",
+        default_value_t = 5
+    )]
+    update_delay_minutes: u64,
+    /// Send nothing to the chain (and need no wallet).
+    #[arg(long)]
+    offline: bool,
+    /// Do not set weights on the chain.
+    #[arg(long = "dont_set_weights", visible_alias = "dont-set-weights")]
+    dont_set_weights: bool,
+    /// Start from scratch: no consensus seeding, every model fetched (empty journals only).
+    #[arg(long)]
+    genesis: bool,
+    /// The journal (a sled directory).
+    #[arg(long, default_value = "validator-journal")]
+    db: PathBuf,
+    /// wandb[:ENTITY/PROJECT], hf:OWNER/NAME@REVISION[/PREFIX] or local:FILE.
+    #[arg(
+        long = "data-source",
+        visible_alias = "data_source",
+        default_value = "wandb"
+    )]
+    data_source: SourceSpec,
+    /// The mechanism: N's constants, or the successor's.
+    #[arg(long, value_enum, default_value = "n")]
+    mechanism: Mechanism,
+    /// Accept a journal run with other mechanism parameters (the change is journaled).
+    #[arg(long = "accept-params-change", visible_alias = "accept_params_change")]
+    accept_params_change: bool,
+    /// Longest evaluation of one model, in seconds.
+    #[arg(
+        long = "eval-timeout-s",
+        visible_alias = "eval_timeout_s",
+        default_value_t = 720
+    )]
+    eval_timeout_s: u64,
+    /// Stop cleanly once the journal holds this many completed steps (a total).
+    #[arg(long = "max-steps", visible_alias = "max_steps")]
+    max_steps: Option<u64>,
+    /// A recorded chain (JSON) instead of a node.
+    #[arg(long = "chain-snapshot", visible_alias = "chain_snapshot")]
+    chain_snapshot: Option<PathBuf>,
+    /// The model hub: a Hugging Face-compatible URL (default HF_ENDPOINT or huggingface.co),
+    /// or local:DIR holding DIR/<namespace>/<name>/<commit>/.
+    #[arg(long)]
+    hub: Option<String>,
+    /// A competition's fixed tokenizer: COMPETITION=DIR (repeatable). Without one, each model
+    /// is tokenised with its own files.
+    #[arg(long, value_parser = parse_tokenizer)]
+    tokenizer: Vec<(CompetitionId, PathBuf)>,
+    /// Free bytes the model cache's disk must keep after a download.
+    #[arg(long = "disk-free-min-bytes", default_value_t = 1 << 30)]
+    disk_free_min_bytes: u64,
+    /// Ignored (N's model loading option; we export our own graph).
+    #[arg(long, hide = true)]
+    dtype: Option<String>,
+    /// Ignored (N's model loading option; we export our own graph).
+    #[arg(
+        long = "attn_implementation",
+        alias = "attn-implementation",
+        hide = true
+    )]
+    attn_implementation: Option<String>,
+    /// Ignored (N sampled a response for its leaderboard).
+    #[arg(long = "do_sample", alias = "do-sample", hide = true)]
+    do_sample: bool,
+    /// Ignored (this validator serves no axon).
+    #[arg(long = "axon.port", hide = true)]
+    axon_port: Option<String>,
+    /// Ignored (this validator serves no axon).
+    #[arg(long = "axon.ip", hide = true)]
+    axon_ip: Option<String>,
+    /// Ignored (this validator serves no axon).
+    #[arg(long = "axon.external_port", alias = "axon.external-port", hide = true)]
+    axon_external_port: Option<String>,
+    /// Ignored (this validator serves no axon).
+    #[arg(long = "axon.external_ip", alias = "axon.external-ip", hide = true)]
+    axon_external_ip: Option<String>,
+    /// Ignored (this validator serves no axon).
+    #[arg(long = "axon.max_workers", alias = "axon.max-workers", hide = true)]
+    axon_max_workers: Option<String>,
+}
+
+fn parse_tokenizer(text: &str) -> Result<(CompetitionId, PathBuf), String> {
+    let (competition, dir) = text
+        .split_once('=')
+        .filter(|(c, d)| !c.is_empty() && !d.is_empty())
+        .ok_or_else(|| format!("{text:?}: use COMPETITION=DIR"))?;
+    Ok((CompetitionId::new(competition), PathBuf::from(dir)))
+}
+
+impl RunArgs {
+    fn warn_ignored(&self) {
+        let ignored = [
+            ("--dtype", self.dtype.is_some()),
+            ("--attn_implementation", self.attn_implementation.is_some()),
+            ("--do_sample", self.do_sample),
+            ("--axon.port", self.axon_port.is_some()),
+            ("--axon.ip", self.axon_ip.is_some()),
+            ("--axon.external_port", self.axon_external_port.is_some()),
+            ("--axon.external_ip", self.axon_external_ip.is_some()),
+            ("--axon.max_workers", self.axon_max_workers.is_some()),
+        ];
+        for (flag, given) in ignored {
+            if given {
+                eprintln!("validator: {flag} means nothing to this validator; ignored");
+            }
+        }
+    }
+
+    fn params(&self) -> MechanismParams {
+        let mut params = match self.mechanism {
+            Mechanism::N => MechanismParams::default(),
+            Mechanism::F => MechanismParams::successor(),
+        };
+        // N's --sample_min sets its eval-set size; the successor keeps 3 unless told.
+        if self.mechanism == Mechanism::N || self.sample_min != 5 {
+            params.sample_min = self.sample_min;
+        }
+        params
+    }
+
+    fn config(&self) -> RunConfig {
+        let mut config = RunConfig::new(self.db.clone(), self.model_dir.clone());
+        config.params = self.params();
+        config.accept_params_change = self.accept_params_change;
+        config.genesis = self.genesis;
+        config.max_steps = self.max_steps;
+        config.blocks_per_epoch = self.blocks_per_epoch;
+        config.grace_period = Duration::from_secs(self.grace_period_minutes.saturating_mul(60));
+        config.poll_interval = Some(Duration::from_secs(
+            self.update_delay_minutes.saturating_mul(60).max(1),
+        ));
+        config.settle_before_step = self.chain_snapshot.is_some();
+        config.tokenizers = self.tokenizer.iter().cloned().collect::<BTreeMap<_, _>>();
+        config
+    }
+}
+
+/// Runs `validator run`.
+pub fn run(args: RunArgs) -> Outcome {
+    args.warn_ignored();
+    if args.demo {
+        return demo(&args);
+    }
+    let config = args.config();
+    let runtime = runtime()?;
+    let summary = runtime.block_on(async {
+        let edges = edges(&args, &config).await?;
+        run_until_stopped(config, edges).await
+    })?;
+    print_summary(&summary);
+    Ok(())
+}
+
+async fn edges(
+    args: &RunArgs,
+    config: &RunConfig,
+) -> Result<Edges<AnyChain, AnyStore, WorkerEvaluator, Source>, Failure> {
+    let chain = match &args.chain_snapshot {
+        Some(path) => AnyChain::Recorded(RecordedChain::read(path).map_err(Failure::invalid)?),
+        None => {
+            if !(args.offline || args.dont_set_weights) {
+                return Err(Failure::Invalid(anyhow!(
+                    "`validator run` does not set weights on a live chain yet: pass \
+                     --dont_set_weights (or --offline) to evaluate and journal without them"
+                )));
+            }
+            let options = args.chain.options().map_err(Failure::invalid)?;
+            let chain = Chain::connect(options).await.map_err(Failure::failed)?;
+            AnyChain::Live(LiveChain {
+                chain,
+                netuid: args.netuid,
+                hotkey: None,
+            })
+        }
+    };
+    let store = match args.hub.as_deref() {
+        Some(hub) if hub.starts_with("local:") => {
+            let root = PathBuf::from(hub.trim_start_matches("local:"));
+            if !root.is_dir() {
+                return Err(Failure::Invalid(anyhow!(
+                    "--hub {hub}: {} is not a directory",
+                    root.display()
+                )));
+            }
+            let mut store = LocalStore::new(root, config.model_dir.clone());
+            store.disk_free_min_bytes = args.disk_free_min_bytes;
+            AnyStore::Local(store)
+        }
+        endpoint => {
+            let mut options = HubOptions::new(config.model_dir.clone());
+            options.endpoint = endpoint.map(str::to_owned);
+            options.disk_free_min_bytes = args.disk_free_min_bytes;
+            AnyStore::Hub(Hub::new(options).map_err(Failure::invalid)?)
+        }
+    };
+    let program = std::env::current_exe()
+        .map_err(|e| Failure::Failed(anyhow!("cannot find our own executable: {e}")))?;
+    let evaluator = WorkerEvaluator::new(
+        program,
+        args.device,
+        Duration::from_secs(args.eval_timeout_s.max(1)),
+    );
+    let data =
+        Source::new(&args.data_source, &SourceOptions::default()).map_err(Failure::invalid)?;
+    Ok(Edges {
+        chain,
+        store,
+        evaluator,
+        data,
+    })
+}
+
+/// Runs the loop until it is done or SIGTERM / SIGINT asks it to stop (it then stops the
+/// evaluation child, lets the journal write in progress finish, and returns).
+async fn run_until_stopped(
+    config: RunConfig,
+    edges: Edges<AnyChain, AnyStore, WorkerEvaluator, Source>,
+) -> Result<RunSummary, Failure> {
+    let (stop, stop_seen) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+        eprintln!("validator: stopping (the journal keeps everything done so far)");
+        let _ = stop.send(true);
+    });
+    run_loop(config, edges, stop_seen)
+        .await
+        .map_err(|error| match error {
+            RunError::Config(_) => Failure::invalid(error),
+            RunError::Journal(error) => Failure::from(error),
+            RunError::WriterStopped => Failure::Journal(error.into()),
+        })
+}
+
+fn print_summary(summary: &RunSummary) {
+    if summary.stopped {
+        println!(
+            "stopped after {} completed steps; the next start resumes",
+            summary.steps_completed
+        );
+    } else {
+        println!("{} completed steps", summary.steps_completed);
+    }
+    println!("final weights: {}", weights_line(&summary.weights));
+    if summary.timings.is_empty() {
+        return;
+    }
+    let total = |f: fn(&validator::runner::step::StepTiming) -> f64| -> f64 {
+        summary.timings.iter().map(f).sum()
+    };
+    let evaluate = total(|t| t.evaluate_seconds);
+    let overhead = total(validator::runner::step::StepTiming::overhead_seconds);
+    println!(
+        "time per step (mean of {}): data {:.3} s, tokenise {:.3} s, evaluate {:.3} s (of which \
+         session {:.3} s, scoring {:.3} s), journal {:.3} s; runner overhead {:.1}% of evaluation",
+        summary.timings.len(),
+        mean(total(|t| t.data_seconds), summary.timings.len()),
+        mean(total(|t| t.tokenize_seconds), summary.timings.len()),
+        mean(evaluate, summary.timings.len()),
+        mean(total(|t| t.session_seconds), summary.timings.len()),
+        mean(total(|t| t.scoring_seconds), summary.timings.len()),
+        mean(total(|t| t.journal_seconds), summary.timings.len()),
+        100.0 * overhead / evaluate.max(1e-9),
+    );
+}
+
+fn mean(total: f64, count: usize) -> f64 {
+    total / u32::try_from(count.max(1)).map_or(1.0, f64::from)
+}
+
+/// The embedded scenario: written to a fresh directory, run, then replayed.
+fn demo(args: &RunArgs) -> Outcome {
+    let dir = demo_dir()?;
+    let files = write_demo(&dir).map_err(|e| Failure::Failed(anyhow!("{}: {e}", dir.display())))?;
+    println!("demo: files, journal and model cache in {}", dir.display());
+    let journal = dir.join("journal");
+    let mut config = RunConfig::new(journal.clone(), dir.join("model-store"));
+    config.max_steps = Some(args.max_steps.unwrap_or(DEMO_STEPS));
+    config.settle_before_step = true;
+    config.tokenizers = BTreeMap::from([
+        (CompetitionId::new("l3"), files.tokenizer_l3.clone()),
+        (CompetitionId::new("s1"), files.tokenizer_s1.clone()),
+    ]);
+    config.step_retry.first = Duration::from_secs(1);
+    let chain = RecordedChain::read(&files.snapshot).map_err(Failure::invalid)?;
+    let mut store = LocalStore::new(files.hub.clone(), config.model_dir.clone());
+    store.disk_free_min_bytes = 64 << 20;
+    let program = std::env::current_exe()
+        .map_err(|e| Failure::Failed(anyhow!("cannot find our own executable: {e}")))?;
+    let evaluator = WorkerEvaluator::new(
+        program,
+        args.device,
+        Duration::from_secs(args.eval_timeout_s.max(1)),
+    );
+    let data = Source::new(
+        &SourceSpec::Local(files.data.clone()),
+        &SourceOptions::default(),
+    )
+    .map_err(Failure::invalid)?;
+    let edges = Edges {
+        chain: AnyChain::Recorded(chain),
+        store: AnyStore::Local(store),
+        evaluator,
+        data,
+    };
+    let summary = runtime()?.block_on(run_until_stopped(config, edges))?;
+    print_summary(&summary);
+    check_journal(&journal)
+}
+
+/// A fresh directory for the demo under the system's temporary directory.
+fn demo_dir() -> Result<PathBuf, Failure> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("validator-demo-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::Failed(anyhow!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Replays the journal and says whether every recorded step and weight vector matches.
+fn check_journal(journal: &Path) -> Outcome {
+    let journal = Journal::open_existing(journal)?;
+    let options = ReplayOptions {
+        from_block: 0,
+        to_block: None,
+        use_checkpoints: false,
+    };
+    let report = replay_journal(&journal, options).map_err(|e| Failure::Journal(e.into()))?;
+    match &report.divergence {
+        None => {
+            println!(
+                "replay: {} records, {} steps: all recorded results match (replay --db {})",
+                report.records_folded,
+                report.steps.len(),
+                journal.path().display()
+            );
+            Ok(())
+        }
+        Some(divergence) => Err(Failure::Failed(anyhow!(
+            "replay of the demo's journal diverged: {divergence:?}"
+        ))),
+    }
+}

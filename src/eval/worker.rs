@@ -1,0 +1,508 @@
+//! The evaluation worker: every computation a miner's files control (the checks, the tokenizer
+//! and its chat template, the session build and the evaluation) runs in a child process of
+//! the validator (`validator __eval-worker`), one job per child. The parent never loads ONNX
+//! Runtime or a miner's tokenizer, so a crash, a hang or a poisoned GPU dies with the child.
+//!
+//! Protocol: the parent writes one [`Job`] as a JSON line to the child's stdin and keeps stdin
+//! open; the child writes one [`Reply`] as a JSON line to stdout and exits. A child whose stdin
+//! closes (the parent died) exits at once. The parent bounds each job by a timeout, killing the
+//! child's whole process group, retries a crash once in a fresh child, and sorts the answers
+//! into the evaluator edge's shape.
+
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::batch::{CheckFailed, ModelChecked, check_model, evaluate_prepared, tokenize_pairs};
+use super::runtime::Device;
+use super::template::{CivilDate, Isolation};
+use super::tokenize::Prepared;
+use super::{EvalError, EvalOptions, Fault, ModelDir};
+use crate::machine::event::{EvalOutcome, RejectionCode};
+use crate::machine::params::Competition;
+use crate::machine::wire::LossVec;
+use crate::runner::edges::{EdgeError, ModelEvaluator, Refusal, TokenizedBatch, Verdict};
+
+/// The largest job a worker reads (a tokenised batch of 400 samples of 2048 tokens is ~6 MB).
+const JOB_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// The largest reply the parent reads.
+const REPLY_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// The end of a failed child's stderr kept for the report.
+const STDERR_TAIL_BYTES: usize = 2048;
+
+/// One job for a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Job {
+    /// N's checks of a fetched model against its competition.
+    Check {
+        /// The model directory.
+        dir: PathBuf,
+        /// The competition.
+        competition: Competition,
+    },
+    /// N's tokenisation of a batch with the tokenizer files in `dir`.
+    Tokenize {
+        /// The tokenizer directory.
+        dir: PathBuf,
+        /// The (prompt, response) pairs.
+        pairs: Vec<(String, String)>,
+        /// Truncation length.
+        max_seq_len: usize,
+        /// The date templates see.
+        date: CivilDate,
+    },
+    /// The model in `dir` on a tokenised batch.
+    Evaluate {
+        /// The model directory.
+        dir: PathBuf,
+        /// `cpu`, `cuda` or `cuda:N`.
+        device: String,
+        /// ONNX Runtime CPU threads.
+        threads: usize,
+        /// Longest sequence the graph is built for.
+        max_seq_len: usize,
+        /// The tokenised samples.
+        batch: Vec<Prepared>,
+    },
+}
+
+/// A worker's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// The model passed its competition's checks.
+    Checked(ModelChecked),
+    /// The model failed them.
+    CheckFailed(CheckFailed),
+    /// The tokenised batch.
+    Tokenized(Vec<Prepared>),
+    /// One loss per sample, and where the time went.
+    Losses {
+        /// The losses.
+        losses: LossVec,
+        /// Graph export and session build.
+        session_seconds: f64,
+        /// Scoring the samples.
+        evaluate_seconds: f64,
+    },
+    /// The model's files made the job fail: its fault.
+    ModelFailed {
+        /// The class of failure.
+        code: RejectionCode,
+        /// A sentence for operators and miners.
+        detail: String,
+    },
+    /// The files could not be read here (retry later).
+    Unavailable(String),
+    /// The evaluation device cannot be opened: the machine's fault, nobody's model.
+    DeviceUnavailable(String),
+}
+
+fn reply_of_error(error: &EvalError) -> Reply {
+    match error.fault() {
+        Fault::Model(code) => Reply::ModelFailed {
+            code,
+            detail: error.to_string(),
+        },
+        Fault::Input => Reply::Unavailable(error.to_string()),
+        Fault::Machine => match error {
+            EvalError::CudaUnavailable(_) => Reply::DeviceUnavailable(error.to_string()),
+            // ONNX Runtime failing on one model (its shapes, its size) is that model's
+            // failure; the device itself was probed before the model was touched.
+            _ => Reply::ModelFailed {
+                code: RejectionCode::MalformedRepo,
+                detail: error.to_string(),
+            },
+        },
+    }
+}
+
+/// Runs one job in this process.
+pub fn perform(job: Job) -> Reply {
+    match job {
+        Job::Check { dir, competition } => match check_model(&dir, &competition) {
+            Ok(Ok(checked)) => Reply::Checked(checked),
+            Ok(Err(failed)) => Reply::CheckFailed(failed),
+            Err(error) => reply_of_error(&error),
+        },
+        Job::Tokenize {
+            dir,
+            pairs,
+            max_seq_len,
+            date,
+        } => {
+            let options = EvalOptions {
+                max_seq_len,
+                date,
+                // The template is the miner's: it renders in its own bounded grandchild.
+                isolation: match Isolation::child_of_current_exe() {
+                    Ok(isolation) => isolation,
+                    Err(error) => return Reply::Unavailable(error.to_string()),
+                },
+                ..EvalOptions::default()
+            };
+            match tokenize_pairs(&dir, &pairs, &options) {
+                Ok(prepared) => Reply::Tokenized(prepared),
+                Err(error) => reply_of_error(&error),
+            }
+        }
+        Job::Evaluate {
+            dir,
+            device,
+            threads,
+            max_seq_len,
+            batch,
+        } => evaluate_job(&dir, &device, threads, max_seq_len, &batch),
+    }
+}
+
+fn evaluate_job(
+    dir: &Path,
+    device: &str,
+    threads: usize,
+    max_seq_len: usize,
+    batch: &[Prepared],
+) -> Reply {
+    let device: Device = match device.parse() {
+        Ok(device) => device,
+        Err(why) => return Reply::DeviceUnavailable(why),
+    };
+    // The device first: if it cannot be opened, no model is at fault.
+    if let Err(error) = super::runtime::probe(device) {
+        return Reply::DeviceUnavailable(error.to_string());
+    }
+    let model = match ModelDir::open(dir) {
+        Ok(model) => model,
+        Err(error) => return reply_of_error(&error),
+    };
+    let options = EvalOptions {
+        device,
+        max_seq_len,
+        threads: threads.max(1),
+        isolation: Isolation::InProcess,
+        date: CivilDate::today(),
+    };
+    match evaluate_prepared(&model, batch, &options, |_| {}) {
+        Ok(evaluation) => Reply::Losses {
+            losses: LossVec(evaluation.results.iter().map(|r| r.loss_f32()).collect()),
+            session_seconds: evaluation.session_seconds,
+            evaluate_seconds: evaluation.evaluate_seconds,
+        },
+        Err(error) => reply_of_error(&error),
+    }
+}
+
+/// Serves one job from stdin to stdout (`validator __eval-worker`).
+pub fn serve() -> std::io::Result<()> {
+    let mut line = String::new();
+    let mut stdin = std::io::stdin().lock();
+    (&mut stdin).take(JOB_BYTES_MAX).read_line(&mut line)?;
+    drop(stdin);
+    // The parent keeps our stdin open while it waits; end-of-file means it is gone.
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(70);
+    });
+    let reply = match serde_json::from_str::<Job>(&line) {
+        Ok(job) => {
+            // A panic in a parser of the miner's files is that model's failure, not a crash.
+            std::panic::catch_unwind(|| perform(job)).unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "a panic".into());
+                Reply::ModelFailed {
+                    code: RejectionCode::MalformedRepo,
+                    detail: format!("the model's files made the evaluator panic: {what}"),
+                }
+            })
+        }
+        Err(error) => Reply::Unavailable(format!("unreadable job: {error}")),
+    };
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer(&mut stdout, &reply)?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()
+}
+
+/// Why a worker gave no reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerFailure {
+    /// It ran past its time and was killed.
+    Timeout(Duration),
+    /// It died or wrote something unreadable.
+    Crashed(String),
+    /// It could not be started.
+    Spawn(String),
+}
+
+/// Kills a child's process group when dropped: a worker abandoned by a timeout, a stop
+/// signal or a panic takes its own children (the template renderer) with it.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Time a worker took, for the step's breakdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WorkerTiming {
+    /// From spawn to reply.
+    pub wall_seconds: f64,
+    /// Graph export and session build (evaluations only).
+    pub session_seconds: f64,
+    /// Scoring the samples (evaluations only).
+    pub evaluate_seconds: f64,
+}
+
+/// The evaluator edge over worker processes.
+#[derive(Debug, Clone)]
+pub struct WorkerEvaluator {
+    /// The `validator` executable.
+    pub program: PathBuf,
+    /// Where models run.
+    pub device: Device,
+    /// ONNX Runtime CPU threads.
+    pub threads: usize,
+    /// Truncation length (N: 2048).
+    pub max_seq_len: usize,
+    /// Longest an evaluation may take (N's successor: 720 s).
+    pub eval_timeout: Duration,
+    /// Longest the checks or a tokenisation may take.
+    pub prepare_timeout: Duration,
+    /// The date templates see.
+    pub date: CivilDate,
+    /// Where the last evaluation's time went (for the step's breakdown).
+    pub last_timing: Arc<std::sync::Mutex<WorkerTiming>>,
+}
+
+impl WorkerEvaluator {
+    /// A worker evaluator running `program` on `device`.
+    pub fn new(program: PathBuf, device: Device, eval_timeout: Duration) -> Self {
+        Self {
+            program,
+            device,
+            threads: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            max_seq_len: super::DEFAULT_MAX_SEQ_LEN,
+            eval_timeout,
+            prepare_timeout: eval_timeout.max(Duration::from_secs(60)),
+            date: CivilDate::today(),
+            last_timing: Arc::default(),
+        }
+    }
+
+    /// Runs `job` in a fresh child, bounded by `timeout`.
+    pub async fn run_once(&self, job: &Job, timeout: Duration) -> Result<Reply, WorkerFailure> {
+        let request = serde_json::to_vec(job)
+            .map_err(|e| WorkerFailure::Spawn(format!("encoding the job: {e}")))?;
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(&self.program)
+            .arg("__eval-worker")
+            .process_group(0)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| WorkerFailure::Spawn(format!("{}: {e}", self.program.display())))?;
+        let guard = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()));
+        let mut stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let exchange = async {
+            if let Some(stdin) = stdin.as_mut() {
+                // A child that dies before reading everything is reported by its status.
+                let _ = stdin.write_all(&request).await;
+                let _ = stdin.write_all(b"\n").await;
+                let _ = stdin.flush().await;
+            }
+            let read_out = async {
+                let mut bytes = Vec::new();
+                if let Some(stdout) = stdout {
+                    let _ = stdout.take(REPLY_BYTES_MAX).read_to_end(&mut bytes).await;
+                }
+                bytes
+            };
+            let read_err = async {
+                let mut bytes = Vec::new();
+                if let Some(stderr) = stderr {
+                    let _ = stderr.take(1 << 20).read_to_end(&mut bytes).await;
+                }
+                bytes
+            };
+            let (out, err) = tokio::join!(read_out, read_err);
+            let status = child.wait().await;
+            (out, err, status)
+        };
+        let outcome = tokio::time::timeout(timeout, exchange).await;
+        drop(stdin);
+        let Ok((out, err, status)) = outcome else {
+            drop(guard);
+            return Err(WorkerFailure::Timeout(timeout));
+        };
+        drop(guard);
+        let wall_seconds = started.elapsed().as_secs_f64();
+        let reply = serde_json::from_slice::<Reply>(&out).map_err(|_| {
+            let tail_from = err.len().saturating_sub(STDERR_TAIL_BYTES);
+            let tail = String::from_utf8_lossy(err.get(tail_from..).unwrap_or_default());
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            WorkerFailure::Crashed(format!("{status}: {}", tail.trim()))
+        })?;
+        if let Reply::Losses {
+            session_seconds,
+            evaluate_seconds,
+            ..
+        } = &reply
+            && let Ok(mut timing) = self.last_timing.lock()
+        {
+            *timing = WorkerTiming {
+                wall_seconds,
+                session_seconds: *session_seconds,
+                evaluate_seconds: *evaluate_seconds,
+            };
+        }
+        Ok(reply)
+    }
+
+    /// Runs `job`, once more in a fresh child if the first crashed.
+    async fn run(&self, job: &Job, timeout: Duration) -> Result<Reply, WorkerFailure> {
+        match self.run_once(job, timeout).await {
+            Err(WorkerFailure::Crashed(first)) => {
+                self.run_once(job, timeout)
+                    .await
+                    .map_err(|second| match second {
+                        WorkerFailure::Crashed(again) => {
+                            WorkerFailure::Crashed(format!("twice: {first}; then {again}"))
+                        }
+                        other => other,
+                    })
+            }
+            other => other,
+        }
+    }
+}
+
+/// A failure of the worker on a model's files: the model's fault, as a refusal.
+fn refusal_of_failure(failure: &WorkerFailure, what: &str) -> Result<Refusal, EdgeError> {
+    match failure {
+        WorkerFailure::Timeout(limit) => Ok(Refusal::new(
+            RejectionCode::MalformedRepo,
+            format!("{what} did not finish within {} s", limit.as_secs()),
+        )),
+        WorkerFailure::Crashed(why) => Ok(Refusal::new(
+            RejectionCode::MalformedRepo,
+            format!("{what} crashed the evaluation worker {why}"),
+        )),
+        WorkerFailure::Spawn(why) => Err(EdgeError::Operator(format!(
+            "cannot start the evaluation worker: {why}"
+        ))),
+    }
+}
+
+fn unexpected(reply: &Reply) -> EdgeError {
+    EdgeError::Operator(format!(
+        "the evaluation worker answered out of turn: {reply:?}"
+    ))
+}
+
+impl ModelEvaluator for WorkerEvaluator {
+    async fn check(
+        &self,
+        dir: &Path,
+        competition: &Competition,
+    ) -> Result<Verdict<ModelChecked>, EdgeError> {
+        let job = Job::Check {
+            dir: dir.to_owned(),
+            competition: competition.clone(),
+        };
+        match self.run(&job, self.prepare_timeout).await {
+            Ok(Reply::Checked(checked)) => Ok(Verdict::Accepted(checked)),
+            Ok(Reply::CheckFailed(failed)) => {
+                Ok(Verdict::Rejected(Refusal::new(failed.code, failed.detail)))
+            }
+            Ok(Reply::ModelFailed { code, detail }) => {
+                Ok(Verdict::Rejected(Refusal::new(code, detail)))
+            }
+            Ok(Reply::Unavailable(why)) => Err(EdgeError::Unavailable(why)),
+            Ok(Reply::DeviceUnavailable(why)) => Err(EdgeError::Operator(why)),
+            Ok(other) => Err(unexpected(&other)),
+            Err(failure) => {
+                refusal_of_failure(&failure, "checking the model").map(Verdict::Rejected)
+            }
+        }
+    }
+
+    async fn tokenize(
+        &self,
+        dir: &Path,
+        pairs: Arc<[(String, String)]>,
+    ) -> Result<Verdict<TokenizedBatch>, EdgeError> {
+        let job = Job::Tokenize {
+            dir: dir.to_owned(),
+            pairs: pairs.to_vec(),
+            max_seq_len: self.max_seq_len,
+            date: self.date,
+        };
+        match self.run(&job, self.prepare_timeout).await {
+            Ok(Reply::Tokenized(prepared)) => Ok(Verdict::Accepted(prepared.into())),
+            Ok(Reply::ModelFailed { code, detail }) => {
+                Ok(Verdict::Rejected(Refusal::new(code, detail)))
+            }
+            Ok(Reply::Unavailable(why)) => Err(EdgeError::Unavailable(why)),
+            Ok(Reply::DeviceUnavailable(why)) => Err(EdgeError::Operator(why)),
+            Ok(other) => Err(unexpected(&other)),
+            Err(failure) => {
+                refusal_of_failure(&failure, "tokenising the batch").map(Verdict::Rejected)
+            }
+        }
+    }
+
+    async fn evaluate(&self, dir: &Path, batch: TokenizedBatch) -> Result<EvalOutcome, EdgeError> {
+        if let Ok(mut timing) = self.last_timing.lock() {
+            *timing = WorkerTiming::default();
+        }
+        let job = Job::Evaluate {
+            dir: dir.to_owned(),
+            device: self.device.to_string(),
+            threads: self.threads,
+            max_seq_len: self.max_seq_len,
+            batch: batch.to_vec(),
+        };
+        match self.run(&job, self.eval_timeout).await {
+            Ok(Reply::Losses { losses, .. }) => Ok(EvalOutcome::Losses(losses)),
+            Ok(Reply::ModelFailed { detail, .. }) => Ok(EvalOutcome::Failed(detail)),
+            Ok(Reply::Unavailable(why)) => Err(EdgeError::Unavailable(why)),
+            Ok(Reply::DeviceUnavailable(why)) => Err(EdgeError::Operator(format!(
+                "the evaluation device cannot be used: {why}"
+            ))),
+            Ok(other) => Err(unexpected(&other)),
+            Err(WorkerFailure::Timeout(limit)) => Ok(EvalOutcome::Failed(format!(
+                "timeout: the evaluation took longer than {} s",
+                limit.as_secs()
+            ))),
+            Err(WorkerFailure::Crashed(why)) => Ok(EvalOutcome::Failed(format!(
+                "the evaluation worker crashed {why}"
+            ))),
+            Err(WorkerFailure::Spawn(why)) => Err(EdgeError::Operator(format!(
+                "cannot start the evaluation worker: {why}"
+            ))),
+        }
+    }
+
+    fn last_timing(&self) -> Option<(f64, f64)> {
+        let timing = *self.last_timing.lock().ok()?;
+        Some((timing.session_seconds, timing.evaluate_seconds))
+    }
+}

@@ -1,0 +1,101 @@
+//! What a run is told, validated once: the command line builds a [`RunConfig`], the loop reads
+//! it and nothing else.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::machine::MechanismParams;
+use crate::machine::params::CompetitionId;
+
+/// How the loop waits and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first wait.
+    pub first: Duration,
+    /// The longest wait (each retry doubles until here).
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait before attempt `attempt` (0 is the first retry).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
+        self.first.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Everything `validator run` was asked, checked.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The journal.
+    pub db: PathBuf,
+    /// The model cache (derived data: deleting it means refetching).
+    pub model_dir: PathBuf,
+    /// The mechanism this run uses (N's or the successor's, with `--sample_min`).
+    pub params: MechanismParams,
+    /// Journal a change of mechanism on a journal run with other parameters.
+    pub accept_params_change: bool,
+    /// N's `--genesis`: no consensus seeding, every model fetched (empty journals only).
+    pub genesis: bool,
+    /// Stop cleanly once the journal holds this many completed steps (a total).
+    pub max_steps: Option<u64>,
+    /// Blocks between weight submissions (used by the live chain's weight setting).
+    pub blocks_per_epoch: u64,
+    /// A snapshot chain: before each step, wait until every visible commitment has a verdict,
+    /// so a rerun on the same recording takes the same steps.
+    pub settle_before_step: bool,
+    /// Longest wait for seeded models before step 0.
+    pub startup_wait: Duration,
+    /// How often a live chain is polled for new commitments.
+    pub poll_interval: Option<Duration>,
+    /// Models fetched at once.
+    pub fetch_concurrency: usize,
+    /// N's grace period: cached models nothing references are deleted after it.
+    pub grace_period: Duration,
+    /// The competitions' fixed tokenizers; a competition without one tokenises each model with
+    /// its own files.
+    pub tokenizers: BTreeMap<CompetitionId, PathBuf>,
+    /// Samples per batch (N: 400).
+    pub samples_max: usize,
+    /// Steps between checkpoints.
+    pub checkpoint_every_steps: u64,
+    /// Retries of a step that could not get its data or its device.
+    pub step_retry: Backoff,
+    /// Retries of a model whose fetch could not be decided.
+    pub fetch_retry: Backoff,
+    /// Print N's step table after each step.
+    pub print_tables: bool,
+}
+
+impl RunConfig {
+    /// A configuration with N's defaults for a journal and a model cache.
+    pub fn new(db: PathBuf, model_dir: PathBuf) -> Self {
+        Self {
+            db,
+            model_dir,
+            params: MechanismParams::default(),
+            accept_params_change: false,
+            genesis: false,
+            max_steps: None,
+            blocks_per_epoch: 100,
+            settle_before_step: false,
+            startup_wait: Duration::from_secs(600),
+            poll_interval: Some(Duration::from_secs(300)),
+            fetch_concurrency: 2,
+            grace_period: Duration::from_secs(120 * 60),
+            tokenizers: BTreeMap::new(),
+            samples_max: crate::data::DEFAULT_MAX_SAMPLES,
+            checkpoint_every_steps: 100,
+            step_retry: Backoff {
+                first: Duration::from_secs(5),
+                max: Duration::from_secs(300),
+            },
+            fetch_retry: Backoff {
+                first: Duration::from_secs(30),
+                max: Duration::from_secs(1800),
+            },
+            print_tables: true,
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Model fetching: every commitment the fold says awaits verification is fetched from the
+//! model store, its hash checked, then N's checks run in the evaluation worker, and the
+//! verdict journaled (`ModelVerified` or `ModelRejected`). A few at a time, eval-set uids
+//! first, so the models of the next step download while the current one evaluates. A fetch
+//! that could not be decided is retried with backoff; the cache is swept once per grace
+//! period (and at once when the disk is full).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::config::RunConfig;
+use super::edges::{EdgeError, ModelEvaluator, ModelStore, Verdict};
+use super::writer::{WriteError, WriterHandle};
+use crate::machine::event::{ModelRejected, ModelVerified};
+use crate::machine::model_id::ModelId;
+use crate::machine::params::Competition;
+use crate::machine::{Event, State};
+
+/// A commitment to verify: the hotkey and the commitment's block.
+pub type CommitmentKey = (String, u64);
+
+/// A fetch that could not be decided, and when to try again.
+#[derive(Debug, Clone)]
+pub struct FetchFailure {
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Not before this.
+    pub retry_at: Instant,
+    /// Why the last attempt failed.
+    pub reason: String,
+}
+
+/// What the fetcher is doing, for the stepper (which waits for verdicts before a step on a
+/// recorded chain) and for reports.
+#[derive(Debug, Default)]
+pub struct FetchStatus {
+    /// Fetches under way.
+    pub in_flight: BTreeSet<CommitmentKey>,
+    /// Fetches that failed and wait for their retry.
+    pub failed: BTreeMap<CommitmentKey, FetchFailure>,
+}
+
+/// Shared fetch status.
+pub type SharedStatus = Arc<Mutex<FetchStatus>>;
+
+fn lock(status: &SharedStatus) -> std::sync::MutexGuard<'_, FetchStatus> {
+    status.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The commitments of `state` awaiting a verdict at `block`: the ones a step on a recorded
+/// chain waits for.
+pub fn unresolved(state: &State, block: u64) -> Vec<CommitmentKey> {
+    state
+        .commitments_to_verify(block)
+        .into_iter()
+        .map(|(hotkey, c)| (hotkey.to_owned(), c.block_commit))
+        .collect()
+}
+
+/// One fetch to run.
+struct Todo {
+    key: CommitmentKey,
+    model: ModelId,
+    competition: Competition,
+}
+
+/// What `state` asks to fetch at `block`, eval-set uids first, then by hotkey.
+fn todo(state: &State, block: u64) -> Vec<Todo> {
+    let in_eval_set = |hotkey: &str| {
+        let uid = state.metagraph.as_ref().and_then(|m| m.uid_of(hotkey));
+        uid.is_some_and(|uid| {
+            state
+                .competitions
+                .values()
+                .any(|c| c.eval_set.contains(&uid) || c.pending.contains(&uid))
+        })
+    };
+    let mut todo: Vec<(bool, Todo)> = state
+        .commitments_to_verify(block)
+        .into_iter()
+        .filter_map(|(hotkey, commitment)| {
+            let model = commitment.model_id.clone()?;
+            let competition = state
+                .params
+                .competition_at(block, &model.competition)?
+                .clone();
+            let todo = Todo {
+                key: (hotkey.to_owned(), commitment.block_commit),
+                model,
+                competition,
+            };
+            Some((!in_eval_set(hotkey), todo))
+        })
+        .collect();
+    // Stable: equal priority keeps the state's hotkey order.
+    todo.sort_by_key(|(later, _)| *later);
+    todo.into_iter().map(|(_, todo)| todo).collect()
+}
+
+/// Fetches, verifies and checks one model: the event to journal, or why it is undecided.
+async fn resolve<S: ModelStore, E: ModelEvaluator>(
+    store: &S,
+    evaluator: &E,
+    todo: &Todo,
+) -> Result<Event, EdgeError> {
+    let (hotkey, block_commit) = (&todo.key.0, todo.key.1);
+    let rejected = |refusal: super::edges::Refusal| {
+        Event::ModelRejected(ModelRejected {
+            hotkey: hotkey.clone(),
+            block_commit,
+            code: refusal.code,
+            detail: refusal.detail,
+        })
+    };
+    let stored = match store
+        .fetch(hotkey, &todo.model, todo.competition.max_repo_bytes)
+        .await?
+    {
+        Verdict::Accepted(stored) => stored,
+        Verdict::Rejected(refusal) => return Ok(rejected(refusal)),
+    };
+    match evaluator.check(&stored.dir, &todo.competition).await? {
+        Verdict::Accepted(_) => Ok(Event::ModelVerified(ModelVerified {
+            hotkey: hotkey.clone(),
+            block_commit,
+            hash_kind: stored.hash_kind,
+        })),
+        Verdict::Rejected(refusal) => Ok(rejected(refusal)),
+    }
+}
+
+/// Tells the operator (and the miner reading the log) what was decided about a model.
+fn report(event: &Event) {
+    match event {
+        Event::ModelVerified(verified) => eprintln!(
+            "validator: verified {}'s model (commit block {}, {:?} hash)",
+            verified.hotkey, verified.block_commit, verified.hash_kind
+        ),
+        Event::ModelRejected(rejected) => eprintln!(
+            "validator: rejected {}'s model (commit block {}): {:?}: {}",
+            rejected.hotkey, rejected.block_commit, rejected.code, rejected.detail
+        ),
+        _ => {}
+    }
+}
+
+/// The fetcher task.
+pub struct Fetcher<S, E> {
+    /// The journal.
+    pub writer: WriterHandle,
+    /// Where models come from.
+    pub store: Arc<S>,
+    /// The checks.
+    pub evaluator: Arc<E>,
+    /// Concurrency, retries, the cache and its grace period.
+    pub config: RunConfig,
+    /// Shared with the stepper.
+    pub status: SharedStatus,
+    /// Bumped whenever a fetch ends, so a waiting stepper looks again.
+    pub progress: watch::Sender<u64>,
+}
+
+impl<S, E> Fetcher<S, E>
+where
+    S: ModelStore + 'static,
+    E: ModelEvaluator + 'static,
+{
+    /// Runs until `stop` turns true. Only a journal failure ends it early.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), WriteError> {
+        let mut states = self.writer.subscribe();
+        let mut jobs: JoinSet<(Todo, Result<Event, EdgeError>)> = JoinSet::new();
+        let mut swept_at = Instant::now();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            self.start_jobs(&mut jobs);
+            if swept_at.elapsed() >= self.config.grace_period {
+                self.sweep().await;
+                swept_at = Instant::now();
+            }
+            let wake = self.next_retry().unwrap_or(Duration::from_secs(30));
+            tokio::select! {
+                done = jobs.join_next(), if !jobs.is_empty() => {
+                    if let Some(Ok((todo, result))) = done {
+                        self.finish(todo, result).await?;
+                    }
+                }
+                changed = states.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = stop.changed() => {}
+                () = tokio::time::sleep(wake) => {}
+            }
+        }
+        jobs.abort_all();
+        Ok(())
+    }
+
+    fn start_jobs(&self, jobs: &mut JoinSet<(Todo, Result<Event, EdgeError>)>) {
+        let state = self.writer.state();
+        let block = state.position.map_or(0, |p| p.block);
+        let now = Instant::now();
+        for todo in todo(&state, block) {
+            let mut status = lock(&self.status);
+            if status.in_flight.len() >= self.config.fetch_concurrency.max(1) {
+                break;
+            }
+            let waiting = status
+                .failed
+                .get(&todo.key)
+                .is_some_and(|failure| failure.retry_at > now);
+            if waiting || status.in_flight.contains(&todo.key) {
+                continue;
+            }
+            status.in_flight.insert(todo.key.clone());
+            drop(status);
+            let (store, evaluator) = (self.store.clone(), self.evaluator.clone());
+            jobs.spawn(async move {
+                let result = resolve(&*store, &*evaluator, &todo).await;
+                (todo, result)
+            });
+        }
+    }
+
+    async fn finish(&self, todo: Todo, result: Result<Event, EdgeError>) -> Result<(), WriteError> {
+        let block = self.writer.state().position.map_or(0, |p| p.block);
+        let outcome = match result {
+            Ok(event) => {
+                report(&event);
+                self.writer.record(vec![(block, event)]).await?;
+                lock(&self.status).failed.remove(&todo.key);
+                None
+            }
+            Err(error) => Some(error),
+        };
+        if let Some(error) = outcome
+            && self.note_failure(&todo.key, &error)
+        {
+            self.sweep().await;
+        }
+        lock(&self.status).in_flight.remove(&todo.key);
+        self.progress
+            .send_modify(|count| *count = count.wrapping_add(1));
+        Ok(())
+    }
+
+    /// Records a failed fetch and its retry time; returns whether the disk was full.
+    fn note_failure(&self, key: &CommitmentKey, error: &EdgeError) -> bool {
+        let mut status = lock(&self.status);
+        let attempts = status.failed.get(key).map_or(0, |f| f.attempts);
+        let delay = self.config.fetch_retry.delay(attempts);
+        let (hotkey, block_commit) = key;
+        let loudness = if error.is_retryable() {
+            ""
+        } else {
+            "ACTION NEEDED: "
+        };
+        eprintln!(
+            "validator: {loudness}fetching {hotkey}'s model (commit block {block_commit}) \
+             failed, retrying in {} s: {error}",
+            delay.as_secs()
+        );
+        status.failed.insert(
+            key.clone(),
+            FetchFailure {
+                attempts: attempts.saturating_add(1),
+                retry_at: Instant::now() + delay,
+                reason: error.to_string(),
+            },
+        );
+        matches!(error, EdgeError::DiskFull(_))
+    }
+
+    fn next_retry(&self) -> Option<Duration> {
+        let status = lock(&self.status);
+        let now = Instant::now();
+        status
+            .failed
+            .values()
+            .map(|f| f.retry_at.saturating_duration_since(now))
+            .min()
+            .map(|wait| wait.max(Duration::from_millis(10)))
+    }
+
+    /// Deletes cached models nothing in the journal still references, once idle for the grace
+    /// period.
+    async fn sweep(&self) {
+        let referenced = self.writer.state().referenced_models();
+        let cache = self.config.model_dir.clone();
+        let grace = self.config.grace_period;
+        let swept = tokio::task::spawn_blocking(move || {
+            crate::hub::cache::sweep(&cache, &referenced, grace, SystemTime::now())
+        })
+        .await;
+        match swept {
+            Ok(Ok(report)) if !report.deleted.is_empty() => eprintln!(
+                "validator: swept {} cached models ({} bytes)",
+                report.deleted.len(),
+                report.bytes_freed
+            ),
+            Ok(Err(error)) => eprintln!("validator: sweeping the model cache failed: {error}"),
+            _ => {}
+        }
+    }
+}

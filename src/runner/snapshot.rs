@@ -1,0 +1,318 @@
+//! A recorded chain (`--chain-snapshot FILE`): a timeline of metagraphs and commitments the
+//! validator runs against with no node at all. Its head starts at `start_block` and advances
+//! `blocks_per_step` per step begun; what it shows at a block is the latest metagraph, and per
+//! hotkey the latest commitment, of the entries at or before that block. Nothing is ever sent
+//! to it: the weights are the fold's vector, journaled with each step.
+//!
+//! ```json
+//! {"netuid": 6, "start_block": 1000, "blocks_per_step": 50,
+//!  "timeline": [
+//!    {"block": 1000,
+//!     "metagraph": {"hotkeys": ["5F..", "5G.."], "consensus": [0, 65535], "stake": [0, 10],
+//!                   "validator_permit": [false, true], "tempo": 360},
+//!     "commitments": {"5F..": {"block": 990, "raw": "ns:name:<40-hex commit>:<hash>:l3"}}},
+//!    {"block": 1200, "commitments": {"5G..": {"block": 1190, "raw_hex": "6e733a..."}}}]}
+//! ```
+//!
+//! `consensus` and `incentive` are the chain's u16 values; `incentive`, `validator_permit`,
+//! `last_update` may be left out; `tempo` defaults to 360. `raw` is the committed string,
+//! `raw_hex` its bytes when they are not UTF-8.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::edges::{ChainEdge, ChainRefusal, EdgeError, Observation, Verdict};
+use crate::chain::weights::ChainWeights;
+use crate::machine::Event;
+use crate::machine::event::{CommitmentField, CommitmentObserved, MetagraphObserved};
+use crate::machine::wire::{RawBytes, hex_decode};
+
+/// The largest snapshot file read.
+const SNAPSHOT_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotFile {
+    netuid: u16,
+    start_block: u64,
+    blocks_per_step: u64,
+    timeline: Vec<EntryFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryFile {
+    block: u64,
+    #[serde(default)]
+    metagraph: Option<MetagraphFile>,
+    #[serde(default)]
+    commitments: BTreeMap<String, CommitmentFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetagraphFile {
+    hotkeys: Vec<String>,
+    consensus: Vec<u16>,
+    stake: Vec<u64>,
+    #[serde(default)]
+    incentive: Vec<u16>,
+    #[serde(default)]
+    validator_permit: Vec<bool>,
+    #[serde(default)]
+    last_update: Vec<u64>,
+    #[serde(default = "default_tempo")]
+    tempo: u16,
+}
+
+fn default_tempo() -> u16 {
+    360
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitmentFile {
+    block: u64,
+    #[serde(default)]
+    raw: Option<String>,
+    #[serde(default)]
+    raw_hex: Option<String>,
+}
+
+/// Why a snapshot cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("chain snapshot {path}: {detail}")]
+pub struct SnapshotError {
+    /// The file.
+    pub path: String,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// A recorded chain.
+#[derive(Debug, Clone)]
+pub struct RecordedChain {
+    /// The subnet.
+    pub netuid: u16,
+    /// The head at step 0.
+    pub start_block: u64,
+    /// Blocks the head advances per step begun.
+    pub blocks_per_step: u64,
+    /// Metagraphs by the block they start showing.
+    metagraphs: BTreeMap<u64, MetagraphObserved>,
+    /// Commitments by hotkey, then by the block they start showing.
+    commitments: BTreeMap<String, BTreeMap<u64, CommitmentObserved>>,
+}
+
+impl RecordedChain {
+    /// Reads a snapshot file.
+    pub fn read(path: &Path) -> Result<Self, SnapshotError> {
+        let fail = |detail: String| SnapshotError {
+            path: path.display().to_string(),
+            detail,
+        };
+        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+        let metadata = file.metadata().map_err(|e| fail(e.to_string()))?;
+        if !metadata.is_file() {
+            return Err(fail("not a regular file".into()));
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(file, SNAPSHOT_BYTES_MAX + 1),
+            &mut text,
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        if u64::try_from(text.len()).unwrap_or(u64::MAX) > SNAPSHOT_BYTES_MAX {
+            return Err(fail(format!("over {SNAPSHOT_BYTES_MAX} bytes")));
+        }
+        Self::parse(&text).map_err(fail)
+    }
+
+    /// Parses a snapshot's JSON.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: SnapshotFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if file.blocks_per_step == 0 {
+            return Err("blocks_per_step must be positive".into());
+        }
+        let mut chain = Self {
+            netuid: file.netuid,
+            start_block: file.start_block,
+            blocks_per_step: file.blocks_per_step,
+            metagraphs: BTreeMap::new(),
+            commitments: BTreeMap::new(),
+        };
+        for entry in file.timeline {
+            if let Some(metagraph) = entry.metagraph {
+                let observed = metagraph.into_observed(file.netuid, entry.block)?;
+                if chain.metagraphs.insert(entry.block, observed).is_some() {
+                    return Err(format!("two metagraphs at block {}", entry.block));
+                }
+            }
+            for (hotkey, commitment) in entry.commitments {
+                let field = commitment.field(&hotkey)?;
+                let observed = CommitmentObserved {
+                    hotkey: hotkey.clone(),
+                    block_commit: commitment.block,
+                    field,
+                };
+                let by_block = chain.commitments.entry(hotkey.clone()).or_default();
+                if by_block.insert(entry.block, observed).is_some() {
+                    return Err(format!(
+                        "two commitments of {hotkey} at block {}",
+                        entry.block
+                    ));
+                }
+            }
+        }
+        match chain.metagraphs.keys().next() {
+            Some(first) if *first <= chain.start_block => Ok(chain),
+            Some(first) => Err(format!(
+                "the first metagraph is at block {first}, after start_block {}",
+                chain.start_block
+            )),
+            None => Err("the timeline has no metagraph".into()),
+        }
+    }
+
+    /// What the chain shows at `block`: the metagraph, then commitments by hotkey.
+    pub fn at(&self, block: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        if let Some((_, metagraph)) = self.metagraphs.range(..=block).next_back() {
+            events.push(Event::MetagraphObserved(metagraph.clone()));
+        }
+        for by_block in self.commitments.values() {
+            if let Some((_, commitment)) = by_block.range(..=block).next_back() {
+                events.push(Event::CommitmentObserved(commitment.clone()));
+            }
+        }
+        events
+    }
+}
+
+impl MetagraphFile {
+    fn into_observed(self, netuid: u16, block: u64) -> Result<MetagraphObserved, String> {
+        let size = self.hotkeys.len();
+        let lengths = [
+            ("consensus", self.consensus.len(), false),
+            ("stake", self.stake.len(), false),
+            ("incentive", self.incentive.len(), true),
+            ("validator_permit", self.validator_permit.len(), true),
+            ("last_update", self.last_update.len(), true),
+        ];
+        for (name, length, optional) in lengths {
+            if length != size && !(optional && length == 0) {
+                return Err(format!(
+                    "the metagraph at block {block} has {length} {name} entries for {size} hotkeys"
+                ));
+            }
+        }
+        Ok(MetagraphObserved {
+            netuid,
+            hotkeys: self.hotkeys,
+            consensus: self.consensus,
+            incentive: self.incentive,
+            stake: self.stake,
+            validator_permit: self.validator_permit,
+            last_update: self.last_update,
+            tempo: self.tempo,
+        })
+    }
+}
+
+impl CommitmentFile {
+    fn field(&self, hotkey: &str) -> Result<CommitmentField, String> {
+        let bytes = match (&self.raw, &self.raw_hex) {
+            (Some(text), None) => text.as_bytes().to_vec(),
+            (None, Some(hex)) => hex_decode(hex)
+                .ok_or_else(|| format!("the raw_hex of {hotkey}'s commitment is not hex"))?,
+            _ => {
+                return Err(format!(
+                    "{hotkey}'s commitment needs exactly one of raw and raw_hex"
+                ));
+            }
+        };
+        Ok(CommitmentField::Raw(RawBytes(bytes)))
+    }
+}
+
+impl ChainEdge for RecordedChain {
+    async fn head(&self, steps_begun: u64) -> Result<u64, EdgeError> {
+        Ok(self
+            .start_block
+            .saturating_add(self.blocks_per_step.saturating_mul(steps_begun)))
+    }
+
+    async fn observe(&self, block: u64) -> Result<Observation, EdgeError> {
+        Ok(Observation {
+            block,
+            block_hash: None,
+            events: self.at(block),
+        })
+    }
+
+    async fn submit_weights(
+        &self,
+        _weights: &ChainWeights,
+    ) -> Result<Verdict<u64, ChainRefusal>, EdgeError> {
+        Err(EdgeError::Operator(
+            "a recorded chain takes no weights: they stay in the journal".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SNAPSHOT: &str = r#"{"netuid": 6, "start_block": 1000, "blocks_per_step": 50,
+        "timeline": [
+          {"block": 1000,
+           "metagraph": {"hotkeys": ["5A", "5B"], "consensus": [0, 65535], "stake": [0, 10],
+                         "validator_permit": [false, true]},
+           "commitments": {"5A": {"block": 990, "raw": "a:b:c:d"}}},
+          {"block": 1100, "commitments": {"5A": {"block": 1090, "raw_hex": "ff00"},
+                                          "5B": {"block": 1095, "raw": "x"}}},
+          {"block": 1200, "metagraph": {"hotkeys": ["5A", "5B", "5C"], "consensus": [0, 0, 0],
+                                        "stake": [0, 0, 0]}}]}"#;
+
+    #[test]
+    fn the_head_and_what_it_shows_follow_the_timeline() {
+        let chain = RecordedChain::parse(SNAPSHOT).unwrap();
+        let at = |block| chain.at(block);
+        let events = at(1000);
+        assert_eq!(events.len(), 2);
+        assert!(matches!(&events[0], Event::MetagraphObserved(m) if m.tempo == 360));
+        let events = at(1150);
+        let Event::CommitmentObserved(a) = &events[1] else {
+            panic!()
+        };
+        assert_eq!(a.block_commit, 1090);
+        assert_eq!(a.field, CommitmentField::Raw(RawBytes(vec![0xff, 0])));
+        assert_eq!(events.len(), 3);
+        let Event::MetagraphObserved(m) = &at(1200)[0] else {
+            panic!()
+        };
+        assert_eq!(m.hotkeys.len(), 3);
+    }
+
+    #[test]
+    fn bad_snapshots_are_refused_with_a_reason() {
+        let late = SNAPSHOT.replace("\"start_block\": 1000", "\"start_block\": 900");
+        assert!(
+            RecordedChain::parse(&late)
+                .unwrap_err()
+                .contains("after start_block")
+        );
+        let both = SNAPSHOT.replace("\"raw\": \"x\"", "\"raw\": \"x\", \"raw_hex\": \"00\"");
+        assert!(
+            RecordedChain::parse(&both)
+                .unwrap_err()
+                .contains("exactly one")
+        );
+        let short = SNAPSHOT.replace("\"stake\": [0, 10]", "\"stake\": [0]");
+        assert!(RecordedChain::parse(&short).unwrap_err().contains("stake"));
+        assert!(RecordedChain::parse("{}").is_err());
+    }
+}

@@ -1,0 +1,593 @@
+//! A step, for the competition the fold says is next:
+//!
+//! 1. read the chain at the head and journal what changed;
+//! 2. on a recorded chain, wait until every visible commitment has a verdict;
+//! 3. fetch the batch in memory, then journal `StepStarted` and `BatchFetched` in one atomic
+//!    write (a step with an empty eval set starts and completes without a batch, as N returns
+//!    before pulling data); a batch that cannot be fetched journals `StepFailed`, which does
+//!    not advance the round-robin, and the step is tried again after a backoff;
+//! 4. evaluate each participant that has a model and no outcome yet, journaling each
+//!    `LossesComputed` as it finishes (the batch is tokenised once per tokenizer);
+//! 5. journal `StepCompleted` with the fold's own preview of it.
+//!
+//! Restart is resume: the state is the journal's fold, so an open step goes on from its
+//! journaled batch with the participants that have no outcome. A device that cannot be opened
+//! is the machine's fault: the step is failed (not scored, nobody penalised) and retried.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::RunError;
+use super::config::RunConfig;
+use super::edges::{
+    ChainEdge, EdgeError, ModelEvaluator, ModelStore, Observation, TokenizedBatch, Verdict,
+};
+use super::fetch::unresolved;
+use super::table::step_table;
+use super::writer::{WriteError, WriterHandle};
+use crate::data::{BatchRequest, DataSource, Seed};
+use crate::machine::event::{EvalOutcome, LossesComputed, StepCompleted, StepFailed, StepStarted};
+use crate::machine::preview::{step_completion, step_start};
+use crate::machine::state::{Entry, OpenStep, Participant};
+use crate::machine::{Event, Outcome, State};
+
+/// Where a step's time went, in seconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepTiming {
+    /// The step.
+    pub step: u64,
+    /// Models evaluated in it by this run.
+    pub models: usize,
+    /// Reading the chain and journaling what changed.
+    pub observe_seconds: f64,
+    /// Waiting for verdicts on visible commitments (recorded chains).
+    pub settle_seconds: f64,
+    /// Fetching the batch.
+    pub data_seconds: f64,
+    /// Tokenising the batch (in worker processes).
+    pub tokenize_seconds: f64,
+    /// Evaluating the models (worker processes: start, session, scoring).
+    pub evaluate_seconds: f64,
+    /// Of which building sessions, as the workers measured it.
+    pub session_seconds: f64,
+    /// Of which scoring samples, as the workers measured it.
+    pub scoring_seconds: f64,
+    /// Waiting for the journal (append, flush, fold).
+    pub journal_seconds: f64,
+    /// The whole step.
+    pub total_seconds: f64,
+}
+
+impl StepTiming {
+    /// The runner's own share: the step's time less what the edges took (chain, settle,
+    /// data, tokenisation, evaluation), i.e. journaling, folding and scheduling.
+    pub fn overhead_seconds(&self) -> f64 {
+        (self.total_seconds
+            - self.observe_seconds
+            - self.settle_seconds
+            - self.data_seconds
+            - self.tokenize_seconds
+            - self.evaluate_seconds)
+            .max(0.0)
+    }
+}
+
+/// How a pass of the stepper ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pass {
+    /// A step completed.
+    Completed(StepTiming),
+    /// The step could not run or be scored; try again after the backoff.
+    Failed(String),
+    /// Nothing to do yet (no metagraph, nothing scheduled, the chain unreachable).
+    Waiting(String),
+    /// Asked to stop.
+    Stopped,
+}
+
+/// The stepper: owns nothing but handles; the journal holds its progress.
+pub struct Stepper<C, S, E, D> {
+    /// The journal.
+    pub writer: WriterHandle,
+    /// The chain.
+    pub chain: Arc<C>,
+    /// The model store (to refetch a model deleted from the cache mid-run).
+    pub store: Arc<S>,
+    /// The evaluation worker.
+    pub evaluator: Arc<E>,
+    /// Where batches come from.
+    pub data: Arc<D>,
+    /// The run's configuration.
+    pub config: RunConfig,
+    /// Bumped by the fetcher when a fetch ends.
+    pub progress: watch::Receiver<u64>,
+    /// Turns true when the run must stop.
+    pub stop: watch::Receiver<bool>,
+}
+
+fn journal(error: WriteError) -> RunError {
+    match error {
+        WriteError::Journal(error) => RunError::Journal(error),
+        WriteError::Stopped => RunError::WriterStopped,
+    }
+}
+
+impl<C, S, E, D> Stepper<C, S, E, D>
+where
+    C: ChainEdge,
+    S: ModelStore,
+    E: ModelEvaluator,
+    D: DataSource,
+{
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps `wait`, or less if asked to stop. Returns whether to stop.
+    async fn pause(&mut self, wait: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = self.stop.changed() => {}
+        }
+        self.stopping()
+    }
+
+    async fn record(
+        &self,
+        events: Vec<(u64, Event)>,
+        timing: &mut StepTiming,
+    ) -> Result<Vec<(crate::machine::Record, Outcome)>, RunError> {
+        let started = Instant::now();
+        let written = self.writer.record(events).await.map_err(journal)?;
+        timing.journal_seconds += started.elapsed().as_secs_f64();
+        // The runner only journals what the fold accepts; a refusal here is a bug to surface.
+        for (record, outcome) in &written {
+            if let Outcome::Rejected(why) = outcome {
+                eprintln!(
+                    "validator: the fold refused the runner's own {} at block {}: {why}",
+                    record.event.kind(),
+                    record.block
+                );
+            }
+        }
+        Ok(written)
+    }
+
+    /// Runs steps until the journal holds `max_steps` completed ones or a stop is asked.
+    pub async fn run(&mut self) -> Result<Vec<StepTiming>, RunError> {
+        let mut timings = Vec::new();
+        let mut failures = 0u32;
+        loop {
+            let state = self.writer.state();
+            let done = self
+                .config
+                .max_steps
+                .is_some_and(|max| state.step_next >= max && state.step_open.is_none());
+            if done || self.stopping() {
+                return Ok(timings);
+            }
+            match self.pass().await? {
+                Pass::Completed(timing) => {
+                    failures = 0;
+                    timings.push(timing);
+                }
+                Pass::Failed(reason) | Pass::Waiting(reason) => {
+                    let wait = self.config.step_retry.delay(failures);
+                    failures = failures.saturating_add(1);
+                    eprintln!(
+                        "validator: step {} not run: {reason}; trying again in {} s",
+                        state.step_next,
+                        wait.as_secs_f64()
+                    );
+                    if self.pause(wait).await {
+                        return Ok(timings);
+                    }
+                }
+                Pass::Stopped => return Ok(timings),
+            }
+        }
+    }
+
+    /// One step: begun (or resumed), evaluated, completed.
+    async fn pass(&mut self) -> Result<Pass, RunError> {
+        let started = Instant::now();
+        let mut timing = StepTiming::default();
+        let state = self.writer.state();
+        if state.step_open.is_none() {
+            match self.begin(&state, &mut timing).await? {
+                Pass::Completed(_) => {}
+                other => return Ok(other),
+            }
+        }
+        let state = self.writer.state();
+        let Some(open) = state.step_open.clone() else {
+            return Ok(Pass::Waiting("the step did not open".into()));
+        };
+        timing.step = open.step;
+        match self.evaluate(&open, &mut timing).await? {
+            Pass::Completed(_) => {}
+            other => return Ok(other),
+        }
+        self.complete(&open, &mut timing).await?;
+        timing.total_seconds = started.elapsed().as_secs_f64();
+        Ok(Pass::Completed(timing))
+    }
+
+    /// Observes the chain, settles, fetches the batch and opens the step.
+    async fn begin(&mut self, state: &State, timing: &mut StepTiming) -> Result<Pass, RunError> {
+        let step = state.step_next;
+        let observed_at = Instant::now();
+        let observation = match self.observe(step).await {
+            Ok(observation) => observation,
+            Err(error) => return Ok(Pass::Waiting(format!("the chain: {error}"))),
+        };
+        let head = observation.block;
+        timing.observe_seconds = observed_at.elapsed().as_secs_f64();
+        if self.config.settle_before_step {
+            let settled_at = Instant::now();
+            if self.settle(head, false).await {
+                return Ok(Pass::Stopped);
+            }
+            timing.settle_seconds = settled_at.elapsed().as_secs_f64();
+        }
+        let state = self.writer.state();
+        let Some(planned) = step_start(&state, head) else {
+            return Ok(Pass::Waiting(format!(
+                "no step can start at block {head} (no metagraph, or no competition scheduled)"
+            )));
+        };
+        let started = Event::StepStarted(StepStarted {
+            step,
+            competition: planned.competition.clone(),
+        });
+        if planned.participants.is_empty() {
+            // N returns before pulling data when there is nobody to evaluate.
+            self.record(vec![(head, started)], timing).await?;
+            return Ok(Pass::Completed(StepTiming::default()));
+        }
+        let data_at = Instant::now();
+        let seed = observation
+            .block_hash
+            .as_deref()
+            .map_or(Seed::Unsynchronized(step), Seed::from_block_hash);
+        let request = BatchRequest {
+            step,
+            seed,
+            max_samples: self.config.samples_max,
+        };
+        let batch = tokio::select! {
+            batch = self.data.fetch(&request) => batch,
+            _ = self.stop.changed() => return Ok(Pass::Stopped),
+        };
+        timing.data_seconds = data_at.elapsed().as_secs_f64();
+        match batch {
+            Ok(batch) => {
+                let events = vec![(head, started), (head, Event::BatchFetched(batch.batch))];
+                self.record(events, timing).await?;
+                Ok(Pass::Completed(StepTiming::default()))
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                let failed = Event::StepFailed(StepFailed {
+                    step,
+                    reason: reason.clone(),
+                });
+                self.record(vec![(head, failed)], timing).await?;
+                Ok(Pass::Failed(reason))
+            }
+        }
+    }
+
+    /// Reads the chain at the head for the next step and journals what changed.
+    async fn observe(&self, step: u64) -> Result<Observation, EdgeError> {
+        let head = self.chain.head(step).await?;
+        let observation = self.chain.observe(head).await?;
+        self.writer
+            .observe(
+                observation.block,
+                Vec::new(),
+                observation.events.clone(),
+                Vec::new(),
+            )
+            .await
+            .map_err(|e| EdgeError::Operator(format!("the journal: {e}")))?;
+        Ok(observation)
+    }
+
+    /// Waits until every commitment visible at `head` has a verdict, at most the start-up
+    /// wait (a fetch that keeps failing is retried, and the step goes on without it then); `eval_set_only` waits only for the models of
+    /// uids in an eval set (the seeded ones). Returns whether to stop.
+    pub async fn settle(&mut self, head: u64, eval_set_only: bool) -> bool {
+        let deadline = Instant::now() + self.config.startup_wait;
+        let mut states = self.writer.subscribe();
+        loop {
+            let state = self.writer.state();
+            let mut waiting = unresolved(&state, head);
+            if eval_set_only {
+                waiting.retain(|(hotkey, _)| in_eval_set(&state, hotkey));
+            }
+            if waiting.is_empty() {
+                return false;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                eprintln!(
+                    "validator: going on without verdicts for {} models after {} s",
+                    waiting.len(),
+                    self.config.startup_wait.as_secs()
+                );
+                return false;
+            };
+            tokio::select! {
+                _ = self.progress.changed() => {}
+                _ = states.changed() => {}
+                _ = self.stop.changed() => {}
+                () = tokio::time::sleep(left.min(Duration::from_secs(5))) => {}
+            }
+            if self.stopping() {
+                return true;
+            }
+        }
+    }
+
+    /// Evaluates every participant of `open` with a model and no outcome.
+    async fn evaluate(
+        &mut self,
+        open: &OpenStep,
+        timing: &mut StepTiming,
+    ) -> Result<Pass, RunError> {
+        let todo: Vec<&Participant> = open
+            .participants
+            .iter()
+            .filter(|p| p.outcome.is_none() && matches!(p.entry, Entry::Model { .. }))
+            .collect();
+        if todo.is_empty() {
+            return Ok(Pass::Completed(StepTiming::default()));
+        }
+        let Some(batch) = self
+            .writer
+            .batch_of(open.step, open.block_start)
+            .await
+            .map_err(journal)?
+        else {
+            let reason = format!("step {} has no journaled batch", open.step);
+            self.fail_open(open, &reason, timing).await?;
+            return Ok(Pass::Failed(reason));
+        };
+        let pairs: Arc<[(String, String)]> = batch
+            .samples
+            .iter()
+            .map(|s| (s.prompt.to_owned(), s.response.to_owned()))
+            .collect();
+        let mut tokenized: BTreeMap<String, Verdict<TokenizedBatch>> = BTreeMap::new();
+        for participant in todo {
+            if self.stopping() {
+                return Ok(Pass::Stopped);
+            }
+            let outcome = match self
+                .outcome_of(open, participant, &pairs, &mut tokenized, timing)
+                .await?
+            {
+                Ok(outcome) => outcome,
+                Err(pass) => return Ok(pass),
+            };
+            timing.models += 1;
+            let Entry::Model { model_hash, .. } = &participant.entry else {
+                continue;
+            };
+            let losses = Event::LossesComputed(LossesComputed {
+                step: open.step,
+                uid: participant.uid,
+                hotkey: participant.hotkey.clone(),
+                model_hash: model_hash.clone(),
+                outcome,
+            });
+            self.record(vec![(open.block_start, losses)], timing)
+                .await?;
+        }
+        Ok(Pass::Completed(StepTiming::default()))
+    }
+
+    /// One participant's outcome, or how the step must end instead.
+    async fn outcome_of(
+        &mut self,
+        open: &OpenStep,
+        participant: &Participant,
+        pairs: &Arc<[(String, String)]>,
+        tokenized: &mut BTreeMap<String, Verdict<TokenizedBatch>>,
+        timing: &mut StepTiming,
+    ) -> Result<Result<EvalOutcome, Pass>, RunError> {
+        let Entry::Model { model_id, .. } = &participant.entry else {
+            return Ok(Err(Pass::Waiting("not a model".into())));
+        };
+        let dir = match self.model_dir(&participant.hotkey, model_id).await {
+            Ok(dir) => dir,
+            Err(why) => return Ok(Ok(EvalOutcome::Failed(why))),
+        };
+        let fixed = self.config.tokenizers.get(&open.competition).cloned();
+        let tokenizer_dir = fixed.clone().unwrap_or_else(|| dir.clone());
+        let tokenize_at = Instant::now();
+        let batch = match self.tokenized(&tokenizer_dir, pairs, tokenized).await {
+            Ok(Verdict::Accepted(batch)) => batch,
+            Ok(Verdict::Rejected(refusal)) if fixed.is_none() => {
+                timing.tokenize_seconds += tokenize_at.elapsed().as_secs_f64();
+                return Ok(Ok(EvalOutcome::Failed(format!(
+                    "tokenising with the model's own files failed: {}",
+                    refusal.detail
+                ))));
+            }
+            Ok(Verdict::Rejected(refusal)) => {
+                // The competition's tokenizer is the operator's: nobody's model is at fault.
+                let reason = format!(
+                    "ACTION NEEDED: the tokenizer of competition {} ({}) is unusable: {}",
+                    open.competition,
+                    tokenizer_dir.display(),
+                    refusal.detail
+                );
+                self.fail_open(open, &reason, timing).await?;
+                return Ok(Err(Pass::Failed(reason)));
+            }
+            Err(error) => {
+                let reason = format!("tokenising the batch: {error}");
+                self.fail_open(open, &reason, timing).await?;
+                return Ok(Err(Pass::Failed(reason)));
+            }
+        };
+        timing.tokenize_seconds += tokenize_at.elapsed().as_secs_f64();
+        let evaluate_at = Instant::now();
+        let evaluated = tokio::select! {
+            evaluated = self.evaluator.evaluate(&dir, batch) => evaluated,
+            _ = self.stop.changed() => return Ok(Err(Pass::Stopped)),
+        };
+        timing.evaluate_seconds += evaluate_at.elapsed().as_secs_f64();
+        if let Some((session, scoring)) = self.evaluator.last_timing() {
+            timing.session_seconds += session;
+            timing.scoring_seconds += scoring;
+        }
+        match evaluated {
+            Ok(outcome) => Ok(Ok(outcome)),
+            Err(EdgeError::Unavailable(why)) => Ok(Ok(EvalOutcome::Failed(format!(
+                "the model could not be read: {why}"
+            )))),
+            Err(error) => {
+                let reason = format!("ACTION NEEDED: {error}");
+                self.fail_open(open, &reason, timing).await?;
+                Ok(Err(Pass::Failed(reason)))
+            }
+        }
+    }
+
+    /// The model's directory in the cache, fetched again if it is gone (the cache is derived
+    /// data: an operator may delete it at any time).
+    async fn model_dir(
+        &self,
+        hotkey: &str,
+        model: &crate::machine::model_id::ModelId,
+    ) -> Result<PathBuf, String> {
+        let dir = self.store.dir_of(hotkey, model);
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let state = self.writer.state();
+        let block = state.position.map_or(0, |p| p.block);
+        let repo_bytes_max = state
+            .params
+            .competition_at(block, &model.competition)
+            .or_else(|| state.params.competition_by_id(&model.competition))
+            .map_or(crate::machine::params::N_MAX_REPO_BYTES, |c| {
+                c.max_repo_bytes
+            });
+        let mut attempts = 0u32;
+        loop {
+            match self.store.fetch(hotkey, model, repo_bytes_max).await {
+                Ok(Verdict::Accepted(stored)) => return Ok(stored.dir),
+                Ok(Verdict::Rejected(refusal)) => {
+                    return Err(format!(
+                        "the model left the cache and could not be fetched again: {}",
+                        refusal.detail
+                    ));
+                }
+                Err(error) if attempts < 3 && error.is_retryable() => {
+                    attempts += 1;
+                    tokio::time::sleep(
+                        self.config
+                            .fetch_retry
+                            .delay(attempts)
+                            .min(Duration::from_secs(30)),
+                    )
+                    .await;
+                }
+                Err(error) => {
+                    return Err(format!(
+                        "the model left the cache and could not be fetched again: {error}"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The batch tokenised with the files in `dir`, once per step and tokenizer (keyed by the
+    /// files' contents, so models that ship the same tokenizer share it).
+    async fn tokenized(
+        &self,
+        dir: &Path,
+        pairs: &Arc<[(String, String)]>,
+        cache: &mut BTreeMap<String, Verdict<TokenizedBatch>>,
+    ) -> Result<Verdict<TokenizedBatch>, EdgeError> {
+        let key = tokenizer_digest(dir);
+        if let Some(known) = cache.get(&key) {
+            return Ok(known.clone());
+        }
+        let verdict = self.evaluator.tokenize(dir, pairs.clone()).await?;
+        cache.insert(key, verdict.clone());
+        Ok(verdict)
+    }
+
+    /// Fails the open step: not scored, nobody penalised, the same step again later.
+    async fn fail_open(
+        &self,
+        open: &OpenStep,
+        reason: &str,
+        timing: &mut StepTiming,
+    ) -> Result<(), RunError> {
+        eprintln!("validator: step {} failed: {reason}", open.step);
+        let failed = Event::StepFailed(StepFailed {
+            step: open.step,
+            reason: reason.to_owned(),
+        });
+        self.record(vec![(open.block_start, failed)], timing)
+            .await?;
+        Ok(())
+    }
+
+    /// Journals the step's completion as the fold previews it, and prints N's table.
+    async fn complete(&self, open: &OpenStep, timing: &mut StepTiming) -> Result<(), RunError> {
+        let state = self.writer.state();
+        let block = state.position.map_or(open.block_start, |p| p.block);
+        let Some(current) = state.step_open.clone() else {
+            return Ok(());
+        };
+        let Some(recorded) = step_completion(&state, block) else {
+            return Ok(());
+        };
+        let completed = Event::StepCompleted(StepCompleted {
+            step: open.step,
+            recorded: recorded.clone(),
+        });
+        self.record(vec![(block, completed)], timing).await?;
+        if self.config.print_tables {
+            print!("{}", step_table(&current, &recorded));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `hotkey`'s uid is in an eval set (or pending for one).
+fn in_eval_set(state: &State, hotkey: &str) -> bool {
+    let uid = state.metagraph.as_ref().and_then(|m| m.uid_of(hotkey));
+    uid.is_some_and(|uid| {
+        state
+            .competitions
+            .values()
+            .any(|c| c.eval_set.contains(&uid))
+    })
+}
+
+/// A digest of the tokenizer files in `dir` (names and contents), so that a step tokenises
+/// once per distinct tokenizer. Hashing reads bytes and parses nothing.
+fn tokenizer_digest(dir: &Path) -> String {
+    let mut parts = Vec::new();
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+    ] {
+        let hash = crate::dirhash::hash_of_file(&dir.join(name)).unwrap_or_else(|_| "-".to_owned());
+        parts.push(format!("{name}={hash}"));
+    }
+    crate::hashing::hash_of_bytes(parts.join("\n").as_bytes())
+}

@@ -1,0 +1,185 @@
+//! `validator run` as a process on files it has not seen: a recorded chain, a local hub and a
+//! data file written here (the formats README documents), and the embedded demo.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use validator::journal::Journal;
+use validator::machine::Event;
+use validator::machine::event::EvalOutcome;
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models")
+}
+
+/// Copies fixture model `model` into `hub/<namespace>/<name>/<commit>/`.
+fn publish(hub: &Path, model: &str, namespace: &str, name: &str, commit: &str) {
+    let target = hub.join(namespace).join(name).join(commit);
+    std::fs::create_dir_all(&target).unwrap();
+    for entry in std::fs::read_dir(models().join(model)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+    }
+}
+
+fn plain_hash(model: &str) -> String {
+    validator::dirhash::hash_of_directory(&models().join(model), None)
+        .unwrap()
+        .plain
+}
+
+#[test]
+fn a_recorded_run_evaluates_each_model_as_transformers_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    let commits = [
+        "1111111111111111111111111111111111111111",
+        "2222222222222222222222222222222222222222",
+        "3333333333333333333333333333333333333333",
+    ];
+    publish(&hub, "llama-f32", "someone", "tiny-llama", commits[0]);
+    publish(&hub, "stablelm-f32", "another", "tiny-stablelm", commits[1]);
+    publish(&hub, "llama-bf16", "late", "llama-bf16", commits[2]);
+    let raw = |ns: &str, name: &str, commit: &str, model: &str, competition: &str| {
+        format!("{ns}:{name}:{commit}:{}:{competition}", plain_hash(model))
+    };
+    let snapshot = serde_json::json!({
+        "netuid": 9, "start_block": 5000, "blocks_per_step": 25,
+        "timeline": [
+            {"block": 4990,
+             "metagraph": {"hotkeys": ["5Owner", "5A", "5B"], "consensus": [0, 100, 50],
+                           "stake": [7, 1, 1], "tempo": 99},
+             "commitments": {
+                "5A": {"block": 4900, "raw": raw("someone", "tiny-llama", commits[0], "llama-f32", "l3")},
+                "5B": {"block": 4901, "raw": raw("another", "tiny-stablelm", commits[1], "stablelm-f32", "s1")}}},
+            {"block": 5020,
+             "metagraph": {"hotkeys": ["5Owner", "5A", "5B", "5C"], "consensus": [0, 100, 50, 0],
+                           "stake": [7, 1, 1, 1], "tempo": 99},
+             "commitments": {
+                "5C": {"block": 5010, "raw": raw("late", "llama-bf16", commits[2], "llama-bf16", "l3")},
+                "5Owner": {"block": 5011, "raw_hex": "ff00ff"}}}]});
+    let snapshot_path = dir.path().join("chain.json");
+    std::fs::write(&snapshot_path, snapshot.to_string()).unwrap();
+    let db = dir.path().join("journal");
+    let output = Command::new(env!("CARGO_BIN_EXE_validator"))
+        .arg("run")
+        .arg("--offline")
+        .arg("--chain-snapshot")
+        .arg(&snapshot_path)
+        .arg("--hub")
+        .arg(format!("local:{}", hub.display()))
+        .arg("--data-source")
+        .arg(format!(
+            "local:{}",
+            models().join("samples.jsonl").display()
+        ))
+        .args(["--max-steps", "3", "--disk-free-min-bytes", "0"])
+        .arg("--db")
+        .arg(&db)
+        .arg("--model_dir")
+        .arg(dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("3 completed steps"), "{stdout}");
+
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(models().join("reference.json")).unwrap())
+            .unwrap();
+    let prompts: Vec<String> = std::fs::read_to_string(models().join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["prompt"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let journal = Journal::open_existing(&db).unwrap();
+    let events: Vec<Event> = journal.all_records().map(|r| r.unwrap().event).collect();
+    drop(journal);
+    let mut batches = std::collections::BTreeMap::new();
+    let mut evaluated = std::collections::BTreeMap::new();
+    for event in &events {
+        match event {
+            Event::BatchFetched(batch) => {
+                batches.insert(batch.step, batch.clone());
+            }
+            Event::LossesComputed(losses) => {
+                let model = match losses.hotkey.as_str() {
+                    "5A" => "llama-f32",
+                    "5B" => "stablelm-f32",
+                    "5C" => "llama-bf16",
+                    other => panic!("{other} has no model"),
+                };
+                let EvalOutcome::Losses(values) = &losses.outcome else {
+                    panic!("{model} failed: {:?}", losses.outcome)
+                };
+                let batch = &batches[&losses.step];
+                for (sample, loss) in batch.samples.iter().zip(&values.0) {
+                    // The batch holds N's stripped text.
+                    let index = prompts
+                        .iter()
+                        .position(|p| validator::text::python_strip(p) == sample.prompt)
+                        .unwrap();
+                    let theirs = &reference["models"][model]["losses"][index];
+                    match theirs.as_f64() {
+                        Some(theirs) => assert!(
+                            (f64::from(*loss) - theirs).abs() < 1e-3,
+                            "{model} sample {index}: {loss} vs {theirs}"
+                        ),
+                        None => assert!(loss.is_infinite()),
+                    }
+                }
+                *evaluated.entry(model).or_insert(0) += 1;
+            }
+            _ => {}
+        }
+    }
+    // Steps: l3 at 5000 (A), s1 at 5025 (B), l3 at 5050 (A, and C once verified).
+    assert_eq!(evaluated.get("llama-f32"), Some(&2), "{evaluated:?}");
+    assert_eq!(evaluated.get("stablelm-f32"), Some(&1), "{evaluated:?}");
+    assert_eq!(evaluated.get("llama-bf16"), Some(&1), "{evaluated:?}");
+    // The owner's non-UTF-8 commitment is journaled and refused by the fold.
+    assert!(events.iter().any(|e| matches!(e,
+        Event::CommitmentObserved(c) if c.hotkey == "5Owner")));
+    let journal = Journal::open_existing(&db).unwrap();
+    let report = validator::replay::replay_journal(
+        &journal,
+        validator::replay::ReplayOptions {
+            from_block: 0,
+            to_block: None,
+            use_checkpoints: false,
+        },
+    )
+    .unwrap();
+    assert!(report.divergence.is_none(), "{:?}", report.divergence);
+}
+
+#[test]
+fn the_demo_runs_and_replays_its_own_journal() {
+    let output = Command::new(env!("CARGO_BIN_EXE_validator"))
+        .args(["run", "--demo"])
+        .env("TMPDIR", tempfile::tempdir().unwrap().keep())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("6 completed steps"), "{stdout}");
+    assert!(stdout.contains("all recorded results match"), "{stdout}");
+    for expected in [
+        "DuplicateOf(1)",
+        "competition s1",
+        "competition l3",
+        "final weights",
+    ] {
+        assert!(stdout.contains(expected), "{expected}: {stdout}");
+    }
+    assert!(stderr.contains("rejected 5DemoMallory's model"), "{stderr}");
+    assert!(stderr.contains("HashMismatch"), "{stderr}");
+    assert!(stderr.contains("verified 5DemoFrank's model"), "{stderr}");
+}
