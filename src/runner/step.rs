@@ -378,15 +378,26 @@ where
             let Entry::Model { model_hash, .. } = &participant.entry else {
                 continue;
             };
-            let losses = Event::LossesComputed(LossesComputed {
-                step: open.step,
-                uid: participant.uid,
-                hotkey: participant.hotkey.clone(),
-                model_hash: model_hash.clone(),
-                outcome,
-            });
-            self.record(vec![(open.block_start, losses)], timing)
+            let losses = |outcome| {
+                Event::LossesComputed(LossesComputed {
+                    step: open.step,
+                    uid: participant.uid,
+                    hotkey: participant.hotkey.clone(),
+                    model_hash: model_hash.clone(),
+                    outcome,
+                })
+            };
+            let written = self
+                .record(vec![(open.block_start, losses(outcome))], timing)
                 .await?;
+            // An outcome the fold refuses (losses that do not fit the batch) would leave the
+            // participant without one and be evaluated forever: record the failure instead.
+            if let Some((_, Outcome::Rejected(why))) = written.first() {
+                let failed =
+                    EvalOutcome::Failed(format!("the evaluation's result was refused: {why}"));
+                self.record(vec![(open.block_start, losses(failed))], timing)
+                    .await?;
+            }
         }
         Ok(Pass::Completed(StepTiming::default()))
     }
