@@ -323,6 +323,20 @@ impl Journal {
         Ok(Some(state))
     }
 
+    /// Where a fold that must reach block `block` can start: the latest checkpoint whose last
+    /// record is before it (`None`: genesis), and the position of the first record after that.
+    pub fn start_before(&self, block: u64) -> Result<(Option<State>, Position), JournalError> {
+        let start = self.checkpoint_before(block)?;
+        let from = start.as_ref().and_then(|state| state.position).map_or(
+            Position { block: 0, seq: 0 },
+            |p| Position {
+                block: p.block,
+                seq: p.seq.saturating_add(1),
+            },
+        );
+        Ok((start, from))
+    }
+
     /// Every checkpoint, in order.
     pub fn checkpoints(&self) -> impl Iterator<Item = Result<State, JournalError>> + '_ {
         self.checkpoints.iter().map(move |entry| {

@@ -8,20 +8,13 @@
 use std::path::Path;
 
 use crate::journal::{Journal, JournalError};
-use crate::machine::{Event, MechanismParams, Outcome, Position, Record, State, apply};
+use crate::machine::{Event, MechanismParams, Outcome, Record, State, apply};
 
 /// The state `journal` folds to: its latest checkpoint (or N's parameters on a journal without
 /// one) with every record after it applied.
 pub fn fold_from_latest_checkpoint(journal: &Journal) -> Result<State, JournalError> {
-    let mut state = journal
-        .checkpoint_before(u64::MAX)?
-        .unwrap_or_else(|| State::new(MechanismParams::default()));
-    let from = state
-        .position
-        .map_or(Position { block: 0, seq: 0 }, |p| Position {
-            block: p.block,
-            seq: p.seq.saturating_add(1),
-        });
+    let (start, from) = journal.start_before(u64::MAX)?;
+    let mut state = start.unwrap_or_else(|| State::new(MechanismParams::default()));
     for record in journal.records(from, None) {
         apply(&mut state, &record?);
     }

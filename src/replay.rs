@@ -119,20 +119,13 @@ pub fn replay_journal(
     journal: &crate::journal::Journal,
     options: ReplayOptions,
 ) -> Result<ReplayReport, ReplayError<crate::journal::JournalError>> {
-    let start = if options.use_checkpoints {
+    let (start, from) = if options.use_checkpoints {
         journal
-            .checkpoint_before(options.from_block)
+            .start_before(options.from_block)
             .map_err(ReplayError::Source)?
     } else {
-        None
+        (None, Position { block: 0, seq: 0 })
     };
-    let from = start
-        .as_ref()
-        .and_then(|s| s.position)
-        .map_or(Position { block: 0, seq: 0 }, |p| Position {
-            block: p.block,
-            seq: p.seq.saturating_add(1),
-        });
     replay(
         start,
         journal.records(from, options.to_block),

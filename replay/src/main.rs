@@ -179,18 +179,11 @@ fn print_report(report: &ReplayReport, json: bool) -> std::io::Result<()> {
 
 fn export(db: &Path, from_block: u64) -> Result<(), Failure> {
     let journal = Journal::open_existing(db)?;
-    let start = if from_block > 0 {
-        journal.checkpoint_before(from_block)?
+    let (start, from) = if from_block > 0 {
+        journal.start_before(from_block)?
     } else {
-        None
+        (None, Position { block: 0, seq: 0 })
     };
-    let from = start
-        .as_ref()
-        .and_then(|s| s.position)
-        .map_or(Position { block: 0, seq: 0 }, |p| Position {
-            block: p.block,
-            seq: p.seq.saturating_add(1),
-        });
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let io = |e: std::io::Error| Failure::Usage(anyhow::Error::new(e).context("writing stdout"));

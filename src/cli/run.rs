@@ -283,13 +283,7 @@ async fn edges(
             AnyStore::Hub(Hub::new(options).map_err(Failure::invalid)?)
         }
     };
-    let program = std::env::current_exe()
-        .map_err(|e| Failure::Failed(anyhow!("cannot find our own executable: {e}")))?;
-    let evaluator = WorkerEvaluator::new(
-        program,
-        args.device,
-        Duration::from_secs(args.eval_timeout_s.max(1)),
-    );
+    let evaluator = worker(args)?;
     let data =
         Source::new(&args.data_source, &SourceOptions::default()).map_err(Failure::invalid)?;
     Ok(Edges {
@@ -298,6 +292,17 @@ async fn edges(
         evaluator,
         data,
     })
+}
+
+/// The evaluation worker: children of this very executable.
+fn worker(args: &RunArgs) -> Result<WorkerEvaluator, Failure> {
+    let program = std::env::current_exe()
+        .map_err(|e| Failure::Failed(anyhow!("cannot find our own executable: {e}")))?;
+    Ok(WorkerEvaluator::new(
+        program,
+        args.device,
+        Duration::from_secs(args.eval_timeout_s.max(1)),
+    ))
 }
 
 /// Runs the loop until it is done or SIGTERM / SIGINT asks it to stop (it then stops the
@@ -385,13 +390,7 @@ fn demo(args: &RunArgs) -> Outcome {
     let chain = RecordedChain::read(&files.snapshot).map_err(Failure::invalid)?;
     let mut store = LocalStore::new(files.hub.clone(), config.model_dir.clone());
     store.disk_free_min_bytes = 64 << 20;
-    let program = std::env::current_exe()
-        .map_err(|e| Failure::Failed(anyhow!("cannot find our own executable: {e}")))?;
-    let evaluator = WorkerEvaluator::new(
-        program,
-        args.device,
-        Duration::from_secs(args.eval_timeout_s.max(1)),
-    );
+    let evaluator = worker(args)?;
     let data = Source::new(
         &SourceSpec::Local(files.data.clone()),
         &SourceOptions::default(),

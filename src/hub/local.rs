@@ -186,31 +186,23 @@ fn copy_plan(
     plan: Plan,
     staging: &Path,
 ) -> Result<Result<(Vec<String>, u64), Fetched>, HubError> {
-    let Plan {
-        sizes,
-        names,
-        mut wanted,
-    } = plan;
+    let mut plan = plan;
     let mut copied = 0u64;
-    if wanted.iter().any(|n| n == files::WEIGHTS_INDEX) {
-        let size = sizes.get(files::WEIGHTS_INDEX).copied().unwrap_or(0);
+    if plan.sharded() {
+        let size = plan.size_of(files::WEIGHTS_INDEX);
         match copy_file(source, staging, files::WEIGHTS_INDEX, size)? {
             Ok(bytes) => copied += bytes,
             Err(verdict) => return Ok(Err(verdict)),
         }
-        let path = staging.join(files::WEIGHTS_INDEX);
-        let index = std::fs::read(&path).map_err(io_error(&path))?;
-        match files::shards_of_index(&index, &names) {
-            Ok(shards) => wanted.extend(shards),
-            Err(why) => return Ok(Err(rejected(RejectionCode::MalformedRepo, why))),
+        if let Some(verdict) = plan.add_shards(staging)? {
+            return Ok(Err(verdict));
         }
     }
-    for name in wanted.iter().filter(|n| n.as_str() != files::WEIGHTS_INDEX) {
-        let size = sizes.get(name).copied().unwrap_or(0);
-        match copy_file(source, staging, name, size)? {
+    for (name, size) in plan.rest() {
+        match copy_file(source, staging, &name, size)? {
             Ok(bytes) => copied += bytes,
             Err(verdict) => return Ok(Err(verdict)),
         }
     }
-    Ok(Ok((wanted, copied)))
+    Ok(Ok((plan.wanted, copied)))
 }

@@ -158,6 +158,40 @@ pub(crate) struct Plan {
     pub(crate) wanted: Vec<String>,
 }
 
+impl Plan {
+    /// Whether the weights are sharded: the index must be fetched first, it names the shards.
+    fn sharded(&self) -> bool {
+        self.wanted.iter().any(|n| n == files::WEIGHTS_INDEX)
+    }
+
+    /// The listed size of `name`.
+    fn size_of(&self, name: &str) -> u64 {
+        self.sizes.get(name).copied().unwrap_or(0)
+    }
+
+    /// Adds the shards the fetched index in `staging` names, or the verdict on a bad index.
+    fn add_shards(&mut self, staging: &Path) -> Result<Option<Fetched>, HubError> {
+        let path = staging.join(files::WEIGHTS_INDEX);
+        let index = std::fs::read(&path).map_err(io_error(&path))?;
+        match files::shards_of_index(&index, &self.names) {
+            Ok(shards) => {
+                self.wanted.extend(shards);
+                Ok(None)
+            }
+            Err(why) => Ok(Some(rejected(RejectionCode::MalformedRepo, why))),
+        }
+    }
+
+    /// The files after the index, with their sizes.
+    fn rest(&self) -> Vec<(String, u64)> {
+        self.wanted
+            .iter()
+            .filter(|name| name.as_str() != files::WEIGHTS_INDEX)
+            .map(|name| (name.clone(), self.size_of(name)))
+            .collect()
+    }
+}
+
 /// A failed file download.
 enum FileFailure {
     Verdict(Fetched),
@@ -289,14 +323,10 @@ impl Hub {
         plan: Plan,
         staging: &Path,
     ) -> Result<Result<(Vec<String>, u64), Fetched>, HubError> {
-        let Plan {
-            sizes,
-            names,
-            mut wanted,
-        } = plan;
+        let mut plan = plan;
         let mut downloaded = 0u64;
-        if wanted.iter().any(|n| n == files::WEIGHTS_INDEX) {
-            let size = sizes.get(files::WEIGHTS_INDEX).copied().unwrap_or(0);
+        if plan.sharded() {
+            let size = plan.size_of(files::WEIGHTS_INDEX);
             let path = staging.join(files::WEIGHTS_INDEX);
             match self
                 .download(model, commit, files::WEIGHTS_INDEX, size, &path)
@@ -306,18 +336,12 @@ impl Hub {
                 Err(FileFailure::Verdict(verdict)) => return Ok(Err(verdict)),
                 Err(FileFailure::Retry(error)) => return Err(error),
             }
-            let index = tokio::fs::read(&path).await.map_err(io_error(&path))?;
-            match files::shards_of_index(&index, &names) {
-                Ok(shards) => wanted.extend(shards),
-                Err(why) => return Ok(Err(rejected(RejectionCode::MalformedRepo, why))),
+            if let Some(verdict) = plan.add_shards(staging)? {
+                return Ok(Err(verdict));
             }
         }
-        let progress = self.progress_bar(wanted.iter().filter_map(|n| sizes.get(n)).sum());
-        let rest: Vec<(String, u64)> = wanted
-            .iter()
-            .filter(|name| name.as_str() != files::WEIGHTS_INDEX)
-            .map(|name| (name.clone(), sizes.get(name).copied().unwrap_or(0)))
-            .collect();
+        let progress = self.progress_bar(plan.wanted.iter().map(|n| plan.size_of(n)).sum());
+        let rest = plan.rest();
         // Owned names in the jobs keep the futures free of higher-ranked borrows, so a fetch
         // can run on any runtime thread.
         let jobs = rest.into_iter().map(|(name, size)| {
@@ -345,7 +369,7 @@ impl Hub {
                 Err(FileFailure::Retry(error)) => return Err(error),
             }
         }
-        Ok(Ok((wanted, downloaded)))
+        Ok(Ok((plan.wanted, downloaded)))
     }
 }
 

@@ -13,7 +13,6 @@ use validator::machine::event::{
 use validator::machine::wire::RawBytes;
 use validator::machine::{Event, State};
 use validator::recorder::fold_existing;
-use validator::replay::{ReplayOptions, replay_journal};
 use validator::runner::config::{Backoff, RunConfig};
 use validator::runner::edges::{EdgeError, Observation, Refusal, StoredModel, Verdict};
 use validator::runner::{Edges, RunError, RunSummary, run};
@@ -136,18 +135,7 @@ pub fn records(db: &Path) -> Vec<Event> {
 
 /// Replays the journal and panics on any divergence.
 pub fn replays_cleanly(db: &Path) {
-    let journal = Journal::open_existing(db).unwrap();
-    let report = replay_journal(
-        &journal,
-        ReplayOptions {
-            from_block: 0,
-            to_block: None,
-            use_checkpoints: false,
-        },
-    )
-    .unwrap();
-    assert!(report.divergence.is_none(), "{:?}", report.divergence);
-    assert!(report.rejections.is_empty(), "{:?}", report.rejections);
+    super::replay_clean(db);
 }
 
 fn losses_of(events: &[Event], uid: u16) -> Vec<(u64, EvalOutcome)> {

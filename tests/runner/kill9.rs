@@ -14,41 +14,20 @@ use std::time::{Duration, Instant};
 use validator::journal::Journal;
 use validator::machine::Event;
 use validator::recorder::fold_existing;
-use validator::replay::{ReplayOptions, replay_journal};
 use validator::runner::demo::{DemoFiles, write_demo};
 use validator::synth::SplitMix64;
 
 const STEPS: u64 = 4;
 
 fn spawn(files: &DemoFiles, work: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_validator"))
-        .arg("run")
-        .arg("--offline")
-        .arg("--chain-snapshot")
-        .arg(&files.snapshot)
-        .arg("--hub")
-        .arg(format!("local:{}", files.hub.display()))
-        .arg("--data-source")
-        .arg(format!("local:{}", files.data.display()))
-        .arg("--tokenizer")
-        .arg(format!("l3={}", files.tokenizer_l3.display()))
-        .arg("--tokenizer")
-        .arg(format!("s1={}", files.tokenizer_s1.display()))
-        .args([
-            "--max-steps",
-            &STEPS.to_string(),
-            "--disk-free-min-bytes",
-            "0",
-        ])
-        .arg("--db")
-        .arg(work.join("journal"))
-        .arg("--model_dir")
-        .arg(work.join("cache"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    spawn_with(
+        files,
+        &work.join("journal"),
+        &work.join("cache"),
+        None,
+        STEPS,
+        false,
+    )
 }
 
 /// Runs to completion, uninterrupted; returns how long it took.
@@ -65,18 +44,8 @@ struct Checked {
 }
 
 fn check(db: &Path) -> Checked {
+    super::replay_clean(db);
     let journal = Journal::open_existing(db).unwrap();
-    let report = replay_journal(
-        &journal,
-        ReplayOptions {
-            from_block: 0,
-            to_block: None,
-            use_checkpoints: false,
-        },
-    )
-    .unwrap();
-    assert!(report.divergence.is_none(), "{:?}", report.divergence);
-    assert!(report.rejections.is_empty(), "{:?}", report.rejections);
     let mut losses: BTreeMap<(u64, u16), usize> = BTreeMap::new();
     let mut completed = Vec::new();
     for record in journal.all_records() {
@@ -176,7 +145,16 @@ fn cached_world(dir: &Path) -> (DemoFiles, PathBuf) {
     (files, warm.join("cache"))
 }
 
-fn spawn_with(files: &DemoFiles, db: &Path, cache: &Path, limit_kib: Option<u64>) -> Child {
+/// `validator run` on the demo's files for `steps` steps (under a file-size limit, stands in
+/// for a full disk, when given); output captured or discarded.
+fn spawn_with(
+    files: &DemoFiles,
+    db: &Path,
+    cache: &Path,
+    limit_kib: Option<u64>,
+    steps: u64,
+    capture: bool,
+) -> Child {
     let program = env!("CARGO_BIN_EXE_validator");
     let mut command = Command::new("bash");
     let limit = limit_kib.map_or(String::new(), |kib| {
@@ -198,14 +176,22 @@ fn spawn_with(files: &DemoFiles, db: &Path, cache: &Path, limit_kib: Option<u64>
         .arg(format!("l3={}", files.tokenizer_l3.display()))
         .arg("--tokenizer")
         .arg(format!("s1={}", files.tokenizer_s1.display()))
-        .args(["--max-steps", "6", "--disk-free-min-bytes", "0"])
+        .args([
+            "--max-steps",
+            &steps.to_string(),
+            "--disk-free-min-bytes",
+            "0",
+        ])
         .arg("--db")
         .arg(db)
         .arg("--model_dir")
         .arg(cache)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::null());
+    if capture {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    } else {
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+    }
     command.spawn().unwrap()
 }
 
@@ -222,7 +208,7 @@ fn a_journal_that_cannot_be_written_stops_the_run_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (files, cache) = cached_world(dir.path());
     let db = dir.path().join("journal");
-    let output = spawn_with(&files, &db, &cache, Some(100))
+    let output = spawn_with(&files, &db, &cache, Some(100), 6, true)
         .wait_with_output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -236,7 +222,7 @@ fn a_journal_that_cannot_be_written_stops_the_run_and_loses_nothing() {
     );
     let before = journal_records(&db);
     assert!(!before.is_empty());
-    let output = spawn_with(&files, &db, &cache, None)
+    let output = spawn_with(&files, &db, &cache, None, 6, true)
         .wait_with_output()
         .unwrap();
     assert!(
@@ -250,18 +236,7 @@ fn a_journal_that_cannot_be_written_stops_the_run_and_loses_nothing() {
 }
 
 fn check_six_steps(db: &Path) {
-    let journal = Journal::open_existing(db).unwrap();
-    let report = replay_journal(
-        &journal,
-        ReplayOptions {
-            from_block: 0,
-            to_block: None,
-            use_checkpoints: false,
-        },
-    )
-    .unwrap();
-    assert!(report.divergence.is_none(), "{:?}", report.divergence);
-    assert_eq!(report.steps.len(), 6);
+    assert_eq!(super::replay_clean(db).steps.len(), 6);
 }
 
 /// SIGTERM stops a run within 30 s with exit 0 (a second run on the journal meanwhile is
@@ -271,9 +246,9 @@ fn sigterm_stops_cleanly_and_the_next_start_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let (files, cache) = cached_world(dir.path());
     let db = dir.path().join("journal");
-    let child = spawn_with(&files, &db, &cache, None);
+    let child = spawn_with(&files, &db, &cache, None, 6, true);
     std::thread::sleep(Duration::from_millis(700));
-    let second = spawn_with(&files, &db, &cache, None)
+    let second = spawn_with(&files, &db, &cache, None, 6, true)
         .wait_with_output()
         .unwrap();
     if second.status.success() {
@@ -297,7 +272,7 @@ fn sigterm_stops_cleanly_and_the_next_start_resumes() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let output = spawn_with(&files, &db, &cache, None)
+    let output = spawn_with(&files, &db, &cache, None, 6, true)
         .wait_with_output()
         .unwrap();
     assert!(output.status.success());
