@@ -113,3 +113,37 @@ fn schema_one_records_still_read() {
     );
     assert_eq!(state.position.map(|p| p.seq), Some(0));
 }
+
+/// Postmortem (a CI run of the scaling property, shrunk by proptest; its seed is kept in
+/// `tests/proptest-regressions/fold_properties.txt`): the property "scaling every loss by a
+/// common factor changes no comparison" excluded near-ties but not exact ones. An earlier
+/// commit's 4.6875 discounted by 1% is exactly a later commit's 4.640625: a tie, which neither
+/// wins. Scaled by 0.01 the two products round differently and the tie breaks. The scorer is
+/// right (N's `iswin` does the same in f64); the property now excludes exact ties too.
+#[test]
+fn an_exact_epsilon_tie_can_break_when_losses_are_scaled() {
+    use validator::machine::params::EpsilonRule;
+    use validator::machine::scoring::{Contestant, compute_wins};
+    let rates = |earlier: f64, later: f64| {
+        let (a, b) = (vec![earlier], vec![later]);
+        let round = [
+            Contestant {
+                uid: 0,
+                block_commit: Some(0),
+                losses: &a,
+            },
+            Contestant {
+                uid: 1,
+                block_commit: None,
+                losses: &b,
+            },
+        ];
+        compute_wins(&round, &EpsilonRule::Fixed(0.01), 0)
+            .iter()
+            .map(|t| t.wins)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(4.6875 * 0.99, 4.640625);
+    assert_eq!(rates(4.6875, 4.640625), [0, 0]);
+    assert_ne!(rates(4.6875 * 0.01, 4.640625 * 0.01), [0, 0]);
+}
