@@ -87,6 +87,12 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+    let (_, payload) = checked_payload(bytes)?;
+    decode_payload(payload)
+}
+
+/// The schema version and the payload of an envelope, its version and checksum checked.
+fn checked_payload(bytes: &[u8]) -> Result<(u16, &[u8]), CodecError> {
     let (version, rest) = bytes
         .split_first_chunk::<2>()
         .ok_or(CodecError::Truncated(bytes.len()))?;
@@ -102,6 +108,10 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
     if stored != computed {
         return Err(CodecError::Checksum { stored, computed });
     }
+    Ok((version, payload))
+}
+
+fn decode_payload<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, CodecError> {
     let (value, used) = bincode::serde::borrow_decode_from_slice(payload, config())
         .map_err(|e| CodecError::Payload(e.to_string()))?;
     if used != payload.len() {
@@ -128,9 +138,20 @@ pub fn encode_state(state: &State) -> Vec<u8> {
     encode(state)
 }
 
-/// Decodes a checkpointed state.
+/// The schema version whose state first ended with `weights_intent`.
+const STATE_WITH_INTENT: u16 = 3;
+
+/// Decodes a checkpointed state. A state of schema 1 or 2 ends before `weights_intent`; bincode
+/// writes `None` as one zero byte, so appending it reads the old state exactly, with no intent.
 pub fn decode_state(bytes: &[u8]) -> Result<State, CodecError> {
-    decode(bytes)
+    let (version, payload) = checked_payload(bytes)?;
+    if version >= STATE_WITH_INTENT {
+        return decode_payload(payload);
+    }
+    let mut upgraded = Vec::with_capacity(payload.len().saturating_add(1));
+    upgraded.extend_from_slice(payload);
+    upgraded.push(0);
+    decode_payload(&upgraded)
 }
 
 #[cfg(test)]
@@ -147,6 +168,23 @@ mod tests {
             model_hash: "h".into(),
             outcome: EvalOutcome::Losses(LossVec(vec![1.5, f32::INFINITY, f32::NAN])),
         })
+    }
+
+    #[test]
+    fn a_state_of_schema_2_reads_with_no_intent() {
+        let state = State {
+            step_next: 9,
+            block_weights_included: Some(40),
+            ..State::default()
+        };
+        let current = encode_state(&state);
+        // A schema 2 envelope: the payload without the trailing `None` of `weights_intent`.
+        let payload = &current[HEADER_BYTES..current.len() - 1];
+        let mut old = 2u16.to_be_bytes().to_vec();
+        old.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+        old.extend_from_slice(payload);
+        assert_eq!(decode_state(&old).unwrap(), state);
+        assert_eq!(decode_state(&current).unwrap(), state);
     }
 
     #[test]

@@ -3,15 +3,16 @@
 //!
 //! Records before `from_block` are folded without checks (from the latest checkpoint before
 //! it, unless told to start from genesis); from `from_block` on, every `StepCompleted` is
-//! compared with its recomputation and every `WeightsSubmitted` with the u16 weights the state
-//! gives, and every checkpoint passed is compared with the recomputed state. Replay stops at
+//! compared with its recomputation, every `WeightsPrepared` (and every `WeightsSubmitted` with
+//! no intent before it) with the u16 weights the state gives, every `WeightsSubmitted` after an
+//! intent with that intent, and every checkpoint passed is compared with the recomputed state. Replay stops at
 //! the first divergence. It never writes.
 
 use std::fmt::Write as _;
 
 use crate::codec;
 use crate::jsonl::Item;
-use crate::machine::event::{StepRecord, WeightsSubmitted};
+use crate::machine::event::StepRecord;
 use crate::machine::{Event, MechanismParams, Outcome, Position, Record, State, apply};
 
 /// What to replay.
@@ -188,7 +189,10 @@ pub fn replay<E: std::error::Error + 'static>(
                     record: recomputed,
                 });
             }
-            if matches!(record.event, Event::WeightsSubmitted(_)) {
+            if matches!(
+                record.event,
+                Event::WeightsSubmitted(_) | Event::WeightsPrepared(_)
+            ) {
                 report.weights_checked += 1;
             }
         }
@@ -262,7 +266,10 @@ fn check_record(record: &Record, outcome: &Outcome) -> Option<Divergence> {
             recomputed: format!("a rejection ({why})"),
         }),
         (Event::WeightsSubmitted(event), Outcome::WeightsChecked(recomputed)) => {
-            compare_weights(record.position(), event, recomputed)
+            compare_weights(record.position(), &event.uids, &event.weights, recomputed)
+        }
+        (Event::WeightsPrepared(event), Outcome::WeightsChecked(recomputed)) => {
+            compare_weights(record.position(), &event.uids, &event.weights, recomputed)
         }
         _ => None,
     }
@@ -270,7 +277,8 @@ fn check_record(record: &Record, outcome: &Outcome) -> Option<Divergence> {
 
 fn compare_weights(
     position: Position,
-    event: &WeightsSubmitted,
+    journaled_uids: &[u16],
+    journaled_weights: &[u16],
     recomputed: &Result<(Vec<u16>, Vec<u16>), crate::machine::weights::ChainWeightsError>,
 ) -> Option<Divergence> {
     let divergence = |uid, field: &str, journaled: String, recomputed: String| {
@@ -294,15 +302,16 @@ fn compare_weights(
             );
         }
     };
-    if &event.uids != uids {
+    if journaled_uids != uids.as_slice() {
         return divergence(
             None,
             "submitted uids",
-            format!("{:?}", event.uids),
+            format!("{journaled_uids:?}"),
             format!("{uids:?}"),
         );
     }
-    for ((uid, journaled), recomputed) in event.uids.iter().zip(&event.weights).zip(weights) {
+    for ((uid, journaled), recomputed) in journaled_uids.iter().zip(journaled_weights).zip(weights)
+    {
         if journaled != recomputed {
             return divergence(
                 Some(*uid),
@@ -312,11 +321,11 @@ fn compare_weights(
             );
         }
     }
-    if event.weights.len() != weights.len() {
+    if journaled_weights.len() != weights.len() {
         return divergence(
             None,
             "submitted weight count",
-            event.weights.len().to_string(),
+            journaled_weights.len().to_string(),
             weights.len().to_string(),
         );
     }

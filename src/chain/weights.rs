@@ -9,7 +9,7 @@ use subxt::tx::Payload;
 use subxt_signer::sr25519::Keypair;
 
 use super::{Chain, ChainError, client_at, read_value, timelock};
-use crate::machine::event::SubmitOutcome;
+use crate::machine::event::{SubmitMethod, SubmitOutcome, WeightsCommitted, WeightsPrepared};
 use crate::machine::model_id::MAX_METADATA_BYTES;
 
 /// `version_key` of this release: `1000·major + 10·minor + patch`, as N computes its own.
@@ -380,48 +380,22 @@ impl Chain {
         salt: &[u16],
         poll: std::time::Duration,
     ) -> Result<u64, ChainError> {
-        let account: [u8; 32] = hotkey.public_key().0;
-        let hash = weights_commit_hash(
-            account,
-            netuid,
-            &weights.uids,
-            &weights.values,
-            salt,
-            weights.version_key,
-        );
-        self.commit_weights(hotkey, netuid, hash).await?;
-        let (first_reveal, last_reveal) = self
-            .weight_commits(netuid, account)
-            .await?
-            .into_iter()
-            .find(|commit| commit.0 == hash)
-            .map(|(_, _, first, last)| (first, last))
-            .ok_or_else(|| {
-                ChainError::Decode("the commit is not in WeightCommits after inclusion".into())
-            })?;
-        loop {
-            let block = self.block_number().await?;
-            if block > last_reveal {
-                return Err(ChainError::Refused {
-                    name: "ExpiredWeightCommit".into(),
-                    detail: format!("the reveal window ended at block {last_reveal}"),
-                });
+        let prepared = WeightsPrepared {
+            uids: weights.uids.clone(),
+            weights: weights.values.clone(),
+            version_key: weights.version_key,
+            method: SubmitMethod::CommitRevealHash {
+                salt: salt.to_vec(),
+            },
+            block_head: 0,
+        };
+        match self.send_prepared(hotkey, netuid, &prepared).await? {
+            Sent::Committed(committed) => {
+                self.reveal_in_window(hotkey, netuid, &prepared, &committed, poll)
+                    .await
             }
-            // The reveal is included in the next block, so it may go out one block early.
-            if block + 1 >= first_reveal {
-                break;
-            }
-            tokio::time::sleep(poll).await;
+            Sent::Included(block) => Ok(block),
         }
-        self.reveal_weights(
-            hotkey,
-            netuid,
-            &weights.uids,
-            &weights.values,
-            salt,
-            weights.version_key,
-        )
-        .await
     }
 }
 
@@ -439,16 +413,9 @@ pub fn os_random<const N: usize>() -> Result<[u8; N], ChainError> {
 }
 
 impl Chain {
-    /// Commit-reveal v3/v4: encrypts the weights to the drand round bittensor's rule picks for
-    /// this block and commits them; the chain reveals them itself. Returns the including
-    /// block and the round.
-    pub async fn commit_timelocked_weights(
-        &self,
-        hotkey: &Keypair,
-        netuid: u16,
-        weights: &ChainWeights,
-        version: u16,
-    ) -> Result<(u64, u64), ChainError> {
+    /// The drand round bittensor's rule picks for a timelocked commit made now on `netuid`,
+    /// and whether the runtime has `commit_timelocked_weights` (else `commit_crv3_weights`).
+    pub async fn timelock_round(&self, netuid: u16) -> Result<(u64, bool), ChainError> {
         let (block, tempo, reveal_period, has_v4_call) = self
             .call("reading the reveal period", |client| async move {
                 let at = client_at(&client, None).await?;
@@ -483,6 +450,29 @@ impl Chain {
             BLOCK_TIME_S,
             now_unix_s,
         );
+        Ok((round, has_v4_call))
+    }
+
+    /// Commit-reveal v3/v4: encrypts the weights to drand round `round` and commits them; the
+    /// chain reveals them itself. Returns the including block.
+    pub async fn commit_timelocked_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        weights: &ChainWeights,
+        version: u16,
+        round: u64,
+    ) -> Result<u64, ChainError> {
+        let has_v4_call = self
+            .call("reading the runtime's calls", |client| async move {
+                let at = client_at(&client, None).await?;
+                Ok(at
+                    .metadata_ref()
+                    .pallet_by_name("SubtensorModule")
+                    .and_then(|pallet| pallet.call_variant_by_name("commit_timelocked_weights"))
+                    .is_some())
+            })
+            .await?;
         let account = hotkey.public_key().0;
         let payload = timelock::weights_payload(
             (version >= 4).then_some(account),
@@ -492,44 +482,20 @@ impl Chain {
         );
         let ciphertext = timelock::encrypt(&payload, round, os_random::<32>()?)
             .map_err(|e| ChainError::Invalid(format!("encrypting the weights: {e}")))?;
-        let block = if has_v4_call {
+        if has_v4_call {
             let call = dynamic::tx(
                 "SubtensorModule",
                 "commit_timelocked_weights",
                 (netuid, ciphertext, round, version),
             );
-            self.submit("commit_timelocked_weights", call, hotkey)
-                .await?
+            self.submit("commit_timelocked_weights", call, hotkey).await
         } else {
             let call = dynamic::tx(
                 "SubtensorModule",
                 "commit_crv3_weights",
                 (netuid, ciphertext, round),
             );
-            self.submit("commit_crv3_weights", call, hotkey).await?
-        };
-        Ok((block, round))
-    }
-}
-
-/// How a weight vector was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightsMethod {
-    /// `set_weights`.
-    Plain,
-    /// `commit_weights`, then `reveal_weights` in the reveal window.
-    CommitReveal,
-    /// `commit_timelocked_weights`.
-    Timelocked,
-}
-
-impl WeightsMethod {
-    /// The extrinsics' names, as reports print them.
-    pub fn name(self) -> &'static str {
-        match self {
-            WeightsMethod::Plain => "set_weights",
-            WeightsMethod::CommitReveal => "commit_weights+reveal_weights",
-            WeightsMethod::Timelocked => "commit_timelocked_weights",
+            self.submit("commit_crv3_weights", call, hotkey).await
         }
     }
 }
@@ -543,47 +509,297 @@ pub fn fresh_salt() -> Result<Vec<u16>, ChainError> {
         .collect())
 }
 
+/// What sending prepared weights achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// The weights are on chain (plain), or committed for the chain to reveal (timelocked):
+    /// the including block.
+    Included(u64),
+    /// The hash commit is on chain; the weights are revealed inside its window.
+    Committed(WeightsCommitted),
+}
+
 impl Chain {
-    /// Sends `weights` for `netuid` by whatever rule the subnet has now (plain, hash
-    /// commit-reveal, timelocked commit-reveal), and returns the method and the including
-    /// block, or why it did not go through. Only reading the rule itself can fail outright.
-    pub async fn submit_weights(
+    /// How weights go on `netuid` now, with what the method needs decided before anything is
+    /// signed (a fresh salt, the drand round), so it can be journaled first.
+    pub async fn plan_submission(&self, netuid: u16) -> Result<SubmitMethod, ChainError> {
+        Ok(match self.weights_rule(netuid).await? {
+            super::WeightsRule::Plain => SubmitMethod::Plain,
+            super::WeightsRule::CommitRevealHash => SubmitMethod::CommitRevealHash {
+                salt: fresh_salt()?,
+            },
+            super::WeightsRule::CommitRevealTimelocked { version } => {
+                let (reveal_round, _) = self.timelock_round(netuid).await?;
+                SubmitMethod::Timelocked {
+                    version,
+                    reveal_round,
+                }
+            }
+        })
+    }
+
+    /// Sends `prepared` by its method: `set_weights`, the hash commit, or the timelocked
+    /// commit. A hash commit answers with its reveal window; [`Chain::reveal_prepared`]
+    /// finishes it.
+    pub async fn send_prepared(
         &self,
         hotkey: &Keypair,
         netuid: u16,
-        weights: &ChainWeights,
-    ) -> Result<(WeightsMethod, Result<u64, ChainError>), ChainError> {
-        let rule = self.weights_rule(netuid).await?;
-        let sent = match rule {
-            super::WeightsRule::Plain => (
-                WeightsMethod::Plain,
-                self.set_weights(
+        prepared: &WeightsPrepared,
+    ) -> Result<Sent, ChainError> {
+        let weights = ChainWeights::of(prepared);
+        match &prepared.method {
+            SubmitMethod::Plain => self
+                .set_weights(
                     hotkey,
                     netuid,
                     &weights.uids,
                     &weights.values,
                     weights.version_key,
                 )
-                .await,
-            ),
-            super::WeightsRule::CommitRevealHash => {
-                let salt = fresh_salt()?;
-                let poll = std::time::Duration::from_secs(6);
-                let result = self
-                    .commit_and_reveal_weights(hotkey, netuid, weights, &salt, poll)
-                    .await;
-                (WeightsMethod::CommitReveal, result)
+                .await
+                .map(Sent::Included),
+            SubmitMethod::CommitRevealHash { salt } => {
+                let account = hotkey.public_key().0;
+                let hash = weights_commit_hash(
+                    account,
+                    netuid,
+                    &weights.uids,
+                    &weights.values,
+                    salt,
+                    weights.version_key,
+                );
+                self.commit_weights(hotkey, netuid, hash).await?;
+                self.find_commit(netuid, account, prepared)
+                    .await?
+                    .map(Sent::Committed)
+                    .ok_or_else(|| {
+                        ChainError::Decode(
+                            "the commit is not in WeightCommits after inclusion".into(),
+                        )
+                    })
             }
-            super::WeightsRule::CommitRevealTimelocked { version } => {
-                let result = self
-                    .commit_timelocked_weights(hotkey, netuid, weights, version)
-                    .await
-                    .map(|(block, _round)| block);
-                (WeightsMethod::Timelocked, result)
-            }
-        };
-        Ok(sent)
+            SubmitMethod::Timelocked {
+                version,
+                reveal_round,
+            } => self
+                .commit_timelocked_weights(hotkey, netuid, &weights, *version, *reveal_round)
+                .await
+                .map(Sent::Included),
+        }
     }
+
+    /// The chain's record of the hash commit of `prepared` by `account`, while unrevealed.
+    pub async fn find_commit(
+        &self,
+        netuid: u16,
+        account: [u8; 32],
+        prepared: &WeightsPrepared,
+    ) -> Result<Option<WeightsCommitted>, ChainError> {
+        let SubmitMethod::CommitRevealHash { salt } = &prepared.method else {
+            return Ok(None);
+        };
+        let hash = weights_commit_hash(
+            account,
+            netuid,
+            &prepared.uids,
+            &prepared.weights,
+            salt,
+            prepared.version_key,
+        );
+        Ok(self
+            .weight_commits(netuid, account)
+            .await?
+            .into_iter()
+            .find(|commit| commit.0 == hash)
+            .map(|(_, block_commit, first, last)| WeightsCommitted {
+                block_commit,
+                block_reveal_first: first,
+                block_reveal_last: last,
+            }))
+    }
+
+    /// Reveals the committed `prepared` weights (commit-reveal v2). Returns the block.
+    pub async fn reveal_prepared(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        prepared: &WeightsPrepared,
+    ) -> Result<u64, ChainError> {
+        let SubmitMethod::CommitRevealHash { salt } = &prepared.method else {
+            return Err(ChainError::Invalid(
+                "only hash-committed weights are revealed".into(),
+            ));
+        };
+        self.reveal_weights(
+            hotkey,
+            netuid,
+            &prepared.uids,
+            &prepared.weights,
+            salt,
+            prepared.version_key,
+        )
+        .await
+    }
+
+    /// Where the validator `account` stands on `netuid` at the head, in one read.
+    pub async fn standing(&self, netuid: u16, account: [u8; 32]) -> Result<Standing, ChainError> {
+        self.call("reading the validator's standing", |client| async move {
+            let at = client_at(&client, None).await?;
+            let storage = at.storage();
+            let uid: Option<u16> = storage
+                .try_fetch(
+                    dynamic::storage::<(u16, [u8; 32]), u16>("SubtensorModule", "Uids"),
+                    (netuid, account),
+                )
+                .await
+                .map_err(|e| ChainError::Unavailable(format!("reading Uids: {e}")))?
+                .map(|value| value.decode())
+                .transpose()
+                .map_err(|e| ChainError::Decode(format!("Uids: {e}")))?;
+            let rate_limit: u64 = read_value::<(u16,), u64, _>(
+                &storage,
+                "SubtensorModule",
+                "WeightsSetRateLimit",
+                (netuid,),
+            )
+            .await?;
+            let version_key_min: u64 = read_value::<(u16,), u64, _>(
+                &storage,
+                "SubtensorModule",
+                "WeightsVersionKey",
+                (netuid,),
+            )
+            .await?;
+            let mut standing = Standing {
+                head: at.block_number(),
+                uid,
+                validator_permit: false,
+                last_update: 0,
+                weights: Vec::new(),
+                rate_limit,
+                version_key_min,
+            };
+            if let Some(uid) = uid {
+                let index = usize::from(uid);
+                let permits: Vec<bool> = read_value::<(u16,), Vec<bool>, _>(
+                    &storage,
+                    "SubtensorModule",
+                    "ValidatorPermit",
+                    (netuid,),
+                )
+                .await?;
+                let updates: Vec<u64> = read_value::<(u16,), Vec<u64>, _>(
+                    &storage,
+                    "SubtensorModule",
+                    "LastUpdate",
+                    (netuid,),
+                )
+                .await?;
+                standing.validator_permit = permits.get(index).copied().unwrap_or(false);
+                standing.last_update = updates.get(index).copied().unwrap_or(0);
+                standing.weights = read_value::<(u16, u16), Vec<(u16, u16)>, _>(
+                    &storage,
+                    "SubtensorModule",
+                    "Weights",
+                    (netuid, uid),
+                )
+                .await?;
+            }
+            Ok(standing)
+        })
+        .await
+    }
+
+    /// Sends `weights` for `netuid` by whatever rule the subnet has now, start to finish (a
+    /// hash commit is revealed in its window, polled every `poll`). `journal` is told each
+    /// stage before it happens or as soon as it is known: the prepared weights before
+    /// anything is signed, then the commit, if any.
+    pub async fn submit_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        weights: &ChainWeights,
+        poll: std::time::Duration,
+        mut journal: impl FnMut(Stage<'_>) -> Result<(), ChainError>,
+    ) -> Result<(WeightsPrepared, Result<u64, ChainError>), ChainError> {
+        let method = self.plan_submission(netuid).await?;
+        let prepared = WeightsPrepared {
+            uids: weights.uids.clone(),
+            weights: weights.values.clone(),
+            version_key: weights.version_key,
+            method,
+            block_head: self.block_number().await?,
+        };
+        journal(Stage::Prepared(&prepared))?;
+        let result = match self.send_prepared(hotkey, netuid, &prepared).await {
+            Ok(Sent::Included(block)) => Ok(block),
+            Ok(Sent::Committed(committed)) => {
+                journal(Stage::Committed(&committed))?;
+                self.reveal_in_window(hotkey, netuid, &prepared, &committed, poll)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        Ok((prepared, result))
+    }
+
+    /// Waits for the reveal window of `committed` and reveals `prepared` in it.
+    pub async fn reveal_in_window(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        prepared: &WeightsPrepared,
+        committed: &WeightsCommitted,
+        poll: std::time::Duration,
+    ) -> Result<u64, ChainError> {
+        loop {
+            let block = self.block_number().await?;
+            if block > committed.block_reveal_last {
+                return Err(ChainError::Refused {
+                    name: "ExpiredWeightCommit".into(),
+                    detail: format!(
+                        "the reveal window ended at block {}",
+                        committed.block_reveal_last
+                    ),
+                });
+            }
+            // The reveal is included in the next block, so it may go out one block early.
+            if block.saturating_add(1) >= committed.block_reveal_first {
+                break;
+            }
+            tokio::time::sleep(poll).await;
+        }
+        self.reveal_prepared(hotkey, netuid, prepared).await
+    }
+}
+
+/// A stage of a submission, as [`Chain::submit_weights`] reports it for journaling.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage<'a> {
+    /// The weights and method, before anything is signed.
+    Prepared(&'a WeightsPrepared),
+    /// The hash commit was included.
+    Committed(&'a WeightsCommitted),
+}
+
+/// Where a validator's hotkey stands on a subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// The head block read.
+    pub head: u64,
+    /// Its uid, when registered.
+    pub uid: Option<u16>,
+    /// Whether it holds a validator permit.
+    pub validator_permit: bool,
+    /// `LastUpdate` of its uid: the block its weights last changed (0 when never).
+    pub last_update: u64,
+    /// `Weights` of its uid: (uid, u16 weight) pairs.
+    pub weights: Vec<(u16, u16)>,
+    /// `WeightsSetRateLimit`: blocks between weight changes.
+    pub rate_limit: u64,
+    /// `WeightsVersionKey`: the lowest `version_key` the subnet accepts.
+    pub version_key_min: u64,
 }
 
 /// Weights in the chain's form, ready to send.
@@ -595,6 +811,17 @@ pub struct ChainWeights {
     pub values: Vec<u16>,
     /// `version_key`.
     pub version_key: u64,
+}
+
+impl ChainWeights {
+    /// The weights of a prepared submission.
+    pub fn of(prepared: &WeightsPrepared) -> Self {
+        Self {
+            uids: prepared.uids.clone(),
+            values: prepared.weights.clone(),
+            version_key: prepared.version_key,
+        }
+    }
 }
 
 /// A `Data::Raw{len}` commitment field.

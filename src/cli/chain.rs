@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use serde::Serialize;
 use validator::chain::wallet::{Hotkey, WalletPath};
-use validator::chain::weights::{ChainWeights, raw_field, submit_outcome, version_key};
+use validator::chain::weights::{ChainWeights, Stage, raw_field, submit_outcome, version_key};
 use validator::chain::{Chain, ChainError, ChainOptions, endpoint_url};
 use validator::machine::event::{CommitmentField, WeightsSubmitted};
 use validator::machine::model_id::{ModelId, commitment_text};
@@ -557,33 +557,65 @@ async fn set_weights(
         version_key: version_key_override.unwrap_or_else(version_key),
     };
     let hotkey = wallet.load()?;
+    // The journal is opened (and locked) before anything is signed, and each stage is
+    // journaled and flushed before the next: the intent first, the answer last.
+    let mut recorder = db.map(|path| Recorder::open(path, 100)).transpose()?;
+    let mut journal = |block: u64, event: Event| -> Result<(), ChainError> {
+        let Some(recorder) = recorder.as_mut() else {
+            return Ok(());
+        };
+        let floor = recorder.journal().last_position().map_or(0, |p| p.block);
+        recorder
+            .record(&[(block.max(floor), event)])
+            .map(|_| ())
+            .map_err(|e| ChainError::Invalid(format!("journaling the submission: {e}")))
+    };
     let chain = endpoint.connect().await.map_err(fail)?;
-    let (method, result) = chain
-        .submit_weights(&hotkey.keypair, netuid, &weights)
+    let (prepared, result) = chain
+        .submit_weights(
+            &hotkey.keypair,
+            netuid,
+            &weights,
+            Duration::from_secs(6),
+            |stage| match stage {
+                Stage::Prepared(prepared) => journal(
+                    prepared.block_head,
+                    Event::WeightsPrepared(prepared.clone()),
+                ),
+                Stage::Committed(committed) => journal(
+                    committed.block_commit,
+                    Event::WeightsCommitted(committed.clone()),
+                ),
+            },
+        )
         .await
         .map_err(fail)?;
-    if let Some(path) = db {
-        let block = match &result {
-            Ok(block) => *block,
-            Err(_) => chain.block_number().await.unwrap_or(0),
-        };
-        let mut recorder = Recorder::open(path, 100)?;
-        recorder.record(&[(
-            block,
-            Event::WeightsSubmitted(WeightsSubmitted {
-                uids: weights.uids.clone(),
-                weights: weights.values.clone(),
-                version_key: weights.version_key,
-                outcome: submit_outcome(&result),
-            }),
-        )])?;
-    }
+    let block = match &result {
+        Ok(block) => *block,
+        // The chain's head when it answered, or at least the block the intent was journaled at.
+        Err(_) => chain
+            .block_number()
+            .await
+            .unwrap_or(prepared.block_head)
+            .max(prepared.block_head),
+    };
+    journal(
+        block,
+        Event::WeightsSubmitted(WeightsSubmitted {
+            uids: weights.uids.clone(),
+            weights: weights.values.clone(),
+            version_key: weights.version_key,
+            outcome: submit_outcome(&result),
+        }),
+    )
+    .map_err(fail)?;
+    let method = prepared.method.name();
     let block = result.map_err(fail)?;
     Ok(SetWeightsReport {
         uids: weights.uids,
         weights: weights.values,
         version_key: weights.version_key,
-        method: method.name(),
+        method,
         block,
     })
 }

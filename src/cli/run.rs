@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use validator::chain::Chain;
+use validator::chain::wallet::WalletPath;
 use validator::data::spec::{Source, SourceOptions, SourceSpec};
 use validator::eval::runtime::Device;
 use validator::eval::worker::WorkerEvaluator;
@@ -16,11 +17,12 @@ use validator::journal::Journal;
 use validator::machine::MechanismParams;
 use validator::machine::params::CompetitionId;
 use validator::replay::{ReplayOptions, replay_journal};
-use validator::runner::config::RunConfig;
+use validator::runner::config::{N_VERSION_KEY, RunConfig, SUCCESSOR_VERSION_KEY};
 use validator::runner::demo::{DEMO_STEPS, write_demo};
-use validator::runner::edges::{AnyChain, AnyStore, LiveChain};
+use validator::runner::edges::{AnyChain, AnyStore, LiveChain, LiveWeights};
 use validator::runner::snapshot::RecordedChain;
 use validator::runner::table::weights_line;
+use validator::runner::weights::WeightsConfig;
 use validator::runner::{Edges, RunError, RunSummary, run as run_loop};
 
 use super::chain::EndpointArgs;
@@ -93,9 +95,20 @@ pub struct RunArgs {
     /// Send nothing to the chain (and need no wallet).
     #[arg(long)]
     offline: bool,
-    /// Do not set weights on the chain.
+    /// Do not set weights on the chain (the wallet and its registration are still checked).
     #[arg(long = "dont_set_weights", visible_alias = "dont-set-weights")]
     dont_set_weights: bool,
+    /// The `version_key` sent with weights (default: the mechanism's own, N's 27 or the
+    /// successor's 3010).
+    #[arg(long = "weights_version_key", visible_alias = "weights-version-key")]
+    weights_version_key: Option<u64>,
+    /// Seconds between checks of the chain's head for due weights (a block time).
+    #[arg(
+        long = "weights-check-s",
+        visible_alias = "weights_check_s",
+        default_value_t = 12.0
+    )]
+    weights_check_s: f64,
     /// Start from scratch: no consensus seeding, every model fetched (empty journals only).
     #[arg(long)]
     genesis: bool,
@@ -196,6 +209,13 @@ impl RunArgs {
         }
     }
 
+    fn version_key(&self) -> u64 {
+        self.weights_version_key.unwrap_or(match self.mechanism {
+            Mechanism::N => N_VERSION_KEY,
+            Mechanism::F => SUCCESSOR_VERSION_KEY,
+        })
+    }
+
     fn params(&self) -> MechanismParams {
         let mut params = match self.mechanism {
             Mechanism::N => MechanismParams::default(),
@@ -214,7 +234,9 @@ impl RunArgs {
         config.accept_params_change = self.accept_params_change;
         config.genesis = self.genesis;
         config.max_steps = self.max_steps;
-        config.blocks_per_epoch = self.blocks_per_epoch;
+        config.weights = WeightsConfig::new(self.version_key());
+        config.weights.blocks_per_epoch = self.blocks_per_epoch.max(1);
+        config.weights.tick = Duration::from_secs_f64(self.weights_check_s.clamp(0.05, 3600.0));
         config.grace_period = Duration::from_secs(self.grace_period_minutes.saturating_mul(60));
         config.poll_interval = Some(Duration::from_secs(
             self.update_delay_minutes.saturating_mul(60).max(1),
@@ -241,26 +263,33 @@ pub fn run(args: RunArgs) -> Outcome {
     Ok(())
 }
 
-async fn edges(
-    args: &RunArgs,
-    config: &RunConfig,
-) -> Result<Edges<AnyChain, AnyStore, WorkerEvaluator, Source>, Failure> {
-    let chain = match &args.chain_snapshot {
-        Some(path) => AnyChain::Recorded(RecordedChain::read(path).map_err(Failure::invalid)?),
+/// The edges `validator run` was given.
+type RunEdges = Edges<AnyChain, AnyStore, WorkerEvaluator, Source, LiveWeights>;
+
+async fn edges(args: &RunArgs, config: &RunConfig) -> Result<RunEdges, Failure> {
+    let (chain, weights) = match &args.chain_snapshot {
+        Some(path) => (
+            AnyChain::Recorded(RecordedChain::read(path).map_err(Failure::invalid)?),
+            None,
+        ),
         None => {
-            if !(args.offline || args.dont_set_weights) {
-                return Err(Failure::Invalid(anyhow!(
-                    "`validator run` does not set weights on a live chain yet: pass \
-                     --dont_set_weights (or --offline) to evaluate and journal without them"
-                )));
-            }
             let options = args.chain.options().map_err(Failure::invalid)?;
-            let chain = Chain::connect(options).await.map_err(Failure::failed)?;
-            AnyChain::Live(LiveChain {
-                chain,
-                netuid: args.netuid,
-                hotkey: None,
-            })
+            let chain = Chain::connect(options.clone())
+                .await
+                .map_err(Failure::failed)?;
+            let weights = if args.offline {
+                None
+            } else {
+                let setter = weights_chain(args, config, options).await?;
+                (!args.dont_set_weights).then_some(setter)
+            };
+            (
+                AnyChain::Live(LiveChain {
+                    chain,
+                    netuid: args.netuid,
+                }),
+                weights,
+            )
         }
     };
     let store = match args.hub.as_deref() {
@@ -291,6 +320,77 @@ async fn edges(
         store,
         evaluator,
         data,
+        weights,
+    })
+}
+
+/// The wallet's hotkey and its own chain connection, after the start-up checks: registered
+/// on the subnet, with a validator permit (else exit 2, with the fix), and a warning when the
+/// subnet will refuse our version key.
+async fn weights_chain(
+    args: &RunArgs,
+    config: &RunConfig,
+    options: validator::chain::ChainOptions,
+) -> Result<LiveWeights, Failure> {
+    let wallet = WalletPath {
+        root: args
+            .wallet_path
+            .clone()
+            .unwrap_or_else(WalletPath::default_root),
+        name: args.wallet_name.clone(),
+        hotkey: args.wallet_hotkey.clone(),
+    };
+    let hotkey = wallet.load().map_err(|e| {
+        Failure::Invalid(anyhow!(
+            "{e}; a validator on a live chain signs weights with --wallet.name/--wallet.hotkey \
+             (pass --offline to run without a wallet)"
+        ))
+    })?;
+    let chain = Chain::connect(options).await.map_err(Failure::failed)?;
+    let standing = chain
+        .standing(args.netuid, hotkey.keypair.public_key().0)
+        .await
+        .map_err(Failure::failed)?;
+    let netuid = args.netuid;
+    let Some(uid) = standing.uid else {
+        return Err(Failure::Invalid(anyhow!(
+            "hotkey {} is not registered on netuid {netuid}: register it first \
+             (`btcli subnet register --netuid {netuid} --wallet.name {} --wallet.hotkey {}`), \
+             or pass --offline",
+            hotkey.ss58,
+            args.wallet_name,
+            args.wallet_hotkey
+        )));
+    };
+    if !standing.validator_permit {
+        return Err(Failure::Invalid(anyhow!(
+            "hotkey {} (uid {uid} on netuid {netuid}) has no validator permit: stake enough to \
+             be among the subnet's validators and wait for the next epoch, or pass --offline",
+            hotkey.ss58
+        )));
+    }
+    if config.weights.version_key < standing.version_key_min {
+        eprintln!(
+            "validator: WARNING: netuid {netuid} requires version_key >= {}, and ours is {}: \
+             every weight submission will be refused (pass --weights_version_key or upgrade)",
+            standing.version_key_min, config.weights.version_key
+        );
+    }
+    eprintln!(
+        "validator: setting weights as uid {uid} on netuid {netuid} (version_key {}, every {} \
+         blocks{})",
+        config.weights.version_key,
+        config.weights.blocks_per_epoch,
+        if args.dont_set_weights {
+            "; not sent: --dont_set_weights"
+        } else {
+            ""
+        }
+    );
+    Ok(LiveWeights {
+        chain,
+        netuid,
+        hotkey: std::sync::Arc::new(hotkey),
     })
 }
 
@@ -307,10 +407,7 @@ fn worker(args: &RunArgs) -> Result<WorkerEvaluator, Failure> {
 
 /// Runs the loop until it is done or SIGTERM / SIGINT asks it to stop (it then stops the
 /// evaluation child, lets the journal write in progress finish, and returns).
-async fn run_until_stopped(
-    config: RunConfig,
-    edges: Edges<AnyChain, AnyStore, WorkerEvaluator, Source>,
-) -> Result<RunSummary, Failure> {
+async fn run_until_stopped(config: RunConfig, edges: RunEdges) -> Result<RunSummary, Failure> {
     let (stop, stop_seen) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let terminate = async {
@@ -347,6 +444,18 @@ fn print_summary(summary: &RunSummary) {
         println!("{} completed steps", summary.steps_completed);
     }
     println!("final weights: {}", weights_line(&summary.weights));
+    for submission in &summary.submissions {
+        match submission.blocks_due_to_included() {
+            Some(blocks) => println!(
+                "weights: {} included {blocks} blocks after due (due at block {})",
+                submission.method, submission.block_due
+            ),
+            None => println!(
+                "weights: {} not included: {:?}",
+                submission.method, submission.outcome
+            ),
+        }
+    }
     if summary.timings.is_empty() {
         return;
     }
@@ -354,6 +463,10 @@ fn print_summary(summary: &RunSummary) {
         summary.timings.iter().map(f).sum()
     };
     let evaluate = total(|t| t.evaluate_seconds);
+    if evaluate <= 0.0 {
+        println!("time per step: no model was evaluated");
+        return;
+    }
     let overhead = total(validator::runner::step::StepTiming::overhead_seconds);
     println!(
         "time per step (mean of {}): data {:.3} s, tokenise {:.3} s, evaluate {:.3} s (of which \
@@ -401,6 +514,7 @@ fn demo(args: &RunArgs) -> Outcome {
         store: AnyStore::Local(store),
         evaluator,
         data,
+        weights: None,
     };
     let summary = runtime()?.block_on(run_until_stopped(config, edges))?;
     print_summary(&summary);

@@ -13,8 +13,10 @@ use super::wire::{LossVec, RawBytes, Samples};
 /// The version of the event and state encodings written by this build.
 ///
 /// Version 2 added [`Event::StepFailed`] at the end of the enum; every version 1 record and
-/// checkpoint reads unchanged as version 2, so both are read.
-pub const SCHEMA_VERSION: u16 = 2;
+/// checkpoint reads unchanged as version 2. Version 3 added [`Event::WeightsPrepared`] and
+/// [`Event::WeightsCommitted`] at the end of the enum and `weights_intent` at the end of the
+/// state; a version 1 or 2 checkpoint reads with no intent open (see `codec`).
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// The oldest schema version this build reads.
 pub const SCHEMA_VERSION_OLDEST_READ: u16 = 1;
@@ -87,6 +89,12 @@ pub enum Event {
     /// round-robin does not advance, so the same competition runs next, as in N when
     /// `run_step` raises. Added in schema version 2.
     StepFailed(StepFailed),
+    /// Weights about to be signed: the intent, journaled and flushed before anything is sent.
+    /// The chain's answer follows as [`Event::WeightsSubmitted`]. Added in schema version 3.
+    WeightsPrepared(WeightsPrepared),
+    /// The hash commit of the prepared weights was included; they are revealed inside the
+    /// window the chain assigned. Added in schema version 3.
+    WeightsCommitted(WeightsCommitted),
 }
 
 impl Event {
@@ -106,6 +114,8 @@ impl Event {
             Event::WeightsSubmitted(_) => "weights_submitted",
             Event::ParamsChanged(_) => "params_changed",
             Event::StepFailed(_) => "step_failed",
+            Event::WeightsPrepared(_) => "weights_prepared",
+            Event::WeightsCommitted(_) => "weights_committed",
         }
     }
 }
@@ -356,6 +366,63 @@ pub struct WeightsSubmitted {
     pub version_key: u64,
     /// The chain's answer.
     pub outcome: SubmitOutcome,
+}
+
+/// How prepared weights go to the chain, with what a restart needs to finish the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmitMethod {
+    /// `set_weights`.
+    Plain,
+    /// Commit-reveal v2: `commit_weights` of the hash with `salt`, then `reveal_weights`.
+    CommitRevealHash {
+        /// The salt the hash was made with (a restart reveals with it).
+        salt: Vec<u16>,
+    },
+    /// Commit-reveal v3/v4: `commit_timelocked_weights`, revealed by the chain at `reveal_round`.
+    Timelocked {
+        /// `CommitRevealWeightsVersion` the commit is made under.
+        version: u16,
+        /// The drand round the weights are encrypted to.
+        reveal_round: u64,
+    },
+}
+
+impl SubmitMethod {
+    /// The extrinsics' names, as reports print them.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SubmitMethod::Plain => "set_weights",
+            SubmitMethod::CommitRevealHash { .. } => "commit_weights+reveal_weights",
+            SubmitMethod::Timelocked { .. } => "commit_timelocked_weights",
+        }
+    }
+}
+
+/// Weights the validator is about to sign and send, in the chain's u16 form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightsPrepared {
+    /// Destination uids, ascending and unique.
+    pub uids: Vec<u16>,
+    /// Weights, the largest 65535.
+    pub weights: Vec<u16>,
+    /// `version_key` sent with them.
+    pub version_key: u64,
+    /// How they go.
+    pub method: SubmitMethod,
+    /// The chain's head when they were prepared: anything on chain after it is newer.
+    pub block_head: u64,
+}
+
+/// A hash commit of the prepared weights, included on chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightsCommitted {
+    /// The block that included the commit.
+    pub block_commit: u64,
+    /// The first block at which the reveal is accepted.
+    pub block_reveal_first: u64,
+    /// The last block at which the reveal is accepted.
+    pub block_reveal_last: u64,
 }
 
 /// New mechanism parameters, in force from this record on.

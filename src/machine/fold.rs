@@ -10,13 +10,15 @@ use std::collections::BTreeSet;
 use super::event::{
     BatchFetched, CommitmentField, CommitmentObserved, EvalOutcome, Event, LossesComputed,
     MetagraphObserved, ModelRejected, ModelVerified, Record, StepAbandoned, StepCompleted,
-    StepFailed, StepRecord, StepStarted, WeightsSubmitted,
+    StepFailed, StepRecord, StepStarted, SubmitMethod, SubmitOutcome, WeightsCommitted,
+    WeightsPrepared, WeightsSubmitted,
 };
 use super::model_id::{CommitmentInvalid, ModelId, parse_raw_commitment};
 use super::numbers::nearest_tempo;
 use super::rejection::Rejection;
 use super::state::{
     CommitmentState, CommitmentStatus, Entry, Metagraph, OpenStep, State, TrackedModel,
+    WeightsIntent,
 };
 use super::step::{complete_step, merge_pending, plan_participants};
 use super::weights::{ChainWeightsError, to_chain_weights};
@@ -63,6 +65,8 @@ pub fn apply(state: &mut State, record: &Record) -> Outcome {
             Err(why) => Outcome::Rejected(Rejection::InvalidParams(why)),
         },
         Event::StepFailed(event) => step_failed(state, block, event),
+        Event::WeightsPrepared(event) => weights_prepared(state, block, event),
+        Event::WeightsCommitted(event) => weights_committed(state, event),
     };
     state.position = Some(record.position());
     outcome
@@ -507,9 +511,49 @@ fn step_failed(state: &mut State, block: u64, event: &StepFailed) -> Outcome {
     }
 }
 
+/// The intent is checked against the state's weights as a submission is (replay compares the
+/// two), then held until the chain's answer.
+fn weights_prepared(state: &mut State, block: u64, event: &WeightsPrepared) -> Outcome {
+    if let Some(open) = &state.weights_intent {
+        return reject(Rejection::WeightsIntentOpen {
+            block_prepared: open.block_prepared,
+        });
+    }
+    state.weights_intent = Some(WeightsIntent {
+        block_prepared: block,
+        prepared: event.clone(),
+        committed: None,
+    });
+    Outcome::WeightsChecked(to_chain_weights(&state.weights))
+}
+
+fn weights_committed(state: &mut State, event: &WeightsCommitted) -> Outcome {
+    match &mut state.weights_intent {
+        Some(intent)
+            if intent.committed.is_none()
+                && matches!(
+                    intent.prepared.method,
+                    SubmitMethod::CommitRevealHash { .. }
+                ) =>
+        {
+            intent.committed = Some(event.clone());
+            Outcome::Applied
+        }
+        _ => reject(Rejection::CommitWithoutIntent),
+    }
+}
+
+/// The chain's answer. After a `WeightsPrepared` it answers that intent: what was sent is
+/// what was prepared, whatever steps completed while it was on its way. Without one (journals
+/// of schema 1 and 2), it is checked against the state's weights, as it was then.
 fn weights_submitted(state: &mut State, event: &WeightsSubmitted) -> Outcome {
-    if let super::event::SubmitOutcome::Included { block } = event.outcome {
+    if let SubmitOutcome::Included { block } = event.outcome {
         state.block_weights_included = Some(block);
     }
-    Outcome::WeightsChecked(to_chain_weights(&state.weights))
+    match state.weights_intent.take() {
+        Some(intent) => {
+            Outcome::WeightsChecked(Ok((intent.prepared.uids, intent.prepared.weights)))
+        }
+        None => Outcome::WeightsChecked(to_chain_weights(&state.weights)),
+    }
 }

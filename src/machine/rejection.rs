@@ -234,4 +234,13 @@ pub enum Rejection {
     /// Parameters that break an invariant.
     #[error("{0}")]
     InvalidParams(InvalidParams),
+    /// Weights prepared while earlier prepared weights have no answer yet.
+    #[error("weights prepared at block {block_prepared} are still unanswered")]
+    WeightsIntentOpen {
+        /// The block of the unanswered `WeightsPrepared`.
+        block_prepared: u64,
+    },
+    /// A hash commit with no prepared commit-reveal weights waiting for one.
+    #[error("a weights commit without prepared commit-reveal weights waiting for it")]
+    CommitWithoutIntent,
 }

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::event::{CommitmentField, EvalOutcome, MetagraphObserved, Position, RejectionCode};
+use super::event::{
+    CommitmentField, EvalOutcome, MetagraphObserved, Position, RejectionCode, WeightsCommitted,
+    WeightsPrepared,
+};
 use super::model_id::{CommitmentInvalid, HashKind, ModelId};
 use super::params::{CompetitionId, MechanismParams};
 
@@ -34,6 +37,21 @@ pub struct State {
     pub block_commit_min: Option<u64>,
     /// Block of the last weight submission the chain included.
     pub block_weights_included: Option<u64>,
+    /// Weights prepared and not yet answered: a restart reconciles them with the chain before
+    /// preparing others. Last field, so older checkpoints read with none (schema 3).
+    #[serde(default)]
+    pub weights_intent: Option<WeightsIntent>,
+}
+
+/// Weights journaled as prepared, and how far their submission got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightsIntent {
+    /// The block of the `WeightsPrepared` record.
+    pub block_prepared: u64,
+    /// What is being sent.
+    pub prepared: WeightsPrepared,
+    /// The included hash commit, for commit-reveal v2.
+    pub committed: Option<WeightsCommitted>,
 }
 
 /// The latest metagraph and the block it was read at.

@@ -5,8 +5,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::weights::WeightsConfig;
 use crate::machine::MechanismParams;
 use crate::machine::params::CompetitionId;
+
+/// N's `version_key` (v0.2.7: `1000·0 + 10·2 + 7`).
+pub const N_VERSION_KEY: u64 = 27;
+
+/// The successor's `version_key` (v3.1.0).
+pub const SUCCESSOR_VERSION_KEY: u64 = 3010;
 
 /// How the loop waits and retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +47,8 @@ pub struct RunConfig {
     pub genesis: bool,
     /// Stop cleanly once the journal holds this many completed steps (a total).
     pub max_steps: Option<u64>,
-    /// Blocks between weight submissions (used by the live chain's weight setting).
-    pub blocks_per_epoch: u64,
+    /// How weights are set (when the run is given a chain to set them on).
+    pub weights: WeightsConfig,
     /// A snapshot chain: before each step, wait until every visible commitment has a verdict,
     /// so a rerun on the same recording takes the same steps.
     pub settle_before_step: bool,
@@ -78,7 +85,7 @@ impl RunConfig {
             accept_params_change: false,
             genesis: false,
             max_steps: None,
-            blocks_per_epoch: 100,
+            weights: WeightsConfig::new(N_VERSION_KEY),
             settle_before_step: false,
             startup_wait: Duration::from_secs(600),
             poll_interval: Some(Duration::from_secs(300)),

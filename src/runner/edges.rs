@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::chain::weights::ChainWeights;
+use crate::chain::weights::{Sent, Standing};
 use crate::chain::{Chain, ChainError};
 use crate::eval::batch::{ModelChecked, check_model, evaluate_prepared, tokenize_pairs};
 use crate::eval::tokenize::Prepared;
@@ -21,7 +21,9 @@ use crate::eval::{EvalError, EvalOptions, Fault, ModelDir};
 use crate::hub::local::LocalStore;
 use crate::hub::{Fetched, Hub, HubError};
 use crate::machine::Event;
-use crate::machine::event::{EvalOutcome, RejectionCode};
+use crate::machine::event::{
+    EvalOutcome, RejectionCode, SubmitMethod, WeightsCommitted, WeightsPrepared,
+};
 use crate::machine::model_id::{HashKind, ModelId};
 use crate::machine::params::Competition;
 use crate::machine::wire::LossVec;
@@ -90,14 +92,34 @@ pub struct Observation {
     pub events: Vec<Event>,
 }
 
-/// The chain's answer to a weight submission that was refused.
+/// The chain's refusal of a weight submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainRefusal {
+    /// The runtime error's name (`SettingWeightsTooFast`, `IncorrectWeightVersionKey`, ...).
+    pub name: String,
     /// The runtime error's name, with detail when the chain gave some.
     pub reason: String,
 }
 
-/// The chain: its head, what it shows at a block, and weight submissions.
+impl ChainRefusal {
+    /// Whether the refusal will not go away by itself within the epoch: the operator must
+    /// act (register, stake for a permit, upgrade). A rate limit or a busy pool passes.
+    pub fn is_persistent(&self) -> bool {
+        const PERSISTENT: [&str; 8] = [
+            "HotKeyNotRegisteredInSubNet",
+            "HotKeyNotRegisteredInNetwork",
+            "HotKeyAccountNotExists",
+            "IncorrectWeightVersionKey",
+            "NeuronNoValidatorPermit",
+            "NotEnoughStakeToSetWeights",
+            "SubNetworkDoesNotExist",
+            "SubnetNotExists",
+        ];
+        PERSISTENT.contains(&self.name.as_str())
+    }
+}
+
+/// The chain as the loop reads it: its head and what it shows at a block.
 pub trait ChainEdge: Send + Sync {
     /// The head block. A recorded chain has no clock: its head is a function of the
     /// validator's progress, `steps_begun` (the journal's next step number).
@@ -105,12 +127,66 @@ pub trait ChainEdge: Send + Sync {
 
     /// The metagraph and every commitment at `block`.
     fn observe(&self, block: u64) -> impl Future<Output = Result<Observation, EdgeError>> + Send;
+}
 
-    /// Sends weights by whatever rule the subnet has; `Accepted` carries the including block.
-    fn submit_weights(
+/// The chain as the weight setter uses it, over its own connection: where the validator
+/// stands, and the stages of a submission. Every answer that changes what the validator has
+/// done on chain is a `Verdict`: accepted, or the chain's named refusal.
+pub trait WeightsChain: Send + Sync {
+    /// The validator's standing at the head (uid, permit, `LastUpdate`, `Weights`, limits).
+    fn standing(&self) -> impl Future<Output = Result<Standing, EdgeError>> + Send;
+
+    /// How weights go now, with a fresh salt or the drand round decided.
+    fn plan(&self) -> impl Future<Output = Result<SubmitMethod, EdgeError>> + Send;
+
+    /// Signs and sends `prepared` by its method.
+    fn send(
         &self,
-        weights: &ChainWeights,
+        prepared: &WeightsPrepared,
+    ) -> impl Future<Output = Result<Verdict<Sent, ChainRefusal>, EdgeError>> + Send;
+
+    /// The chain's record of the unrevealed hash commit of `prepared`, if there is one.
+    fn find_commit(
+        &self,
+        prepared: &WeightsPrepared,
+    ) -> impl Future<Output = Result<Option<WeightsCommitted>, EdgeError>> + Send;
+
+    /// Reveals hash-committed `prepared`: the including block.
+    fn reveal(
+        &self,
+        prepared: &WeightsPrepared,
     ) -> impl Future<Output = Result<Verdict<u64, ChainRefusal>, EdgeError>> + Send;
+}
+
+impl<T: WeightsChain> WeightsChain for Arc<T> {
+    async fn standing(&self) -> Result<Standing, EdgeError> {
+        T::standing(self).await
+    }
+
+    async fn plan(&self) -> Result<SubmitMethod, EdgeError> {
+        T::plan(self).await
+    }
+
+    async fn send(
+        &self,
+        prepared: &WeightsPrepared,
+    ) -> Result<Verdict<Sent, ChainRefusal>, EdgeError> {
+        T::send(self, prepared).await
+    }
+
+    async fn find_commit(
+        &self,
+        prepared: &WeightsPrepared,
+    ) -> Result<Option<WeightsCommitted>, EdgeError> {
+        T::find_commit(self, prepared).await
+    }
+
+    async fn reveal(
+        &self,
+        prepared: &WeightsPrepared,
+    ) -> Result<Verdict<u64, ChainRefusal>, EdgeError> {
+        T::reveal(self, prepared).await
+    }
 }
 
 /// A model the store holds, verified against its commitment.
@@ -226,15 +302,13 @@ impl ModelStore for LocalStore {
     }
 }
 
-/// A live subtensor node, for one subnet and (to set weights) one hotkey.
+/// A live subtensor node, for one subnet.
 #[derive(Debug, Clone)]
 pub struct LiveChain {
     /// The connection.
     pub chain: Chain,
     /// The subnet.
     pub netuid: u16,
-    /// The validator's hotkey, when it sets weights.
-    pub hotkey: Option<Arc<crate::chain::wallet::Hotkey>>,
 }
 
 fn chain_error(error: ChainError) -> EdgeError {
@@ -243,6 +317,82 @@ fn chain_error(error: ChainError) -> EdgeError {
             EdgeError::Unavailable(error.to_string())
         }
         ChainError::Invalid(_) | ChainError::Decode(_) => EdgeError::Operator(error.to_string()),
+    }
+}
+
+/// A chain answer that may be a refusal, as a verdict.
+fn chain_verdict<T>(result: Result<T, ChainError>) -> Result<Verdict<T, ChainRefusal>, EdgeError> {
+    match result {
+        Ok(value) => Ok(Verdict::Accepted(value)),
+        Err(ChainError::Refused { name, detail }) => Ok(Verdict::Rejected(ChainRefusal {
+            reason: if detail.is_empty() {
+                name.clone()
+            } else {
+                format!("{name}: {detail}")
+            },
+            name,
+        })),
+        Err(other) => Err(chain_error(other)),
+    }
+}
+
+/// A live node and the validator's hotkey, for setting weights: its own connection, so a
+/// submission never waits behind the loop's reads.
+#[derive(Debug, Clone)]
+pub struct LiveWeights {
+    /// The connection (not the loop's).
+    pub chain: Chain,
+    /// The subnet.
+    pub netuid: u16,
+    /// The validator's hotkey.
+    pub hotkey: Arc<crate::chain::wallet::Hotkey>,
+}
+
+impl WeightsChain for LiveWeights {
+    async fn standing(&self) -> Result<Standing, EdgeError> {
+        self.chain
+            .standing(self.netuid, self.hotkey.keypair.public_key().0)
+            .await
+            .map_err(chain_error)
+    }
+
+    async fn plan(&self) -> Result<SubmitMethod, EdgeError> {
+        self.chain
+            .plan_submission(self.netuid)
+            .await
+            .map_err(chain_error)
+    }
+
+    async fn send(
+        &self,
+        prepared: &WeightsPrepared,
+    ) -> Result<Verdict<Sent, ChainRefusal>, EdgeError> {
+        chain_verdict(
+            self.chain
+                .send_prepared(&self.hotkey.keypair, self.netuid, prepared)
+                .await,
+        )
+    }
+
+    async fn find_commit(
+        &self,
+        prepared: &WeightsPrepared,
+    ) -> Result<Option<WeightsCommitted>, EdgeError> {
+        self.chain
+            .find_commit(self.netuid, self.hotkey.keypair.public_key().0, prepared)
+            .await
+            .map_err(chain_error)
+    }
+
+    async fn reveal(
+        &self,
+        prepared: &WeightsPrepared,
+    ) -> Result<Verdict<u64, ChainRefusal>, EdgeError> {
+        chain_verdict(
+            self.chain
+                .reveal_prepared(&self.hotkey.keypair, self.netuid, prepared)
+                .await,
+        )
     }
 }
 
@@ -263,33 +413,6 @@ impl ChainEdge for LiveChain {
             block_hash: Some(block_hash),
             events,
         })
-    }
-
-    async fn submit_weights(
-        &self,
-        weights: &ChainWeights,
-    ) -> Result<Verdict<u64, ChainRefusal>, EdgeError> {
-        let Some(hotkey) = &self.hotkey else {
-            return Err(EdgeError::Operator(
-                "no hotkey is loaded to sign weights with".into(),
-            ));
-        };
-        let (_, result) = self
-            .chain
-            .submit_weights(&hotkey.keypair, self.netuid, weights)
-            .await
-            .map_err(chain_error)?;
-        match result {
-            Ok(block) => Ok(Verdict::Accepted(block)),
-            Err(ChainError::Refused { name, detail }) => Ok(Verdict::Rejected(ChainRefusal {
-                reason: if detail.is_empty() {
-                    name
-                } else {
-                    format!("{name}: {detail}")
-                },
-            })),
-            Err(other) => Err(chain_error(other)),
-        }
     }
 }
 
@@ -383,16 +506,6 @@ impl ChainEdge for AnyChain {
         match self {
             AnyChain::Live(chain) => chain.observe(block).await,
             AnyChain::Recorded(chain) => chain.observe(block).await,
-        }
-    }
-
-    async fn submit_weights(
-        &self,
-        weights: &ChainWeights,
-    ) -> Result<Verdict<u64, ChainRefusal>, EdgeError> {
-        match self {
-            AnyChain::Live(chain) => chain.submit_weights(weights).await,
-            AnyChain::Recorded(chain) => chain.submit_weights(weights).await,
         }
     }
 }

@@ -7,18 +7,23 @@
 //! - [`step`]: a step, from the chain's head to `StepCompleted`; restart is resume.
 //! - [`fetch`]: fetching, verifying and checking committed models, the cache sweep.
 //! - [`snapshot`]: a recorded chain, for offline runs.
+//! - [`weights`]: the weight setter: due epochs, intent first, reconciliation.
+//! - [`failpoint`]: named crash points for the crash-safety tests.
 //! - [`config`]: what a run is told; [`table`]: N's step table.
 //!
-//! Tasks: the stepper (this future), the fetcher, and on a live chain a poller that journals
-//! new commitments between steps. They share nothing but the writer's published state.
+//! Tasks: the stepper (this future), the fetcher, on a live chain a poller that journals new
+//! commitments between steps, and, when weights are set, the weight setter on its own
+//! connection. They share nothing but the writer's published state.
 
 pub mod config;
 pub mod demo;
 pub mod edges;
+pub mod failpoint;
 pub mod fetch;
 pub mod snapshot;
 pub mod step;
 pub mod table;
+pub mod weights;
 pub mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -31,9 +36,10 @@ use crate::journal::JournalError;
 use crate::machine::Event;
 use crate::machine::event::{ConsensusSeeded, ParamsChanged};
 use config::RunConfig;
-use edges::{ChainEdge, EdgeError, ModelEvaluator, ModelStore};
+use edges::{ChainEdge, EdgeError, ModelEvaluator, ModelStore, WeightsChain};
 use fetch::{FetchStatus, Fetcher};
 use step::{StepTiming, Stepper};
+use weights::{Ending, NoWeights, SubmissionReport, WeightSetter};
 use writer::{WriteError, Writer, WriterHandle};
 
 /// Why a run stopped with an error.
@@ -62,7 +68,7 @@ impl From<WriteError> for RunError {
 
 /// The edges a run is given.
 #[derive(Debug)]
-pub struct Edges<C, S, E, D> {
+pub struct Edges<C, S, E, D, W = NoWeights> {
     /// The chain (live, or a recording).
     pub chain: C,
     /// Where committed models come from.
@@ -71,6 +77,9 @@ pub struct Edges<C, S, E, D> {
     pub evaluator: E,
     /// Where batches come from.
     pub data: D,
+    /// The chain to set weights on, over its own connection; `None` sets none
+    /// (`--offline`, `--dont_set_weights`, a recorded chain).
+    pub weights: Option<W>,
 }
 
 /// What a run did.
@@ -84,13 +93,15 @@ pub struct RunSummary {
     pub weights: Vec<f64>,
     /// Whether the run stopped because it was asked to.
     pub stopped: bool,
+    /// The weight submissions this run made.
+    pub submissions: Vec<SubmissionReport>,
 }
 
 /// Runs the validator until the journal holds `config.max_steps` completed steps, or `stop`
 /// turns true.
-pub async fn run<C, S, E, D>(
+pub async fn run<C, S, E, D, W>(
     config: RunConfig,
-    edges: Edges<C, S, E, D>,
+    edges: Edges<C, S, E, D, W>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<RunSummary, RunError>
 where
@@ -98,6 +109,7 @@ where
     S: ModelStore + 'static,
     E: ModelEvaluator + 'static,
     D: DataSource + Send + Sync + 'static,
+    W: WeightsChain + 'static,
 {
     let writer = Writer::open(&config.db, config.checkpoint_every_steps)?;
     let handle = writer.handle();
@@ -130,6 +142,12 @@ where
             ))
         });
 
+    let (ending, ending_seen) = watch::channel(None);
+    let setting = edges.weights.map(|chain| {
+        let setter = WeightSetter::new(handle.clone(), Arc::new(chain), config.weights.clone());
+        tokio::spawn(setter.run(ending_seen))
+    });
+
     let mut stepper = Stepper {
         writer: handle.clone(),
         chain,
@@ -150,14 +168,33 @@ where
     drop(stepper);
 
     let _ = tasks_stop.send(true);
+    let _ = ending.send(Some(if *stop.borrow() || stepped.is_err() {
+        Ending::Halt
+    } else {
+        Ending::Finish
+    }));
     let fetched = fetching.await;
     if let Some(polling) = polling {
         let _ = polling.await;
     }
+    let set = match setting {
+        Some(setting) => Some(setting.await),
+        None => None,
+    };
     let state = handle.state();
     drop(handle);
     writer.close();
     let timings = stepped?;
+    let submissions = match set {
+        Some(Ok(Ok(reports))) => reports,
+        Some(Ok(Err(error))) => return Err(error.into()),
+        Some(Err(panic)) => {
+            return Err(RunError::Config(format!(
+                "the weight setter task failed: {panic}"
+            )));
+        }
+        None => Vec::new(),
+    };
     match fetched {
         Ok(Err(error)) => return Err(error.into()),
         Err(panic) => {
@@ -172,6 +209,7 @@ where
         timings,
         weights: state.weights.clone(),
         stopped: *stop.borrow(),
+        submissions,
     })
 }
 

@@ -23,8 +23,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::edges::{ChainEdge, ChainRefusal, EdgeError, Observation, Verdict};
-use crate::chain::weights::ChainWeights;
+use super::edges::{ChainEdge, EdgeError, Observation};
 use crate::machine::Event;
 use crate::machine::event::{CommitmentField, CommitmentObserved, MetagraphObserved};
 use crate::machine::wire::{RawBytes, hex_decode};
@@ -250,15 +249,6 @@ impl ChainEdge for RecordedChain {
             block_hash: None,
             events: self.at(block),
         })
-    }
-
-    async fn submit_weights(
-        &self,
-        _weights: &ChainWeights,
-    ) -> Result<Verdict<u64, ChainRefusal>, EdgeError> {
-        Err(EdgeError::Operator(
-            "a recorded chain takes no weights: they stay in the journal".into(),
-        ))
     }
 }
 

@@ -6,17 +6,19 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::chain::weights::ChainWeights;
+use crate::chain::weights::{Sent, Standing};
 use crate::data::{BatchOutcome, BatchRequest, DataError, DataReport, DataSource};
 use crate::eval::batch::ModelChecked;
 use crate::eval::tokenize::Prepared;
-use crate::machine::event::{BatchFetched, EvalOutcome, Provenance};
+use crate::machine::event::{
+    BatchFetched, EvalOutcome, Provenance, SubmitMethod, WeightsCommitted, WeightsPrepared,
+};
 use crate::machine::model_id::{HashKind, ModelId};
 use crate::machine::params::Competition;
 use crate::machine::wire::Samples;
 use crate::runner::edges::{
     Answer, ChainEdge, ChainRefusal, EdgeError, ModelEvaluator, ModelStore, Observation,
-    StoredModel, TokenizedBatch, Verdict,
+    StoredModel, TokenizedBatch, Verdict, WeightsChain,
 };
 
 /// A queue of scripted answers: each call takes the next; the last repeats forever.
@@ -56,10 +58,6 @@ pub struct FakeChain {
     pub observations: BTreeMap<u64, Observation>,
     /// Errors returned (one per call) before any observation.
     pub failures: Mutex<VecDeque<EdgeError>>,
-    /// The answer to every weight submission.
-    pub submit_answer: Result<Verdict<u64, ChainRefusal>, EdgeError>,
-    /// Every submission received.
-    pub submissions: Mutex<Vec<ChainWeights>>,
 }
 
 impl FakeChain {
@@ -70,8 +68,6 @@ impl FakeChain {
             blocks_per_step,
             observations: BTreeMap::from([(block_start, observation)]),
             failures: Mutex::new(VecDeque::new()),
-            submit_answer: Ok(Verdict::Accepted(block_start)),
-            submissions: Mutex::new(Vec::new()),
         }
     }
 
@@ -104,13 +100,234 @@ impl ChainEdge for FakeChain {
             ..shown.clone()
         })
     }
+}
 
-    async fn submit_weights(
+/// How the fake chain answers one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FakeSend {
+    /// As the real chain would: included at the next block unless inside the rate limit
+    /// (then refused as `SettingWeightsTooFast`).
+    Chain,
+    /// Refused with this runtime error name.
+    Refuse(String),
+    /// Never reaches the chain; the caller hears a dropped connection.
+    Lost,
+    /// Lands on chain, but the caller hears a dropped connection (an unknown fate).
+    LandedUnheard,
+}
+
+/// What the fake chain holds for the validator's uid, and its clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeWeightsChain {
+    /// The head.
+    pub head: u64,
+    /// `LastUpdate` of the validator's uid.
+    pub last_update: u64,
+    /// `Weights` of the validator's uid.
+    pub weights: Vec<(u16, u16)>,
+    /// The unrevealed hash commit, if any.
+    pub commit: Option<(WeightsPrepared, WeightsCommitted)>,
+}
+
+/// A simulated chain for the weight setter: a head that advances `blocks_per_read` blocks at
+/// every standing read (a clock the test controls), the rate limit enforced as subtensor does,
+/// scripted answers to sends, and every send recorded.
+#[derive(Debug)]
+pub struct FakeWeights {
+    /// Blocks the head advances per standing read.
+    pub blocks_per_read: u64,
+    /// The validator's uid (`None`: not registered).
+    pub uid: Option<u16>,
+    /// Whether it holds a permit.
+    pub validator_permit: bool,
+    /// `WeightsSetRateLimit`.
+    pub rate_limit: u64,
+    /// `WeightsVersionKey`.
+    pub version_key_min: u64,
+    /// The rule: the method `plan` returns.
+    pub method: SubmitMethod,
+    /// For a hash commit: blocks from commit to the first reveal block, and the window's length.
+    pub reveal_delay_blocks: u64,
+    /// See `reveal_delay_blocks`.
+    pub reveal_window_blocks: u64,
+    /// Answers to sends, in order (the last repeats).
+    pub sends: Script<FakeSend>,
+    /// Errors returned by standing reads (one per call) before any answer.
+    pub standing_failures: Mutex<VecDeque<EdgeError>>,
+    /// What the chain holds.
+    pub chain: Mutex<FakeWeightsChain>,
+    /// Every prepared vector sent (and every reveal), in order.
+    pub sent: Mutex<Vec<WeightsPrepared>>,
+}
+
+impl FakeWeights {
+    /// A registered validator with a permit, plain weights, a rate limit of `rate_limit`, the
+    /// head at `head`.
+    pub fn new(head: u64, blocks_per_read: u64, rate_limit: u64) -> Self {
+        Self {
+            blocks_per_read,
+            uid: Some(0),
+            validator_permit: true,
+            rate_limit,
+            version_key_min: 0,
+            method: SubmitMethod::Plain,
+            reveal_delay_blocks: 3,
+            reveal_window_blocks: 5,
+            sends: Script::new([FakeSend::Chain]),
+            standing_failures: Mutex::new(VecDeque::new()),
+            chain: Mutex::new(FakeWeightsChain {
+                head,
+                last_update: 0,
+                weights: Vec::new(),
+                commit: None,
+            }),
+            sent: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// What the chain holds now.
+    pub fn on_chain(&self) -> FakeWeightsChain {
+        lock(&self.chain).clone()
+    }
+
+    fn pairs(prepared: &WeightsPrepared) -> Vec<(u16, u16)> {
+        prepared
+            .uids
+            .iter()
+            .copied()
+            .zip(prepared.weights.iter().copied())
+            .collect()
+    }
+
+    /// Sets weights as subtensor's `do_set_weights` does: refused inside the rate limit or
+    /// with a low version key, else included at the next block.
+    fn set(&self, prepared: &WeightsPrepared) -> Verdict<u64, ChainRefusal> {
+        let mut chain = lock(&self.chain);
+        let block = chain.head.saturating_add(1);
+        let refusal = |name: &str| {
+            Verdict::Rejected(ChainRefusal {
+                name: name.into(),
+                reason: name.into(),
+            })
+        };
+        if self.uid.is_none() {
+            return refusal("HotKeyNotRegisteredInSubNet");
+        }
+        if prepared.version_key < self.version_key_min {
+            return refusal("IncorrectWeightVersionKey");
+        }
+        if chain.last_update != 0 && block.saturating_sub(chain.last_update) < self.rate_limit {
+            return refusal("SettingWeightsTooFast");
+        }
+        chain.head = block;
+        chain.last_update = block;
+        chain.weights = Self::pairs(prepared);
+        Verdict::Accepted(block)
+    }
+}
+
+impl WeightsChain for FakeWeights {
+    async fn standing(&self) -> Result<Standing, EdgeError> {
+        if let Some(error) = lock(&self.standing_failures).pop_front() {
+            return Err(error);
+        }
+        let mut chain = lock(&self.chain);
+        chain.head = chain.head.saturating_add(self.blocks_per_read);
+        Ok(Standing {
+            head: chain.head,
+            uid: self.uid,
+            validator_permit: self.validator_permit,
+            last_update: chain.last_update,
+            weights: chain.weights.clone(),
+            rate_limit: self.rate_limit,
+            version_key_min: self.version_key_min,
+        })
+    }
+
+    async fn plan(&self) -> Result<SubmitMethod, EdgeError> {
+        Ok(self.method.clone())
+    }
+
+    async fn send(
         &self,
-        weights: &ChainWeights,
+        prepared: &WeightsPrepared,
+    ) -> Result<Verdict<Sent, ChainRefusal>, EdgeError> {
+        lock(&self.sent).push(prepared.clone());
+        let answer = self.sends.next().unwrap_or(FakeSend::Chain);
+        let lost = || Err(EdgeError::Unavailable("the connection dropped".into()));
+        match answer {
+            FakeSend::Refuse(name) => Ok(Verdict::Rejected(ChainRefusal {
+                reason: name.clone(),
+                name,
+            })),
+            FakeSend::Lost => lost(),
+            FakeSend::Chain | FakeSend::LandedUnheard => {
+                let verdict = if let SubmitMethod::CommitRevealHash { .. } = prepared.method {
+                    let mut chain = lock(&self.chain);
+                    chain.head = chain.head.saturating_add(1);
+                    let first = chain.head.saturating_add(self.reveal_delay_blocks);
+                    let committed = WeightsCommitted {
+                        block_commit: chain.head,
+                        block_reveal_first: first,
+                        block_reveal_last: first.saturating_add(self.reveal_window_blocks),
+                    };
+                    chain.commit = Some((prepared.clone(), committed.clone()));
+                    Verdict::Accepted(Sent::Committed(committed))
+                } else {
+                    match self.set(prepared) {
+                        Verdict::Accepted(block) => Verdict::Accepted(Sent::Included(block)),
+                        Verdict::Rejected(refusal) => Verdict::Rejected(refusal),
+                    }
+                };
+                if answer == FakeSend::LandedUnheard {
+                    return lost();
+                }
+                Ok(verdict)
+            }
+        }
+    }
+
+    async fn find_commit(
+        &self,
+        prepared: &WeightsPrepared,
+    ) -> Result<Option<WeightsCommitted>, EdgeError> {
+        Ok(lock(&self.chain)
+            .commit
+            .as_ref()
+            .filter(|(committed, _)| committed == prepared)
+            .map(|(_, window)| window.clone()))
+    }
+
+    async fn reveal(
+        &self,
+        prepared: &WeightsPrepared,
     ) -> Result<Verdict<u64, ChainRefusal>, EdgeError> {
-        lock(&self.submissions).push(weights.clone());
-        self.submit_answer.clone()
+        lock(&self.sent).push(prepared.clone());
+        let window = {
+            let chain = lock(&self.chain);
+            chain
+                .commit
+                .as_ref()
+                .filter(|(committed, _)| committed == prepared)
+                .map(|(_, window)| (window.clone(), chain.head.saturating_add(1)))
+        };
+        let Some((window, block)) = window else {
+            return Ok(Verdict::Rejected(ChainRefusal {
+                name: "NoWeightsCommitFound".into(),
+                reason: "NoWeightsCommitFound".into(),
+            }));
+        };
+        if block < window.block_reveal_first || block > window.block_reveal_last {
+            return Ok(Verdict::Rejected(ChainRefusal {
+                name: "InvalidRevealCommitTempo".into(),
+                reason: "InvalidRevealCommitTempo".into(),
+            }));
+        }
+        let verdict = self.set(prepared);
+        if matches!(verdict, Verdict::Accepted(_)) {
+            lock(&self.chain).commit = None;
+        }
+        Ok(verdict)
     }
 }
 
@@ -206,6 +423,8 @@ pub struct FakeEvaluator {
     pub evaluations: Mutex<Vec<PathBuf>>,
     /// Every tokenisation asked for, by directory.
     pub tokenized: Mutex<Vec<PathBuf>>,
+    /// How long each evaluation takes (a slow device, a long step).
+    pub evaluation_delay: std::time::Duration,
 }
 
 impl std::fmt::Debug for FakeEvaluator {
@@ -233,6 +452,7 @@ impl Default for FakeEvaluator {
             }),
             evaluations: Mutex::new(Vec::new()),
             tokenized: Mutex::new(Vec::new()),
+            evaluation_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -284,6 +504,9 @@ impl ModelEvaluator for FakeEvaluator {
 
     async fn evaluate(&self, dir: &Path, batch: TokenizedBatch) -> Result<EvalOutcome, EdgeError> {
         lock(&self.evaluations).push(dir.to_owned());
+        if !self.evaluation_delay.is_zero() {
+            tokio::time::sleep(self.evaluation_delay).await;
+        }
         if let Some(answer) = self.outcomes.get(dir).and_then(Script::next) {
             return answer;
         }

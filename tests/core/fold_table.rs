@@ -20,12 +20,13 @@ use std::collections::BTreeSet;
 use validator::machine::event::{
     BatchFetched, CommitmentField, CommitmentObserved, ConsensusSeeded, EvalOutcome,
     LossesComputed, MetagraphObserved, ModelRejected, ModelVerified, ParamsChanged, Provenance,
-    RejectionCode, StepAbandoned, StepCompleted, StepFailed, StepRecord, StepStarted,
-    SubmitOutcome, WeightsSubmitted,
+    RejectionCode, StepAbandoned, StepCompleted, StepFailed, StepRecord, StepStarted, SubmitMethod,
+    SubmitOutcome, WeightsCommitted, WeightsPrepared, WeightsSubmitted,
 };
 use validator::machine::model_id::HashKind;
 use validator::machine::params::{CompetitionId, ModelIdFormat};
 use validator::machine::state::{CommitmentStatus, Entry};
+use validator::machine::weights::to_chain_weights;
 use validator::machine::wire::{LossVec, RawBytes, Samples};
 use validator::machine::{Event, MechanismParams, Outcome, Record, State, apply};
 use validator::synth::model_string;
@@ -188,6 +189,42 @@ fn event_of(state: &State, words: &[&str]) -> Event {
             version_key: 1,
             outcome: SubmitOutcome::Included { block: 1 },
         }),
+        ["prepare"] | ["prepare-hash"] => {
+            let (uids, weights) = to_chain_weights(&state.weights).unwrap();
+            Event::WeightsPrepared(WeightsPrepared {
+                uids,
+                weights,
+                version_key: 27,
+                method: if words == ["prepare"] {
+                    SubmitMethod::Plain
+                } else {
+                    SubmitMethod::CommitRevealHash { salt: vec![1, 2] }
+                },
+                block_head: 0,
+            })
+        }
+        ["committed"] => Event::WeightsCommitted(WeightsCommitted {
+            block_commit: 1,
+            block_reveal_first: 2,
+            block_reveal_last: 3,
+        }),
+        ["answer", "included", block] => {
+            let prepared = &state.weights_intent.as_ref().unwrap().prepared;
+            Event::WeightsSubmitted(WeightsSubmitted {
+                uids: prepared.uids.clone(),
+                weights: prepared.weights.clone(),
+                version_key: prepared.version_key,
+                outcome: SubmitOutcome::Included {
+                    block: block.parse().unwrap(),
+                },
+            })
+        }
+        ["answer", "refused"] => Event::WeightsSubmitted(WeightsSubmitted {
+            uids: vec![],
+            weights: vec![],
+            version_key: 27,
+            outcome: SubmitOutcome::Refused("SettingWeightsTooFast".into()),
+        }),
         ["params", variant] => Event::ParamsChanged(ParamsChanged {
             params: params(variant),
         }),
@@ -259,6 +296,13 @@ fn check_assertion(state: &State, words: &[&str], line: &str) {
                 });
             assert_eq!(found, Some(*status), "{line}");
         }
+        ["intent", "open"] => assert!(state.weights_intent.is_some(), "{line}"),
+        ["intent", "none"] => assert!(state.weights_intent.is_none(), "{line}"),
+        ["included", block] => assert_eq!(
+            state.block_weights_included,
+            Some(block.parse().unwrap()),
+            "{line}"
+        ),
         other => panic!("unknown assertion {other:?}"),
     }
 }
@@ -396,6 +440,30 @@ const FAILED_BEFORE_START: &str = "
     21 start 0 l3                            => applied
 ";
 
+/// Weights: the intent, a hash commit, the chain's answer; one intent at a time.
+const WEIGHTS: &str = "
+    10 metagraph 5A 5B 5C                    => applied
+    11 committed                             => rejected CommitWithoutIntent
+    11 prepare                               => weights
+    assert intent open
+    12 prepare                               => rejected WeightsIntentOpen
+    12 committed                             => rejected CommitWithoutIntent
+    13 answer included 13                    => weights
+    assert intent none
+    assert included 13
+    14 prepare-hash                          => weights
+    15 committed                             => applied
+    15 committed                             => rejected CommitWithoutIntent
+    20 answer refused                        => weights
+    assert intent none
+    assert included 13
+";
+
+#[test]
+fn weights_intents_commits_and_answers() {
+    check(WEIGHTS);
+}
+
 #[test]
 fn metagraphs_and_commitments() {
     check(METAGRAPHS_AND_COMMITMENTS);
@@ -438,6 +506,7 @@ fn every_rejection_variant_has_a_line() {
         STEPS,
         DUPLICATES,
         FAILED_BEFORE_START,
+        WEIGHTS,
     ] {
         seen.extend(check(script));
     }

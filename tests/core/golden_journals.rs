@@ -482,3 +482,77 @@ fn a_flipped_head_to_head_is_a_divergence() {
     assert_eq!(divergence.uid, Some(0));
     assert_eq!(divergence.position.block, 110);
 }
+
+/// The intent is checked against the fold's weights; the answer, journaled after a step has
+/// changed them, is checked against the intent it answers.
+#[test]
+fn an_answer_is_checked_against_its_intent_even_after_a_step_moved_the_weights() {
+    use validator::machine::event::{
+        SubmitMethod, SubmitOutcome, WeightsPrepared, WeightsSubmitted,
+    };
+    use validator::machine::weights::to_chain_weights;
+
+    let journal = |tamper_prepared: bool, answer_with_new_weights: bool| {
+        let mut s = two_competitions();
+        let (uids, mut weights) = to_chain_weights(&s.state.weights).unwrap();
+        let sent = weights.clone();
+        if tamper_prepared {
+            weights[0] = weights[0].wrapping_sub(1);
+        }
+        s.push(
+            210,
+            Event::WeightsPrepared(WeightsPrepared {
+                uids: uids.clone(),
+                weights,
+                version_key: 27,
+                method: SubmitMethod::Plain,
+                block_head: 210,
+            }),
+        );
+        s.run_step(
+            230,
+            4,
+            table(&[
+                (0, &[2.0, 2.5, 2.0, 2.0]),
+                (1, &[2.5, 2.5, 2.5, 2.5]),
+                (4, &[1.0, 1.0, 1.0, 1.0]),
+            ]),
+        );
+        let (new_uids, new_weights) = to_chain_weights(&s.state.weights).unwrap();
+        assert_ne!(new_weights, sent, "the step must move the weights");
+        let (uids, weights) = if answer_with_new_weights {
+            (new_uids, new_weights)
+        } else {
+            (uids, sent)
+        };
+        s.push(
+            235,
+            Event::WeightsSubmitted(WeightsSubmitted {
+                uids,
+                weights,
+                version_key: 27,
+                outcome: SubmitOutcome::Included { block: 231 },
+            }),
+        );
+        let items: Vec<Item> = s.drain().into_iter().map(Item::Record).collect();
+        replay_items(
+            &items,
+            ReplayOptions {
+                from_block: 0,
+                to_block: None,
+                use_checkpoints: false,
+            },
+        )
+        .unwrap()
+    };
+    let honest = journal(false, false);
+    assert!(honest.divergence.is_none(), "{:?}", honest.divergence);
+    assert_eq!(honest.weights_checked, 4);
+    let divergence = journal(true, false).divergence.expect("a tampered intent");
+    assert_eq!(divergence.field, "submitted weight");
+    assert_eq!(divergence.position.block, 210);
+    let divergence = journal(false, true)
+        .divergence
+        .expect("an answer to another vector");
+    assert_eq!(divergence.position.block, 235);
+}

@@ -26,18 +26,18 @@ use validator::recorder::Recorder;
 
 use harness::DevChain;
 
-const NETUID: u16 = 1;
-const TAO: u128 = 1_000_000_000;
+pub(super) const NETUID: u16 = 1;
+pub(super) const TAO: u128 = 1_000_000_000;
 
 /// `Sudo.sudo(AdminUtils.<name>(args))` signed by Alice, the dev chain's sudo key.
-async fn admin(client: &Chain, name: &str, args: Vec<Value>) -> Result<u64, ChainError> {
+pub(super) async fn admin(client: &Chain, name: &str, args: Vec<Value>) -> Result<u64, ChainError> {
     let alice = hotkey_from_uri("//Alice").unwrap();
     let call = subxt::dynamic::tx("AdminUtils", name, Composite::unnamed(args)).into_value();
     client.sudo(&alice.keypair, call).await
 }
 
 /// Writes a bittensor hotkey file for `seed` (mode 0600) and loads it as the CLI would.
-fn wallet_hotkey(root: &Path, wallet: &str, seed: [u8; 32]) -> Hotkey {
+pub(super) fn wallet_hotkey(root: &Path, wallet: &str, seed: [u8; 32]) -> Hotkey {
     let keypair = Keypair::from_secret_key(seed).unwrap();
     let ss58 = keypair.public_key().to_account_id().to_string();
     let path = WalletPath {
@@ -58,18 +58,18 @@ fn wallet_hotkey(root: &Path, wallet: &str, seed: [u8; 32]) -> Hotkey {
     load_hotkey(&path).unwrap()
 }
 
-fn account(hotkey: &Hotkey) -> [u8; 32] {
+pub(super) fn account(hotkey: &Hotkey) -> [u8; 32] {
     hotkey.keypair.public_key().0
 }
 
-async fn connect(chain: &DevChain) -> Chain {
+pub(super) async fn connect(chain: &DevChain) -> Chain {
     let mut options = ChainOptions::new(&chain.url());
     options.call_timeout = Duration::from_secs(30);
     Chain::connect(options).await.unwrap()
 }
 
 /// Funds `hotkeys` from Alice and registers them on netuid 1 (Alice is the coldkey).
-async fn fund_and_register(client: &Chain, hotkeys: &[&Hotkey]) {
+pub(super) async fn fund_and_register(client: &Chain, hotkeys: &[&Hotkey]) {
     let alice = hotkey_from_uri("//Alice").unwrap();
     for hotkey in hotkeys {
         client
@@ -84,7 +84,7 @@ async fn fund_and_register(client: &Chain, hotkeys: &[&Hotkey]) {
 }
 
 /// Every uid may set weights (a validator permit is only granted at an epoch otherwise).
-async fn grant_permits(chain: &DevChain, client: &Chain) {
+pub(super) async fn grant_permits(chain: &DevChain, client: &Chain) {
     let (_, metagraph) = client.metagraph(NETUID, None).await.unwrap();
     let permits = vec![true; metagraph.hotkeys.len()];
     chain.set_storage(

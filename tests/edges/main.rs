@@ -1,6 +1,6 @@
 //! The edges against real components: the chain on a subtensor runtime (chopsticks), the hub
 //! against olah, the data sources against recorded wandb exchanges and dataset files, and the
-//! evaluation engine on the fixture models. One binary, so the crate links once.
+//! evaluation engine on the fixture models, and `validator run` on the real runtime with olah. One binary, so the crate links once.
 
 mod chain;
 mod data;
@@ -12,3 +12,4 @@ mod harness;
 mod hub;
 mod olah;
 mod tokenizer_llama3;
+mod validator_live;

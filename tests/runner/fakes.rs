@@ -15,9 +15,10 @@ use validator::machine::{Event, State};
 use validator::recorder::fold_existing;
 use validator::runner::config::{Backoff, RunConfig};
 use validator::runner::edges::{EdgeError, Observation, Refusal, StoredModel, Verdict};
+use validator::runner::weights::NoWeights;
 use validator::runner::{Edges, RunError, RunSummary, run};
 use validator::synth::model_string;
-use validator::testing::{FakeChain, FakeData, FakeEvaluator, MemoryStore, Script};
+use validator::testing::{FakeChain, FakeData, FakeEvaluator, FakeWeights, MemoryStore, Script};
 
 pub const HOTKEYS: [&str; 5] = ["5Validator", "5Alice", "5Bob", "5Carol", "5Dave"];
 
@@ -64,6 +65,8 @@ pub struct World {
     pub store: MemoryStore,
     pub evaluator: FakeEvaluator,
     pub data: FakeData,
+    /// The chain weights are set on, when the test sets them.
+    pub weights: Option<Arc<FakeWeights>>,
 }
 
 impl World {
@@ -79,6 +82,7 @@ impl World {
             store,
             evaluator: FakeEvaluator::default(),
             data: FakeData::new(4),
+            weights: None,
             dir,
         }
     }
@@ -111,11 +115,16 @@ impl World {
 
     pub fn run(self, max_steps: u64) -> (Result<RunSummary, RunError>, tempfile::TempDir) {
         let config = self.config(max_steps);
+        self.run_with(config)
+    }
+
+    pub fn run_with(self, config: RunConfig) -> (Result<RunSummary, RunError>, tempfile::TempDir) {
         let edges = Edges {
             chain: self.chain,
             store: self.store,
             evaluator: self.evaluator,
             data: self.data,
+            weights: self.weights,
         };
         let (_stop, stop_seen) = tokio::sync::watch::channel(false);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -419,6 +428,7 @@ fn genesis_and_parameter_changes_are_checked_against_the_journal() {
         store: MemoryStore::new(&w.dir.path().join("store")),
         evaluator: FakeEvaluator::default(),
         data: FakeData::new(4),
+        weights: None::<NoWeights>,
     };
     let refused = runtime.block_on(run(config.clone(), edges(&genesis), stop_seen.clone()));
     assert!(matches!(&refused, Err(RunError::Config(why)) if why.contains("--genesis")));
@@ -452,6 +462,7 @@ fn genesis_on_an_empty_journal_seeds_nothing() {
         store: world.store,
         evaluator: world.evaluator,
         data: world.data,
+        weights: None::<NoWeights>,
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (_stop, stop_seen) = tokio::sync::watch::channel(false);

@@ -284,3 +284,124 @@ impl Drop for DevChain {
         self.kill();
     }
 }
+
+/// A TCP proxy in front of the node: `down()` drops every connection and refuses new ones, as
+/// a node that died does, and `up()` serves again on the same port, as the node restarted
+/// (with its state: chopsticks itself cannot restart without losing it).
+pub struct Proxy {
+    pub port: u16,
+    target: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    streams: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    acceptor: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Proxy {
+    /// A proxy to the node on `target`, up.
+    pub fn start(target: u16) -> Self {
+        let proxy = Self {
+            port: free_port(),
+            target,
+            stop: std::sync::Arc::default(),
+            streams: std::sync::Arc::default(),
+            acceptor: std::sync::Mutex::new(None),
+        };
+        proxy.up();
+        proxy
+    }
+
+    /// The WebSocket endpoint through the proxy.
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// Serves again.
+    pub fn up(&self) {
+        use std::sync::atomic::Ordering;
+        let mut acceptor = self.acceptor.lock().unwrap();
+        if acceptor.is_some() {
+            return;
+        }
+        self.stop.store(false, Ordering::SeqCst);
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop, streams, target) = (self.stop.clone(), self.streams.clone(), self.target);
+        *acceptor = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
+                            continue;
+                        };
+                        let mut held = streams.lock().unwrap();
+                        held.push(client.try_clone().unwrap());
+                        held.push(upstream.try_clone().unwrap());
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                            (upstream, client),
+                        ] {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }));
+    }
+
+    /// Drops every connection and stops listening.
+    pub fn down(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(acceptor) = self.acceptor.lock().unwrap().take() {
+            let _ = acceptor.join();
+        }
+        for stream in self.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// Produces a block every `every` until dropped (the dev chain makes blocks only for
+/// extrinsics otherwise).
+pub struct Ticker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    pub fn start(port: u16, every: Duration) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = rpc_on(port, "dev_newBlock", serde_json::json!([{"count": 1}]));
+                    std::thread::sleep(every);
+                }
+            })
+        };
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,570 @@
+//! The weight setter: a task of its own, over its own chain connection, that puts the folded
+//! weights on chain once per due epoch, by whatever rule the subnet has, whatever the steps
+//! are doing (a 40-minute step does not delay weights).
+//!
+//! Weights are due when `head − max(last included block, LastUpdate) ≥ max(blocks_per_epoch,
+//! WeightsSetRateLimit)`, checked on every head tick. A submission is journaled as
+//! `WeightsPrepared` (uids, u16 weights, version key, method with its salt or drand round)
+//! before anything is signed, and the chain's answer follows as `WeightsSubmitted`. Each
+//! prepared vector is sent at most once, right after it is journaled: an open intent found
+//! later (the send's fate was unknown, or the process died) is reconciled with the chain's
+//! `LastUpdate` and `Weights` of our uid instead. Since the due check reads `LastUpdate`, a
+//! vector that did land is never sent again inside the rate limit.
+//!
+//! A refusal that will not go away by itself (not registered, no permit, version key too low)
+//! is journaled, shouted, and tried again only at the next epoch; a rate limit, a busy pool
+//! or a dropped connection is tried again a few blocks later.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::edges::{ChainRefusal, EdgeError, Verdict, WeightsChain};
+use super::failpoint;
+use super::writer::{WriteError, WriterHandle};
+use crate::chain::weights::{Sent, Standing};
+use crate::machine::event::{
+    SubmitMethod, SubmitOutcome, WeightsCommitted, WeightsPrepared, WeightsSubmitted,
+};
+use crate::machine::state::WeightsIntent;
+use crate::machine::weights::to_chain_weights;
+use crate::machine::{Event, Outcome};
+
+/// How the weight setter runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightsConfig {
+    /// Blocks between submissions (N's `--blocks_per_epoch`).
+    pub blocks_per_epoch: u64,
+    /// `version_key` sent with the weights.
+    pub version_key: u64,
+    /// Blocks to wait before trying again after a passing refusal or an unknown fate.
+    pub retry_blocks: u64,
+    /// How often the head is checked (a block time).
+    pub tick: Duration,
+    /// Longest wait, once the run is ending, for a submission under way to be answered.
+    pub finish_timeout: Duration,
+}
+
+impl WeightsConfig {
+    /// N's cadence for `version_key`: every 100 blocks, checked every 12 s.
+    pub fn new(version_key: u64) -> Self {
+        Self {
+            blocks_per_epoch: 100,
+            version_key,
+            retry_blocks: 5,
+            tick: Duration::from_secs(12),
+            finish_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// How a run ends, as the weight setter hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The run did its work (`--max-steps`): set the final weights if they are due, finish
+    /// what is under way, stop.
+    Finish,
+    /// The run was asked to stop: finish what is under way, send nothing new.
+    Halt,
+}
+
+/// What a due check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// It decided: not due, nothing to set, or sent.
+    Decided,
+    /// Due, but held for a few blocks (a passing refusal, an unknown fate, an unreadable rule).
+    Held,
+}
+
+/// One submission as the operator reads it: when it was due and when it was included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmissionReport {
+    /// The block at which the weights became due (the head when first due).
+    pub block_due: u64,
+    /// The head when they were prepared.
+    pub block_prepared: u64,
+    /// How they went.
+    pub method: &'static str,
+    /// The chain's answer.
+    pub outcome: SubmitOutcome,
+}
+
+impl SubmissionReport {
+    /// Blocks from due to included, for an included submission.
+    pub fn blocks_due_to_included(&self) -> Option<u64> {
+        match self.outcome {
+            SubmitOutcome::Included { block } => Some(block.saturating_sub(self.block_due)),
+            _ => None,
+        }
+    }
+}
+
+/// The weight setter's task.
+#[derive(Debug)]
+pub struct WeightSetter<W> {
+    /// The journal writer.
+    pub writer: WriterHandle,
+    /// The chain, over the setter's own connection.
+    pub chain: Arc<W>,
+    /// Cadence and key.
+    pub config: WeightsConfig,
+    /// No new submission before this block (after a refusal or an unknown fate), and whether
+    /// the hold is for a refusal that will not pass by itself.
+    hold_until: Option<(u64, bool)>,
+    /// When the open intent became due, for the report.
+    block_due: Option<u64>,
+    /// Whether "nothing to set" was said already (said once, not every tick).
+    said_nothing_to_set: bool,
+    /// What this run submitted.
+    reports: Vec<SubmissionReport>,
+}
+
+impl<W: WeightsChain> WeightSetter<W> {
+    /// A setter for `chain`.
+    pub fn new(writer: WriterHandle, chain: Arc<W>, config: WeightsConfig) -> Self {
+        Self {
+            writer,
+            chain,
+            config,
+            hold_until: None,
+            block_due: None,
+            said_nothing_to_set: false,
+            reports: Vec::new(),
+        }
+    }
+
+    /// Runs until `ending` says so and nothing is under way (or the finish timeout passes;
+    /// an intent left open is reconciled at the next start). Returns what was submitted.
+    pub async fn run(
+        mut self,
+        mut ending: watch::Receiver<Option<Ending>>,
+    ) -> Result<Vec<SubmissionReport>, WriteError> {
+        let mut finished_check = false;
+        let mut ending_since: Option<Instant> = None;
+        loop {
+            let now = *ending.borrow_and_update();
+            let may_prepare = match now {
+                None => true,
+                Some(Ending::Finish) => !finished_check,
+                Some(Ending::Halt) => false,
+            };
+            if now.is_some() {
+                ending_since.get_or_insert_with(Instant::now);
+            }
+            let due = self.tick(may_prepare).await?;
+            // A run that did its work sets the weights that are due; a hold that passes in a
+            // few blocks is waited out (within the finish timeout), one for an epoch is not.
+            if now == Some(Ending::Finish) && matches!(due, Some(Due::Decided)) {
+                finished_check = true;
+            }
+            if now.is_some() {
+                let settled = self.writer.state().weights_intent.is_none();
+                if settled && (now == Some(Ending::Halt) || finished_check) {
+                    return Ok(self.reports);
+                }
+                if ending_since.is_some_and(|since| since.elapsed() >= self.config.finish_timeout) {
+                    if !settled {
+                        eprintln!(
+                            "validator: stopping with a weight submission unanswered; the next \
+                             start reconciles it with the chain"
+                        );
+                    }
+                    return Ok(self.reports);
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.config.tick) => {}
+                _ = ending.changed(), if now.is_none() => {}
+            }
+        }
+    }
+
+    /// One head tick: advance the open intent, or prepare and send weights when due.
+    /// Returns what the due check found, when it ran (no intent open, preparing allowed).
+    async fn tick(&mut self, may_prepare: bool) -> Result<Option<Due>, WriteError> {
+        let standing = match self.chain.standing().await {
+            Ok(standing) => standing,
+            Err(error) => {
+                eprintln!("validator: cannot read the chain to set weights: {error}");
+                return Ok(None);
+            }
+        };
+        if let Some(intent) = self.writer.state().weights_intent.clone() {
+            self.reconcile(&intent, &standing).await?;
+            return Ok(None);
+        }
+        if !may_prepare {
+            return Ok(None);
+        }
+        self.prepare_and_send(&standing).await.map(Some)
+    }
+
+    /// The block at which weights are due, given the chain's standing.
+    fn due_block(&self, standing: &Standing) -> u64 {
+        let state = self.writer.state();
+        let last = state
+            .block_weights_included
+            .unwrap_or(0)
+            .max(standing.last_update);
+        if last == 0 {
+            return 0;
+        }
+        last.saturating_add(self.config.blocks_per_epoch.max(standing.rate_limit))
+    }
+
+    async fn prepare_and_send(&mut self, standing: &Standing) -> Result<Due, WriteError> {
+        let head = standing.head;
+        if let Some((until, persistent)) = self.hold_until
+            && head < until
+        {
+            return Ok(if persistent { Due::Decided } else { Due::Held });
+        }
+        let due = self.due_block(standing);
+        if head < due {
+            return Ok(Due::Decided);
+        }
+        if standing.uid.is_none() || !standing.validator_permit {
+            let why = if standing.uid.is_none() {
+                "the hotkey is not registered on the subnet"
+            } else {
+                "the hotkey has no validator permit"
+            };
+            eprintln!(
+                "validator: WEIGHTS NOT SET: {why}; trying again in {} blocks",
+                self.config.blocks_per_epoch
+            );
+            self.hold_until = Some((head.saturating_add(self.config.blocks_per_epoch), true));
+            return Ok(Due::Decided);
+        }
+        let state = self.writer.state();
+        let (uids, weights) = match to_chain_weights(&state.weights) {
+            Ok(pair) => pair,
+            Err(error) => {
+                eprintln!("validator: the weights cannot go on chain: {error}");
+                return Ok(Due::Decided);
+            }
+        };
+        if uids.is_empty() {
+            if !self.said_nothing_to_set {
+                eprintln!("validator: every weight is zero; nothing to set yet");
+                self.said_nothing_to_set = true;
+            }
+            return Ok(Due::Decided);
+        }
+        self.said_nothing_to_set = false;
+        if self.config.version_key < standing.version_key_min {
+            eprintln!(
+                "validator: WEIGHTS WILL BE REFUSED: version key {} is below the subnet's {}; \
+                 pass --weights_version_key {} or upgrade",
+                self.config.version_key, standing.version_key_min, standing.version_key_min
+            );
+        }
+        let method = match self.chain.plan().await {
+            Ok(method) => method,
+            Err(error) => {
+                eprintln!("validator: cannot read how the subnet takes weights: {error}");
+                return Ok(Due::Held);
+            }
+        };
+        let prepared = WeightsPrepared {
+            uids,
+            weights,
+            version_key: self.config.version_key,
+            method,
+            block_head: head,
+        };
+        let written = self
+            .writer
+            .record(vec![(head, Event::WeightsPrepared(prepared.clone()))])
+            .await?;
+        if let Some((_, Outcome::Rejected(why))) = written.first() {
+            eprintln!("validator: the journal refused the prepared weights: {why}");
+            return Ok(Due::Decided);
+        }
+        let Some(intent) = self.writer.state().weights_intent.clone() else {
+            return Ok(Due::Decided);
+        };
+        self.block_due = Some(if due == 0 { head } else { due });
+        failpoint::hit("after-weights-prepared");
+        let sent = self.chain.send(&prepared).await;
+        failpoint::hit("after-weights-sent");
+        self.answer_send(&intent, head, sent).await?;
+        Ok(Due::Decided)
+    }
+
+    async fn answer_send(
+        &mut self,
+        intent: &WeightsIntent,
+        head: u64,
+        sent: Result<Verdict<Sent, ChainRefusal>, EdgeError>,
+    ) -> Result<(), WriteError> {
+        match sent {
+            Ok(Verdict::Accepted(Sent::Included(block))) => {
+                self.answer(intent, head, SubmitOutcome::Included { block })
+                    .await
+            }
+            Ok(Verdict::Accepted(Sent::Committed(committed))) => {
+                eprintln!(
+                    "validator: weights committed at block {}; revealing in blocks {}..={}",
+                    committed.block_commit,
+                    committed.block_reveal_first,
+                    committed.block_reveal_last
+                );
+                self.writer
+                    .record(vec![(
+                        committed.block_commit,
+                        Event::WeightsCommitted(committed),
+                    )])
+                    .await?;
+                failpoint::hit("after-weights-committed");
+                Ok(())
+            }
+            Ok(Verdict::Rejected(refusal)) => self.refused(intent, head, &refusal).await,
+            Err(error) => {
+                // The transaction may or may not be on its way: the next ticks reconcile.
+                eprintln!(
+                    "validator: sending weights did not reach a decision ({error}); checking the \
+                     chain on the next ticks"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Settles an intent this process is not sending right now: from the chain's standing,
+    /// it was included, failed, or (hash commit) is revealed now.
+    async fn reconcile(
+        &mut self,
+        intent: &WeightsIntent,
+        standing: &Standing,
+    ) -> Result<(), WriteError> {
+        let head = standing.head;
+        let pairs: Vec<(u16, u16)> = intent
+            .prepared
+            .uids
+            .iter()
+            .copied()
+            .zip(intent.prepared.weights.iter().copied())
+            .collect();
+        let block_head = intent.prepared.block_head;
+        let after = intent
+            .committed
+            .as_ref()
+            .map_or(block_head, |c| c.block_commit);
+        let landed = standing.last_update > after;
+        let matches = standing.weights == pairs;
+        let settled = head >= block_head.saturating_add(self.config.retry_blocks);
+        match (&intent.prepared.method, &intent.committed) {
+            (SubmitMethod::Plain, _) | (SubmitMethod::Timelocked { .. }, _) => {
+                // A timelocked commit is not readable as weights until the chain reveals it:
+                // `LastUpdate` moving past the intent is the sign it landed.
+                let timelocked = matches!(intent.prepared.method, SubmitMethod::Timelocked { .. });
+                if landed && (matches || timelocked) {
+                    let block = standing.last_update;
+                    return self
+                        .answer(intent, block, SubmitOutcome::Included { block })
+                        .await;
+                }
+                if landed {
+                    return self
+                        .answer(
+                            intent,
+                            head,
+                            SubmitOutcome::Failed(format!(
+                                "LastUpdate moved to block {} but Weights hold other values",
+                                standing.last_update
+                            )),
+                        )
+                        .await;
+                }
+                if settled {
+                    return self
+                        .answer(
+                            intent,
+                            head,
+                            SubmitOutcome::Failed(format!(
+                                "not on chain at block {head} (prepared at {block_head})"
+                            )),
+                        )
+                        .await;
+                }
+                Ok(())
+            }
+            (SubmitMethod::CommitRevealHash { .. }, None) => {
+                match self.chain.find_commit(&intent.prepared).await {
+                    Ok(Some(committed)) => self
+                        .writer
+                        .record(vec![(head, Event::WeightsCommitted(committed))])
+                        .await
+                        .map(|_| ()),
+                    Ok(None) if settled => {
+                        self.answer(
+                            intent,
+                            head,
+                            SubmitOutcome::Failed(format!(
+                                "the commit is not on chain at block {head}"
+                            )),
+                        )
+                        .await
+                    }
+                    Ok(None) => Ok(()),
+                    Err(error) => {
+                        eprintln!("validator: cannot read the weight commits: {error}");
+                        Ok(())
+                    }
+                }
+            }
+            (SubmitMethod::CommitRevealHash { .. }, Some(committed)) => {
+                if landed && matches {
+                    let block = standing.last_update;
+                    return self
+                        .answer(intent, block, SubmitOutcome::Included { block })
+                        .await;
+                }
+                if head > committed.block_reveal_last {
+                    return self
+                        .answer(
+                            intent,
+                            head,
+                            SubmitOutcome::Failed(format!(
+                                "the reveal window ended at block {}",
+                                committed.block_reveal_last
+                            )),
+                        )
+                        .await;
+                }
+                // The reveal is included in the next block, so it may go out one block early.
+                if head.saturating_add(1) < committed.block_reveal_first {
+                    return Ok(());
+                }
+                self.reveal(intent, head, committed).await
+            }
+        }
+    }
+
+    async fn reveal(
+        &mut self,
+        intent: &WeightsIntent,
+        head: u64,
+        committed: &WeightsCommitted,
+    ) -> Result<(), WriteError> {
+        match self.chain.reveal(&intent.prepared).await {
+            Ok(Verdict::Accepted(block)) => {
+                self.answer(intent, block, SubmitOutcome::Included { block })
+                    .await
+            }
+            Ok(Verdict::Rejected(refusal)) => self.refused(intent, head, &refusal).await,
+            Err(error) => {
+                eprintln!(
+                    "validator: revealing the weights committed at block {} did not reach a \
+                     decision ({error}); trying again on the next tick",
+                    committed.block_commit
+                );
+                Ok(())
+            }
+        }
+    }
+
+    async fn refused(
+        &mut self,
+        intent: &WeightsIntent,
+        head: u64,
+        refusal: &ChainRefusal,
+    ) -> Result<(), WriteError> {
+        let persistent = refusal.is_persistent();
+        let wait = if persistent {
+            eprintln!(
+                "validator: WEIGHTS REFUSED BY THE CHAIN: {}; this will not pass by itself, \
+                 trying again at the next epoch ({} blocks)",
+                refusal.reason, self.config.blocks_per_epoch
+            );
+            self.config.blocks_per_epoch
+        } else {
+            eprintln!(
+                "validator: weights refused ({}); trying again in {} blocks",
+                refusal.reason, self.config.retry_blocks
+            );
+            self.config.retry_blocks
+        };
+        self.hold_until = Some((head.saturating_add(wait), persistent));
+        self.answer(intent, head, SubmitOutcome::Refused(refusal.reason.clone()))
+            .await
+    }
+
+    /// Journals the chain's answer to `intent` at `block`.
+    async fn answer(
+        &mut self,
+        intent: &WeightsIntent,
+        block: u64,
+        outcome: SubmitOutcome,
+    ) -> Result<(), WriteError> {
+        if let SubmitOutcome::Failed(why) = &outcome {
+            eprintln!("validator: weights not set: {why}; trying again when due");
+            self.hold_until = Some((block.saturating_add(self.config.retry_blocks), false));
+        }
+        let event = WeightsSubmitted {
+            uids: intent.prepared.uids.clone(),
+            weights: intent.prepared.weights.clone(),
+            version_key: intent.prepared.version_key,
+            outcome: outcome.clone(),
+        };
+        self.writer
+            .record(vec![(block, Event::WeightsSubmitted(event))])
+            .await?;
+        let report = SubmissionReport {
+            block_due: self.block_due.take().unwrap_or(intent.prepared.block_head),
+            block_prepared: intent.prepared.block_head,
+            method: intent.prepared.method.name(),
+            outcome,
+        };
+        if let Some(blocks) = report.blocks_due_to_included() {
+            eprintln!(
+                "validator: weights set by {} at block {} ({blocks} blocks after due)",
+                report.method,
+                match report.outcome {
+                    SubmitOutcome::Included { block } => block,
+                    _ => 0,
+                }
+            );
+        }
+        self.reports.push(report);
+        Ok(())
+    }
+}
+
+/// For runs that set no weights: a chain that is never asked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoWeights;
+
+impl WeightsChain for NoWeights {
+    async fn standing(&self) -> Result<Standing, EdgeError> {
+        Err(EdgeError::Operator("this run sets no weights".into()))
+    }
+
+    async fn plan(&self) -> Result<SubmitMethod, EdgeError> {
+        Err(EdgeError::Operator("this run sets no weights".into()))
+    }
+
+    async fn send(
+        &self,
+        _prepared: &WeightsPrepared,
+    ) -> Result<Verdict<Sent, ChainRefusal>, EdgeError> {
+        Err(EdgeError::Operator("this run sets no weights".into()))
+    }
+
+    async fn find_commit(
+        &self,
+        _prepared: &WeightsPrepared,
+    ) -> Result<Option<WeightsCommitted>, EdgeError> {
+        Ok(None)
+    }
+
+    async fn reveal(
+        &self,
+        _prepared: &WeightsPrepared,
+    ) -> Result<Verdict<u64, ChainRefusal>, EdgeError> {
+        Err(EdgeError::Operator("this run sets no weights".into()))
+    }
+}
