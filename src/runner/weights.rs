@@ -500,9 +500,10 @@ impl<W: WeightsChain> WeightSetter<W> {
         block: u64,
         outcome: SubmitOutcome,
     ) -> Result<(), WriteError> {
+        // A failure is journaled only once the chain shows the weights are not there (after
+        // `retry_blocks`, or past a reveal window): they are due again at once.
         if let SubmitOutcome::Failed(why) = &outcome {
-            eprintln!("validator: weights not set: {why}; trying again when due");
-            self.hold_until = Some((block.saturating_add(self.config.retry_blocks), false));
+            eprintln!("validator: weights not set: {why}; trying again now");
         }
         let event = WeightsSubmitted {
             uids: intent.prepared.uids.clone(),

@@ -171,7 +171,13 @@ impl Live {
             Some(point) => command.env("VALIDATOR_FAILPOINT", point),
             None => command.env_remove("VALIDATOR_FAILPOINT"),
         };
-        command.output().unwrap()
+        let output = command.output().unwrap();
+        // Shown with --nocapture: where each run spent its blocks.
+        eprintln!(
+            "--- validator run (crash point {failpoint:?})\n{}",
+            say(&output)
+        );
+        output
     }
 
     fn uid(&self) -> u16 {
@@ -355,7 +361,6 @@ fn validator_run_sets_weights_on_the_real_runtime_through_crashes_outages_and_re
 
     // 1. The process dies right after journaling its first intent: nothing was signed.
     let crashed = live.run(2, Some("after-weights-prepared"), &["--genesis"]);
-    eprintln!("{}", say(&crashed));
     assert!(!crashed.status.success(), "{}", say(&crashed));
     let journaled = events(&db);
     assert_eq!(prepared(&journaled).len(), 1, "{}", say(&crashed));

@@ -367,3 +367,29 @@ fn an_unregistered_validator_or_an_unreachable_node_sets_nothing_and_steps_go_on
         assert!(state.weights_intent.is_none());
     }
 }
+
+#[test]
+fn a_timelocked_commit_whose_answer_was_lost_is_settled_by_last_update() {
+    // The chain holds a timelocked commit as ciphertext: `Weights` does not show it until the
+    // chain reveals it, so `LastUpdate` past the intent is what says it landed.
+    let mut chain = FakeWeights::new(1000, 1, 1);
+    chain.method = SubmitMethod::Timelocked {
+        version: 4,
+        reveal_round: 123,
+    };
+    chain.sends = Script::new([FakeSend::LandedUnheard, FakeSend::Chain]);
+    let chain = Arc::new(chain);
+    let world = world_with(&chain, Duration::from_millis(50));
+    let db = world.db();
+    let (result, _dir) = run(world, 1, 1000);
+    result.unwrap();
+    let sent = submissions(&records(&db));
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        included(sent[0].1.as_ref()),
+        Some(chain.on_chain().last_update)
+    );
+    assert!(chain.on_chain().weights.is_empty());
+    assert_eq!(chain.sent.lock().unwrap().len(), 1);
+    replay_clean(&db);
+}
