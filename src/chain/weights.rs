@@ -201,6 +201,22 @@ impl Chain {
         weights: &[u16],
         version_key: u64,
     ) -> Result<u64, ChainError> {
+        self.set_weights_attempts(hotkey, netuid, uids, weights, version_key, 3)
+            .await
+    }
+
+    /// `set_weights` with up to `attempts` sends on transport failures. A journaled intent is
+    /// sent once: a second transaction signed while the first may still be in the pool would
+    /// be refused by the rate limit and hide the first one's fate.
+    async fn set_weights_attempts(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        uids: &[u16],
+        weights: &[u16],
+        version_key: u64,
+        attempts: usize,
+    ) -> Result<u64, ChainError> {
         if uids.len() != weights.len() {
             return Err(ChainError::Invalid(format!(
                 "{} uids for {} weights",
@@ -212,7 +228,7 @@ impl Chain {
             return Err(ChainError::Invalid("uids must be sorted and unique".into()));
         }
         let mut last = ChainError::Unavailable("no attempt was made".into());
-        for _ in 0..3 {
+        for _ in 0..attempts.max(1) {
             let payload = dynamic::tx(
                 "SubtensorModule",
                 "set_weights",
@@ -550,12 +566,13 @@ impl Chain {
         let weights = ChainWeights::of(prepared);
         match &prepared.method {
             SubmitMethod::Plain => self
-                .set_weights(
+                .set_weights_attempts(
                     hotkey,
                     netuid,
                     &weights.uids,
                     &weights.values,
                     weights.version_key,
+                    1,
                 )
                 .await
                 .map(Sent::Included),

@@ -560,15 +560,31 @@ async fn set_weights(
     // The journal is opened (and locked) before anything is signed, and each stage is
     // journaled and flushed before the next: the intent first, the answer last.
     let mut recorder = db.map(|path| Recorder::open(path, 100)).transpose()?;
+    if let Some(intent) = recorder
+        .as_ref()
+        .and_then(|r| r.state().weights_intent.clone())
+    {
+        return Err(Failure::Invalid(anyhow!(
+            "the journal holds weights prepared at block {} and not yet answered: run \
+             `validator run` on it to settle them with the chain before sending others",
+            intent.block_prepared
+        )));
+    }
     let mut journal = |block: u64, event: Event| -> Result<(), ChainError> {
         let Some(recorder) = recorder.as_mut() else {
             return Ok(());
         };
         let floor = recorder.journal().last_position().map_or(0, |p| p.block);
-        recorder
+        let written = recorder
             .record(&[(block.max(floor), event)])
-            .map(|_| ())
-            .map_err(|e| ChainError::Invalid(format!("journaling the submission: {e}")))
+            .map_err(|e| ChainError::Invalid(format!("journaling the submission: {e}")))?;
+        // A refused intent stops the submission before anything is signed.
+        match written.first() {
+            Some((_, validator::machine::Outcome::Rejected(why))) => Err(ChainError::Invalid(
+                format!("the journal refused the submission: {why}"),
+            )),
+            _ => Ok(()),
+        }
     };
     let chain = endpoint.connect().await.map_err(fail)?;
     let (prepared, result) = chain
@@ -599,16 +615,27 @@ async fn set_weights(
             .unwrap_or(prepared.block_head)
             .max(prepared.block_head),
     };
-    journal(
-        block,
-        Event::WeightsSubmitted(WeightsSubmitted {
-            uids: weights.uids.clone(),
-            weights: weights.values.clone(),
-            version_key: weights.version_key,
-            outcome: submit_outcome(&result),
-        }),
-    )
-    .map_err(fail)?;
+    if matches!(result, Err(ChainError::Unavailable(_))) {
+        // Its fate is unknown: the intent stays open for `validator run` to settle from the
+        // chain, rather than be recorded as failed while it may still land.
+        if db.is_some() {
+            eprintln!(
+                "validator: the submission's fate is unknown; the journal keeps it open for \
+                 `validator run` to settle from the chain"
+            );
+        }
+    } else {
+        journal(
+            block,
+            Event::WeightsSubmitted(WeightsSubmitted {
+                uids: weights.uids.clone(),
+                weights: weights.values.clone(),
+                version_key: weights.version_key,
+                outcome: submit_outcome(&result),
+            }),
+        )
+        .map_err(fail)?;
+    }
     let method = prepared.method.name();
     let block = result.map_err(fail)?;
     Ok(SetWeightsReport {

@@ -117,6 +117,17 @@ impl ChainRefusal {
         ];
         PERSISTENT.contains(&self.name.as_str())
     }
+
+    /// Whether the refusal is the transaction pool's or a rate limit's: the same transaction
+    /// may pass a few blocks later.
+    pub fn is_transient(&self) -> bool {
+        const TRANSIENT: [&str; 3] = [
+            "TransactionPool",
+            "RateLimitExceeded",
+            "SettingWeightsTooFast",
+        ];
+        TRANSIENT.contains(&self.name.as_str())
+    }
 }
 
 /// The chain as the loop reads it: its head and what it shows at a block.

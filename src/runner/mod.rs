@@ -164,7 +164,20 @@ where
         let head = handle.state().position.map_or(0, |p| p.block);
         stepper.settle(head, true).await;
     }
-    let stepped = stepper.run().await;
+    // The weight setter only ends early when it failed (the journal, or a panic): then the
+    // run stops too, rather than go on without setting weights.
+    let mut setting = setting;
+    let mut set_early = None;
+    let stepped = match setting.as_mut() {
+        Some(handle) => tokio::select! {
+            stepped = stepper.run() => stepped,
+            set = handle => {
+                set_early = Some(set);
+                Ok(Vec::new())
+            }
+        },
+        None => stepper.run().await,
+    };
     drop(stepper);
 
     let _ = tasks_stop.send(true);
@@ -177,15 +190,22 @@ where
     if let Some(polling) = polling {
         let _ = polling.await;
     }
-    let set = match setting {
-        Some(setting) => Some(setting.await),
-        None => None,
+    let ended_early = set_early.is_some();
+    let set = match (set_early, setting) {
+        (Some(set), _) => Some(set),
+        (None, Some(setting)) => Some(setting.await),
+        (None, None) => None,
     };
     let state = handle.state();
     drop(handle);
     writer.close();
     let timings = stepped?;
     let submissions = match set {
+        Some(Ok(Ok(_))) if ended_early => {
+            return Err(RunError::Config(
+                "the weight setter stopped before the run did".into(),
+            ));
+        }
         Some(Ok(Ok(reports))) => reports,
         Some(Ok(Err(error))) => return Err(error.into()),
         Some(Err(panic)) => {

@@ -115,6 +115,8 @@ pub struct WeightSetter<W> {
     hold_until: Option<(u64, bool)>,
     /// When the open intent became due, for the report.
     block_due: Option<u64>,
+    /// The head at which this process first found the open intent unanswered.
+    settle_from: Option<u64>,
     /// Whether "nothing to set" was said already (said once, not every tick).
     said_nothing_to_set: bool,
     /// What this run submitted.
@@ -130,6 +132,7 @@ impl<W: WeightsChain> WeightSetter<W> {
             config,
             hold_until: None,
             block_due: None,
+            settle_from: None,
             said_nothing_to_set: false,
             reports: Vec::new(),
         }
@@ -143,8 +146,13 @@ impl<W: WeightsChain> WeightSetter<W> {
     ) -> Result<Vec<SubmissionReport>, WriteError> {
         let mut finished_check = false;
         let mut ending_since: Option<Instant> = None;
+        let mut sender_gone = false;
         loop {
-            let now = *ending.borrow_and_update();
+            let now = if sender_gone {
+                Some(Ending::Halt)
+            } else {
+                *ending.borrow_and_update()
+            };
             let may_prepare = match now {
                 None => true,
                 Some(Ending::Finish) => !finished_check,
@@ -153,7 +161,7 @@ impl<W: WeightsChain> WeightSetter<W> {
             if now.is_some() {
                 ending_since.get_or_insert_with(Instant::now);
             }
-            let due = self.tick(may_prepare).await?;
+            let due = self.tick(may_prepare, now == Some(Ending::Finish)).await?;
             // A run that did its work sets the weights that are due; a hold that passes in a
             // few blocks is waited out (within the finish timeout), one for an epoch is not.
             if now == Some(Ending::Finish) && matches!(due, Some(Due::Decided)) {
@@ -176,14 +184,21 @@ impl<W: WeightsChain> WeightSetter<W> {
             }
             tokio::select! {
                 () = tokio::time::sleep(self.config.tick) => {}
-                _ = ending.changed(), if now.is_none() => {}
+                changed = ending.changed(), if now.is_none() => {
+                    // The run is gone without a word: stop as if asked to.
+                    sender_gone = changed.is_err();
+                }
             }
         }
     }
 
     /// One head tick: advance the open intent, or prepare and send weights when due.
     /// Returns what the due check found, when it ran (no intent open, preparing allowed).
-    async fn tick(&mut self, may_prepare: bool) -> Result<Option<Due>, WriteError> {
+    async fn tick(
+        &mut self,
+        may_prepare: bool,
+        finishing: bool,
+    ) -> Result<Option<Due>, WriteError> {
         let standing = match self.chain.standing().await {
             Ok(standing) => standing,
             Err(error) => {
@@ -198,23 +213,30 @@ impl<W: WeightsChain> WeightSetter<W> {
         if !may_prepare {
             return Ok(None);
         }
-        self.prepare_and_send(&standing).await.map(Some)
+        self.prepare_and_send(&standing, finishing).await.map(Some)
     }
 
     /// The block at which weights are due, given the chain's standing.
     fn due_block(&self, standing: &Standing) -> u64 {
         let state = self.writer.state();
-        let last = state
+        // An inclusion past the head is another chain's (a journal reused on a reset chain):
+        // the chain's own `LastUpdate` decides then.
+        let included = state
             .block_weights_included
-            .unwrap_or(0)
-            .max(standing.last_update);
+            .filter(|block| *block <= standing.head)
+            .unwrap_or(0);
+        let last = included.max(standing.last_update);
         if last == 0 {
             return 0;
         }
         last.saturating_add(self.config.blocks_per_epoch.max(standing.rate_limit))
     }
 
-    async fn prepare_and_send(&mut self, standing: &Standing) -> Result<Due, WriteError> {
+    async fn prepare_and_send(
+        &mut self,
+        standing: &Standing,
+        finishing: bool,
+    ) -> Result<Due, WriteError> {
         let head = standing.head;
         if let Some((until, persistent)) = self.hold_until
             && head < until
@@ -239,8 +261,8 @@ impl<W: WeightsChain> WeightSetter<W> {
             return Ok(Due::Decided);
         }
         let state = self.writer.state();
-        let (uids, weights) = match to_chain_weights(&state.weights) {
-            Ok(pair) => pair,
+        let uids = match to_chain_weights(&state.weights) {
+            Ok((uids, _)) => uids,
             Err(error) => {
                 eprintln!("validator: the weights cannot go on chain: {error}");
                 return Ok(Due::Decided);
@@ -268,16 +290,34 @@ impl<W: WeightsChain> WeightSetter<W> {
                 return Ok(Due::Held);
             }
         };
-        let prepared = WeightsPrepared {
-            uids,
-            weights,
-            version_key: self.config.version_key,
-            method,
-            block_head: head,
-        };
+        if finishing && matches!(method, SubmitMethod::CommitRevealHash { .. }) {
+            // Its reveal is a tempo away: a run that is ending would leave it to expire.
+            eprintln!(
+                "validator: not starting a hash commit as the run ends; the next run sets the \
+                 weights"
+            );
+            return Ok(Due::Decided);
+        }
+        // The vector is read in the writer, from the state it journals the intent against, so
+        // no step can complete between the two.
+        let version_key = self.config.version_key;
         let written = self
             .writer
-            .record(vec![(head, Event::WeightsPrepared(prepared.clone()))])
+            .record_from_state(move |state| match to_chain_weights(&state.weights) {
+                Ok((uids, weights)) if !uids.is_empty() && state.weights_intent.is_none() => {
+                    vec![(
+                        head,
+                        Event::WeightsPrepared(WeightsPrepared {
+                            uids,
+                            weights,
+                            version_key,
+                            method,
+                            block_head: head,
+                        }),
+                    )]
+                }
+                _ => Vec::new(),
+            })
             .await?;
         if let Some((_, Outcome::Rejected(why))) = written.first() {
             eprintln!("validator: the journal refused the prepared weights: {why}");
@@ -286,6 +326,7 @@ impl<W: WeightsChain> WeightSetter<W> {
         let Some(intent) = self.writer.state().weights_intent.clone() else {
             return Ok(Due::Decided);
         };
+        let prepared = intent.prepared.clone();
         self.block_due = Some(if due == 0 { head } else { due });
         failpoint::hit("after-weights-prepared");
         let sent = self.chain.send(&prepared).await;
@@ -355,7 +396,10 @@ impl<W: WeightsChain> WeightSetter<W> {
             .map_or(block_head, |c| c.block_commit);
         let landed = standing.last_update > after;
         let matches = standing.weights == pairs;
-        let settled = head >= block_head.saturating_add(self.config.retry_blocks);
+        // A fate is settled `retry_blocks` after this process first looked (a transaction from
+        // a send that gave up, or from a process that died, may still be in the pool).
+        let from = *self.settle_from.get_or_insert(head.max(block_head));
+        let settled = head >= from.saturating_add(self.config.retry_blocks);
         match (&intent.prepared.method, &intent.committed) {
             (SubmitMethod::Plain, _) | (SubmitMethod::Timelocked { .. }, _) => {
                 // A timelocked commit is not readable as weights until the chain reveals it:
@@ -417,11 +461,22 @@ impl<W: WeightsChain> WeightSetter<W> {
                 }
             }
             (SubmitMethod::CommitRevealHash { .. }, Some(committed)) => {
-                if landed && matches {
-                    let block = standing.last_update;
-                    return self
-                        .answer(intent, block, SubmitOutcome::Included { block })
-                        .await;
+                // While commit-reveal is on, a reveal leaves `LastUpdate` at the commit's block:
+                // the commit gone from `WeightCommits` and `Weights` equal to the intent is the
+                // sign it was revealed.
+                if matches {
+                    match self.chain.find_commit(&intent.prepared).await {
+                        Ok(None) => {
+                            return self
+                                .answer(intent, head, SubmitOutcome::Included { block: head })
+                                .await;
+                        }
+                        Ok(Some(_)) => {}
+                        Err(error) => {
+                            eprintln!("validator: cannot read the weight commits: {error}");
+                            return Ok(());
+                        }
+                    }
                 }
                 if head > committed.block_reveal_last {
                     return self
@@ -454,6 +509,14 @@ impl<W: WeightsChain> WeightSetter<W> {
             Ok(Verdict::Accepted(block)) => {
                 self.answer(intent, block, SubmitOutcome::Included { block })
                     .await
+            }
+            Ok(Verdict::Rejected(refusal)) if refusal.is_transient() => {
+                // The commit stands until its window ends: try again on the next tick.
+                eprintln!(
+                    "validator: the reveal was refused for now ({}); trying again",
+                    refusal.reason
+                );
+                Ok(())
             }
             Ok(Verdict::Rejected(refusal)) => self.refused(intent, head, &refusal).await,
             Err(error) => {
@@ -505,6 +568,7 @@ impl<W: WeightsChain> WeightSetter<W> {
         if let SubmitOutcome::Failed(why) = &outcome {
             eprintln!("validator: weights not set: {why}; trying again now");
         }
+        self.settle_from = None;
         let event = WeightsSubmitted {
             uids: intent.prepared.uids.clone(),
             weights: intent.prepared.weights.clone(),

@@ -38,7 +38,15 @@ enum Request {
         from_block: u64,
         reply: oneshot::Sender<Result<Option<BatchFetched>, JournalError>>,
     },
+    RecordFromState {
+        make: EventsFromState,
+        reply: oneshot::Sender<Result<Written, JournalError>>,
+    },
 }
+
+/// Events computed from the state as the writer holds it, in the writer: nothing can be folded
+/// between reading the state and journaling what was derived from it.
+pub type EventsFromState = Box<dyn FnOnce(&State) -> Vec<(u64, Event)> + Send>;
 
 /// Why a request to the writer failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +79,7 @@ impl std::fmt::Debug for Request {
             Request::Record { .. } => "Record",
             Request::Observe { .. } => "Observe",
             Request::FindBatch { .. } => "FindBatch",
+            Request::RecordFromState { .. } => "RecordFromState",
         })
     }
 }
@@ -144,6 +153,11 @@ fn serve(
             } => {
                 let _ = reply.send(find_batch(&recorder, step, from_block));
             }
+            Request::RecordFromState { make, reply } => {
+                let events = make(recorder.state());
+                let written = write(&mut recorder, events, state);
+                let _ = reply.send(written);
+            }
         }
     }
 }
@@ -211,6 +225,17 @@ impl WriterHandle {
     /// Journals `events` in one atomic, flushed append, then folds them.
     pub async fn record(&self, events: Vec<(u64, Event)>) -> Result<Written, WriteError> {
         self.ask(|reply| Request::Record { events, reply }).await
+    }
+
+    /// Journals what `make` derives from the state as the writer holds it (nothing is folded in
+    /// between), in one atomic, flushed append.
+    pub async fn record_from_state(
+        &self,
+        make: impl FnOnce(&State) -> Vec<(u64, Event)> + Send + 'static,
+    ) -> Result<Written, WriteError> {
+        let make: EventsFromState = Box::new(make);
+        self.ask(|reply| Request::RecordFromState { make, reply })
+            .await
     }
 
     /// Journals, in one atomic append at `block`: `before`, then what of `observed` would

@@ -263,8 +263,11 @@ impl WeightsChain for FakeWeights {
             FakeSend::Lost => lost(),
             FakeSend::Chain | FakeSend::LandedUnheard => {
                 let verdict = if let SubmitMethod::CommitRevealHash { .. } = prepared.method {
+                    // Subtensor's commit counts as the weight update: `LastUpdate` moves now,
+                    // and the reveal leaves it where it is.
                     let mut chain = lock(&self.chain);
                     chain.head = chain.head.saturating_add(1);
+                    chain.last_update = chain.head;
                     let first = chain.head.saturating_add(self.reveal_delay_blocks);
                     let committed = WeightsCommitted {
                         block_commit: chain.head,
@@ -330,11 +333,11 @@ impl WeightsChain for FakeWeights {
                 reason: "InvalidRevealCommitTempo".into(),
             }));
         }
-        let verdict = self.set(prepared);
-        if matches!(verdict, Verdict::Accepted(_)) {
-            lock(&self.chain).commit = None;
-        }
-        Ok(verdict)
+        let mut chain = lock(&self.chain);
+        chain.head = block;
+        chain.weights = Self::pairs(prepared);
+        chain.commit = None;
+        Ok(Verdict::Accepted(block))
     }
 }
 

@@ -254,3 +254,73 @@ fn help_of_every_command() {
         );
     }
 }
+
+#[test]
+fn set_weights_refuses_a_journal_with_unanswered_weights_before_signing() {
+    use std::os::unix::fs::PermissionsExt;
+    use validator::machine::event::{SubmitMethod, WeightsPrepared};
+    use validator::machine::{Event, MechanismParams};
+
+    let dir = tempfile::tempdir().unwrap();
+    // A journal left by a validator that died between its intent and the chain's answer.
+    let db = dir.path().join("journal");
+    let mut recorder = validator::recorder::Recorder::open(&db, 100).unwrap();
+    recorder
+        .record(&[(
+            10,
+            Event::ParamsChanged(validator::machine::event::ParamsChanged {
+                params: MechanismParams::default(),
+            }),
+        )])
+        .unwrap();
+    recorder
+        .record(&[(
+            12,
+            Event::WeightsPrepared(WeightsPrepared {
+                uids: vec![],
+                weights: vec![],
+                version_key: 27,
+                method: SubmitMethod::Plain,
+                block_head: 12,
+            }),
+        )])
+        .unwrap();
+    drop(recorder);
+    let hotkey = dir.path().join("wallets/validator/hotkeys/default");
+    std::fs::create_dir_all(hotkey.parent().unwrap()).unwrap();
+    std::fs::write(
+        &hotkey,
+        format!(r#"{{"secretSeed": "0x{}"}}"#, "07".repeat(32)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hotkey, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let weights = dir.path().join("weights.json");
+    std::fs::write(&weights, "[0, 1]").unwrap();
+    let (db, wallets, weights) = (
+        db.display().to_string(),
+        dir.path().join("wallets").display().to_string(),
+        weights.display().to_string(),
+    );
+    // The node is unreachable: a refusal before any connection is the journal's doing.
+    expect(
+        &[
+            "chain",
+            "set-weights",
+            "--netuid",
+            "1",
+            "--weights",
+            &weights,
+            "--db",
+            &db,
+            "--wallet.path",
+            &wallets,
+            "--wallet.name",
+            "validator",
+            "--subtensor.chain_endpoint",
+            "ws://127.0.0.1:9",
+        ],
+        "",
+        2,
+        "not yet answered",
+    );
+}

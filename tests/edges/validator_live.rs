@@ -459,7 +459,9 @@ fn hash_commit_reveal_in_the_loop_reveals_after_a_restart_inside_the_window() {
         vec![Value::u128(1), Value::bool(true)],
     );
     live.admin("sudo_set_tempo", vec![Value::u128(1), Value::u128(20)]);
-    let crashed = live.run(2, Some("after-weights-committed"), &["--genesis"]);
+    // Three steps (l3, s1, l3), so the commit goes out while the last one evaluates: a run
+    // that is ending starts no hash commit.
+    let crashed = live.run(3, Some("after-weights-committed"), &["--genesis"]);
     assert!(!crashed.status.success(), "{}", say(&crashed));
     let journaled = events(&db);
     assert!(
@@ -473,7 +475,7 @@ fn hash_commit_reveal_in_the_loop_reveals_after_a_restart_inside_the_window() {
         live.weights_on_chain(uid).is_empty(),
         "committed, not revealed"
     );
-    let revealed = live.run(2, None, &[]);
+    let revealed = live.run(3, None, &[]);
     assert!(revealed.status.success(), "{}", say(&revealed));
     let journaled = events(&db);
     let kinds: Vec<&str> = journaled

@@ -346,6 +346,44 @@ fn hash_commit_reveal_commits_then_reveals_and_a_restart_inside_the_window_still
 }
 
 #[test]
+fn a_reveal_that_landed_before_a_crash_is_recognised_without_revealing_again() {
+    // While commit-reveal is on, a reveal leaves `LastUpdate` at the commit: the commit gone
+    // from the chain and `Weights` equal to the intent say it was revealed.
+    let method = SubmitMethod::CommitRevealHash { salt: vec![4, 2] };
+    let (mut world, prepared) = crashed_after_prepare(method.clone(), 5000);
+    let mut recorder = Recorder::open(&world.db(), 100).unwrap();
+    let block = recorder.journal().last_position().unwrap().block;
+    recorder
+        .record(&[(
+            block,
+            Event::WeightsCommitted(WeightsCommitted {
+                block_commit: 5001,
+                block_reveal_first: 5004,
+                block_reveal_last: 5010,
+            }),
+        )])
+        .unwrap();
+    drop(recorder);
+    let mut chain = FakeWeights::new(5006, 1, 1);
+    chain.method = method;
+    {
+        let mut on_chain = chain.chain.lock().unwrap();
+        on_chain.last_update = 5001;
+        on_chain.weights = pairs(&prepared);
+    }
+    let chain = Arc::new(chain);
+    world.weights = Some(chain.clone());
+    let db = world.db();
+    let (result, _dir) = run(world, 1, 1000);
+    result.unwrap();
+    let sent = submissions(&records(&db));
+    assert_eq!(sent.len(), 1);
+    assert!(included(sent[0].1.as_ref()).is_some(), "{sent:?}");
+    assert!(chain.sent.lock().unwrap().is_empty(), "revealed twice");
+    replay_clean(&db);
+}
+
+#[test]
 fn an_unregistered_validator_or_an_unreachable_node_sets_nothing_and_steps_go_on() {
     let mut unregistered = FakeWeights::new(1000, 1, 1);
     unregistered.uid = None;
