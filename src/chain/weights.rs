@@ -446,12 +446,7 @@ impl Chain {
                     (netuid,),
                 )
                 .await?;
-                let has_v4_call = at
-                    .metadata_ref()
-                    .pallet_by_name("SubtensorModule")
-                    .and_then(|pallet| pallet.call_variant_by_name("commit_timelocked_weights"))
-                    .is_some();
-                Ok((at.block_number(), tempo, period, has_v4_call))
+                Ok((at.block_number(), tempo, period, has_timelocked_call(&at)))
             })
             .await?;
         let now_unix_s = std::time::SystemTime::now()
@@ -481,12 +476,7 @@ impl Chain {
     ) -> Result<u64, ChainError> {
         let has_v4_call = self
             .call("reading the runtime's calls", |client| async move {
-                let at = client_at(&client, None).await?;
-                Ok(at
-                    .metadata_ref()
-                    .pallet_by_name("SubtensorModule")
-                    .and_then(|pallet| pallet.call_variant_by_name("commit_timelocked_weights"))
-                    .is_some())
+                Ok(has_timelocked_call(&client_at(&client, None).await?))
             })
             .await?;
         let account = hotkey.public_key().0;
@@ -514,6 +504,14 @@ impl Chain {
             self.submit("commit_crv3_weights", call, hotkey).await
         }
     }
+}
+
+/// Whether the runtime has `commit_timelocked_weights` (v4), else only `commit_crv3_weights`.
+fn has_timelocked_call(at: &subxt::client::OnlineClientAtBlock<subxt::PolkadotConfig>) -> bool {
+    at.metadata_ref()
+        .pallet_by_name("SubtensorModule")
+        .and_then(|pallet| pallet.call_variant_by_name("commit_timelocked_weights"))
+        .is_some()
 }
 
 /// A fresh salt for a hash commit, from the operating system.

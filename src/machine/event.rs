@@ -414,6 +414,24 @@ pub struct WeightsPrepared {
     pub block_head: u64,
 }
 
+impl WeightsPrepared {
+    /// The (uid, weight) pairs, as subtensor's `Weights` holds them.
+    pub fn pairs(&self) -> Vec<(u16, u16)> {
+        uid_weight_pairs(&self.uids, &self.weights)
+    }
+}
+
+impl WeightsSubmitted {
+    /// The (uid, weight) pairs, as subtensor's `Weights` holds them.
+    pub fn pairs(&self) -> Vec<(u16, u16)> {
+        uid_weight_pairs(&self.uids, &self.weights)
+    }
+}
+
+fn uid_weight_pairs(uids: &[u16], weights: &[u16]) -> Vec<(u16, u16)> {
+    uids.iter().copied().zip(weights.iter().copied()).collect()
+}
+
 /// A hash commit of the prepared weights, included on chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightsCommitted {

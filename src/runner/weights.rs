@@ -382,13 +382,7 @@ impl<W: WeightsChain> WeightSetter<W> {
         standing: &Standing,
     ) -> Result<(), WriteError> {
         let head = standing.head;
-        let pairs: Vec<(u16, u16)> = intent
-            .prepared
-            .uids
-            .iter()
-            .copied()
-            .zip(intent.prepared.weights.iter().copied())
-            .collect();
+        let pairs = intent.prepared.pairs();
         let block_head = intent.prepared.block_head;
         let after = intent
             .committed

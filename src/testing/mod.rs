@@ -21,6 +21,24 @@ use crate::runner::edges::{
     StoredModel, TokenizedBatch, Verdict, WeightsChain,
 };
 
+/// Replays the journal at `db` from genesis and panics on any divergence or rejection: what
+/// every test of a run asks of the journal it leaves.
+pub fn replay_clean(db: &Path) -> crate::replay::ReplayReport {
+    let journal = crate::journal::Journal::open_existing(db).unwrap_or_else(|e| panic!("{e}"));
+    let report = crate::replay::replay_journal(
+        &journal,
+        crate::replay::ReplayOptions {
+            from_block: 0,
+            to_block: None,
+            use_checkpoints: false,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.divergence.is_none(), "{:?}", report.divergence);
+    assert!(report.rejections.is_empty(), "{:?}", report.rejections);
+    report
+}
+
 /// A queue of scripted answers: each call takes the next; the last repeats forever.
 #[derive(Debug)]
 pub struct Script<T>(Mutex<VecDeque<T>>);
@@ -190,15 +208,6 @@ impl FakeWeights {
         lock(&self.chain).clone()
     }
 
-    fn pairs(prepared: &WeightsPrepared) -> Vec<(u16, u16)> {
-        prepared
-            .uids
-            .iter()
-            .copied()
-            .zip(prepared.weights.iter().copied())
-            .collect()
-    }
-
     /// Sets weights as subtensor's `do_set_weights` does: refused inside the rate limit or
     /// with a low version key, else included at the next block.
     fn set(&self, prepared: &WeightsPrepared) -> Verdict<u64, ChainRefusal> {
@@ -221,7 +230,7 @@ impl FakeWeights {
         }
         chain.head = block;
         chain.last_update = block;
-        chain.weights = Self::pairs(prepared);
+        chain.weights = prepared.pairs();
         Verdict::Accepted(block)
     }
 }
@@ -335,7 +344,7 @@ impl WeightsChain for FakeWeights {
         }
         let mut chain = lock(&self.chain);
         chain.head = block;
-        chain.weights = Self::pairs(prepared);
+        chain.weights = prepared.pairs();
         chain.commit = None;
         Ok(Verdict::Accepted(block))
     }

@@ -20,7 +20,7 @@ use validator::machine::Event;
 use validator::machine::event::{SubmitOutcome, WeightsPrepared, WeightsSubmitted};
 use validator::machine::model_id::commitment_text;
 use validator::machine::params::ModelIdFormat;
-use validator::replay::{ReplayOptions, replay_journal};
+use validator::testing::replay_clean;
 
 use super::chain::{NETUID, admin, connect, fund_and_register, grant_permits, wallet_hotkey};
 use super::harness::{DevChain, Proxy, Ticker, rpc_on};
@@ -275,21 +275,6 @@ fn events(db: &Path) -> Vec<Event> {
     journal.all_records().map(|r| r.unwrap().event).collect()
 }
 
-fn replays_cleanly(db: &Path) {
-    let journal = Journal::open_existing(db).unwrap();
-    let report = replay_journal(
-        &journal,
-        ReplayOptions {
-            from_block: 0,
-            to_block: None,
-            use_checkpoints: false,
-        },
-    )
-    .unwrap();
-    assert!(report.divergence.is_none(), "{:?}", report.divergence);
-    assert!(report.rejections.is_empty(), "{:?}", report.rejections);
-}
-
 fn prepared(events: &[Event]) -> Vec<WeightsPrepared> {
     events
         .iter()
@@ -307,15 +292,6 @@ fn answers(events: &[Event]) -> Vec<WeightsSubmitted> {
             Event::WeightsSubmitted(s) => Some(s.clone()),
             _ => None,
         })
-        .collect()
-}
-
-fn pairs(submitted: &WeightsSubmitted) -> Vec<(u16, u16)> {
-    submitted
-        .uids
-        .iter()
-        .copied()
-        .zip(submitted.weights.iter().copied())
         .collect()
 }
 
@@ -415,9 +391,9 @@ fn validator_run_sets_weights_on_the_real_runtime_through_crashes_outages_and_re
             .iter()
             .any(|a| matches!(a.outcome, SubmitOutcome::Refused(_)))
     );
-    assert_eq!(live.weights_on_chain(uid), pairs(included));
-    assert_eq!(pairs(included), on_chain);
-    replays_cleanly(&db);
+    assert_eq!(live.weights_on_chain(uid), included.pairs());
+    assert_eq!(included.pairs(), on_chain);
+    replay_clean(&db);
 
     // 4. The subnet raises its version key: the submission is refused, journaled as such,
     //    and the loop goes on to its last step.
@@ -440,13 +416,13 @@ fn validator_run_sets_weights_on_the_real_runtime_through_crashes_outages_and_re
     );
     assert_eq!(
         live.weights_on_chain(uid),
-        pairs(included),
+        included.pairs(),
         "a refusal changes nothing"
     );
     // Every model was judged: Alice's and Bob's copy evaluated, Carol's refused by hash.
     assert!(journaled.iter().any(|e| matches!(e, Event::ModelRejected(r)
         if r.code == validator::machine::event::RejectionCode::HashMismatch)));
-    replays_cleanly(&db);
+    replay_clean(&db);
 }
 
 #[test]
@@ -494,7 +470,7 @@ fn hash_commit_reveal_in_the_loop_reveals_after_a_restart_inside_the_window() {
         matches!(answer.outcome, SubmitOutcome::Included { .. }),
         "{answer:?}"
     );
-    assert_eq!(live.weights_on_chain(uid), pairs(&answer));
+    assert_eq!(live.weights_on_chain(uid), answer.pairs());
     assert!(
         live.runtime
             .block_on(
@@ -504,5 +480,5 @@ fn hash_commit_reveal_in_the_loop_reveals_after_a_restart_inside_the_window() {
             .unwrap()
             .is_empty()
     );
-    replays_cleanly(&db);
+    replay_clean(&db);
 }

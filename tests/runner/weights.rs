@@ -120,13 +120,7 @@ fn weights_are_set_on_cadence_while_a_long_step_runs() {
     // The chain holds exactly what the journal says was last included, and each send was the
     // intent journaled before it.
     let (last, _) = sent.last().unwrap();
-    let pairs: Vec<(u16, u16)> = last
-        .uids
-        .iter()
-        .copied()
-        .zip(last.weights.iter().copied())
-        .collect();
-    assert_eq!(chain.on_chain().weights, pairs);
+    assert_eq!(chain.on_chain().weights, last.pairs());
     let sent_to_chain = chain.sent.lock().unwrap().clone();
     assert_eq!(
         sent_to_chain,
@@ -231,15 +225,6 @@ fn crashed_after_prepare(method: SubmitMethod, block_head: u64) -> (World, Weigh
     (world, prepared)
 }
 
-fn pairs(prepared: &WeightsPrepared) -> Vec<(u16, u16)> {
-    prepared
-        .uids
-        .iter()
-        .copied()
-        .zip(prepared.weights.iter().copied())
-        .collect()
-}
-
 #[test]
 fn a_restart_after_a_crash_between_intent_and_answer_reconciles_with_the_chain() {
     // The submission landed before the crash: the restart records it, and sends nothing.
@@ -248,7 +233,7 @@ fn a_restart_after_a_crash_between_intent_and_answer_reconciles_with_the_chain()
     {
         let mut on_chain = chain.chain.lock().unwrap();
         on_chain.last_update = 2001;
-        on_chain.weights = pairs(&prepared);
+        on_chain.weights = prepared.pairs();
     }
     world.weights = Some(chain.clone());
     let db = world.db();
@@ -311,7 +296,7 @@ fn hash_commit_reveal_commits_then_reveals_and_a_restart_inside_the_window_still
     });
     let committed = committed.unwrap();
     assert!((committed.block_reveal_first..=committed.block_reveal_last).contains(&block));
-    assert_eq!(chain.on_chain().weights, pairs(&sent[0].0));
+    assert_eq!(chain.on_chain().weights, sent[0].0.pairs());
     replay_clean(&db);
 
     // Committed, then the process died; the restart finds the commit in the journal and
@@ -341,7 +326,7 @@ fn hash_commit_reveal_commits_then_reveals_and_a_restart_inside_the_window_still
     let block = included(sent[0].1.as_ref()).expect("revealed after the restart");
     assert!((3004..=3010).contains(&block), "{block}");
     assert_eq!(*chain.sent.lock().unwrap(), vec![prepared.clone()]);
-    assert_eq!(chain.on_chain().weights, pairs(&prepared));
+    assert_eq!(chain.on_chain().weights, prepared.pairs());
     replay_clean(&db);
 }
 
@@ -369,7 +354,7 @@ fn a_reveal_that_landed_before_a_crash_is_recognised_without_revealing_again() {
     {
         let mut on_chain = chain.chain.lock().unwrap();
         on_chain.last_update = 5001;
-        on_chain.weights = pairs(&prepared);
+        on_chain.weights = prepared.pairs();
     }
     let chain = Arc::new(chain);
     world.weights = Some(chain.clone());
