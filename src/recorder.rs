@@ -61,6 +61,21 @@ impl Recorder {
         &self.journal
     }
 
+    /// As [`Recorder::record`], with each event's block raised to at least the journal's last
+    /// one: for writers whose blocks come from clocks that may lag it (another connection's
+    /// head, a task that started earlier), so the journal's order holds whatever their timing.
+    pub fn record_in_order(
+        &mut self,
+        events: Vec<(u64, Event)>,
+    ) -> Result<Vec<(Record, Outcome)>, JournalError> {
+        let floor = self.journal.last_position().map_or(0, |p| p.block);
+        let events: Vec<(u64, Event)> = events
+            .into_iter()
+            .map(|(block, event)| (block.max(floor), event))
+            .collect();
+        self.record(&events)
+    }
+
     /// Journals `events` (block, event) atomically, flushes, then folds them.
     pub fn record(
         &mut self,

@@ -29,12 +29,19 @@ pub fn version_key() -> u64 {
 pub fn submit_outcome(result: &Result<u64, ChainError>) -> SubmitOutcome {
     match result {
         Ok(block) => SubmitOutcome::Included { block: *block },
-        Err(ChainError::Refused { name, detail }) => SubmitOutcome::Refused(if detail.is_empty() {
-            name.clone()
-        } else {
-            format!("{name}: {detail}")
-        }),
+        Err(ChainError::Refused { name, detail }) => {
+            SubmitOutcome::Refused(refusal_reason(name, detail))
+        }
         Err(other) => SubmitOutcome::Failed(other.to_string()),
+    }
+}
+
+/// A refusal as the journal records it: the runtime error's name, then its detail if any.
+pub fn refusal_reason(name: &str, detail: &str) -> String {
+    if detail.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}: {detail}")
     }
 }
 
@@ -429,10 +436,9 @@ pub fn os_random<const N: usize>() -> Result<[u8; N], ChainError> {
 }
 
 impl Chain {
-    /// The drand round bittensor's rule picks for a timelocked commit made now on `netuid`,
-    /// and whether the runtime has `commit_timelocked_weights` (else `commit_crv3_weights`).
-    pub async fn timelock_round(&self, netuid: u16) -> Result<(u64, bool), ChainError> {
-        let (block, tempo, reveal_period, has_v4_call) = self
+    /// The drand round bittensor's rule picks for a timelocked commit made now on `netuid`.
+    pub async fn timelock_round(&self, netuid: u16) -> Result<u64, ChainError> {
+        let (block, tempo, reveal_period) = self
             .call("reading the reveal period", |client| async move {
                 let at = client_at(&client, None).await?;
                 let storage = at.storage();
@@ -446,22 +452,21 @@ impl Chain {
                     (netuid,),
                 )
                 .await?;
-                Ok((at.block_number(), tempo, period, has_timelocked_call(&at)))
+                Ok((at.block_number(), tempo, period))
             })
             .await?;
         let now_unix_s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|e| ChainError::Invalid(format!("the clock is before 1970: {e}")))?
             .as_secs_f64();
-        let round = timelock::reveal_round(
+        Ok(timelock::reveal_round(
             block,
             netuid,
             u64::from(tempo),
             reveal_period,
             BLOCK_TIME_S,
             now_unix_s,
-        );
-        Ok((round, has_v4_call))
+        ))
     }
 
     /// Commit-reveal v3/v4: encrypts the weights to drand round `round` and commits them; the
@@ -543,7 +548,7 @@ impl Chain {
                 salt: fresh_salt()?,
             },
             super::WeightsRule::CommitRevealTimelocked { version } => {
-                let (reveal_round, _) = self.timelock_round(netuid).await?;
+                let reveal_round = self.timelock_round(netuid).await?;
                 SubmitMethod::Timelocked {
                     version,
                     reveal_round,

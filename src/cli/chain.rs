@@ -574,9 +574,8 @@ async fn set_weights(
         let Some(recorder) = recorder.as_mut() else {
             return Ok(());
         };
-        let floor = recorder.journal().last_position().map_or(0, |p| p.block);
         let written = recorder
-            .record(&[(block.max(floor), event)])
+            .record_in_order(vec![(block, event)])
             .map_err(|e| ChainError::Invalid(format!("journaling the submission: {e}")))?;
         // A refused intent stops the submission before anything is signed.
         match written.first() {

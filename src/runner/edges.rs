@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::chain::weights::{Sent, Standing};
+use crate::chain::weights::{Sent, Standing, refusal_reason};
 use crate::chain::{Chain, ChainError};
 use crate::eval::batch::{ModelChecked, check_model, evaluate_prepared, tokenize_pairs};
 use crate::eval::tokenize::Prepared;
@@ -336,11 +336,7 @@ fn chain_verdict<T>(result: Result<T, ChainError>) -> Result<Verdict<T, ChainRef
     match result {
         Ok(value) => Ok(Verdict::Accepted(value)),
         Err(ChainError::Refused { name, detail }) => Ok(Verdict::Rejected(ChainRefusal {
-            reason: if detail.is_empty() {
-                name.clone()
-            } else {
-                format!("{name}: {detail}")
-            },
+            reason: refusal_reason(&name, &detail),
             name,
         })),
         Err(other) => Err(chain_error(other)),

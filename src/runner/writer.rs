@@ -170,12 +170,7 @@ fn write(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let floor = recorder.journal().last_position().map_or(0, |p| p.block);
-    let events: Vec<(u64, Event)> = events
-        .into_iter()
-        .map(|(block, event)| (block.max(floor), event))
-        .collect();
-    let written = recorder.record(&events)?;
+    let written = recorder.record_in_order(events)?;
     state.send_replace(Arc::new(recorder.state().clone()));
     Ok(written)
 }
