@@ -10,11 +10,11 @@ use std::path::Path;
 use crate::journal::{Journal, JournalError};
 use crate::machine::{Event, MechanismParams, Outcome, Record, State, apply};
 
-/// The state `journal` folds to: its latest checkpoint (or N's parameters on a journal without
-/// one) with every record after it applied.
+/// The state `journal` folds to: its latest checkpoint (or the genesis parameters on a journal
+/// without one) with every record after it applied.
 pub fn fold_from_latest_checkpoint(journal: &Journal) -> Result<State, JournalError> {
     let (start, from) = journal.start_before(u64::MAX)?;
-    let mut state = start.unwrap_or_else(|| State::new(MechanismParams::default()));
+    let mut state = start.unwrap_or_else(|| State::new(MechanismParams::genesis()));
     for record in journal.records(from, None) {
         apply(&mut state, &record?);
     }
@@ -38,8 +38,8 @@ pub struct Recorder {
 
 impl Recorder {
     /// Opens (or creates) the journal at `path` and folds it, starting from its latest
-    /// checkpoint. A new journal starts from N's parameters; other parameters are journaled
-    /// as a `ParamsChanged` event.
+    /// checkpoint. A new journal starts from the genesis parameters; the runner journals its own
+    /// as a `ParamsChanged` event when they differ.
     pub fn open(path: &Path, checkpoint_every_steps: u64) -> Result<Self, JournalError> {
         let journal = Journal::open(path)?;
         let state = fold_from_latest_checkpoint(&journal)?;

@@ -148,7 +148,7 @@ pub fn replay<E: std::error::Error + 'static>(
         ..ReplayReport::default()
     };
     let genesis = start.is_none();
-    let mut state = start.unwrap_or_else(|| State::new(MechanismParams::default()));
+    let mut state = start.unwrap_or_else(|| State::new(MechanismParams::genesis()));
     let mut checkpoints = checkpoints.peekable();
     let mut first = true;
     for record in records {

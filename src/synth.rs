@@ -55,7 +55,7 @@ impl Scenario {
     pub fn new() -> Self {
         Self {
             records: Vec::new(),
-            state: State::new(MechanismParams::default()),
+            state: State::new(MechanismParams::genesis()),
             seq_next: 0,
         }
     }

@@ -15,8 +15,10 @@ use super::wire::{LossVec, RawBytes, Samples};
 /// Version 2 added [`Event::StepFailed`] at the end of the enum; every version 1 record and
 /// checkpoint reads unchanged as version 2. Version 3 added [`Event::WeightsPrepared`] and
 /// [`Event::WeightsCommitted`] at the end of the enum and `weights_intent` at the end of the
-/// state; a version 1 or 2 checkpoint reads with no intent open (see `codec`).
-pub const SCHEMA_VERSION: u16 = 3;
+/// state; a version 1 or 2 checkpoint reads with no intent open (see `codec`). Version 4 added
+/// `rules` at the end of the mechanism parameters and keeps eval sets as CPython sets; older
+/// records and checkpoints upgrade with the legacy rules they were folded with.
+pub const SCHEMA_VERSION: u16 = 4;
 
 /// The oldest schema version this build reads.
 pub const SCHEMA_VERSION_OLDEST_READ: u16 = 1;
@@ -283,7 +285,7 @@ pub struct LossesComputed {
 pub struct StepRecord {
     /// The competition scored.
     pub competition: CompetitionId,
-    /// Participants, ascending.
+    /// Participants, in the order the step visited them (the mechanism's set order).
     pub uids: Vec<u16>,
     /// Head-to-head wins of each participant.
     pub wins: Vec<u64>,

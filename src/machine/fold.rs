@@ -5,8 +5,6 @@
 //! left as it was, and a replay rejects it in the same way. Only the journal layer can find
 //! the journal itself broken.
 
-use std::collections::BTreeSet;
-
 use super::event::{
     BatchFetched, CommitmentField, CommitmentObserved, EvalOutcome, Event, LossesComputed,
     MetagraphObserved, ModelRejected, ModelVerified, Record, StepAbandoned, StepCompleted,
@@ -15,12 +13,15 @@ use super::event::{
 };
 use super::model_id::{CommitmentInvalid, ModelId, parse_raw_commitment};
 use super::numbers::nearest_tempo;
+use super::params::WeightsFloat;
+use super::pyset::PySet;
 use super::rejection::Rejection;
 use super::state::{
     CommitmentState, CommitmentStatus, Entry, Metagraph, OpenStep, State, TrackedModel,
     WeightsIntent,
 };
 use super::step::{complete_step, merge_pending, plan_participants};
+use super::torch_f32;
 use super::weights::{ChainWeightsError, to_chain_weights};
 
 /// The most uids a subnet can hold (uids are u16).
@@ -118,10 +119,16 @@ fn metagraph_observed(state: &mut State, block: u64, event: &MetagraphObserved) 
             });
         }
     }
-    // A uid whose hotkey is new (registration or re-registration) and whose hotkey already has
-    // a verified model is queued, as N's update loop would find that model on its next pass.
+    // Under `requeue_registered`, a uid whose hotkey is new (registration or re-registration)
+    // and already has a verified model is queued. N does not: its model tracker still holds that
+    // model, so `sync_model` finds nothing new until the hotkey commits again.
     let previous = state.metagraph.take();
-    for (index, hotkey) in event.hotkeys.iter().enumerate() {
+    if state.params.rules.weights_sized_at_start && previous.is_none() && state.weights.is_empty() {
+        // N starts from `torch.zeros_like(metagraph.S)`.
+        state.weights = vec![0.0; size];
+    }
+    let requeue = state.params.rules.requeue_registered;
+    for (index, hotkey) in event.hotkeys.iter().enumerate().filter(|_| requeue) {
         let unchanged = previous
             .as_ref()
             .and_then(|m| m.observed.hotkeys.get(index))
@@ -148,7 +155,7 @@ fn metagraph_observed(state: &mut State, block: u64, event: &MetagraphObserved) 
                     .entry(competition)
                     .or_default()
                     .pending
-                    .insert(uid);
+                    .add(uid);
             }
         }
     }
@@ -219,10 +226,19 @@ fn consensus_seeded(state: &mut State, block: u64) -> Outcome {
         return reject(Rejection::SeedingWithoutMetagraph);
     };
     let observed = &metagraph.observed;
+    // bittensor's metagraph holds consensus as `float(c) / 65535` in a float32 tensor, and N
+    // copies it into its weights.
+    let float = state.params.rules.weights_float;
     state.weights = observed
         .consensus
         .iter()
-        .map(|c| f64::from(*c) / 65535.0)
+        .map(|c| {
+            let share = f64::from(*c) / 65535.0;
+            match float {
+                WeightsFloat::TorchF32 => f64::from(torch_f32::narrow(share)),
+                WeightsFloat::F64 => share,
+            }
+        })
         .collect();
     let active = state.params.schedule_at(block).to_vec();
     let keep = usize::try_from(state.params.sample_min).unwrap_or(usize::MAX);
@@ -246,8 +262,9 @@ fn consensus_seeded(state: &mut State, block: u64) -> Outcome {
             .competitions
             .entry(competition.id.clone())
             .or_default();
-        entry.eval_set = candidates.iter().take(keep).map(|(uid, _)| *uid).collect();
-        entry.pending = BTreeSet::new();
+        // N: `set(consensus)` from the ranked list, and an empty pending set.
+        entry.eval_set = PySet::from_list(candidates.iter().take(keep).map(|(uid, _)| *uid));
+        entry.pending = PySet::new();
     }
     let tempo = i64::from(observed.tempo);
     let start = i64::try_from(state.params.subnet_start_block).unwrap_or(i64::MAX);
@@ -314,7 +331,7 @@ fn model_verified(state: &mut State, block: u64, event: &ModelVerified) -> Outco
             .entry(competition)
             .or_default()
             .pending
-            .insert(uid);
+            .add(uid);
     }
     Outcome::Applied
 }

@@ -43,10 +43,12 @@ pub mod model_id;
 pub mod numbers;
 pub mod params;
 pub mod preview;
+pub mod pyset;
 pub mod rejection;
 pub mod scoring;
 pub mod state;
 pub mod step;
+pub mod torch_f32;
 pub mod weights;
 pub mod wire;
 

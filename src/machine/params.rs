@@ -145,6 +145,70 @@ pub struct MechanismParams {
     pub model_id_format: ModelIdFormat,
     /// First block of the subnet, the origin of `nearest_tempo` (N: 2,225,782).
     pub subnet_start_block: u64,
+    /// How the fold follows the original's loop where its code, not its formulas, decides.
+    /// Added in schema 4, last so that older encodings upgrade by appending it; JSON without it
+    /// reads as [`LoopRules::legacy`], what journals of schemas 1 to 3 were folded with.
+    #[serde(default = "LoopRules::legacy")]
+    pub rules: LoopRules,
+}
+
+/// The order a step visits its eval set in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetOrder {
+    /// CPython's `list(set)` over the set's history (N's `list(self.uids_to_eval[c])`).
+    Cpython,
+    /// Ascending uid: the order journals of schemas 1 to 3 were folded in.
+    Ascending,
+}
+
+/// The arithmetic of N's softmax weight update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsFloat {
+    /// float32, as N's torch tensors compute it (see `machine::torch_f32`).
+    TorchF32,
+    /// f64: the arithmetic journals of schemas 1 to 3 were folded with.
+    F64,
+}
+
+/// The parts of a mechanism that live in the original's loop rather than in its scoring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoopRules {
+    /// The order participants are visited in, which decides duplicate holders on equal commit
+    /// blocks and ties at the eval-set cut.
+    pub set_order: SetOrder,
+    /// Whether a hotkey that registers again with a model already verified is queued for
+    /// evaluation. N's model tracker is never pruned, so N does not queue it until the hotkey
+    /// commits again.
+    pub requeue_registered: bool,
+    /// Whether the weight vector is the metagraph's size, all zeros, from the first metagraph
+    /// on (N's `torch.zeros_like(metagraph.S)` at start-up), rather than empty until a step.
+    pub weights_sized_at_start: bool,
+    /// The arithmetic of the softmax weight update and of consensus seeding.
+    pub weights_float: WeightsFloat,
+}
+
+impl LoopRules {
+    /// N's loop, as its code does it.
+    pub fn n() -> Self {
+        Self {
+            set_order: SetOrder::Cpython,
+            requeue_registered: false,
+            weights_sized_at_start: true,
+            weights_float: WeightsFloat::TorchF32,
+        }
+    }
+
+    /// What the fold did before schema 4; older journals replay with it, bit for bit.
+    pub fn legacy() -> Self {
+        Self {
+            set_order: SetOrder::Ascending,
+            requeue_registered: true,
+            weights_sized_at_start: false,
+            weights_float: WeightsFloat::F64,
+        }
+    }
 }
 
 /// N's 15 GiB cap on a repository.
@@ -182,11 +246,23 @@ impl Default for MechanismParams {
             eval_delay_blocks: 0,
             model_id_format: ModelIdFormat::Original,
             subnet_start_block: 2_225_782,
+            rules: LoopRules::n(),
         }
     }
 }
 
 impl MechanismParams {
+    /// The parameters a journal starts from before any `ParamsChanged`: N's, with the loop rules
+    /// that schemas 1 to 3 folded with. Journals of those schemas journaled parameters only when
+    /// they differed from these, so they replay unchanged; a new journal under N's rules
+    /// journals them as its first record.
+    pub fn genesis() -> Self {
+        Self {
+            rules: LoopRules::legacy(),
+            ..Self::default()
+        }
+    }
+
     /// The successor's (F's) mechanism on the competition of its schedule that this validator
     /// can evaluate, `INSTRUCT_8B` (id 3: `LlamaForCausalLM` up to 8.1e9 parameters, 20 GiB, any
     /// tokenizer): that competition's epsilon decay (0.05 to 0.01 over 7,200 blocks) and
@@ -219,6 +295,9 @@ impl MechanismParams {
             eval_delay_blocks: 1_600,
             model_id_format: ModelIdFormat::Successor,
             subnet_start_block: 2_225_782,
+            // The successor's loop is not modelled here: ascending order and re-queued
+            // registrations, as this validator has always folded it.
+            rules: LoopRules::legacy(),
         }
     }
 }

@@ -13,6 +13,7 @@ use super::event::{
 };
 use super::model_id::{CommitmentInvalid, HashKind, ModelId};
 use super::params::{CompetitionId, MechanismParams};
+use super::pyset::PySet;
 
 /// The folded state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -148,10 +149,12 @@ pub struct HotkeyRecord {
 /// Per-competition state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct CompetitionState {
-    /// Uids evaluated at the competition's next step (N's `uids_to_eval`).
-    pub eval_set: BTreeSet<u16>,
-    /// Uids with newly verified models, merged into the eval set at the next step.
-    pub pending: BTreeSet<u16>,
+    /// Uids evaluated at the competition's next step (N's `uids_to_eval`), as the Python set
+    /// N keeps, so that its iteration order is N's.
+    pub eval_set: PySet,
+    /// Uids with newly verified models, merged into the eval set at the next step (N's
+    /// `pending_uids_to_eval`).
+    pub pending: PySet,
     /// The successor's moving average for this competition (winner-takes-all mode only).
     pub tracker: Option<Vec<f64>>,
 }
@@ -212,7 +215,7 @@ pub struct OpenStep {
     pub scale: f64,
     /// Metagraph size at step start: the length of the step's weight vector.
     pub size: usize,
-    /// Participants, ascending by uid.
+    /// Participants, in the order the step visits them.
     pub participants: Vec<Participant>,
     /// Number of samples in the step's batch, once fetched.
     pub batch_size: Option<usize>,
@@ -262,7 +265,7 @@ impl State {
                     .as_ref()
                     .and_then(|m| m.uid_of(hotkey))
                     .zip(self.competitions.get(&model_id.competition))
-                    .is_some_and(|(uid, c)| c.eval_set.contains(&uid));
+                    .is_some_and(|(uid, c)| c.eval_set.contains(uid));
                 let recent_enough = self
                     .block_commit_min
                     .is_none_or(|min| commitment.block_commit >= min);

@@ -1,12 +1,13 @@
 //! One evaluation step: who takes part (fixed at step start) and how the step is scored.
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
 
 use super::event::{EvalOutcome, StepRecord};
-use super::params::{CompetitionId, WeightsMode};
+use super::params::{CompetitionId, SetOrder, WeightsFloat, WeightsMode};
+use super::pyset::PySet;
 use super::scoring::{Contestant, compute_wins};
 use super::state::{Absence, Entry, Metagraph, OpenStep, Participant, State};
+use super::torch_f32;
 use super::weights::{
     moving_average, record_tracker, step_weights_softmax, step_weights_winners, subnet_weights,
 };
@@ -16,9 +17,8 @@ const TRACKER_PRIORITY_MIN: f64 = 0.001;
 
 /// Fixes the participants of a step, as N's `run_step` does before evaluating anything.
 ///
-/// `uids` are visited in ascending order (N visits them in Python set order; ascending is the
-/// order CPython gives small integers in a fresh set, and it is our documented tie-break).
-/// Each uid's model is its hotkey's last verified one. Duplicates by committed hash follow N:
+/// `uids` are visited in the order given: N's `list(uids_to_eval)`, CPython's set order (see
+/// [`visit_order`]). Each uid's model is its hotkey's last verified one. Duplicates by committed hash follow N:
 /// a model meets the first earlier participant holding the same hash; the strictly older
 /// commit keeps it, and on equal blocks the earlier-listed uid keeps it. Only then are models
 /// of other competitions set aside.
@@ -26,7 +26,7 @@ pub fn plan_participants(
     state: &State,
     metagraph: &Metagraph,
     competition: &CompetitionId,
-    uids: &BTreeSet<u16>,
+    uids: &[u16],
 ) -> Vec<Participant> {
     let mut participants: Vec<Participant> = Vec::with_capacity(uids.len());
     for &uid in uids {
@@ -84,41 +84,52 @@ pub fn plan_participants(
 
 /// Merges the competition's pending uids whose models are old enough (the successor's eval
 /// delay; N's is zero) into its eval set, as N merges `pending_uids_to_eval` at the start of a
-/// step, drops uids past the metagraph's end, and returns the eval set.
+/// step (`uids_to_eval[c].update(pending[c]); pending[c].clear()`), drops uids past the
+/// metagraph's end, and returns the eval set in the order the step visits it.
 pub fn merge_pending(
     state: &mut State,
     metagraph: &Metagraph,
     block: u64,
     competition: &CompetitionId,
-) -> BTreeSet<u16> {
+) -> Vec<u16> {
     let delay = state.params.eval_delay_blocks;
-    let ready: Vec<u16> = state
+    let order = state.params.rules.set_order;
+    let (ready, waiting): (Vec<u16>, Vec<u16>) = state
         .competitions
         .get(competition)
         .map(|c| {
-            c.pending
-                .iter()
-                .copied()
-                .filter(|uid| {
-                    let model = metagraph
-                        .hotkey(*uid)
-                        .and_then(|h| state.hotkeys.get(h))
-                        .and_then(|r| r.model.as_ref());
-                    model.is_none_or(|m| block.saturating_sub(m.block_commit) >= delay)
-                })
-                .collect()
+            c.pending.iter().partition(|uid| {
+                let model = metagraph
+                    .hotkey(*uid)
+                    .and_then(|h| state.hotkeys.get(h))
+                    .and_then(|r| r.model.as_ref());
+                model.is_none_or(|m| block.saturating_sub(m.block_commit) >= delay)
+            })
         })
         .unwrap_or_default();
     let competition_state = state.competitions.entry(competition.clone()).or_default();
-    for uid in ready {
-        competition_state.pending.remove(&uid);
-        competition_state.eval_set.insert(uid);
+    if waiting.is_empty() {
+        let pending = std::mem::take(&mut competition_state.pending);
+        competition_state.eval_set.update(&pending);
+    } else {
+        for uid in ready {
+            competition_state.pending.discard(uid);
+            competition_state.eval_set.add(uid);
+        }
     }
     let size = metagraph.size();
     competition_state
         .eval_set
-        .retain(|uid| usize::from(*uid) < size);
-    competition_state.eval_set.clone()
+        .retain(|uid| usize::from(uid) < size);
+    visit_order(&competition_state.eval_set, order)
+}
+
+/// The uids of a set in the order the mechanism visits them.
+pub fn visit_order(set: &PySet, order: SetOrder) -> Vec<u16> {
+    match order {
+        SetOrder::Cpython => set.iter().collect(),
+        SetOrder::Ascending => set.sorted(),
+    }
 }
 
 /// Scores a finished step and updates the weights, trackers and eval set, returning what was
@@ -131,7 +142,7 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
         let eval_next = state
             .competitions
             .get(&competition)
-            .map(|c| c.eval_set.iter().copied().collect())
+            .map(|c| c.eval_set.sorted())
             .unwrap_or_default();
         return StepRecord {
             competition,
@@ -171,9 +182,36 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
     let params = state.params.clone();
     let eval_priority: Vec<f64> = match params.weights_mode {
         WeightsMode::Softmax => {
-            let new =
-                step_weights_softmax(&uids, &win_rate, open.size, params.temperature, open.scale);
-            moving_average(&mut state.weights, &new, params.alpha);
+            match params.rules.weights_float {
+                WeightsFloat::F64 => {
+                    let new = step_weights_softmax(
+                        &uids,
+                        &win_rate,
+                        open.size,
+                        params.temperature,
+                        open.scale,
+                    );
+                    moving_average(&mut state.weights, &new, params.alpha);
+                }
+                WeightsFloat::TorchF32 => {
+                    // The weights are float32 values held widened, so narrowing is exact.
+                    let mut weights: Vec<f32> = state
+                        .weights
+                        .iter()
+                        .map(|w| torch_f32::narrow(*w))
+                        .collect();
+                    torch_f32::n_update(
+                        &mut weights,
+                        &uids,
+                        &win_rate,
+                        open.size,
+                        params.temperature,
+                        open.scale,
+                        params.alpha,
+                    );
+                    state.weights = weights.into_iter().map(f64::from).collect();
+                }
+            }
             win_rate.clone()
         }
         WeightsMode::WinnerTakesAll {
@@ -181,12 +219,12 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
         } => winner_takes_all_update(state, &open, &uids, &win_rate, min_weight_threshold),
     };
     let eval_next = keep_eval_set(&uids, eval_priority, params.sample_min);
+    let eval_next_sorted = eval_next.sorted();
     state
         .competitions
         .entry(competition.clone())
         .or_default()
-        .eval_set
-        .clone_from(&eval_next);
+        .eval_set = eval_next;
 
     StepRecord {
         competition,
@@ -195,17 +233,18 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
         matches: tallies.iter().map(|t| t.matches).collect(),
         win_rate,
         weights: state.weights.clone(),
-        eval_next: eval_next.into_iter().collect(),
+        eval_next: eval_next_sorted,
     }
 }
 
-/// N: `set(sorted(win_rate, key=win_rate.get, reverse=True)[:sample_min])`. Python's sort is
-/// stable with `reverse=True`, so equal keys keep participant (ascending uid) order.
-fn keep_eval_set(uids: &[u16], priority: Vec<f64>, sample_min: u32) -> BTreeSet<u16> {
+/// N: `set(sorted(win_rate, key=win_rate.get, reverse=True)[:sample_min])`. `win_rate` is a
+/// dict filled in participant order and Python's sort is stable with `reverse=True`, so equal
+/// keys keep participant order; the set is built from the ranked list, in rank order.
+fn keep_eval_set(uids: &[u16], priority: Vec<f64>, sample_min: u32) -> PySet {
     let mut ranked: Vec<(u16, f64)> = uids.iter().copied().zip(priority).collect();
     ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal));
     let keep = usize::try_from(sample_min).unwrap_or(usize::MAX);
-    ranked.iter().take(keep).map(|(uid, _)| *uid).collect()
+    PySet::from_list(ranked.iter().take(keep).map(|(uid, _)| *uid))
 }
 
 /// The successor's update: the step's winners into the competition's tracker, every active

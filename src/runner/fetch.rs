@@ -76,7 +76,7 @@ fn todo(state: &State, block: u64) -> Vec<Todo> {
             state
                 .competitions
                 .values()
-                .any(|c| c.eval_set.contains(&uid) || c.pending.contains(&uid))
+                .any(|c| c.eval_set.contains(uid) || c.pending.contains(uid))
         })
     };
     let mut todo: Vec<(bool, Todo)> = state

@@ -583,7 +583,7 @@ fn in_eval_set(state: &State, hotkey: &str) -> bool {
         state
             .competitions
             .values()
-            .any(|c| c.eval_set.contains(&uid))
+            .any(|c| c.eval_set.contains(uid))
     })
 }
 

@@ -172,7 +172,7 @@ proptest! {
     #[test]
     fn folding_twice_gives_the_same_state(script in support::ops()) {
         let scenario = support::build(&script);
-        let mut again = State::new(MechanismParams::default());
+        let mut again = State::new(MechanismParams::genesis());
         for record in &scenario.records {
             apply(&mut again, record);
         }
@@ -205,7 +205,7 @@ proptest! {
         let scenario = support::build(&script);
         let records: Vec<Record> = scenario.records.clone();
         let cut = cut % records.len();
-        let mut state = State::new(MechanismParams::default());
+        let mut state = State::new(MechanismParams::genesis());
         for record in &records[..=cut] {
             apply(&mut state, record);
         }

@@ -249,7 +249,8 @@ fn outcome_name(outcome: &Outcome) -> String {
     }
 }
 
-fn uids(text: &str) -> BTreeSet<u16> {
+/// A list of uids in the order a set iterates (CPython's, for N's rules).
+fn uids(text: &str) -> Vec<u16> {
     text.split(',')
         .filter(|t| !t.is_empty() && *t != "-")
         .map(|t| t.parse().unwrap())
@@ -263,7 +264,7 @@ fn check_assertion(state: &State, words: &[&str], line: &str) {
             state
                 .competitions
                 .get(&CompetitionId::new(*competition))
-                .map(|c| c.eval_set.clone())
+                .map(|c| c.eval_set.iter().collect::<Vec<_>>())
                 .unwrap_or_default(),
             uids(list),
             "{line}"
@@ -272,7 +273,7 @@ fn check_assertion(state: &State, words: &[&str], line: &str) {
             state
                 .competitions
                 .get(&CompetitionId::new(*competition))
-                .map(|c| c.pending.clone())
+                .map(|c| c.pending.iter().collect::<Vec<_>>())
                 .unwrap_or_default(),
             uids(list),
             "{line}"

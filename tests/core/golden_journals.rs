@@ -328,6 +328,58 @@ fn consensus_start() -> Scenario {
     s
 }
 
+/// N's loop rules, journaled first as a new journal does, on uids past a small set's table:
+/// the step visits its eval set in CPython's order, so the copy at uid 40 (listed before uid
+/// 10, with the same commit block) keeps the model, and of the uids tied at a win rate of 0 at
+/// the cut (10, 20 and 45) the one CPython lists first, 20, stays. A hotkey that registers
+/// again is not queued.
+fn n_loop_rules() -> Scenario {
+    let mut s = Scenario::new();
+    s.params(1, MechanismParams::default());
+    let hotkeys: Vec<String> = (0..48).map(|uid| format!("5HotkeyN{uid:02}")).collect();
+    let refs: Vec<&str> = hotkeys.iter().map(String::as_str).collect();
+    s.metagraph(100, &refs, &[]);
+    let shared = model_string("first", "llama-shared", "l3");
+    // Verified in this order, so N's pending set is built by `.add` in this order.
+    s.commit_verified(100, refs[40], 90, &shared);
+    s.commit_verified(100, refs[10], 90, &shared.replace("first", "other"));
+    for (uid, label) in [(33, "llama-33"), (7, "llama-07"), (39, "llama-39")] {
+        s.commit_verified(100, refs[uid], 91, &model_string("miner", label, "l3"));
+    }
+    for (uid, label) in [(20, "llama-20"), (45, "llama-45")] {
+        s.commit_verified(100, refs[uid], 92, &model_string("miner", label, "l3"));
+    }
+    s.run_step(
+        110,
+        2,
+        table(&[
+            (33, &[2.0, 2.0]),
+            (7, &[2.5, 2.5]),
+            (39, &[1.5, 1.5]),
+            (40, &[1.75, 1.75]),
+        ]),
+    );
+    s.run_step(120, 2, table(&[]));
+    // uid 45's hotkey leaves and comes back: N's tracker still holds its model, so it is not
+    // queued again until it commits again.
+    let mut moved = refs.clone();
+    moved[45] = "5HotkeyNewcomer";
+    s.metagraph(130, &moved, &[]);
+    s.metagraph(131, &refs, &[]);
+    s.run_step(
+        140,
+        2,
+        table(&[
+            (33, &[2.0, 2.0]),
+            (7, &[2.5, 1.0]),
+            (39, &[1.5, 1.5]),
+            (40, &[1.75, 1.75]),
+        ]),
+    );
+    s.submit_weights(150);
+    s
+}
+
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![
         ("two_competitions", two_competitions()),
@@ -335,6 +387,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("duplicates_and_failures", duplicates_and_failures()),
         ("parameter_changes", parameter_changes()),
         ("consensus_start", consensus_start()),
+        ("n_loop_rules", n_loop_rules()),
     ]
 }
 
@@ -354,6 +407,52 @@ fn read_golden(name: &str) -> Vec<Item> {
     let path = golden_dir().join(format!("{name}.jsonl"));
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     jsonl::read(std::io::BufReader::new(file)).unwrap()
+}
+
+#[test]
+fn n_rules_visit_and_cut_in_cpython_order() {
+    let items = read_golden("n_loop_rules");
+    let steps: Vec<_> = items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Record(record) => match &record.event {
+                Event::StepCompleted(done) => Some(done.recorded.clone()),
+                _ => None,
+            },
+            Item::Checkpoint(_) => None,
+        })
+        .collect();
+    // CPython: `s = set(); [s.add(u) for u in (40, 10, 33, 7, 39, 20, 45)]`, then
+    // `e = set(); e.update(s); list(e)`.
+    assert_eq!(steps[0].uids, [33, 7, 20, 39, 40, 10, 45]);
+    let rate = |uid: u16| steps[0].win_rate[steps[0].uids.iter().position(|u| *u == uid).unwrap()];
+    assert_eq!(rate(10), 0.0, "uid 10 holds the copy");
+    assert!(rate(40) > 0.0, "uid 40 keeps the model");
+    assert_eq!(steps[0].eval_next, [7, 20, 33, 39, 40]);
+    assert!(
+        !steps[2].uids.contains(&45),
+        "the returning hotkey was queued"
+    );
+}
+
+/// Journals written under schema 3 (before the loop rules) replay with the rules they were
+/// folded with: their recorded results match, and their tables are the ones schema 3's build
+/// printed (the `schema3_*` snapshots are that build's snapshots, unchanged).
+#[test]
+fn schema_3_journals_replay_as_they_were_folded() {
+    for name in ["parameter_changes", "duplicates_and_failures"] {
+        let path = golden_dir().join("schema3").join(format!("{name}.jsonl"));
+        let file = std::fs::File::open(&path).unwrap();
+        let old = jsonl::read(std::io::BufReader::new(file)).unwrap();
+        let options = ReplayOptions {
+            from_block: 0,
+            to_block: None,
+            use_checkpoints: true,
+        };
+        let report = replay_items(&old, options).unwrap();
+        assert_eq!(report.divergence, None, "{name}");
+        insta::assert_snapshot!(format!("schema3_{name}"), render_table(&report));
+    }
 }
 
 #[test]

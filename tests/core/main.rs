@@ -2,6 +2,7 @@
 //! script, golden journals, N's reference answers, named regressions, and the tidy checks. One
 //! binary, so the crate links once for all of them.
 
+mod cpython_set;
 mod fold_properties;
 mod fold_table;
 mod golden_journals;
@@ -10,3 +11,4 @@ mod n_reference;
 mod regressions;
 mod support;
 mod tidy;
+mod torch_f32;

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+mod schema3;
+
 use crate::machine::event::schema_version_is_readable;
 use crate::machine::{Event, Position, SCHEMA_VERSION, State};
 
@@ -86,11 +88,6 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bytes
 }
 
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
-    let (_, payload) = checked_payload(bytes)?;
-    decode_payload(payload)
-}
-
 /// The schema version and the payload of an envelope, its version and checksum checked.
 fn checked_payload(bytes: &[u8]) -> Result<(u16, &[u8]), CodecError> {
     let (version, rest) = bytes
@@ -128,9 +125,16 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
     encode(event)
 }
 
-/// Decodes a record value.
+/// The first schema version whose parameters carry `rules` and whose sets are CPython's.
+const SCHEMA_WITH_RULES: u16 = 4;
+
+/// Decodes a record value, upgrading one of an older schema.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
-    decode(bytes)
+    let (version, payload) = checked_payload(bytes)?;
+    if version >= SCHEMA_WITH_RULES {
+        return decode_payload(payload);
+    }
+    decode_payload::<schema3::Event3>(payload).map(Event::from)
 }
 
 /// Encodes a checkpointed state.
@@ -141,17 +145,21 @@ pub fn encode_state(state: &State) -> Vec<u8> {
 /// The schema version whose state first ended with `weights_intent`.
 const STATE_WITH_INTENT: u16 = 3;
 
-/// Decodes a checkpointed state. A state of schema 1 or 2 ends before `weights_intent`; bincode
-/// writes `None` as one zero byte, so appending it reads the old state exactly, with no intent.
+/// Decodes a checkpointed state, upgrading one of an older schema. A state of schema 1 or 2
+/// ends before `weights_intent`; bincode writes `None` as one zero byte, so appending it reads
+/// the old state exactly, with no intent.
 pub fn decode_state(bytes: &[u8]) -> Result<State, CodecError> {
     let (version, payload) = checked_payload(bytes)?;
-    if version >= STATE_WITH_INTENT {
+    if version >= SCHEMA_WITH_RULES {
         return decode_payload(payload);
+    }
+    if version >= STATE_WITH_INTENT {
+        return decode_payload::<schema3::State3>(payload).map(State::from);
     }
     let mut upgraded = Vec::with_capacity(payload.len().saturating_add(1));
     upgraded.extend_from_slice(payload);
     upgraded.push(0);
-    decode_payload(&upgraded)
+    decode_payload::<schema3::State3>(&upgraded).map(State::from)
 }
 
 #[cfg(test)]
@@ -170,21 +178,62 @@ mod tests {
         })
     }
 
+    fn envelope(version: u16, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = version.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
     #[test]
-    fn a_state_of_schema_2_reads_with_no_intent() {
-        let state = State {
+    fn states_of_schemas_2_and_3_read_with_legacy_rules() {
+        use crate::machine::CompetitionId;
+        use crate::machine::params::LoopRules;
+        use crate::machine::pyset::PySet;
+        let mut state = State {
             step_next: 9,
             block_weights_included: Some(40),
             ..State::default()
         };
-        let current = encode_state(&state);
-        // A schema 2 envelope: the payload without the trailing `None` of `weights_intent`.
-        let payload = &current[HEADER_BYTES..current.len() - 1];
-        let mut old = 2u16.to_be_bytes().to_vec();
-        old.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
-        old.extend_from_slice(payload);
-        assert_eq!(decode_state(&old).unwrap(), state);
-        assert_eq!(decode_state(&current).unwrap(), state);
+        let competition = state
+            .competitions
+            .entry(CompetitionId::new("l3"))
+            .or_default();
+        competition.eval_set = PySet::from_list([40, 10, 3]);
+        let old = schema3::State3::from_current(&state);
+        let payload = bincode::serde::encode_to_vec(&old, config()).unwrap();
+        // Schema 2 ends before `weights_intent`, which bincode writes as one zero byte.
+        let v2 = envelope(2, &payload[..payload.len() - 1]);
+        let v3 = envelope(3, &payload);
+        let mut expected = state.clone();
+        expected.params.rules = LoopRules::legacy();
+        // The old form kept the uids ascending; they come back as a set built in that order.
+        expected
+            .competitions
+            .get_mut(&CompetitionId::new("l3"))
+            .unwrap()
+            .eval_set = PySet::from_list([3, 10, 40]);
+        assert_eq!(decode_state(&v2).unwrap(), expected);
+        assert_eq!(decode_state(&v3).unwrap(), expected);
+        assert_eq!(decode_state(&encode_state(&state)).unwrap(), state);
+    }
+
+    #[test]
+    fn a_params_change_of_schema_3_reads_with_legacy_rules() {
+        use crate::machine::MechanismParams;
+        use crate::machine::params::LoopRules;
+        let mut params = MechanismParams::successor();
+        params.rules = LoopRules::n();
+        let state = State::new(params.clone());
+        let old = schema3::State3::from_current(&state);
+        let old_params =
+            schema3::Event3::ParamsChanged(schema3::ParamsChanged3 { params: old.params });
+        let payload = bincode::serde::encode_to_vec(&old_params, config()).unwrap();
+        let Event::ParamsChanged(read) = decode_event(&envelope(3, &payload)).unwrap() else {
+            panic!("not a params change");
+        };
+        params.rules = LoopRules::legacy();
+        assert_eq!(read.params, params);
     }
 
     #[test]
