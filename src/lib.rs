@@ -4,7 +4,8 @@
 //!
 //! - [`machine`]: the pure core. Events, the folded [`machine::State`], and
 //!   [`machine::apply`]; scoring (N's `iswin`/`compute_wins`), weights (softmax, moving
-//!   average, winner-takes-all, bittensor's u16 form), ModelId parsing. No I/O.
+//!   average, N's float32 update as torch computes it, winner-takes-all, bittensor's u16
+//!   form), CPython's set order, ModelId parsing. No I/O.
 //! - [`hashing`]: N's hashes of strings and bytes and the successor's block-hash seed;
 //!   [`dirhash`]: N's directory hash over real files (`validator model hash`).
 //! - `data` (feature `data`): evaluation batches from wandb run history, Hugging Face dataset
@@ -13,7 +14,8 @@
 //! - `chain` (feature `chain`): subxt client for subtensor: metagraph and commitments read
 //!   at a block as journal events, weights and commitments written, bittensor hotkey files;
 //!   `chain_cli`: `validator chain metagraph|commit|set-weights`.
-//! - [`codec`]: the binary form of journal records and checkpoints (schema version, checksum).
+//! - [`codec`]: the binary form of journal records and checkpoints (schema version, checksum),
+//!   and the upgrade of older schemas.
 //! - [`journal`]: the sled journal: typed trees, atomic append + flush, checkpoints, locks.
 //! - [`jsonl`]: the JSON Lines form of a journal (exports, golden journals).
 //! - [`recorder`]: append-then-fold, the one way events enter a journal and the state.

@@ -8,6 +8,7 @@ mod fold_table;
 mod golden_journals;
 mod journal_model;
 mod n_reference;
+mod n_runs;
 mod regressions;
 mod support;
 mod tidy;
