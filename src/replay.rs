@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use crate::codec;
 use crate::jsonl::Item;
 use crate::machine::event::StepRecord;
+use crate::machine::params::WeightsCadence;
 use crate::machine::{Event, MechanismParams, Outcome, Position, Record, State, apply};
 
 /// What to replay.
@@ -90,6 +91,9 @@ pub struct ReplayReport {
     pub checkpoints_checked: u64,
     /// Records the fold refused (deterministically; listed for audits).
     pub rejections: Vec<(Position, String)>,
+    /// Weight submissions journaled when the mechanism's cadence did not have weights due
+    /// (N's `AfterStep` cadence; the live runner waits for it, so its journals have none).
+    pub weights_undue: Vec<Position>,
     /// The first divergence, if any.
     pub divergence: Option<Divergence>,
 }
@@ -167,9 +171,13 @@ pub fn replay<E: std::error::Error + 'static>(
         if options.to_block.is_some_and(|to| record.block > to) {
             break;
         }
+        let undue = is_undue(&state, &record.event);
         let outcome = apply(&mut state, &record);
         report.records_folded += 1;
         let checked = record.block >= options.from_block;
+        if undue && checked {
+            report.weights_undue.push(record.position());
+        }
         if let Outcome::Rejected(why) = &outcome
             && checked
         {
@@ -221,6 +229,22 @@ pub fn replay<E: std::error::Error + 'static>(
         }
     }
     Ok(report)
+}
+
+/// Whether `event` submits weights that the state's cadence does not have due: a
+/// `WeightsPrepared`, or a `WeightsSubmitted` that answers no intent.
+fn is_undue(state: &State, event: &Event) -> bool {
+    let submits = match event {
+        Event::WeightsPrepared(_) => true,
+        Event::WeightsSubmitted(_) => state.weights_intent.is_none(),
+        _ => false,
+    };
+    submits
+        && matches!(
+            state.params.rules.weights_cadence,
+            WeightsCadence::AfterStep { .. }
+        )
+        && state.weights_due.is_none()
 }
 
 /// Replays a JSON Lines journal, starting from its latest checkpoint before `from_block` when
@@ -460,6 +484,18 @@ pub fn render_table(report: &ReplayReport) -> String {
         report.checkpoints_checked,
         report.rejections.len()
     );
+    if !report.weights_undue.is_empty() {
+        let at: Vec<String> = report
+            .weights_undue
+            .iter()
+            .map(|p| format!("block {} seq {}", p.block, p.seq))
+            .collect();
+        let _ = writeln!(
+            text,
+            "weights submitted before the cadence had them due: {}",
+            at.join(", ")
+        );
+    }
     match &report.divergence {
         None => text.push_str("all recorded results match\n"),
         Some(divergence) => {

@@ -278,7 +278,7 @@ impl Scenario {
 
     /// Submits the state's weights, as the chain edge would, and records inclusion.
     pub fn submit_weights(&mut self, block: u64) -> Outcome {
-        let (uids, weights) = to_chain_weights(&self.state.weights).unwrap_or_default();
+        let (uids, weights) = to_chain_weights(self.state.weights_to_set()).unwrap_or_default();
         self.push(
             block,
             Event::WeightsSubmitted(WeightsSubmitted {

@@ -171,6 +171,7 @@ fn print_report(report: &ReplayReport, json: bool) -> std::io::Result<()> {
         "weights_checked": report.weights_checked,
         "checkpoints_checked": report.checkpoints_checked,
         "rejections": report.rejections.len(),
+        "weights_undue": report.weights_undue.iter().map(|p| serde_json::json!({"block": p.block, "seq": p.seq})).collect::<Vec<_>>(),
         "divergence": divergence,
     });
     writeln!(out, "{summary}")?;

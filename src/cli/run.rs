@@ -15,9 +15,11 @@ use validator::hub::local::LocalStore;
 use validator::hub::{Hub, HubOptions};
 use validator::journal::Journal;
 use validator::machine::MechanismParams;
-use validator::machine::params::CompetitionId;
+use validator::machine::params::{CompetitionId, WeightsCadence};
 use validator::replay::{ReplayOptions, replay_journal};
-use validator::runner::config::{N_VERSION_KEY, RunConfig, SUCCESSOR_VERSION_KEY};
+use validator::runner::config::{
+    N_VERSION_KEY, NOT_FOUND_RETRY_BLOCKS, RunConfig, SUCCESSOR_VERSION_KEY,
+};
 use validator::runner::demo::{DEMO_STEPS, write_demo};
 use validator::runner::edges::{AnyChain, AnyStore, LiveChain, LiveWeights};
 use validator::runner::snapshot::RecordedChain;
@@ -35,6 +37,15 @@ pub enum Mechanism {
     N,
     /// The successor's rules (winner takes all, epsilon decay, evaluation delay).
     F,
+}
+
+/// When weights are due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Cadence {
+    /// N's: after the first step that starts `--blocks_per_epoch` blocks after the last epoch.
+    Steps,
+    /// `--blocks_per_epoch` blocks after the last inclusion on chain, whatever the steps do.
+    Chain,
 }
 
 /// `validator run`'s flags.
@@ -65,6 +76,14 @@ pub struct RunArgs {
         default_value_t = 100
     )]
     blocks_per_epoch: u64,
+    /// When weights are due: after steps as N's loop has it (the default with `--mechanism n`),
+    /// or by the chain's clock (the default with `--mechanism f`).
+    #[arg(
+        long = "weights-cadence",
+        visible_alias = "weights_cadence",
+        value_enum
+    )]
+    weights_cadence: Option<Cadence>,
     /// Uids kept in each competition's eval set after a step.
     #[arg(long = "sample_min", visible_alias = "sample-min", default_value_t = 5)]
     sample_min: u32,
@@ -135,6 +154,14 @@ pub struct RunArgs {
         default_value_t = 720
     )]
     eval_timeout_s: u64,
+    /// Blocks after a commitment is seen during which a repository that is not there (still
+    /// private) is looked for again, before the model is refused as not found.
+    #[arg(
+        long = "not-found-retry-blocks",
+        visible_alias = "not_found_retry_blocks",
+        default_value_t = NOT_FOUND_RETRY_BLOCKS
+    )]
+    not_found_retry_blocks: u64,
     /// Stop cleanly once the journal holds this many completed steps (a total).
     #[arg(long = "max-steps", visible_alias = "max_steps")]
     max_steps: Option<u64>,
@@ -225,6 +252,16 @@ impl RunArgs {
         if self.mechanism == Mechanism::N || self.sample_min != 5 {
             params.sample_min = self.sample_min;
         }
+        let cadence = self.weights_cadence.unwrap_or(match self.mechanism {
+            Mechanism::N => Cadence::Steps,
+            Mechanism::F => Cadence::Chain,
+        });
+        params.rules.weights_cadence = match cadence {
+            Cadence::Steps => WeightsCadence::AfterStep {
+                blocks_per_epoch: self.blocks_per_epoch.max(1),
+            },
+            Cadence::Chain => WeightsCadence::Chain,
+        };
         params
     }
 
@@ -234,6 +271,7 @@ impl RunArgs {
         config.accept_params_change = self.accept_params_change;
         config.genesis = self.genesis;
         config.max_steps = self.max_steps;
+        config.not_found_retry_blocks = self.not_found_retry_blocks;
         config.weights = WeightsConfig::new(self.version_key());
         config.weights.blocks_per_epoch = self.blocks_per_epoch.max(1);
         config.weights.tick = Duration::from_secs_f64(self.weights_check_s.clamp(0.05, 3600.0));

@@ -17,7 +17,10 @@ use crate::machine::params::{
     EpsilonRule, LoopRules, MechanismParams, ModelIdFormat, ScheduleEntry, WeightsMode,
 };
 use crate::machine::pyset::PySet;
-use crate::machine::state::{CompetitionState, HotkeyRecord, Metagraph, OpenStep, WeightsIntent};
+use crate::machine::state::{
+    CommitmentState, CompetitionState, HotkeyRecord, Metagraph, OpenStep, TrackedModel,
+    WeightsIntent,
+};
 use crate::machine::{CompetitionId, Event, Position, State};
 
 /// `MechanismParams` before `rules`.
@@ -72,6 +75,24 @@ impl From<CompetitionState3> for CompetitionState {
     }
 }
 
+/// `HotkeyRecord` before `superseded`.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub struct HotkeyRecord3 {
+    commitment: Option<CommitmentState>,
+    model: Option<TrackedModel>,
+}
+
+impl From<HotkeyRecord3> for HotkeyRecord {
+    fn from(old: HotkeyRecord3) -> Self {
+        Self {
+            commitment: old.commitment,
+            model: old.model,
+            superseded: None,
+        }
+    }
+}
+
 /// `State` of schema 3 (schemas 1 and 2 end before `weights_intent`; the codec appends it).
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
@@ -79,7 +100,7 @@ pub struct State3 {
     pub(super) params: MechanismParams3,
     position: Option<Position>,
     metagraph: Option<Metagraph>,
-    hotkeys: BTreeMap<String, HotkeyRecord>,
+    hotkeys: BTreeMap<String, HotkeyRecord3>,
     competitions: BTreeMap<CompetitionId, CompetitionState3>,
     weights: Vec<f64>,
     step_next: u64,
@@ -95,7 +116,11 @@ impl From<State3> for State {
             params: old.params.into(),
             position: old.position,
             metagraph: old.metagraph,
-            hotkeys: old.hotkeys,
+            hotkeys: old
+                .hotkeys
+                .into_iter()
+                .map(|(hotkey, record)| (hotkey, record.into()))
+                .collect(),
             competitions: old
                 .competitions
                 .into_iter()
@@ -107,6 +132,8 @@ impl From<State3> for State {
             block_commit_min: old.block_commit_min,
             block_weights_included: old.block_weights_included,
             weights_intent: old.weights_intent,
+            block_epoch: None,
+            weights_due: None,
         }
     }
 }
@@ -183,7 +210,17 @@ impl State3 {
             },
             position: state.position,
             metagraph: state.metagraph.clone(),
-            hotkeys: state.hotkeys.clone(),
+            hotkeys: state
+                .hotkeys
+                .iter()
+                .map(|(hotkey, record)| {
+                    let old = HotkeyRecord3 {
+                        commitment: record.commitment.clone(),
+                        model: record.model.clone(),
+                    };
+                    (hotkey.clone(), old)
+                })
+                .collect(),
             competitions: state
                 .competitions
                 .iter()

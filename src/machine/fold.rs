@@ -13,11 +13,11 @@ use super::event::{
 };
 use super::model_id::{CommitmentInvalid, ModelId, parse_raw_commitment};
 use super::numbers::nearest_tempo;
-use super::params::WeightsFloat;
+use super::params::{WeightsCadence, WeightsFloat};
 use super::pyset::PySet;
 use super::rejection::Rejection;
 use super::state::{
-    CommitmentState, CommitmentStatus, Entry, Metagraph, OpenStep, State, TrackedModel,
+    CommitmentState, CommitmentStatus, Entry, Metagraph, OpenStep, State, TrackedModel, WeightsDue,
     WeightsIntent,
 };
 use super::step::{complete_step, merge_pending, plan_participants};
@@ -123,6 +123,10 @@ fn metagraph_observed(state: &mut State, block: u64, event: &MetagraphObserved) 
     // and already has a verified model is queued. N does not: its model tracker still holds that
     // model, so `sync_model` finds nothing new until the hotkey commits again.
     let previous = state.metagraph.take();
+    if previous.is_none() && state.block_epoch.is_none() {
+        // N's `last_epoch` starts at the metagraph it starts with.
+        state.block_epoch = Some(block);
+    }
     if state.params.rules.weights_sized_at_start && previous.is_none() && state.weights.is_empty() {
         // N starts from `torch.zeros_like(metagraph.S)`.
         state.weights = vec![0.0; size];
@@ -207,18 +211,70 @@ fn commitment_observed(state: &mut State, block: u64, event: &CommitmentObserved
             (CommitmentStatus::Invalid(why), outcome)
         }
     };
-    state
-        .hotkeys
-        .entry(event.hotkey.clone())
-        .or_default()
-        .commitment = Some(CommitmentState {
+    let track_superseded = state.params.rules.track_superseded;
+    let record = state.hotkeys.entry(event.hotkey.clone()).or_default();
+    let replaced = record.commitment.replace(CommitmentState {
         block_commit: event.block_commit,
         block_observed: block,
         field: event.field.clone(),
         model_id,
         status,
     });
+    // A commitment replaced before it was verified may still be downloading; N tracks it if
+    // that download verifies.
+    record.superseded =
+        replaced.filter(|old| track_superseded && old.status == CommitmentStatus::Unverified);
     outcome
+}
+
+/// N's tracker takes the model its download verified, even when the hotkey has committed
+/// again meanwhile; the newer commitment stays unverified until its own download ends.
+fn superseded_verified(state: &mut State, block: u64, event: &ModelVerified) -> Option<Outcome> {
+    let record = state.hotkeys.get_mut(&event.hotkey)?;
+    let superseded = record
+        .superseded
+        .take_if(|old| old.block_commit == event.block_commit)?;
+    let model_id = superseded.model_id.clone()?;
+    if !model_id.hash_rule.accepts(event.hash_kind) {
+        record.superseded = Some(superseded);
+        return Some(reject(Rejection::SaltedHashRequired {
+            hotkey: event.hotkey.clone(),
+            hash_kind: event.hash_kind,
+        }));
+    }
+    let block_commit = superseded.block_commit;
+    track_verified(state, block, event, model_id, block_commit);
+    Some(Outcome::Applied)
+}
+
+/// Makes `model_id` the verified hotkey's tracked model and queues its uid for the
+/// competition's next step, when the model is recent enough and its competition is active.
+fn track_verified(
+    state: &mut State,
+    block: u64,
+    event: &ModelVerified,
+    model_id: ModelId,
+    block_commit: u64,
+) {
+    let (hotkey, hash_kind) = (event.hotkey.as_str(), event.hash_kind);
+    let competition = model_id.competition.clone();
+    let record = state.hotkeys.entry(hotkey.to_owned()).or_default();
+    record.model = Some(TrackedModel {
+        model_id,
+        block_commit,
+        hash_kind,
+    });
+    let recent = state.block_commit_min.is_none_or(|min| block_commit >= min);
+    let active = state.params.competition_at(block, &competition).is_some();
+    let uid = state.metagraph.as_ref().and_then(|m| m.uid_of(hotkey));
+    if let (true, true, Some(uid)) = (recent, active, uid) {
+        state
+            .competitions
+            .entry(competition)
+            .or_default()
+            .pending
+            .add(uid);
+    }
 }
 
 fn consensus_seeded(state: &mut State, block: u64) -> Outcome {
@@ -287,10 +343,14 @@ fn model_verified(state: &mut State, block: u64, event: &ModelVerified) -> Outco
         });
     };
     if commitment.block_commit != event.block_commit {
+        let block_current = commitment.block_commit;
+        if let Some(outcome) = superseded_verified(state, block, event) {
+            return outcome;
+        }
         return reject(Rejection::VerificationStale {
             hotkey: event.hotkey.clone(),
             block_commit: event.block_commit,
-            block_current: commitment.block_commit,
+            block_current,
         });
     }
     // Only a commitment that parsed is ever unverified, so `model_id` is there whenever the
@@ -312,27 +372,7 @@ fn model_verified(state: &mut State, block: u64, event: &ModelVerified) -> Outco
     }
     commitment.status = CommitmentStatus::Verified;
     let block_commit = commitment.block_commit;
-    let competition = model_id.competition.clone();
-    let record = state.hotkeys.entry(event.hotkey.clone()).or_default();
-    record.model = Some(TrackedModel {
-        model_id,
-        block_commit,
-        hash_kind: event.hash_kind,
-    });
-    let recent = state.block_commit_min.is_none_or(|min| block_commit >= min);
-    let active = state.params.competition_at(block, &competition).is_some();
-    let uid = state
-        .metagraph
-        .as_ref()
-        .and_then(|m| m.uid_of(&event.hotkey));
-    if let (true, true, Some(uid)) = (recent, active, uid) {
-        state
-            .competitions
-            .entry(competition)
-            .or_default()
-            .pending
-            .add(uid);
-    }
+    track_verified(state, block, event, model_id, block_commit);
     Outcome::Applied
 }
 
@@ -355,10 +395,20 @@ fn model_rejected(state: &mut State, event: &ModelRejected) -> Outcome {
             block_commit: event.block_commit,
             status: commitment.status.clone(),
         }),
-        None => reject(Rejection::RejectionStale {
-            hotkey: event.hotkey.clone(),
-            block_commit: event.block_commit,
-        }),
+        None => {
+            // A superseded commitment that failed is simply forgotten: the newer one decides.
+            let superseded = state.hotkeys.get_mut(&event.hotkey).and_then(|r| {
+                r.superseded
+                    .take_if(|old| old.block_commit == event.block_commit)
+            });
+            match superseded {
+                Some(_) => Outcome::Applied,
+                None => reject(Rejection::RejectionStale {
+                    hotkey: event.hotkey.clone(),
+                    block_commit: event.block_commit,
+                }),
+            }
+        }
     }
 }
 
@@ -490,9 +540,27 @@ fn step_completed(state: &mut State, event: &StepCompleted) -> Outcome {
     let Some(open) = state.step_open.take() else {
         return reject(Rejection::NoStepOpen { step: event.step });
     };
+    let block_start = open.block_start;
     let record = complete_step(state, open);
     state.step_next = state.step_next.saturating_add(1);
+    end_of_step(state, block_start);
     Outcome::Scored(record)
+}
+
+/// N's loop checks the epoch after every step it ran, scored, empty or failed: weights are
+/// due once a step started `blocks_per_epoch` blocks after the one that made them due last.
+fn end_of_step(state: &mut State, block_start: u64) {
+    let WeightsCadence::AfterStep { blocks_per_epoch } = state.params.rules.weights_cadence else {
+        return;
+    };
+    let block_epoch = *state.block_epoch.get_or_insert(block_start);
+    if block_start.saturating_sub(block_epoch) >= blocks_per_epoch {
+        state.weights_due = Some(WeightsDue {
+            block: block_start,
+            weights: state.weights.clone(),
+        });
+        state.block_epoch = Some(block_start);
+    }
 }
 
 fn step_abandoned(state: &mut State, event: &StepAbandoned) -> Outcome {
@@ -511,7 +579,9 @@ fn step_abandoned(state: &mut State, event: &StepAbandoned) -> Outcome {
 fn step_failed(state: &mut State, block: u64, event: &StepFailed) -> Outcome {
     match &state.step_open {
         Some(open) if open.step == event.step => {
+            let block_start = open.block_start;
             state.step_open = None;
+            end_of_step(state, block_start);
             Outcome::Applied
         }
         None if event.step == state.step_next => {
@@ -522,6 +592,7 @@ fn step_failed(state: &mut State, block: u64, event: &StepFailed) -> Outcome {
             if let (Some(id), Some(metagraph)) = (scheduled, state.metagraph.clone()) {
                 merge_pending(state, &metagraph, block, &id);
             }
+            end_of_step(state, block);
             Outcome::Applied
         }
         _ => reject(Rejection::FailureNotCurrent { step: event.step }),
@@ -541,7 +612,9 @@ fn weights_prepared(state: &mut State, block: u64, event: &WeightsPrepared) -> O
         prepared: event.clone(),
         committed: None,
     });
-    Outcome::WeightsChecked(to_chain_weights(&state.weights))
+    let checked = to_chain_weights(state.weights_to_set());
+    state.weights_due = None;
+    Outcome::WeightsChecked(checked)
 }
 
 fn weights_committed(state: &mut State, event: &WeightsCommitted) -> Outcome {
@@ -571,6 +644,10 @@ fn weights_submitted(state: &mut State, event: &WeightsSubmitted) -> Outcome {
         Some(intent) => {
             Outcome::WeightsChecked(Ok((intent.prepared.uids, intent.prepared.weights)))
         }
-        None => Outcome::WeightsChecked(to_chain_weights(&state.weights)),
+        None => {
+            let checked = to_chain_weights(state.weights_to_set());
+            state.weights_due = None;
+            Outcome::WeightsChecked(checked)
+        }
     }
 }

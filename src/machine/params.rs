@@ -172,6 +172,23 @@ pub enum WeightsFloat {
     F64,
 }
 
+/// When weights are due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsCadence {
+    /// N's loop: weights are due after the first step (scored, empty or failed) that started
+    /// at least `blocks_per_epoch` blocks after the step that made them due last (after the
+    /// first metagraph, at first). The fold knows it, so replay says whether a submission was
+    /// due; the weight setter waits for it.
+    AfterStep {
+        /// N's `--blocks_per_epoch` (100).
+        blocks_per_epoch: u64,
+    },
+    /// The weight setter's own clock, `blocks_per_epoch` past the last inclusion on chain,
+    /// whatever the steps do (schemas 1 to 3; the fold takes no part).
+    Chain,
+}
+
 /// The parts of a mechanism that live in the original's loop rather than in its scoring.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoopRules {
@@ -187,6 +204,12 @@ pub struct LoopRules {
     pub weights_sized_at_start: bool,
     /// The arithmetic of the softmax weight update and of consensus seeding.
     pub weights_float: WeightsFloat,
+    /// Whether a model verified after its hotkey committed again is tracked until the newer
+    /// commitment is verified, as N's tracker takes what its download verified; otherwise the
+    /// verification is refused as stale and the uid plays without a model meanwhile.
+    pub track_superseded: bool,
+    /// When weights are due.
+    pub weights_cadence: WeightsCadence,
 }
 
 impl LoopRules {
@@ -197,6 +220,10 @@ impl LoopRules {
             requeue_registered: false,
             weights_sized_at_start: true,
             weights_float: WeightsFloat::TorchF32,
+            track_superseded: true,
+            weights_cadence: WeightsCadence::AfterStep {
+                blocks_per_epoch: N_BLOCKS_PER_EPOCH,
+            },
         }
     }
 
@@ -207,9 +234,14 @@ impl LoopRules {
             requeue_registered: true,
             weights_sized_at_start: false,
             weights_float: WeightsFloat::F64,
+            track_superseded: false,
+            weights_cadence: WeightsCadence::Chain,
         }
     }
 }
+
+/// N's default `--blocks_per_epoch`.
+pub const N_BLOCKS_PER_EPOCH: u64 = 100;
 
 /// N's 15 GiB cap on a repository.
 pub const N_MAX_REPO_BYTES: u64 = 15 * 1024 * 1024 * 1024;

@@ -42,6 +42,24 @@ pub struct State {
     /// preparing others. Last field, so older checkpoints read with none (schema 3).
     #[serde(default)]
     pub weights_intent: Option<WeightsIntent>,
+    /// Under the `AfterStep` cadence, the start block of the step that made weights due last
+    /// (N's `last_epoch`; the first metagraph's block before that). Schema 4.
+    #[serde(default)]
+    pub block_epoch: Option<u64>,
+    /// Under the `AfterStep` cadence, the weights that became due after a step, until a
+    /// submission is prepared. Schema 4.
+    #[serde(default)]
+    pub weights_due: Option<WeightsDue>,
+}
+
+/// Weights that N's cadence made due: N sets them right after the step that made them due,
+/// so this is the vector as that step left it, whatever later steps change before it is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightsDue {
+    /// The start block of the step after which they became due.
+    pub block: u64,
+    /// The weight vector after that step.
+    pub weights: Vec<f64>,
 }
 
 /// Weights journaled as prepared, and how far their submission got.
@@ -144,6 +162,11 @@ pub struct HotkeyRecord {
     /// The last verified model. A newer commitment that fails verification leaves it in
     /// place, as N's model tracker does.
     pub model: Option<TrackedModel>,
+    /// Under `track_superseded`: the commitment the latest one replaced while it was still
+    /// unverified. Its verification, when it comes, is tracked as N's tracker takes the model
+    /// it downloaded (schema 4).
+    #[serde(default)]
+    pub superseded: Option<CommitmentState>,
 }
 
 /// Per-competition state.
@@ -230,14 +253,23 @@ impl State {
         }
     }
 
+    /// The vector a submission now sends: the one N's cadence made due, if any, else the
+    /// current weights.
+    pub fn weights_to_set(&self) -> &[f64] {
+        self.weights_due
+            .as_ref()
+            .map_or(self.weights.as_slice(), |due| due.weights.as_slice())
+    }
+
     /// `(hotkey, commit)` of every model the state still needs: each hotkey's latest
     /// commitment and its last verified model. The cache sweep keeps these.
     pub fn referenced_models(&self) -> BTreeSet<(String, String)> {
         let mut referenced = BTreeSet::new();
         for (hotkey, record) in &self.hotkeys {
             let latest = record.commitment.as_ref().and_then(|c| c.model_id.as_ref());
+            let superseded = record.superseded.as_ref().and_then(|c| c.model_id.as_ref());
             let tracked = record.model.as_ref().map(|m| &m.model_id);
-            for model in latest.into_iter().chain(tracked) {
+            for model in latest.into_iter().chain(superseded).chain(tracked) {
                 if let Some(commit) = &model.commit {
                     referenced.insert((hotkey.clone(), commit.clone()));
                 }

@@ -71,9 +71,16 @@ pub struct RunConfig {
     pub step_retry: Backoff,
     /// Retries of a model whose fetch could not be decided.
     pub fetch_retry: Backoff,
+    /// How long a repository or revision that is not there is looked for again, in blocks
+    /// since its commitment was observed, before `NotFound` is recorded: miners commit while
+    /// their repository is private and publish it right after (N looks again on every pass).
+    pub not_found_retry_blocks: u64,
     /// Print N's step table after each step.
     pub print_tables: bool,
 }
+
+/// A day of 12-second blocks: how long a missing repository is looked for by default.
+pub const NOT_FOUND_RETRY_BLOCKS: u64 = 7_200;
 
 impl RunConfig {
     /// A configuration with N's defaults for a journal and a model cache.
@@ -102,6 +109,7 @@ impl RunConfig {
                 first: Duration::from_secs(30),
                 max: Duration::from_secs(1800),
             },
+            not_found_retry_blocks: NOT_FOUND_RETRY_BLOCKS,
             print_tables: true,
         }
     }

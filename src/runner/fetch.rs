@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use super::config::RunConfig;
 use super::edges::{EdgeError, ModelEvaluator, ModelStore, Verdict};
 use super::writer::{WriteError, WriterHandle};
-use crate::machine::event::{ModelRejected, ModelVerified};
+use crate::machine::event::{ModelRejected, ModelVerified, RejectionCode};
 use crate::machine::model_id::ModelId;
 use crate::machine::params::Competition;
 use crate::machine::{Event, State};
@@ -133,6 +133,20 @@ async fn resolve<S: ModelStore, E: ModelEvaluator>(
     }
 }
 
+/// Whether a `NotFound` refusal is early: the commitment was observed less than
+/// `retry_blocks` blocks ago, so the repository may still be private (N retries on every pass).
+fn not_there_yet(state: &State, rejected: &ModelRejected, block: u64, retry_blocks: u64) -> bool {
+    if rejected.code != RejectionCode::NotFound {
+        return false;
+    }
+    state
+        .hotkeys
+        .get(&rejected.hotkey)
+        .and_then(|record| record.commitment.as_ref())
+        .filter(|commitment| commitment.block_commit == rejected.block_commit)
+        .is_some_and(|commitment| block.saturating_sub(commitment.block_observed) < retry_blocks)
+}
+
 /// Tells the operator (and the miner reading the log) what was decided about a model.
 fn report(event: &Event) {
     match event {
@@ -230,7 +244,19 @@ where
     }
 
     async fn finish(&self, todo: Todo, result: Result<Event, EdgeError>) -> Result<(), WriteError> {
-        let block = self.writer.state().position.map_or(0, |p| p.block);
+        let state = self.writer.state();
+        let block = state.position.map_or(0, |p| p.block);
+        let result = match result {
+            Ok(Event::ModelRejected(rejected))
+                if not_there_yet(&state, &rejected, block, self.config.not_found_retry_blocks) =>
+            {
+                Err(EdgeError::Unavailable(format!(
+                    "{} (looked for again until {} blocks after the commitment was seen)",
+                    rejected.detail, self.config.not_found_retry_blocks
+                )))
+            }
+            other => other,
+        };
         let outcome = match result {
             Ok(event) => {
                 report(&event);

@@ -1,9 +1,11 @@
 //! The weight setter: a task of its own, over its own chain connection, that puts the folded
-//! weights on chain once per due epoch, by whatever rule the subnet has, whatever the steps
-//! are doing (a 40-minute step does not delay weights).
+//! weights on chain once per due epoch, by whatever rule the subnet has.
 //!
-//! Weights are due when `head − max(last included block, LastUpdate) ≥ max(blocks_per_epoch,
-//! WeightsSetRateLimit)`, checked on every head tick. A submission is journaled as
+//! Under N's cadence (`AfterStep`, the default) weights are due when the fold says a step made
+//! them due, as N's loop checks the epoch between steps, and the chain's `WeightsSetRateLimit`
+//! since `LastUpdate` has passed. Under the `Chain` cadence they are due when `head − max(last
+//! included block, LastUpdate) ≥ max(blocks_per_epoch, WeightsSetRateLimit)`, whatever the
+//! steps do. Either is checked on every head tick. A submission is journaled as
 //! `WeightsPrepared` (uids, u16 weights, version key, method with its salt or drand round)
 //! before anything is signed, and the chain's answer follows as `WeightsSubmitted`. Each
 //! prepared vector is sent at most once, right after it is journaled: an open intent found
@@ -27,6 +29,7 @@ use crate::chain::weights::{Sent, Standing};
 use crate::machine::event::{
     SubmitMethod, SubmitOutcome, WeightsCommitted, WeightsPrepared, WeightsSubmitted,
 };
+use crate::machine::params::WeightsCadence;
 use crate::machine::state::WeightsIntent;
 use crate::machine::weights::to_chain_weights;
 use crate::machine::{Event, Outcome};
@@ -232,6 +235,14 @@ impl<W: WeightsChain> WeightSetter<W> {
         last.saturating_add(self.config.blocks_per_epoch.max(standing.rate_limit))
     }
 
+    /// The first block the chain's rate limit lets us set weights at.
+    fn rate_limit_block(&self, standing: &Standing) -> u64 {
+        if standing.last_update == 0 {
+            return 0;
+        }
+        standing.last_update.saturating_add(standing.rate_limit)
+    }
+
     async fn prepare_and_send(
         &mut self,
         standing: &Standing,
@@ -243,7 +254,18 @@ impl<W: WeightsChain> WeightSetter<W> {
         {
             return Ok(if persistent { Due::Decided } else { Due::Held });
         }
-        let due = self.due_block(standing);
+        let cadence = self.writer.state().params.rules.weights_cadence;
+        let due = match cadence {
+            WeightsCadence::Chain => self.due_block(standing),
+            // N's cadence: the fold says when a step made weights due; the chain's rate
+            // limit still holds.
+            WeightsCadence::AfterStep { .. } => {
+                if self.writer.state().weights_due.is_none() {
+                    return Ok(Due::Decided);
+                }
+                self.rate_limit_block(standing)
+            }
+        };
         if head < due {
             return Ok(Due::Decided);
         }
@@ -261,7 +283,7 @@ impl<W: WeightsChain> WeightSetter<W> {
             return Ok(Due::Decided);
         }
         let state = self.writer.state();
-        let uids = match to_chain_weights(&state.weights) {
+        let uids = match to_chain_weights(state.weights_to_set()) {
             Ok((uids, _)) => uids,
             Err(error) => {
                 eprintln!("validator: the weights cannot go on chain: {error}");
@@ -303,21 +325,23 @@ impl<W: WeightsChain> WeightSetter<W> {
         let version_key = self.config.version_key;
         let written = self
             .writer
-            .record_from_state(move |state| match to_chain_weights(&state.weights) {
-                Ok((uids, weights)) if !uids.is_empty() && state.weights_intent.is_none() => {
-                    vec![(
-                        head,
-                        Event::WeightsPrepared(WeightsPrepared {
-                            uids,
-                            weights,
-                            version_key,
-                            method,
-                            block_head: head,
-                        }),
-                    )]
-                }
-                _ => Vec::new(),
-            })
+            .record_from_state(
+                move |state| match to_chain_weights(state.weights_to_set()) {
+                    Ok((uids, weights)) if !uids.is_empty() && state.weights_intent.is_none() => {
+                        vec![(
+                            head,
+                            Event::WeightsPrepared(WeightsPrepared {
+                                uids,
+                                weights,
+                                version_key,
+                                method,
+                                block_head: head,
+                            }),
+                        )]
+                    }
+                    _ => Vec::new(),
+                },
+            )
             .await?;
         if let Some((_, Outcome::Rejected(why))) = written.first() {
             eprintln!("validator: the journal refused the prepared weights: {why}");

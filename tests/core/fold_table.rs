@@ -13,7 +13,7 @@
 //! `reject HOTKEY BLOCK_COMMIT`, `seed`, `start STEP COMPETITION`, `batch STEP SIZE`,
 //! `losses STEP UID [HOTKEY [HASH]] LOSSES` (LOSSES comma-separated; HOTKEY and HASH default
 //! to the participant's), `eval-failed STEP UID`, `complete STEP`, `abandon STEP`,
-//! `fail STEP`, `weights`, `params n|successor|later|bad`.
+//! `fail STEP`, `weights`, `params n|successor|later|bad|legacy`.
 
 use std::collections::BTreeSet;
 
@@ -52,6 +52,7 @@ fn params(variant: &str) -> MechanismParams {
         "successor" => params.model_id_format = ModelIdFormat::Successor,
         "later" => params.schedule[0].block_start = 1_000,
         "bad" => params.temperature = 0.0,
+        "legacy" => params.rules = validator::machine::params::LoopRules::legacy(),
         other => panic!("unknown params {other}"),
     }
     params
@@ -440,6 +441,38 @@ const FAILED_BEFORE_START: &str = "
     assert step_next 0
     21 start 0 l3                            => applied
 ";
+
+// A hotkey commits again while its previous model downloads: under N's rules the download's
+// verification is tracked (the uid plays with that model) until the newer one is verified; a
+// superseded commitment that fails is forgotten. The legacy rules refuse it as stale.
+const SUPERSEDED: &str = "
+    10 metagraph 5A                          => applied
+    11 commit 5A 11 l3 a                     => applied
+    12 commit 5A 12 l3 b                     => applied
+    13 verify 5A 11 plain                    => applied
+    assert pending l3 0
+    assert status 5A unverified
+    13 verify 5A 11 plain                    => rejected VerificationStale
+    14 start 0 l3                            => applied
+    14 batch 0 1                             => applied
+    14 losses 0 0 2.0                        => applied
+    15 complete 0                            => scored
+    16 verify 5A 12 plain                    => applied
+    assert status 5A verified
+    17 commit 5A 17 l3 c                     => applied
+    17 reject 5A 12                          => rejected RejectionStale
+    18 commit 5A 18 l3 d                     => applied
+    19 reject 5A 17                          => applied
+    19 verify 5A 17 plain                    => rejected VerificationStale
+    20 params legacy                         => applied
+    21 commit 5A 21 l3 e                     => applied
+    22 verify 5A 18 plain                    => rejected VerificationStale
+";
+
+#[test]
+fn a_superseded_download_is_tracked_under_ns_rules() {
+    check(SUPERSEDED);
+}
 
 /// Weights: the intent, a hash commit, the chain's answer; one intent at a time.
 const WEIGHTS: &str = "

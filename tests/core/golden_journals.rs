@@ -376,6 +376,8 @@ fn n_loop_rules() -> Scenario {
             (40, &[1.75, 1.75]),
         ]),
     );
+    // Not due under N's cadence (an epoch is 100 blocks, the first began at block 100):
+    // replay says so.
     s.submit_weights(150);
     s
 }

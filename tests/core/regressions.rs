@@ -147,3 +147,42 @@ fn an_exact_epsilon_tie_can_break_when_losses_are_scaled() {
     assert_eq!(rates(4.6875, 4.640625), [0, 0]);
     assert_ne!(rates(4.6875 * 0.01, 4.640625 * 0.01), [0, 0]);
 }
+
+/// Postmortem (proptest seed 5787f303 in `proptest-regressions/fold_properties.txt`): under
+/// N's cadence the fold checks a submission against the vector the step that made weights due
+/// left, but the scenario builder sent the current vector; once a step completed between the
+/// due point and the submission, replay reported a divergence in the submitted uids. Every
+/// writer of submissions (the weight setter, the builder) now sends `weights_to_set()`.
+#[test]
+fn a_submission_after_later_steps_carries_the_vector_that_was_due() {
+    let mut s = Scenario::new();
+    s.params(1, MechanismParams::default());
+    s.metagraph(100, &["5A", "5B"], &[]);
+    s.commit_verified(100, "5A", 90, &model_string("alice", "llama-a", "l3"));
+    s.commit_verified(100, "5B", 91, &model_string("bob", "llama-b", "l3"));
+    let losses = |uid: u16| Some(vec![if uid == 0 { 2.0 } else { 1.5 }; 2]);
+    s.run_step(110, 2, losses);
+    s.run_step(205, 2, losses);
+    let due = s
+        .state
+        .weights_due
+        .clone()
+        .expect("an epoch passed: weights are due");
+    s.run_step(210, 2, losses);
+    s.run_step(220, 2, losses);
+    assert_ne!(
+        s.state.weights, due.weights,
+        "later steps moved the weights"
+    );
+    s.submit_weights(230);
+    assert!(s.state.weights_due.is_none());
+    let mut replayed = State::new(MechanismParams::genesis());
+    for record in &s.records {
+        if let validator::machine::Outcome::WeightsChecked(Ok((uids, weights))) =
+            apply(&mut replayed, record)
+            && let Event::WeightsSubmitted(sent) = &record.event
+        {
+            assert_eq!((&sent.uids, &sent.weights), (&uids, &weights));
+        }
+    }
+}

@@ -165,6 +165,7 @@ impl Live {
             .arg(self.scratch.path().join("cache"))
             .args(["--max-steps", &max_steps.to_string()])
             .args(["--blocks_per_epoch", "3", "--weights-check-s", "0.25"])
+            .args(["--weights-cadence", "chain"])
             .args(["--update_delay_minutes", "0", "--disk-free-min-bytes", "0"])
             .args(extra);
         match failpoint {

@@ -10,6 +10,7 @@ use validator::journal::Journal;
 use validator::machine::event::{
     CommitmentField, CommitmentObserved, EvalOutcome, MetagraphObserved, RejectionCode,
 };
+use validator::machine::params::WeightsCadence;
 use validator::machine::wire::RawBytes;
 use validator::machine::{Event, State};
 use validator::recorder::fold_existing;
@@ -103,7 +104,24 @@ impl World {
         };
         config.step_retry = fast;
         config.fetch_retry = fast;
+        // The weight setter's tests drive its own clock; N's cadence has a test of its own.
+        config.params.rules.weights_cadence = WeightsCadence::Chain;
         config
+    }
+
+    /// The commit of `hotkey`'s model (the last part of its store directory).
+    pub fn commit_of(&self, hotkey: &str) -> String {
+        let dir = self.dir_of(hotkey);
+        dir.file_name().unwrap().to_str().unwrap().to_owned()
+    }
+
+    /// `hotkey`'s model as the store accepts it.
+    pub fn stored(&self, hotkey: &str) -> StoredModel {
+        StoredModel {
+            dir: self.dir_of(hotkey),
+            hash_kind: validator::machine::model_id::HashKind::Plain,
+            bytes_downloaded: 1,
+        }
     }
 
     /// The model directory the store gives `hotkey`.
@@ -281,13 +299,7 @@ fn a_data_outage_fails_the_step_without_advancing_the_round_robin() {
 #[test]
 fn a_stalled_hub_is_retried_until_it_answers() {
     let mut world = World::new();
-    let commit = world.dir_of("5Alice");
-    let commit = commit.file_name().unwrap().to_str().unwrap().to_owned();
-    let stored = StoredModel {
-        dir: world.dir_of("5Alice"),
-        hash_kind: validator::machine::model_id::HashKind::Plain,
-        bytes_downloaded: 1,
-    };
+    let (commit, stored) = (world.commit_of("5Alice"), world.stored("5Alice"));
     world.store.script(
         "5Alice",
         &commit,
@@ -303,6 +315,42 @@ fn a_stalled_hub_is_retried_until_it_answers() {
     assert!(events.iter().any(|e| matches!(e,
         Event::ModelVerified(v) if v.hotkey == "5Alice")));
     assert_eq!(losses_of(&events, 1).len(), 1);
+}
+
+/// Miners commit while their repository is private: a `NotFound` inside the window is looked
+/// for again, and one that lasts past it is recorded.
+#[test]
+fn a_repository_not_there_yet_is_looked_for_again_then_refused_after_the_window() {
+    let not_found = || {
+        Ok(Verdict::Rejected(Refusal::new(
+            RejectionCode::NotFound,
+            "repository miner/5alice not found",
+        )))
+    };
+    let mut world = World::new();
+    let (commit, stored) = (world.commit_of("5Alice"), world.stored("5Alice"));
+    world.store.script(
+        "5Alice",
+        &commit,
+        [not_found(), not_found(), Ok(Verdict::Accepted(stored))],
+    );
+    let (result, dir) = world.run(1);
+    result.unwrap();
+    let events = records(&dir.path().join("journal"));
+    assert!(events.iter().any(|e| matches!(e,
+        Event::ModelVerified(v) if v.hotkey == "5Alice")));
+    assert!(!events.iter().any(|e| matches!(e, Event::ModelRejected(_))));
+
+    // With no window, the first `NotFound` is the verdict.
+    let mut world = World::new();
+    world.store.script("5Alice", &commit, [not_found()]);
+    let mut config = world.config(1);
+    config.not_found_retry_blocks = 0;
+    let (result, dir) = world.run_with(config);
+    result.unwrap();
+    let events = records(&dir.path().join("journal"));
+    assert!(events.iter().any(|e| matches!(e,
+        Event::ModelRejected(r) if r.hotkey == "5Alice" && r.code == RejectionCode::NotFound)));
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use validator::machine::event::{
     SubmitMethod, SubmitOutcome, WeightsCommitted, WeightsPrepared, WeightsSubmitted,
 };
+use validator::machine::params::WeightsCadence;
 use validator::machine::weights::to_chain_weights;
 use validator::machine::{Event, State};
 use validator::recorder::{Recorder, fold_existing};
@@ -133,6 +134,42 @@ fn weights_are_set_on_cadence_while_a_long_step_runs() {
             .all(|s| s.blocks_due_to_included() == Some(1))
     );
     replay_clean(&db);
+}
+
+/// N's cadence: weights are due after a step that starts an epoch after the last, they carry
+/// the vector that step left, and replay finds every submission due.
+#[test]
+fn under_ns_cadence_weights_go_out_after_the_steps_that_make_them_due() {
+    let chain = Arc::new(FakeWeights::new(1000, 1, 1));
+    let world = world_with(&chain, Duration::from_millis(20));
+    let db = world.db();
+    let (result, _dir) = run_adjusted(world, 6, 20, |config| {
+        config.params.rules.weights_cadence = WeightsCadence::AfterStep {
+            blocks_per_epoch: 20,
+        };
+    });
+    result.unwrap();
+    let events = records(&db);
+    let sent = submissions(&events);
+    assert!(!sent.is_empty(), "no submissions");
+    // Each vector is the one the step that made weights due left (replay checks each
+    // `WeightsPrepared` against it), even when the next step had started meanwhile.
+    let report = replay_clean(&db);
+    assert!(
+        report.weights_undue.is_empty(),
+        "{:?}",
+        report.weights_undue
+    );
+    // Fewer submissions than steps: one per epoch, not one per step.
+    let steps = events
+        .iter()
+        .filter(|e| matches!(e, Event::StepCompleted(_)))
+        .count();
+    assert!(
+        sent.len() < steps,
+        "{} submissions for {steps} steps",
+        sent.len()
+    );
 }
 
 #[test]
