@@ -143,25 +143,7 @@ fn metagraph_observed(state: &mut State, block: u64, event: &MetagraphObserved) 
         let Ok(uid) = u16::try_from(index) else {
             continue;
         };
-        if let Some(model) = state.hotkeys.get(hotkey).and_then(|r| r.model.as_ref()) {
-            let recent = state
-                .block_commit_min
-                .is_none_or(|min| model.block_commit >= min);
-            if recent
-                && state
-                    .params
-                    .competition_at(block, &model.model_id.competition)
-                    .is_some()
-            {
-                let competition = model.model_id.competition.clone();
-                state
-                    .competitions
-                    .entry(competition)
-                    .or_default()
-                    .pending
-                    .add(uid);
-            }
-        }
+        queue_tracked(state, block, uid, hotkey);
     }
     state.metagraph = Some(Metagraph {
         block,
@@ -247,8 +229,7 @@ fn superseded_verified(state: &mut State, block: u64, event: &ModelVerified) -> 
     Some(Outcome::Applied)
 }
 
-/// Makes `model_id` the verified hotkey's tracked model and queues its uid for the
-/// competition's next step, when the model is recent enough and its competition is active.
+/// Makes `model_id` the verified hotkey's tracked model and queues its uid.
 fn track_verified(
     state: &mut State,
     block: u64,
@@ -256,18 +237,34 @@ fn track_verified(
     model_id: ModelId,
     block_commit: u64,
 ) {
-    let (hotkey, hash_kind) = (event.hotkey.as_str(), event.hash_kind);
-    let competition = model_id.competition.clone();
-    let record = state.hotkeys.entry(hotkey.to_owned()).or_default();
+    let record = state.hotkeys.entry(event.hotkey.clone()).or_default();
     record.model = Some(TrackedModel {
         model_id,
         block_commit,
-        hash_kind,
+        hash_kind: event.hash_kind,
     });
-    let recent = state.block_commit_min.is_none_or(|min| block_commit >= min);
-    let active = state.params.competition_at(block, &competition).is_some();
-    let uid = state.metagraph.as_ref().and_then(|m| m.uid_of(hotkey));
-    if let (true, true, Some(uid)) = (recent, active, uid) {
+    let uid = state
+        .metagraph
+        .as_ref()
+        .and_then(|m| m.uid_of(&event.hotkey));
+    if let Some(uid) = uid {
+        queue_tracked(state, block, uid, &event.hotkey);
+    }
+}
+
+/// Queues `uid` for its tracked model's competition's next step, when the hotkey has a
+/// tracked model that is recent enough (not older than the minimum commit block) and whose
+/// competition is active at `block`.
+fn queue_tracked(state: &mut State, block: u64, uid: u16, hotkey: &str) {
+    let Some(model) = state.hotkeys.get(hotkey).and_then(|r| r.model.as_ref()) else {
+        return;
+    };
+    let recent = state
+        .block_commit_min
+        .is_none_or(|min| model.block_commit >= min);
+    let competition = &model.model_id.competition;
+    if recent && state.params.competition_at(block, competition).is_some() {
+        let competition = competition.clone();
         state
             .competitions
             .entry(competition)
