@@ -6,6 +6,8 @@
 //!   [`machine::apply`]; scoring (N's `iswin`/`compute_wins`), weights (softmax, moving
 //!   average, N's float32 update as torch computes it, winner-takes-all, bittensor's u16
 //!   form), CPython's set order, ModelId parsing. No I/O.
+//! - [`board`]: what operators and miners see, from the journal alone: the leaderboard
+//!   (tables, history, SVG plots, its JSON), the journal's counters, N's step log.
 //! - [`hashing`]: N's hashes of strings and bytes and the successor's block-hash seed;
 //!   [`dirhash`]: N's directory hash over real files (`validator model hash`).
 //! - `data` (feature `data`): evaluation batches from wandb run history, Hugging Face dataset
@@ -26,6 +28,7 @@
 //! - `eval` (feature `eval`): our ONNX export of safetensors models, tokenisation with N's
 //!   semantics, ONNX Runtime sessions, the norm check; `eval_cli`: `validator eval`.
 
+pub mod board;
 #[cfg(feature = "chain")]
 pub mod chain;
 pub mod codec;

@@ -8,18 +8,6 @@ use crate::machine::StepRecord;
 use crate::machine::event::EvalOutcome;
 use crate::machine::state::{Entry, OpenStep};
 
-/// N's average loss of a participant: the mean of its losses, +infinity without any.
-fn loss_mean(outcome: Option<&EvalOutcome>) -> f64 {
-    match outcome {
-        Some(EvalOutcome::Losses(losses)) if !losses.0.is_empty() => {
-            let values = losses.to_f64();
-            let count = u32::try_from(values.len()).map_or(f64::INFINITY, f64::from);
-            values.iter().sum::<f64>() / count
-        }
-        _ => f64::INFINITY,
-    }
-}
-
 /// N's table for a completed step: `open` as it stood before completion, `record` what
 /// completing it computed.
 pub fn step_table(open: &OpenStep, record: &StepRecord) -> String {
@@ -38,7 +26,10 @@ pub fn step_table(open: &OpenStep, record: &StepRecord) -> String {
         "uid", "average_loss", "perplexity", "win_rate", "win_total", "weight", "block"
     );
     for (index, participant) in open.participants.iter().enumerate() {
-        let loss = loss_mean(participant.outcome.as_ref());
+        let loss = participant
+            .outcome
+            .as_ref()
+            .map_or(f64::INFINITY, crate::board::loss_mean);
         // Reporting only: perplexity is not part of any decision.
         let perplexity = libm::exp(loss);
         let weight = record
