@@ -9,13 +9,18 @@ pub mod chain;
 pub mod data;
 pub mod eval;
 pub mod journal;
+pub mod leaderboard;
+pub mod logging;
 pub mod model;
 pub mod run;
 pub mod score;
+pub mod settings;
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use validator::journal::JournalError;
 
 /// A reproducible validator for a Bittensor fine-tuning subnet.
@@ -31,6 +36,8 @@ enum Command {
     /// Run the validator: follow the chain, fetch committed models, evaluate them step by step
     /// and journal everything before acting on it (`--demo`: the embedded offline scenario).
     Run(Box<run::RunArgs>),
+    /// Write the leaderboard page and its JSON from a journal at rest (a copy or an export).
+    Leaderboard(leaderboard::LeaderboardArgs),
     /// Score one step: JSON in (win rates from losses and commit blocks), JSON out.
     Score(score::ScoreArgs),
     /// Journal tools.
@@ -118,10 +125,54 @@ impl From<JournalError> for Failure {
 /// The result of a command.
 pub type Outcome = Result<(), Failure>;
 
+/// Parses the command line (for `run`: with its config file and environment variables
+/// underneath), runs the command and maps its result to an exit status.
+pub fn main() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    let is_run = argv.get(1).is_some_and(|a| a == "run");
+    let mut from_file = std::collections::BTreeSet::new();
+    if is_run && let Some(run) = command.find_subcommand("run").cloned() {
+        let env: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with(settings::ENV_PREFIX))
+            .collect();
+        match settings::configure_run(run, &argv, &env) {
+            Ok((run, file_ids)) => {
+                from_file = file_ids;
+                command = command.mut_subcommand("run", |_| run);
+            }
+            Err(why) => {
+                eprintln!("validator: {why}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let matches = match command.try_get_matches_from_mut(&argv) {
+        Ok(matches) => matches,
+        Err(error) => error.exit(),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let effective = match (
+        command.find_subcommand("run"),
+        matches.subcommand_matches("run"),
+    ) {
+        (Some(run), Some(run_matches)) if is_run => {
+            settings::effective(run, run_matches, &from_file)
+        }
+        _ => Vec::new(),
+    };
+    dispatch(cli, effective)
+}
+
 /// Runs the parsed command and maps its result to an exit status.
-pub fn dispatch(cli: Cli) -> ExitCode {
+pub fn dispatch(cli: Cli, settings: Vec<String>) -> ExitCode {
     let result = match cli.command {
-        Command::Run(args) => run::run(*args),
+        Command::Run(args) => run::run(*args, &settings),
+        Command::Leaderboard(args) => leaderboard::run(&args),
         Command::Score(args) => score::run(&args),
         Command::Journal { command } => journal::run(command),
         Command::Eval(args) => eval::run(&args),

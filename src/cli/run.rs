@@ -18,7 +18,8 @@ use validator::machine::MechanismParams;
 use validator::machine::params::{CompetitionId, WeightsCadence};
 use validator::replay::{ReplayOptions, replay_journal};
 use validator::runner::config::{
-    N_VERSION_KEY, NOT_FOUND_RETRY_BLOCKS, RunConfig, SUCCESSOR_VERSION_KEY,
+    HEALTH_STALL_S_DEFAULT, METRICS_ADDR_DEFAULT, N_VERSION_KEY, NOT_FOUND_RETRY_BLOCKS, RunConfig,
+    SUCCESSOR_VERSION_KEY,
 };
 use validator::runner::demo::{DEMO_STEPS, write_demo};
 use validator::runner::edges::{AnyChain, AnyStore, LiveChain, LiveWeights};
@@ -179,6 +180,34 @@ pub struct RunArgs {
     /// Free bytes the model cache's disk must keep after a download.
     #[arg(long = "disk-free-min-bytes", default_value_t = 1 << 30)]
     disk_free_min_bytes: u64,
+    /// A TOML file of settings: every flag of `validator run`, by the same name (flags, then
+    /// VALIDATOR_* environment variables, then the file, in that order of precedence).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the leaderboard page (/), its JSON (/api/leaderboard), Prometheus metrics
+    /// (/metrics) and health (/healthz) are served: HOST:PORT, or `off` [default:
+    /// 127.0.0.1:9108; off with --demo].
+    #[arg(long = "metrics-addr", visible_alias = "metrics_addr", value_parser = parse_metrics_addr)]
+    metrics_addr: Option<MetricsAddr>,
+    /// Seconds without a new journal record before /healthz answers 503.
+    #[arg(
+        long = "health-stall-s",
+        visible_alias = "health_stall_s",
+        default_value_t = HEALTH_STALL_S_DEFAULT
+    )]
+    health_stall_s: u64,
+    /// Append N's step log (one JSON line per completed step, the shape N logged to wandb).
+    #[arg(long = "step-log", visible_alias = "step_log")]
+    step_log: Option<PathBuf>,
+    /// Log as JSON lines (no colours, no progress bars).
+    #[arg(long = "logging.json", visible_alias = "logging-json")]
+    logging_json: bool,
+    /// Log debug messages.
+    #[arg(long = "logging.debug", visible_alias = "logging-debug")]
+    logging_debug: bool,
+    /// Log trace messages.
+    #[arg(long = "logging.trace", visible_alias = "logging-trace")]
+    logging_trace: bool,
     /// Ignored (N's model loading option; we export our own graph).
     #[arg(long, hide = true)]
     dtype: Option<String>,
@@ -209,6 +238,19 @@ pub struct RunArgs {
     axon_max_workers: Option<String>,
 }
 
+/// Where to serve: an address, or nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(Option<std::net::SocketAddr>);
+
+fn parse_metrics_addr(text: &str) -> Result<MetricsAddr, String> {
+    if text == "off" {
+        return Ok(MetricsAddr(None));
+    }
+    text.parse()
+        .map(|addr| MetricsAddr(Some(addr)))
+        .map_err(|_| format!("{text:?}: use HOST:PORT (an IP address and a port) or off"))
+}
+
 fn parse_tokenizer(text: &str) -> Result<(CompetitionId, PathBuf), String> {
     let (competition, dir) = text
         .split_once('=')
@@ -231,7 +273,7 @@ impl RunArgs {
         ];
         for (flag, given) in ignored {
             if given {
-                eprintln!("validator: {flag} means nothing to this validator; ignored");
+                tracing::warn!("{flag} means nothing to this validator; ignored");
             }
         }
     }
@@ -281,12 +323,40 @@ impl RunArgs {
         ));
         config.settle_before_step = self.chain_snapshot.is_some();
         config.tokenizers = self.tokenizer.iter().cloned().collect::<BTreeMap<_, _>>();
+        self.observability(&mut config);
         config
+    }
+
+    /// What operators see: where metrics are served, health, the step log, progress bars.
+    fn observability(&self, config: &mut RunConfig) {
+        config.metrics_addr = match self.metrics_addr {
+            Some(MetricsAddr(addr)) => addr,
+            None if self.demo => None,
+            None => METRICS_ADDR_DEFAULT.parse().ok(),
+        };
+        config.health_stall = Duration::from_secs(self.health_stall_s.max(1));
+        config.step_log.clone_from(&self.step_log);
+        config.progress_bars = !self.logging_json;
+    }
+
+    fn log_level(&self) -> tracing::Level {
+        if self.logging_trace {
+            tracing::Level::TRACE
+        } else if self.logging_debug {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        }
     }
 }
 
-/// Runs `validator run`.
-pub fn run(args: RunArgs) -> Outcome {
+/// Runs `validator run`; `settings` is the effective configuration, one line per flag.
+pub fn run(args: RunArgs, settings: &[String]) -> Outcome {
+    super::logging::init(args.logging_json, args.log_level());
+    tracing::info!("validator {} starting", env!("CARGO_PKG_VERSION"));
+    for line in settings {
+        tracing::info!("setting {line}");
+    }
     args.warn_ignored();
     if args.demo {
         return demo(&args);
@@ -347,6 +417,7 @@ async fn edges(args: &RunArgs, config: &RunConfig) -> Result<RunEdges, Failure> 
             let mut options = HubOptions::new(config.model_dir.clone());
             options.endpoint = endpoint.map(str::to_owned);
             options.disk_free_min_bytes = args.disk_free_min_bytes;
+            options.progress = !args.logging_json;
             AnyStore::Hub(Hub::new(options).map_err(Failure::invalid)?)
         }
     };
@@ -408,14 +479,15 @@ async fn weights_chain(
         )));
     }
     if config.weights.version_key < standing.version_key_min {
-        eprintln!(
-            "validator: WARNING: netuid {netuid} requires version_key >= {}, and ours is {}: \
+        tracing::warn!(
+            "netuid {netuid} requires version_key >= {}, and ours is {}: \
              every weight submission will be refused (pass --weights_version_key or upgrade)",
-            standing.version_key_min, config.weights.version_key
+            standing.version_key_min,
+            config.weights.version_key
         );
     }
-    eprintln!(
-        "validator: setting weights as uid {uid} on netuid {netuid} (version_key {}, every {} \
+    tracing::info!(
+        "setting weights as uid {uid} on netuid {netuid} (version_key {}, every {} \
          blocks{})",
         config.weights.version_key,
         config.weights.blocks_per_epoch,
@@ -460,7 +532,7 @@ async fn run_until_stopped(config: RunConfig, edges: RunEdges) -> Result<RunSumm
             _ = tokio::signal::ctrl_c() => {}
             () = terminate => {}
         }
-        eprintln!("validator: stopping (the journal keeps everything done so far)");
+        tracing::info!("stopping (the journal keeps everything done so far)");
         let _ = stop.send(true);
     });
     run_loop(config, edges, stop_seen)
@@ -538,6 +610,7 @@ fn demo(args: &RunArgs) -> Outcome {
         (CompetitionId::new("s1"), files.tokenizer_s1.clone()),
     ]);
     config.step_retry.first = Duration::from_secs(1);
+    args.observability(&mut config);
     let chain = RecordedChain::read(&files.snapshot).map_err(Failure::invalid)?;
     let mut store = LocalStore::new(files.hub.clone(), config.model_dir.clone());
     store.disk_free_min_bytes = 64 << 20;

@@ -77,7 +77,22 @@ pub struct RunConfig {
     pub not_found_retry_blocks: u64,
     /// Print N's step table after each step.
     pub print_tables: bool,
+    /// Where the leaderboard, `/metrics` and `/healthz` are served (`None`: not served).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Longest time without a new journal record before `/healthz` answers 503.
+    pub health_stall: Duration,
+    /// N's step log: one JSON line per completed step, appended to this file.
+    pub step_log: Option<PathBuf>,
+    /// Progress bars on a terminal (never in JSON logging).
+    pub progress_bars: bool,
 }
+
+/// Where `validator run` serves its page and metrics unless told otherwise.
+pub const METRICS_ADDR_DEFAULT: &str = "127.0.0.1:9108";
+
+/// How long without a journal record `/healthz` tolerates by default: longer than one model's
+/// evaluation timeout (720 s) and a fetch retry, so a slow model is not an alert.
+pub const HEALTH_STALL_S_DEFAULT: u64 = 1_800;
 
 /// A day of 12-second blocks: how long a missing repository is looked for by default.
 pub const NOT_FOUND_RETRY_BLOCKS: u64 = 7_200;
@@ -111,6 +126,10 @@ impl RunConfig {
             },
             not_found_retry_blocks: NOT_FOUND_RETRY_BLOCKS,
             print_tables: true,
+            metrics_addr: None,
+            health_stall: Duration::from_secs(HEALTH_STALL_S_DEFAULT),
+            step_log: None,
+            progress_bars: false,
         }
     }
 }

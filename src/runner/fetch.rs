@@ -150,13 +150,18 @@ fn not_there_yet(state: &State, rejected: &ModelRejected, block: u64, retry_bloc
 /// Tells the operator (and the miner reading the log) what was decided about a model.
 fn report(event: &Event) {
     match event {
-        Event::ModelVerified(verified) => eprintln!(
-            "validator: verified {}'s model (commit block {}, {:?} hash)",
-            verified.hotkey, verified.block_commit, verified.hash_kind
+        Event::ModelVerified(verified) => tracing::info!(
+            "verified {}'s model (commit block {}, {:?} hash)",
+            verified.hotkey,
+            verified.block_commit,
+            verified.hash_kind
         ),
-        Event::ModelRejected(rejected) => eprintln!(
-            "validator: rejected {}'s model (commit block {}): {:?}: {}",
-            rejected.hotkey, rejected.block_commit, rejected.code, rejected.detail
+        Event::ModelRejected(rejected) => tracing::info!(
+            "rejected {}'s model (commit block {}): {:?}: {}",
+            rejected.hotkey,
+            rejected.block_commit,
+            rejected.code,
+            rejected.detail
         ),
         _ => {}
     }
@@ -288,8 +293,8 @@ where
         } else {
             "ACTION NEEDED: "
         };
-        eprintln!(
-            "validator: {loudness}fetching {hotkey}'s model (commit block {block_commit}) \
+        tracing::warn!(
+            "{loudness}fetching {hotkey}'s model (commit block {block_commit}) \
              failed, retrying in {} s: {error}",
             delay.as_secs()
         );
@@ -326,12 +331,12 @@ where
         })
         .await;
         match swept {
-            Ok(Ok(report)) if !report.deleted.is_empty() => eprintln!(
-                "validator: swept {} cached models ({} bytes)",
+            Ok(Ok(report)) if !report.deleted.is_empty() => tracing::info!(
+                "swept {} cached models ({} bytes)",
                 report.deleted.len(),
                 report.bytes_freed
             ),
-            Ok(Err(error)) => eprintln!("validator: sweeping the model cache failed: {error}"),
+            Ok(Err(error)) => tracing::warn!("sweeping the model cache failed: {error}"),
             _ => {}
         }
     }

@@ -10,6 +10,8 @@
 //! - [`weights`]: the weight setter: due epochs, intent first, reconciliation.
 //! - [`failpoint`]: named crash points for the crash-safety tests.
 //! - [`config`]: what a run is told; [`table`]: N's step table.
+//! - [`monitor`]: the leaderboard, metrics, health and step log, fed by the writer;
+//!   [`http`]: where they are served; [`metered`]: chain calls counted for the metrics.
 //!
 //! Tasks: the stepper (this future), the fetcher, on a live chain a poller that journals new
 //! commitments between steps, and, when weights are set, the weight setter on its own
@@ -20,6 +22,9 @@ pub mod demo;
 pub mod edges;
 pub mod failpoint;
 pub mod fetch;
+pub mod http;
+pub mod metered;
+pub mod monitor;
 pub mod snapshot;
 pub mod step;
 pub mod table;
@@ -38,6 +43,8 @@ use crate::machine::event::{ConsensusSeeded, ParamsChanged};
 use config::RunConfig;
 use edges::{ChainEdge, EdgeError, ModelEvaluator, ModelStore, WeightsChain};
 use fetch::{FetchStatus, Fetcher};
+use metered::Metered;
+use monitor::{Monitor, MonitorConfig};
 use step::{StepTiming, Stepper};
 use weights::{Ending, NoWeights, SubmissionReport, WeightSetter};
 use writer::{WriteError, Writer, WriterHandle};
@@ -111,14 +118,38 @@ where
     D: DataSource + Send + Sync + 'static,
     W: WeightsChain + 'static,
 {
-    let writer = Writer::open(&config.db, config.checkpoint_every_steps)?;
+    let monitor = Arc::new(Monitor::new(MonitorConfig {
+        stall: config.health_stall,
+        weights_set: edges.weights.is_some(),
+        blocks_per_epoch: config.weights.blocks_per_epoch,
+        model_dir: config.model_dir.clone(),
+        step_log: config.step_log.clone(),
+    }));
+    // Bind before the journal is opened: a taken port is the operator's to fix, and should
+    // not cost a fold of the journal first.
+    let listener = match config.metrics_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let writer = Writer::open_monitored(
+        &config.db,
+        config.checkpoint_every_steps,
+        Some(monitor.clone()),
+    )?;
     let handle = writer.handle();
-    let chain = Arc::new(edges.chain);
+    let (serve_stop, serve_stop_seen) = watch::channel(false);
+    let serving = listener
+        .map(|listener| tokio::spawn(http::serve(listener, monitor.clone(), serve_stop_seen)));
+    let chain = Arc::new(Metered {
+        inner: edges.chain,
+        monitor: monitor.clone(),
+    });
     let store = Arc::new(edges.store);
     let evaluator = Arc::new(edges.evaluator);
     let fresh = start_up(&config, &handle, &*chain, &mut stop).await?;
 
     let status = Arc::new(Mutex::new(FetchStatus::default()));
+    monitor.watch_fetches(status.clone());
     let (progress, progress_seen) = watch::channel(0u64);
     let (tasks_stop, tasks_stop_seen) = watch::channel(false);
     let fetcher = Fetcher {
@@ -144,6 +175,10 @@ where
 
     let (ending, ending_seen) = watch::channel(None);
     let setting = edges.weights.map(|chain| {
+        let chain = Metered {
+            inner: chain,
+            monitor: monitor.clone(),
+        };
         let setter = WeightSetter::new(handle.clone(), Arc::new(chain), config.weights.clone());
         tokio::spawn(setter.run(ending_seen))
     });
@@ -157,6 +192,7 @@ where
         config: config.clone(),
         progress: progress_seen,
         stop: stop.clone(),
+        monitor: monitor.clone(),
     };
     if fresh && !config.genesis && !config.settle_before_step {
         // N syncs the consensus models before its first step; a recorded chain settles
@@ -199,6 +235,10 @@ where
     let state = handle.state();
     drop(handle);
     writer.close();
+    let _ = serve_stop.send(true);
+    if let Some(serving) = serving {
+        let _ = serving.await;
+    }
     let timings = stepped?;
     let submissions = match set {
         Some(Ok(Ok(_))) if ended_early => {
@@ -230,6 +270,16 @@ where
         weights: state.weights.clone(),
         stopped: *stop.borrow(),
         submissions,
+    })
+}
+
+/// Listens on `addr` for the leaderboard and metrics.
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, RunError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+        RunError::Config(format!(
+            "cannot serve the leaderboard and metrics on {addr}: {error} (choose another \
+             --metrics-addr, or `off`)"
+        ))
     })
 }
 
@@ -285,8 +335,8 @@ async fn start_up<C: ChainEdge>(
             Err(error) => {
                 let wait = config.step_retry.delay(attempt);
                 attempt = attempt.saturating_add(1);
-                eprintln!(
-                    "validator: cannot read the chain to start ({error}); trying again in {} s",
+                tracing::warn!(
+                    "cannot read the chain to start ({error}); trying again in {} s",
                     wait.as_secs_f64()
                 );
                 tokio::select! {
@@ -346,7 +396,7 @@ async fn poll<C: ChainEdge>(
                     return;
                 }
             }
-            Err(error) => eprintln!("validator: polling the chain failed: {error}"),
+            Err(error) => tracing::warn!("polling the chain failed: {error}"),
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct Stepper<C, S, E, D> {
     pub progress: watch::Receiver<u64>,
     /// Turns true when the run must stop.
     pub stop: watch::Receiver<bool>,
+    /// Where durations are reported.
+    pub monitor: Arc<super::monitor::Monitor>,
 }
 
 fn journal(error: WriteError) -> RunError {
@@ -147,8 +149,8 @@ where
         // The runner only journals what the fold accepts; a refusal here is a bug to surface.
         for (record, outcome) in &written {
             if let Outcome::Rejected(why) = outcome {
-                eprintln!(
-                    "validator: the fold refused the runner's own {} at block {}: {why}",
+                tracing::warn!(
+                    "the fold refused the runner's own {} at block {}: {why}",
                     record.event.kind(),
                     record.block
                 );
@@ -173,13 +175,14 @@ where
             match self.pass().await? {
                 Pass::Completed(timing) => {
                     failures = 0;
+                    self.monitor.step_took(timing.total_seconds);
                     timings.push(timing);
                 }
                 Pass::Failed(reason) | Pass::Waiting(reason) => {
                     let wait = self.config.step_retry.delay(failures);
                     failures = failures.saturating_add(1);
-                    eprintln!(
-                        "validator: step {} not run: {reason}; trying again in {} s",
+                    tracing::warn!(
+                        "step {} not run: {reason}; trying again in {} s",
                         state.step_next,
                         wait.as_secs_f64()
                     );
@@ -314,8 +317,8 @@ where
                 return false;
             }
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                eprintln!(
-                    "validator: going on without verdicts for {} models after {} s",
+                tracing::warn!(
+                    "going on without verdicts for {} models after {} s",
                     waiting.len(),
                     self.config.startup_wait.as_secs()
                 );
@@ -363,9 +366,17 @@ where
             .map(|s| (s.prompt.to_owned(), s.response.to_owned()))
             .collect();
         let mut tokenized: BTreeMap<String, Verdict<TokenizedBatch>> = BTreeMap::new();
+        let bar = self
+            .config
+            .progress_bars
+            .then(|| evaluation_bar(open, todo.len()));
         for participant in todo {
             if self.stopping() {
                 return Ok(Pass::Stopped);
+            }
+            if let Some(bar) = &bar {
+                bar.set_message(format!("uid {}", participant.uid));
+                bar.inc(1);
             }
             let outcome = match self
                 .outcome_of(open, participant, &pairs, &mut tokenized, timing)
@@ -398,6 +409,9 @@ where
                 self.record(vec![(open.block_start, losses(failed))], timing)
                     .await?;
             }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
         }
         Ok(Pass::Completed(StepTiming::default()))
     }
@@ -453,7 +467,9 @@ where
             evaluated = self.evaluator.evaluate(&dir, batch) => evaluated,
             _ = self.stop.changed() => return Ok(Err(Pass::Stopped)),
         };
-        timing.evaluate_seconds += evaluate_at.elapsed().as_secs_f64();
+        let evaluate_seconds = evaluate_at.elapsed().as_secs_f64();
+        timing.evaluate_seconds += evaluate_seconds;
+        self.monitor.evaluation_took(evaluate_seconds);
         if let Some((session, scoring)) = self.evaluator.last_timing() {
             timing.session_seconds += session;
             timing.scoring_seconds += scoring;
@@ -544,7 +560,7 @@ where
         reason: &str,
         timing: &mut StepTiming,
     ) -> Result<(), RunError> {
-        eprintln!("validator: step {} failed: {reason}", open.step);
+        tracing::warn!("step {} failed: {reason}", open.step);
         let failed = Event::StepFailed(StepFailed {
             step: open.step,
             reason: reason.to_owned(),
@@ -574,6 +590,23 @@ where
         }
         Ok(())
     }
+}
+
+/// A progress bar over a step's evaluations, on a terminal only (hidden elsewhere, so a log
+/// file or JSON logging never receives one).
+fn evaluation_bar(open: &OpenStep, models: usize) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let bar = indicatif::ProgressBar::new(u64::try_from(models).unwrap_or(u64::MAX));
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "step {} · {} {{bar:30}} {{pos}}/{{len}} models · {{msg}}",
+        open.step, open.competition
+    )) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 /// Whether `hotkey`'s uid is in an eval set (or pending for one).

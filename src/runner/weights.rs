@@ -177,8 +177,8 @@ impl<W: WeightsChain> WeightSetter<W> {
                 }
                 if ending_since.is_some_and(|since| since.elapsed() >= self.config.finish_timeout) {
                     if !settled {
-                        eprintln!(
-                            "validator: stopping with a weight submission unanswered; the next \
+                        tracing::warn!(
+                            "stopping with a weight submission unanswered; the next \
                              start reconciles it with the chain"
                         );
                     }
@@ -205,7 +205,7 @@ impl<W: WeightsChain> WeightSetter<W> {
         let standing = match self.chain.standing().await {
             Ok(standing) => standing,
             Err(error) => {
-                eprintln!("validator: cannot read the chain to set weights: {error}");
+                tracing::warn!("cannot read the chain to set weights: {error}");
                 return Ok(None);
             }
         };
@@ -275,8 +275,8 @@ impl<W: WeightsChain> WeightSetter<W> {
             } else {
                 "the hotkey has no validator permit"
             };
-            eprintln!(
-                "validator: WEIGHTS NOT SET: {why}; trying again in {} blocks",
+            tracing::warn!(
+                "WEIGHTS NOT SET: {why}; trying again in {} blocks",
                 self.config.blocks_per_epoch
             );
             self.hold_until = Some((head.saturating_add(self.config.blocks_per_epoch), true));
@@ -286,36 +286,38 @@ impl<W: WeightsChain> WeightSetter<W> {
         let uids = match to_chain_weights(state.weights_to_set()) {
             Ok((uids, _)) => uids,
             Err(error) => {
-                eprintln!("validator: the weights cannot go on chain: {error}");
+                tracing::warn!("the weights cannot go on chain: {error}");
                 return Ok(Due::Decided);
             }
         };
         if uids.is_empty() {
             if !self.said_nothing_to_set {
-                eprintln!("validator: every weight is zero; nothing to set yet");
+                tracing::warn!("every weight is zero; nothing to set yet");
                 self.said_nothing_to_set = true;
             }
             return Ok(Due::Decided);
         }
         self.said_nothing_to_set = false;
         if self.config.version_key < standing.version_key_min {
-            eprintln!(
-                "validator: WEIGHTS WILL BE REFUSED: version key {} is below the subnet's {}; \
+            tracing::warn!(
+                "WEIGHTS WILL BE REFUSED: version key {} is below the subnet's {}; \
                  pass --weights_version_key {} or upgrade",
-                self.config.version_key, standing.version_key_min, standing.version_key_min
+                self.config.version_key,
+                standing.version_key_min,
+                standing.version_key_min
             );
         }
         let method = match self.chain.plan().await {
             Ok(method) => method,
             Err(error) => {
-                eprintln!("validator: cannot read how the subnet takes weights: {error}");
+                tracing::warn!("cannot read how the subnet takes weights: {error}");
                 return Ok(Due::Held);
             }
         };
         if finishing && matches!(method, SubmitMethod::CommitRevealHash { .. }) {
             // Its reveal is a tempo away: a run that is ending would leave it to expire.
-            eprintln!(
-                "validator: not starting a hash commit as the run ends; the next run sets the \
+            tracing::warn!(
+                "not starting a hash commit as the run ends; the next run sets the \
                  weights"
             );
             return Ok(Due::Decided);
@@ -344,7 +346,7 @@ impl<W: WeightsChain> WeightSetter<W> {
             )
             .await?;
         if let Some((_, Outcome::Rejected(why))) = written.first() {
-            eprintln!("validator: the journal refused the prepared weights: {why}");
+            tracing::warn!("the journal refused the prepared weights: {why}");
             return Ok(Due::Decided);
         }
         let Some(intent) = self.writer.state().weights_intent.clone() else {
@@ -371,8 +373,8 @@ impl<W: WeightsChain> WeightSetter<W> {
                     .await
             }
             Ok(Verdict::Accepted(Sent::Committed(committed))) => {
-                eprintln!(
-                    "validator: weights committed at block {}; revealing in blocks {}..={}",
+                tracing::warn!(
+                    "weights committed at block {}; revealing in blocks {}..={}",
                     committed.block_commit,
                     committed.block_reveal_first,
                     committed.block_reveal_last
@@ -389,8 +391,8 @@ impl<W: WeightsChain> WeightSetter<W> {
             Ok(Verdict::Rejected(refusal)) => self.refused(intent, head, &refusal).await,
             Err(error) => {
                 // The transaction may or may not be on its way: the next ticks reconcile.
-                eprintln!(
-                    "validator: sending weights did not reach a decision ({error}); checking the \
+                tracing::warn!(
+                    "sending weights did not reach a decision ({error}); checking the \
                      chain on the next ticks"
                 );
                 Ok(())
@@ -473,7 +475,7 @@ impl<W: WeightsChain> WeightSetter<W> {
                     }
                     Ok(None) => Ok(()),
                     Err(error) => {
-                        eprintln!("validator: cannot read the weight commits: {error}");
+                        tracing::warn!("cannot read the weight commits: {error}");
                         Ok(())
                     }
                 }
@@ -491,7 +493,7 @@ impl<W: WeightsChain> WeightSetter<W> {
                         }
                         Ok(Some(_)) => {}
                         Err(error) => {
-                            eprintln!("validator: cannot read the weight commits: {error}");
+                            tracing::warn!("cannot read the weight commits: {error}");
                             return Ok(());
                         }
                     }
@@ -530,16 +532,16 @@ impl<W: WeightsChain> WeightSetter<W> {
             }
             Ok(Verdict::Rejected(refusal)) if refusal.is_transient() => {
                 // The commit stands until its window ends: try again on the next tick.
-                eprintln!(
-                    "validator: the reveal was refused for now ({}); trying again",
+                tracing::warn!(
+                    "the reveal was refused for now ({}); trying again",
                     refusal.reason
                 );
                 Ok(())
             }
             Ok(Verdict::Rejected(refusal)) => self.refused(intent, head, &refusal).await,
             Err(error) => {
-                eprintln!(
-                    "validator: revealing the weights committed at block {} did not reach a \
+                tracing::warn!(
+                    "revealing the weights committed at block {} did not reach a \
                      decision ({error}); trying again on the next tick",
                     committed.block_commit
                 );
@@ -556,16 +558,18 @@ impl<W: WeightsChain> WeightSetter<W> {
     ) -> Result<(), WriteError> {
         let persistent = refusal.is_persistent();
         let wait = if persistent {
-            eprintln!(
-                "validator: WEIGHTS REFUSED BY THE CHAIN: {}; this will not pass by itself, \
+            tracing::warn!(
+                "WEIGHTS REFUSED BY THE CHAIN: {}; this will not pass by itself, \
                  trying again at the next epoch ({} blocks)",
-                refusal.reason, self.config.blocks_per_epoch
+                refusal.reason,
+                self.config.blocks_per_epoch
             );
             self.config.blocks_per_epoch
         } else {
-            eprintln!(
-                "validator: weights refused ({}); trying again in {} blocks",
-                refusal.reason, self.config.retry_blocks
+            tracing::warn!(
+                "weights refused ({}); trying again in {} blocks",
+                refusal.reason,
+                self.config.retry_blocks
             );
             self.config.retry_blocks
         };
@@ -584,7 +588,7 @@ impl<W: WeightsChain> WeightSetter<W> {
         // A failure is journaled only once the chain shows the weights are not there (after
         // `retry_blocks`, or past a reveal window): they are due again at once.
         if let SubmitOutcome::Failed(why) = &outcome {
-            eprintln!("validator: weights not set: {why}; trying again now");
+            tracing::warn!("weights not set: {why}; trying again now");
         }
         self.settle_from = None;
         let event = WeightsSubmitted {
@@ -603,8 +607,8 @@ impl<W: WeightsChain> WeightSetter<W> {
             outcome,
         };
         if let Some(blocks) = report.blocks_due_to_included() {
-            eprintln!(
-                "validator: weights set by {} at block {} ({blocks} blocks after due)",
+            tracing::warn!(
+                "weights set by {} at block {} ({blocks} blocks after due)",
                 report.method,
                 match report.outcome {
                     SubmitOutcome::Included { block } => block,

@@ -18,6 +18,8 @@ use crate::machine::preview::observation_news;
 use crate::machine::{Event, Outcome, Position, Record, State};
 use crate::recorder::Recorder;
 
+use super::monitor::Monitor;
+
 /// What one request wrote: each record with the fold's outcome.
 pub type Written = Vec<(Record, Outcome)>;
 
@@ -88,12 +90,25 @@ impl Writer {
     /// Opens the journal at `path` (folding it from its latest checkpoint) and starts the
     /// writer thread. A journal another process holds, or of another schema, is refused here.
     pub fn open(path: &Path, checkpoint_every_steps: u64) -> Result<Self, JournalError> {
+        Self::open_monitored(path, checkpoint_every_steps, None)
+    }
+
+    /// As [`Writer::open`], feeding `monitor` every record: those the journal holds, now, then
+    /// each write as it is folded.
+    pub fn open_monitored(
+        path: &Path,
+        checkpoint_every_steps: u64,
+        monitor: Option<Arc<Monitor>>,
+    ) -> Result<Self, JournalError> {
         let recorder = Recorder::open(path, checkpoint_every_steps)?;
+        if let Some(monitor) = &monitor {
+            monitor.opened(recorder.journal(), recorder.state())?;
+        }
         let (state_sender, state) = watch::channel(Arc::new(recorder.state().clone()));
         let (requests, receiver) = mpsc::channel(64);
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || serve(recorder, receiver, &state_sender))
+            .spawn(move || serve(recorder, receiver, &state_sender, monitor.as_deref()))
             .map_err(|source| JournalError::Storage {
                 path: path.to_owned(),
                 source: sled::Error::Io(source),
@@ -122,11 +137,19 @@ fn serve(
     mut recorder: Recorder,
     mut requests: mpsc::Receiver<Request>,
     state: &watch::Sender<Arc<State>>,
+    monitor: Option<&Monitor>,
 ) {
+    let write = |recorder: &mut Recorder, events| {
+        let written = write(recorder, events, state);
+        if let (Some(monitor), Ok(written)) = (monitor, &written) {
+            monitor.written(written, state.borrow().clone());
+        }
+        written
+    };
     while let Some(request) = requests.blocking_recv() {
         match request {
             Request::Record { events, reply } => {
-                let written = write(&mut recorder, events, state);
+                let written = write(&mut recorder, events);
                 let _ = reply.send(written);
             }
             Request::Observe {
@@ -143,7 +166,7 @@ fn serve(
                     .chain(after)
                     .map(|event| (block, event))
                     .collect();
-                let written = write(&mut recorder, events, state);
+                let written = write(&mut recorder, events);
                 let _ = reply.send(written);
             }
             Request::FindBatch {
@@ -155,7 +178,7 @@ fn serve(
             }
             Request::RecordFromState { make, reply } => {
                 let events = make(recorder.state());
-                let written = write(&mut recorder, events, state);
+                let written = write(&mut recorder, events);
                 let _ = reply.send(written);
             }
         }

@@ -221,6 +221,7 @@ fn help_of_every_command() {
     let commands: &[&[&str]] = &[
         &[],
         &["run"],
+        &["leaderboard"],
         &["score"],
         &["journal"],
         &["journal", "generate"],

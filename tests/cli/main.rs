@@ -4,6 +4,7 @@
 mod exit_codes;
 mod model_hash;
 mod score_cli;
+mod settings;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -146,6 +146,7 @@ impl Live {
         let mut command = Command::new(env!("CARGO_BIN_EXE_validator"));
         command
             .arg("run")
+            .args(["--metrics-addr", "off"])
             .args(["--netuid", &NETUID.to_string()])
             .args(["--subtensor.chain_endpoint", &self.proxy.url()])
             .arg("--wallet.path")

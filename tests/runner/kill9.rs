@@ -165,6 +165,7 @@ fn spawn_with(
         .arg(format!("{limit}exec \"$0\" \"$@\""))
         .arg(program)
         .arg("run")
+        .args(["--metrics-addr", "off"])
         .arg("--offline")
         .arg("--chain-snapshot")
         .arg(&files.snapshot)

@@ -5,6 +5,7 @@
 
 mod fakes;
 mod kill9;
+mod observe;
 mod offline;
 mod weights;
 mod worker;

@@ -63,6 +63,7 @@ fn a_recorded_run_evaluates_each_model_as_transformers_does() {
     let db = dir.path().join("journal");
     let output = Command::new(env!("CARGO_BIN_EXE_validator"))
         .arg("run")
+        .args(["--metrics-addr", "off"])
         .arg("--offline")
         .arg("--chain-snapshot")
         .arg(&snapshot_path)

@@ -1,0 +1,77 @@
+//! `validator leaderboard`: the runner's page and its JSON, written as static files from a
+//! journal at rest (a copy of the runner's journal, or a `replay export`), so they can be
+//! published anywhere while the runner holds its own journal.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use validator::board::{Board, board_of, html};
+use validator::journal::Journal;
+use validator::jsonl::{self, Item};
+use validator::machine::{Position, State};
+
+use super::{Failure, Outcome};
+
+/// `validator leaderboard`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaderboardArgs {
+    /// The journal (a sled directory; the runner's own is locked while it runs: use a copy).
+    #[arg(long, conflicts_with = "events", required_unless_present = "events")]
+    db: Option<PathBuf>,
+    /// A JSON Lines export of a journal (`replay export`).
+    #[arg(long)]
+    events: Option<PathBuf>,
+    /// The directory to write `index.html` and `leaderboard.json` into.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Runs `validator leaderboard`.
+pub fn run(args: &LeaderboardArgs) -> Outcome {
+    let (board, state) = match (&args.db, &args.events) {
+        (Some(db), _) => {
+            let journal = Journal::open_existing(db)?;
+            board_of(journal.records(Position { block: 0, seq: 0 }, None)).map_err(Failure::from)?
+        }
+        (None, Some(events)) => from_events(events)?,
+        (None, None) => return Err(Failure::Invalid(anyhow!("give --db or --events"))),
+    };
+    let leaderboard = board.view(&state, None);
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| Failure::Failed(anyhow!("{}: {e}", args.out.display())))?;
+    let json = serde_json::to_vec_pretty(&leaderboard).map_err(Failure::failed)?;
+    write(&args.out.join("leaderboard.json"), &json)?;
+    write(
+        &args.out.join("index.html"),
+        html::render(&leaderboard, false).as_bytes(),
+    )?;
+    println!(
+        "leaderboard of {} records ({} steps, {} competitions) written to {}",
+        leaderboard.validator.records,
+        leaderboard.validator.steps_completed,
+        leaderboard.competitions.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn from_events(path: &Path) -> Result<(Board, State), Failure> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Failure::Invalid(anyhow!("cannot open {}: {e}", path.display())))?;
+    let items = jsonl::read(std::io::BufReader::new(file))
+        .map_err(|e| Failure::Invalid(anyhow!("{} is not a valid journal: {e}", path.display())))?;
+    let records = items.into_iter().filter_map(|item| match item {
+        Item::Record(record) => Some(Ok::<_, std::convert::Infallible>(record)),
+        Item::Checkpoint(_) => None,
+    });
+    let Ok(folded) = board_of(records);
+    Ok(folded)
+}
+
+/// Writes `bytes` to `path` through a temporary file, so a reader never sees half a page.
+fn write(path: &Path, bytes: &[u8]) -> Outcome {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, bytes)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|e| Failure::Failed(anyhow!("{}: {e}", path.display())))
+}

@@ -1,0 +1,144 @@
+//! `validator run`'s settings: a TOML file, `VALIDATOR_*` variables and flags, in that order of
+//! precedence; a bad value is exit 2 naming the key and where it came from.
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_validator"));
+    command.arg("run").args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+/// The effective value of `key` the run printed at start, with its source.
+fn setting(output: &Output, key: &str) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let prefix = format!("setting {key} = ");
+    stderr
+        .lines()
+        .find_map(|line| line.split_once(&prefix).map(|(_, rest)| rest.to_owned()))
+        .unwrap_or_else(|| panic!("no {key} in\n{stderr}"))
+}
+
+#[test]
+fn a_flag_beats_the_environment_which_beats_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("validator.toml");
+    std::fs::write(
+        &file,
+        "health-stall-s = 11\nsample_min = 4\n[wallet]\nname = \"from-file\"\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    // A short demo run (no steps) prints its effective settings and exits 0.
+    let base = ["--demo", "--max-steps", "0", "--config", file];
+
+    let output = run(&base, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(setting(&output, "health-stall-s"), "11 (config file)");
+    assert_eq!(setting(&output, "sample_min"), "4 (config file)");
+    assert_eq!(setting(&output, "wallet.name"), "from-file (config file)");
+    assert_eq!(setting(&output, "netuid"), "6 (default)");
+
+    let env = [
+        ("VALIDATOR_HEALTH_STALL_S", "22"),
+        ("VALIDATOR_WALLET_NAME", "from-env"),
+    ];
+    let output = run(&base, &env);
+    assert!(output.status.success());
+    assert_eq!(setting(&output, "health-stall-s"), "22 (environment)");
+    assert_eq!(setting(&output, "wallet.name"), "from-env (environment)");
+
+    let flagged = [&base[..], &["--health-stall-s", "33"]].concat();
+    let output = run(&flagged, &env);
+    assert!(output.status.success());
+    assert_eq!(setting(&output, "health-stall-s"), "33 (flag)");
+    assert_eq!(setting(&output, "wallet.name"), "from-env (environment)");
+}
+
+#[test]
+fn a_bad_setting_is_exit_2_naming_its_key_and_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "netuid = \"six\"\nbogus = 1\n").unwrap();
+    let output = run(
+        &["--config", file.to_str().unwrap()],
+        &[("VALIDATOR_SAMPLE_MIN", "many")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("key `netuid`: invalid value 'six'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown key `bogus`"), "{stderr}");
+    assert!(
+        stderr.contains("VALIDATOR_SAMPLE_MIN: invalid value 'many'"),
+        "{stderr}"
+    );
+
+    std::fs::write(&file, "netuid = [\n").unwrap();
+    let output = run(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bad.toml"));
+
+    let output = run(&["--config", "/nonexistent/validator.toml"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let output = run(&["--metrics-addr", "localhost"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("use HOST:PORT"));
+}
+
+#[test]
+fn secrets_in_settings_are_redacted() {
+    let output = run(
+        &[
+            "--demo",
+            "--max-steps",
+            "0",
+            "--subtensor.chain_endpoint",
+            "wss://operator:hunter2@node.example:443",
+        ],
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert_eq!(
+        setting(&output, "subtensor.chain_endpoint"),
+        "wss://<redacted>@node.example:443 (flag)"
+    );
+}
+
+#[test]
+fn json_logging_writes_one_json_object_per_line() {
+    let output = run(&["--demo", "--max-steps", "1", "--logging.json"], &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut messages = 0;
+    for line in stderr.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(
+            value["level"].is_string() && value["fields"]["message"].is_string(),
+            "{line}"
+        );
+        messages += 1;
+    }
+    assert!(stderr.contains("verified 5DemoAlice's model"), "{stderr}");
+    assert!(messages > 10, "{stderr}");
+}
