@@ -172,8 +172,29 @@ fn uid_list(uids: &[u16]) -> String {
         .join(", ")
 }
 
+/// Steps drawn per plot at most: a long history is thinned to evenly spaced steps (the latest
+/// always kept), so the page stays small whatever the history holds.
+const PLOTTED_STEPS_MAX: usize = 300;
+
+/// The steps a plot draws: all of them, or `PLOTTED_STEPS_MAX` evenly spaced ending with the
+/// latest.
+fn thinned(steps: &[StepPoint]) -> Vec<&StepPoint> {
+    if steps.len() <= PLOTTED_STEPS_MAX {
+        return steps.iter().collect();
+    }
+    let stride = steps.len().div_ceil(PLOTTED_STEPS_MAX);
+    let last = steps.len() - 1;
+    steps
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| (last - index).is_multiple_of(stride))
+        .map(|(_, step)| step)
+        .collect()
+}
+
 /// One series per uid that took part in any of `steps`, ascending by uid.
 fn series_of(steps: &[StepPoint], value: fn(&super::UidPoint) -> Option<f64>) -> Vec<Series> {
+    let steps = thinned(steps);
     let mut uids: Vec<u16> = steps
         .iter()
         .flat_map(|s| s.uids.iter().map(|u| u.uid))
@@ -258,6 +279,21 @@ fn recent_steps(out: &mut String, board: &Leaderboard) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_history_is_thinned_keeping_the_latest_step() {
+        let steps: Vec<StepPoint> = (0..1_000)
+            .map(|step| StepPoint {
+                step,
+                block: step,
+                uids: Vec::new(),
+            })
+            .collect();
+        let drawn = thinned(&steps);
+        assert!(drawn.len() <= PLOTTED_STEPS_MAX && drawn.len() > PLOTTED_STEPS_MAX / 2);
+        assert_eq!(drawn.last().map(|s| s.step), Some(999));
+        assert_eq!(thinned(&steps[..10]).len(), 10);
+    }
 
     #[test]
     fn miner_text_never_becomes_markup() {

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::machine::event::{EvalOutcome, SubmitMethod, SubmitOutcome};
 use crate::machine::state::{CommitmentStatus, Entry};
-use crate::machine::{Event, Record, State};
+use crate::machine::{Event, MechanismParams, Outcome, Record, State};
 
 /// Steps of history kept per competition for the plots (about a week of N's steps).
 pub const HISTORY_STEPS_MAX: usize = 2_000;
@@ -125,7 +125,7 @@ pub struct JournalCounts {
 }
 
 /// The journal's records, folded into what the page, the metrics and the step log show.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Board {
     history: BTreeMap<String, VecDeque<StepPoint>>,
     recent: VecDeque<StepSummary>,
@@ -133,14 +133,32 @@ pub struct Board {
     open: Option<OpenLosses>,
     method_pending: Option<&'static str>,
     weights_last: Option<WeightsLast>,
+    /// The mechanism as journaled, to name the competition of a step that failed before it
+    /// opened (the fold's own round-robin).
+    params: MechanismParams,
 }
 
-/// The open step's losses so far.
+impl Default for Board {
+    fn default() -> Self {
+        Self {
+            history: BTreeMap::new(),
+            recent: VecDeque::new(),
+            counts: JournalCounts::default(),
+            open: None,
+            method_pending: None,
+            weights_last: None,
+            params: MechanismParams::genesis(),
+        }
+    }
+}
+
+/// The open step's losses so far, and its batch's references.
 #[derive(Debug, Clone, Default)]
 struct OpenLosses {
     step: u64,
     competition: String,
     losses: BTreeMap<u16, Option<f64>>,
+    pages: Vec<String>,
 }
 
 /// N's average loss of a participant: the mean of its losses (a left-to-right sum divided by
@@ -211,17 +229,33 @@ impl Board {
             .unwrap_or_default()
     }
 
-    /// Takes in the next record of the journal (records must come in journal order). The
+    /// The open step's batch references (N's `pages`).
+    pub fn open_pages(&self) -> &[String] {
+        self.open.as_ref().map_or(&[], |open| &open.pages)
+    }
+
+    /// Takes in the next record of the journal with the fold's outcome (records must come in
+    /// journal order). A record the fold refused changes nothing but the record count. The
     /// figures are the journal's own: a `StepCompleted` as the live validator recorded it,
     /// which replay checks against its recomputation.
-    pub fn observe(&mut self, record: &Record) {
+    pub fn observe(&mut self, record: &Record, outcome: &Outcome) {
         self.counts.records += 1;
+        if matches!(outcome, Outcome::Rejected(_)) {
+            return;
+        }
         match &record.event {
+            Event::ParamsChanged(changed) => self.params = changed.params.clone(),
+            Event::BatchFetched(batch) => {
+                if let Some(open) = self.open.as_mut().filter(|o| o.step == batch.step) {
+                    open.pages.clone_from(&batch.provenance.references);
+                }
+            }
             Event::StepStarted(started) => {
                 self.open = Some(OpenLosses {
                     step: started.step,
                     competition: started.competition.as_str().to_owned(),
                     losses: BTreeMap::new(),
+                    pages: Vec::new(),
                 });
             }
             Event::LossesComputed(computed) => {
@@ -250,11 +284,7 @@ impl Board {
                         loss_mean: losses.get(&uid).copied().flatten(),
                         win_rate: recorded.win_rate.get(index).copied().unwrap_or(0.0),
                         wins: recorded.wins.get(index).copied().unwrap_or(0),
-                        weight: recorded
-                            .weights
-                            .get(usize::from(uid))
-                            .copied()
-                            .unwrap_or(0.0),
+                        weight: weight_of(&recorded.weights, uid),
                     })
                     .collect::<Vec<_>>();
                 let history = self.history.entry(competition.clone()).or_default();
@@ -323,11 +353,15 @@ impl Board {
     }
 
     fn step_not_scored(&mut self, block: u64, step: u64, end: StepEnd, reason: &str) {
-        let competition = self
-            .open
-            .as_ref()
-            .filter(|open| open.step == step)
-            .map_or_else(|| "none".to_owned(), |open| open.competition.clone());
+        // A step that failed before it opened (no batch) is the one the round-robin would
+        // have run: the fold's own choice for that step number.
+        let competition = match self.open.as_ref().filter(|open| open.step == step) {
+            Some(open) => open.competition.clone(),
+            None => self
+                .params
+                .competition_for_step(block, step)
+                .map_or_else(|| "none".to_owned(), |c| c.id.as_str().to_owned()),
+        };
         self.end_step(
             competition.clone(),
             StepSummary {
@@ -425,7 +459,7 @@ impl Board {
                 reason,
                 loss_mean: latest.and_then(|p| p.loss_mean),
                 win_rate: latest.map(|p| p.win_rate),
-                weight: state.weights.get(usize::from(uid)).copied().unwrap_or(0.0),
+                weight: weight_of(&state.weights, uid),
             };
             match competition.and_then(|c| tables.get_mut(&c)) {
                 Some(table) => table.rows.push(row),
@@ -588,15 +622,106 @@ pub fn entry_block(entry: &Entry) -> Option<u64> {
     }
 }
 
-/// Folds a journal's records from genesis into a board and the state, as `validator
-/// leaderboard` shows a journal at rest.
-pub fn board_of<E>(records: impl Iterator<Item = Result<Record, E>>) -> Result<(Board, State), E> {
-    let mut state = State::new(crate::machine::MechanismParams::genesis());
+/// The weight of `uid` in `weights` (0 past its end).
+pub fn weight_of(weights: &[f64], uid: u16) -> f64 {
+    weights.get(usize::from(uid)).copied().unwrap_or(0.0)
+}
+
+/// Folds `records` from `start` (a checkpoint's state, or genesis) into a board and the
+/// state, as `validator leaderboard` and the runner's start show a journal: the board sees
+/// each record with the fold's verdict on it.
+pub fn board_of<E>(
+    start: Option<State>,
+    records: impl Iterator<Item = Result<Record, E>>,
+) -> Result<(Board, State), E> {
+    let mut state = start.unwrap_or_else(|| State::new(MechanismParams::genesis()));
     let mut board = Board::new();
+    board.params = state.params.clone();
     for record in records {
         let record = record?;
-        crate::machine::apply(&mut state, &record);
-        board.observe(&record);
+        if state.position.is_some_and(|p| record.position() <= p) {
+            continue;
+        }
+        let outcome = crate::machine::apply(&mut state, &record);
+        board.observe(&record, &outcome);
     }
     Ok((board, state))
+}
+
+/// [`board_of`] over a sled journal: from genesis, or from its earliest checkpoint when the
+/// records before it are not there (a journal imported from `replay export --from-block`).
+pub fn board_of_journal(
+    journal: &crate::journal::Journal,
+) -> Result<(Board, State), crate::journal::JournalError> {
+    let genesis = crate::machine::Position { block: 0, seq: 0 };
+    let first = journal.records(genesis, None).next().transpose()?;
+    let earliest = journal.checkpoints().next().transpose()?;
+    let start = match (first, earliest) {
+        (Some(first), Some(checkpoint))
+            if checkpoint.position.is_some_and(|p| p < first.position()) =>
+        {
+            Some(checkpoint)
+        }
+        _ => None,
+    };
+    let from = start.as_ref().and_then(|s| s.position).unwrap_or(genesis);
+    board_of(start, journal.records(from, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::event::{LossesComputed, ParamsChanged, StepFailed};
+    use crate::machine::wire::LossVec;
+
+    fn record(seq: u64, event: Event) -> Result<Record, std::convert::Infallible> {
+        Ok(Record {
+            block: 10 + seq,
+            seq,
+            event,
+        })
+    }
+
+    /// Postmortem (review): a step that failed before it opened (no batch) was counted under
+    /// competition "none", and events the fold refused still moved the counters.
+    #[test]
+    fn a_failed_step_has_the_round_robins_competition_and_refusals_count_nothing() {
+        let params = MechanismParams::default();
+        let expected = params
+            .competition_for_step(11, 0)
+            .map(|c| c.id.as_str().to_owned())
+            .unwrap();
+        let records = vec![
+            record(
+                0,
+                Event::ParamsChanged(ParamsChanged {
+                    params: params.clone(),
+                }),
+            ),
+            record(
+                1,
+                Event::StepFailed(StepFailed {
+                    step: 0,
+                    reason: "no data".into(),
+                }),
+            ),
+            // Losses for a step that is not open: the fold refuses them.
+            record(
+                2,
+                Event::LossesComputed(LossesComputed {
+                    step: 7,
+                    uid: 1,
+                    hotkey: "5X".into(),
+                    model_hash: "h".into(),
+                    outcome: EvalOutcome::Losses(LossVec(vec![1.0])),
+                }),
+            ),
+        ];
+        let (board, _) = board_of(None, records.into_iter()).unwrap();
+        let counts = board.counts();
+        assert_eq!(counts.steps.get(&(expected, StepEnd::Failed)), Some(&1));
+        assert_eq!(counts.steps.len(), 1, "{:?}", counts.steps);
+        assert!(counts.evaluations.is_empty(), "{:?}", counts.evaluations);
+        assert_eq!(counts.records, 3);
+    }
 }

@@ -132,8 +132,10 @@ pub fn line_plot(title: &str, x_label: &str, class: &str, series: &[Series]) -> 
             escape(&line.label),
             path.trim_end()
         );
+        // Markers (with the value on hover) only where they stay legible.
+        let markers = line.points.len() <= 60;
         for &(x, y) in line.points.iter().flatten() {
-            if x.is_finite() && y.is_finite() {
+            if markers && x.is_finite() && y.is_finite() {
                 let _ = write!(
                     out,
                     r#"<circle cx="{:.1}" cy="{:.1}" r="2" fill="{colour}"><title>{}: {}</title></circle>"#,

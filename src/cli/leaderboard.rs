@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
-use validator::board::{Board, board_of, html};
+use validator::board::{Board, board_of, board_of_journal, html};
 use validator::journal::Journal;
 use validator::jsonl::{self, Item};
-use validator::machine::{Position, State};
+use validator::machine::State;
 
 use super::{Failure, Outcome};
 
@@ -31,7 +31,7 @@ pub fn run(args: &LeaderboardArgs) -> Outcome {
     let (board, state) = match (&args.db, &args.events) {
         (Some(db), _) => {
             let journal = Journal::open_existing(db)?;
-            board_of(journal.records(Position { block: 0, seq: 0 }, None)).map_err(Failure::from)?
+            board_of_journal(&journal)?
         }
         (None, Some(events)) => from_events(events)?,
         (None, None) => return Err(Failure::Invalid(anyhow!("give --db or --events"))),
@@ -60,11 +60,21 @@ fn from_events(path: &Path) -> Result<(Board, State), Failure> {
         .map_err(|e| Failure::Invalid(anyhow!("cannot open {}: {e}", path.display())))?;
     let items = jsonl::read(std::io::BufReader::new(file))
         .map_err(|e| Failure::Invalid(anyhow!("{} is not a valid journal: {e}", path.display())))?;
-    let records = items.into_iter().filter_map(|item| match item {
+    // An incremental export (`replay export --from-block`) starts with a checkpoint: the
+    // state starts there, and the history with the export.
+    let mut items = items.into_iter().peekable();
+    let start = match items.peek() {
+        Some(Item::Checkpoint(_)) => match items.next() {
+            Some(Item::Checkpoint(state)) => Some(*state),
+            _ => None,
+        },
+        _ => None,
+    };
+    let records = items.filter_map(|item| match item {
         Item::Record(record) => Some(Ok::<_, std::convert::Infallible>(record)),
         Item::Checkpoint(_) => None,
     });
-    let Ok(folded) = board_of(records);
+    let Ok(folded) = board_of(start, records);
     Ok(folded)
 }
 

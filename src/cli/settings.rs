@@ -3,6 +3,10 @@
 //! the file under the same name (`netuid = 6`, `"wallet.name" = "v"` or `[wallet] name = "v"`)
 //! and an environment variable (`VALIDATOR_NETUID`, `VALIDATOR_WALLET_NAME`).
 //!
+//! A switch (`offline`, `genesis`, ...) set true in the file or the environment cannot be
+//! turned off by a flag (switches have no off form): change it where it was set. A variable
+//! gives a repeatable flag (`--tokenizer`) one value; the file gives it a list.
+//!
 //! Other `VALIDATOR_*` variables (`VALIDATOR_LOG`, `VALIDATOR_ORT_DYLIB`, ...) configure
 //! parts of the program rather than flags and are left alone.
 //!
@@ -11,7 +15,7 @@
 //! so that a bad one is an error naming the key and where it came from.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::Path;
 
 use clap::parser::ValueSource;
@@ -113,7 +117,7 @@ fn check(arg: &Arg, value: &str) -> Result<(), String> {
     Command::new("check")
         .no_binary_name(true)
         .arg(probe)
-        .try_get_matches_from([OsStr::new("--value"), OsStr::new(value)])
+        .try_get_matches_from([format!("--value={value}")])
         .map(|_| ())
         .map_err(|error| {
             let text = error.to_string();
@@ -122,6 +126,11 @@ fn check(arg: &Arg, value: &str) -> Result<(), String> {
                 .trim_start_matches("error: ")
                 .replace(" for '--value <value>'", "")
         })
+}
+
+/// Whether a flag may be given more than once (`--tokenizer`).
+fn takes_many(arg: &Arg) -> bool {
+    matches!(arg.get_action(), clap::ArgAction::Append)
 }
 
 fn is_flag(arg: &Arg) -> bool {
@@ -152,6 +161,12 @@ pub fn configure_run(
             }
             Some(arg) if arg.is_hide_set() => {
                 errors.push(format!("config file: key `{key}` means nothing to this validator"));
+            }
+            Some(arg) if values.len() != 1 && !takes_many(arg) => {
+                errors.push(format!(
+                    "config file: key `{key}` takes one value, not a list of {}",
+                    values.len()
+                ));
             }
             Some(arg) => {
                 for value in values {

@@ -21,8 +21,13 @@ const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 /// How long a client has to send its request.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Connections served at once; more are closed at once, so a flood of clients cannot take the
+/// process's file descriptors (the journal and the evaluation child need them).
+const CONNECTIONS_MAX: usize = 16;
+
 /// Serves `monitor` on `listener` until `stop` turns true.
 pub async fn serve(listener: TcpListener, monitor: Arc<Monitor>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -33,8 +38,13 @@ pub async fn serve(listener: TcpListener, monitor: Arc<Monitor>, mut stop: watch
         }
         match accepted {
             Ok((stream, _)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    drop(stream);
+                    continue;
+                };
                 let monitor = monitor.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let _ =
                         tokio::time::timeout(REQUEST_DEADLINE * 2, answer(stream, &monitor)).await;
                 });
@@ -79,7 +89,7 @@ async fn answer(mut stream: TcpStream, monitor: &Monitor) -> std::io::Result<()>
         "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
          X-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'none'; \
          style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; connect-src 'self'\r\n\
-         Connection: close\r\n\r\n",
+         Allow: GET, HEAD\r\nConnection: close\r\n\r\n",
         response.status,
         response.content_type,
         response.body.len()

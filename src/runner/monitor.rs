@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::board::step_log::{self, StepLogContext};
 use crate::board::{Board, Leaderboard};
 use crate::journal::Journal;
-use crate::machine::{Event, Outcome, Position, Record, State};
+use crate::machine::{Event, Outcome, Record, State};
 
 use super::fetch::SharedStatus;
 
@@ -111,9 +111,8 @@ struct Inner {
     last_record_at: Instant,
     head_block: Option<u64>,
     head_first: Option<u64>,
-    /// The open step's participants and commit blocks, and its batch's references.
+    /// The open step's participants and their commit blocks.
     step_commits: Vec<(u16, Option<u64>)>,
-    step_pages: Vec<String>,
     step_seconds: Histogram,
     eval_seconds: Histogram,
     /// Chain calls by name: (calls, errors).
@@ -142,7 +141,6 @@ impl Monitor {
                 head_block: None,
                 head_first: None,
                 step_commits: Vec::new(),
-                step_pages: Vec::new(),
                 step_seconds: Histogram::new(&STEP_BUCKETS_S),
                 eval_seconds: Histogram::new(&EVAL_BUCKETS_S),
                 chain_calls: BTreeMap::new(),
@@ -164,16 +162,15 @@ impl Monitor {
             .unwrap_or_else(PoisonError::into_inner) = Some(status);
     }
 
-    /// The writer opened `journal` at `state`: the board takes in every record so far.
+    /// The writer opened `journal` at `state`: the board folds every record so far (from
+    /// genesis, or the earliest checkpoint of an imported journal), each with the fold's
+    /// verdict.
     pub fn opened(
         &self,
         journal: &Journal,
         state: &State,
     ) -> Result<(), crate::journal::JournalError> {
-        let mut board = Board::new();
-        for record in journal.records(Position { block: 0, seq: 0 }, None) {
-            board.observe(&record?);
-        }
+        let (board, _) = crate::board::board_of_journal(journal)?;
         let mut inner = self.inner();
         inner.board = board;
         inner.state = Arc::new(state.clone());
@@ -187,31 +184,31 @@ impl Monitor {
         let mut lines = Vec::new();
         {
             let mut inner = self.inner();
-            for (record, _) in written {
-                inner.board.observe(record);
-                match &record.event {
-                    Event::StepStarted(_) => inner.step_pages.clear(),
-                    Event::BatchFetched(batch) => {
-                        inner.step_pages.clone_from(&batch.provenance.references);
+            for (record, outcome) in written {
+                let completed = match (&record.event, outcome) {
+                    (Event::StepCompleted(completed), Outcome::Scored(_)) => Some(completed),
+                    _ => None,
+                };
+                let pages = completed.map(|_| inner.board.open_pages().to_vec());
+                inner.board.observe(record, outcome);
+                if let (Some(completed), Some(pages), true) =
+                    (completed, pages, self.config.step_log.is_some())
+                {
+                    let competition = completed.recorded.competition.as_str().to_owned();
+                    if let Some(point) = inner.board.history(&competition).last() {
+                        let time_s = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0.0, |d| d.as_secs_f64());
+                        let context = StepLogContext {
+                            time_s,
+                            competition: &competition,
+                            block: record.block,
+                            pages: &pages,
+                            block_commit: &inner.step_commits,
+                            perf: [None, None, None],
+                        };
+                        lines.push(step_log::line(point, &context));
                     }
-                    Event::StepCompleted(completed) if self.config.step_log.is_some() => {
-                        let competition = completed.recorded.competition.as_str().to_owned();
-                        if let Some(point) = inner.board.history(&competition).last() {
-                            let time_s = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0.0, |d| d.as_secs_f64());
-                            let context = StepLogContext {
-                                time_s,
-                                competition: &competition,
-                                block: record.block,
-                                pages: &inner.step_pages,
-                                block_commit: &inner.step_commits,
-                                perf: [None, None, None],
-                            };
-                            lines.push(step_log::line(point, &context));
-                        }
-                    }
-                    _ => {}
                 }
             }
             if !written.is_empty() {
@@ -274,15 +271,9 @@ impl Monitor {
             ));
         }
         if self.config.weights_set
-            && let Some(head) = inner.head_block
+            && let Some(blocks) = blocks_since_weights(&inner)
         {
-            let since = inner
-                .state
-                .block_weights_included
-                .or(inner.head_first)
-                .unwrap_or(head);
             let limit = self.config.blocks_per_epoch.saturating_mul(3);
-            let blocks = head.saturating_sub(since);
             if blocks > limit {
                 return Err(format!(
                     "stuck: no weights included for {blocks} blocks (three epochs are {limit})"
@@ -471,11 +462,7 @@ impl Monitor {
             for point in &last.uids {
                 let labels = format!("competition=\"{id}\",uid=\"{}\"", point.uid);
                 let loss = point.loss_mean.unwrap_or(f64::INFINITY);
-                let weight = state
-                    .weights
-                    .get(usize::from(point.uid))
-                    .copied()
-                    .unwrap_or(0.0);
+                let weight = crate::board::weight_of(&state.weights, point.uid);
                 let _ = writeln!(
                     per_uid[0],
                     "validator_uid_win_rate{{{labels}}} {}",
@@ -526,16 +513,8 @@ impl Monitor {
             "gauge",
             "Head less the block the last weights were included in (or this run's first head, before any).",
         );
-        if let Some(head) = inner.head_block {
-            let since = state
-                .block_weights_included
-                .or(inner.head_first)
-                .unwrap_or(head);
-            let _ = writeln!(
-                out,
-                "validator_blocks_since_weights_included {}",
-                head.saturating_sub(since)
-            );
+        if let Some(blocks) = blocks_since_weights(&inner) {
+            let _ = writeln!(out, "validator_blocks_since_weights_included {blocks}");
         }
         family(
             &mut out,
@@ -590,6 +569,17 @@ impl Monitor {
         );
         out
     }
+}
+
+/// Blocks from the last inclusion of weights to the head, counted from this run's first head
+/// at the latest: a restart after an outage is not judged on blocks it could not act in.
+fn blocks_since_weights(inner: &Inner) -> Option<u64> {
+    let head = inner.head_block?;
+    let since = match (inner.state.block_weights_included, inner.head_first) {
+        (Some(included), Some(first)) => included.max(first),
+        (included, first) => included.or(first).unwrap_or(head),
+    };
+    Some(head.saturating_sub(since))
 }
 
 /// Keeps the open step's commit blocks for the step log (the completed step's participants

@@ -39,6 +39,7 @@ pub fn step_table(open: &OpenStep, record: &StepRecord) -> String {
             .unwrap_or(0.0);
         let (block, note) = match (&participant.entry, &participant.outcome) {
             (Entry::Model { block_commit, .. }, Some(EvalOutcome::Failed(why))) => {
+                let why = crate::text::printable(why).replace('\n', " ");
                 (block_commit.to_string(), format!("failed: {why}"))
             }
             (Entry::Model { block_commit, .. }, _) => (block_commit.to_string(), String::new()),

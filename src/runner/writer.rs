@@ -142,7 +142,8 @@ fn serve(
     let write = |recorder: &mut Recorder, events| {
         let written = write(recorder, events, state);
         if let (Some(monitor), Ok(written)) = (monitor, &written) {
-            monitor.written(written, state.borrow().clone());
+            let folded = state.borrow().clone();
+            monitor.written(written, folded);
         }
         written
     };

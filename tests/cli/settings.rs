@@ -88,6 +88,15 @@ fn a_bad_setting_is_exit_2_naming_its_key_and_source() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("bad.toml"));
 
+    std::fs::write(&file, "netuid = [1, 2]\n").unwrap();
+    let output = run(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("key `netuid` takes one value, not a list of 2"),
+        "{stderr}"
+    );
+
     let output = run(&["--config", "/nonexistent/validator.toml"], &[]);
     assert_eq!(output.status.code(), Some(2));
     let output = run(&["--metrics-addr", "localhost"], &[]);
