@@ -83,6 +83,10 @@ pub struct ReplayReport {
     pub started_from: Option<Position>,
     /// Records folded in all.
     pub records_folded: u64,
+    /// Records at or after `from_block`, whose results were checked.
+    pub records_checked: u64,
+    /// The block of the last record read (folded or not), `None` for an empty journal.
+    pub block_last: Option<u64>,
     /// Steps checked, in order.
     pub steps: Vec<StepReport>,
     /// Weight submissions checked.
@@ -157,6 +161,7 @@ pub fn replay<E: std::error::Error + 'static>(
     let mut first = true;
     for record in records {
         let record = record?;
+        report.block_last = Some(record.block);
         if state.position.is_some_and(|p| record.position() <= p) {
             continue;
         }
@@ -175,6 +180,7 @@ pub fn replay<E: std::error::Error + 'static>(
         let outcome = apply(&mut state, &record);
         report.records_folded += 1;
         let checked = record.block >= options.from_block;
+        report.records_checked += u64::from(checked);
         if undue && checked {
             report.weights_undue.push(record.position());
         }

@@ -6,9 +6,49 @@ pub fn python_strip(text: &str) -> &str {
     text.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
+/// `text` made safe to print on a terminal: control characters (ESC, BEL, CR, backspace, the
+/// C1 range) and the bidirectional overrides that reorder a line become visible `\u{..}`
+/// escapes, so a miner's string (a template's `raise_exception` message, a rejection reason)
+/// cannot retitle the terminal, clear it, or overwrite what was printed. Newlines and tabs stay.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_escapes_become_visible() {
+        let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J\rall checks passed\u{202e}\u{9b}x\nline\tend";
+        let shown = printable(hostile);
+        assert!(
+            !shown
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+        );
+        assert!(shown.contains("\\u{1b}]0;pwned\\u{7}"), "{shown}");
+        assert!(shown.contains("\\u{202e}") && shown.contains("\nline\tend"));
+        assert!(matches!(
+            printable("plain text"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn strip_is_pythons() {

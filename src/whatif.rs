@@ -19,6 +19,16 @@ const N_TEMPERATURE: f64 = 0.08;
 const N_ALPHA: f64 = 0.9;
 const N_SAMPLE_MIN: u32 = 5;
 
+/// The largest input read, in bytes.
+pub const INPUT_BYTES_MAX: u64 = 16 << 20;
+
+/// The most uids one step scores (subtensor's largest subnets hold 4,096).
+pub const CONTESTANTS_MAX: usize = 4_096;
+
+/// The most head-to-head sample comparisons one request may ask for (uids² × samples): about
+/// a second of work. N's own steps are 256² × 400 = 2.6e7.
+pub const COMPARISONS_MAX: u64 = 1_000_000_000;
+
 /// Why the input was refused.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid input: {0}")]
@@ -51,9 +61,9 @@ struct ScoreInput {
     alpha: Option<f64>,
     competition: Option<CompetitionInput>,
     uids: Option<Vec<u16>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     blocks: BTreeMap<String, Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     losses: BTreeMap<String, Vec<FloatJson>>,
     prior_weights: Option<Vec<f64>>,
     n_uids: Option<usize>,
@@ -92,16 +102,47 @@ const KNOWN_KEYS: &[&str] = &[
     "sample_min",
 ];
 
+/// A JSON object as a map, refusing a key given twice (a plain map would keep the last one
+/// silently, and a miner's or operator's duplicated uid would go unnoticed).
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object keyed by uid")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!("key {key:?} given twice")));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Unique(std::marker::PhantomData))
+}
+
 /// Keys of the input object this command does not read (they are ignored; the caller may
-/// warn about them).
+/// warn about them). Only the keys are kept: the values are skipped, not built.
 pub fn unknown_keys(input: &str) -> Vec<String> {
-    match serde_json::from_str::<Value>(input) {
-        Ok(Value::Object(map)) => map
-            .keys()
+    match serde_json::from_str::<BTreeMap<String, serde::de::IgnoredAny>>(input) {
+        Ok(map) => map
+            .into_keys()
             .filter(|key| !KNOWN_KEYS.contains(&key.as_str()))
-            .cloned()
             .collect(),
-        _ => Vec::new(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -282,6 +323,28 @@ fn participants(
     Ok(set)
 }
 
+/// Refuses a request whose scoring would take more than [`COMPARISONS_MAX`] comparisons.
+fn check_work(uids: &BTreeSet<u16>, losses: &LossesByUid) -> Result<(), InvalidInput> {
+    if uids.len() > CONTESTANTS_MAX {
+        return Err(InvalidInput(format!(
+            "{} uids to score, over the limit of {CONTESTANTS_MAX}",
+            uids.len()
+        )));
+    }
+    let samples = losses.values().map(Vec::len).max().unwrap_or(0);
+    let count = u64::try_from(uids.len()).unwrap_or(u64::MAX);
+    let comparisons = count
+        .saturating_mul(count)
+        .saturating_mul(u64::try_from(samples).unwrap_or(u64::MAX));
+    if comparisons > COMPARISONS_MAX {
+        return Err(InvalidInput(format!(
+            "{count} uids × {samples} samples is {comparisons} comparisons, over the limit of \
+             {COMPARISONS_MAX}"
+        )));
+    }
+    Ok(())
+}
+
 /// The moving average before the step and the metagraph's size.
 fn prior_weights(
     prior: Option<Vec<f64>>,
@@ -290,6 +353,12 @@ fn prior_weights(
 ) -> Result<(Vec<f64>, usize), InvalidInput> {
     let prior_given = prior.is_some();
     let mut weights = prior.unwrap_or_default();
+    if weights.len() > 65536 {
+        return Err(InvalidInput(format!(
+            "prior_weights has {} entries, more than the 65536 uids a metagraph can have",
+            weights.len()
+        )));
+    }
     if let Some(bad) = weights.iter().find(|w| !w.is_finite()) {
         return Err(InvalidInput(format!("prior weight {bad} is not finite")));
     }
@@ -316,6 +385,7 @@ fn score(input: ScoreInput) -> Result<ScoreOutput, InvalidInput> {
     let mechanism = Mechanism::of(&input)?;
     let (losses, blocks) = read_uid_maps(&input)?;
     let uids = participants(input.uids.as_ref(), &losses, &blocks)?;
+    check_work(&uids, &losses)?;
     let (mut weights, size) = prior_weights(input.prior_weights, input.n_uids, &uids)?;
 
     let empty = Vec::new();
@@ -360,6 +430,16 @@ fn score(input: ScoreInput) -> Result<ScoreOutput, InvalidInput> {
         .collect();
     eval_next.sort_unstable();
 
+    // Parameters that pass their own checks can still overflow together (a huge scale, a
+    // subnormal temperature): a result that is not a number is the input's fault.
+    let finite = |values: &[f64]| values.iter().all(|v| v.is_finite());
+    if !finite(&weights) || !finite(&step_weights) || !finite(&win_rates) {
+        return Err(InvalidInput(
+            "the parameters give weights that are not finite numbers (check temperature, \
+             reward_percentage and n_competitions)"
+                .into(),
+        ));
+    }
     Ok(ScoreOutput {
         wins: uid_list
             .iter()
@@ -410,5 +490,35 @@ mod tests {
         assert!(error(r#"{"temperature": -1}"#).contains("temperature"));
         assert!(error(r#"{"blocks": {"1": "soon"}}"#).contains("block of uid 1"));
         assert!(error("[1, 2]").contains("invalid input"));
+    }
+
+    /// Postmortem (hostile-input round): 65,536 uids ran for 87 s, a duplicated uid key was
+    /// silently collapsed, and overflowing parameters printed `null` weights with exit 0.
+    #[test]
+    fn work_duplicates_and_non_finite_results_are_refused() {
+        let error = |text: &str| score_json(text).unwrap_err().to_string();
+        let many: Vec<String> = (0..5_000).map(|uid| format!("\"{uid}\": [1.0]")).collect();
+        let text = format!("{{\"losses\": {{{}}}}}", many.join(","));
+        assert!(error(&text).contains("over the limit of 4096"));
+        let wide: Vec<String> = (0..2_000)
+            .map(|uid| format!("\"{uid}\": [{}]", vec!["1.0"; 400].join(",")))
+            .collect();
+        let text = format!("{{\"losses\": {{{}}}}}", wide.join(","));
+        assert!(error(&text).contains("comparisons"));
+        assert!(error(r#"{"losses": {"1": [1.0], "1": [2.0]}}"#).contains("given twice"));
+        assert!(error(r#"{"blocks": {"1": 5, "1": 6}}"#).contains("given twice"));
+        assert!(
+            error(r#"{"losses": {"1": [1.0], "2": [2.0]}, "temperature": 1e-310}"#)
+                .contains("not finite")
+        );
+        let overflow = r#"{"losses": {"1": [1.0], "2": [2.0]},
+            "competition": {"reward_percentage": 1e308, "n_competitions": 4000000000}}"#;
+        assert!(error(overflow).contains("not finite"));
+        let prior = format!("{{\"prior_weights\": [{}]}}", vec!["0.0"; 70_000].join(","));
+        assert!(error(&prior).contains("more than the 65536"));
+        assert_eq!(
+            unknown_keys(r#"{"losses": {}, "extra": {"deep": [1, 2, 3]}}"#),
+            ["extra"]
+        );
     }
 }

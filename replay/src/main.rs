@@ -100,6 +100,12 @@ fn main() -> ExitCode {
 }
 
 fn check(args: &CheckArgs) -> Result<bool, Failure> {
+    if let Some(to_block) = args.to_block.filter(|to| *to < args.from_block) {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--to-block {to_block} is below --from-block {}: nothing would be checked",
+            args.from_block
+        )));
+    }
     let options = ReplayOptions {
         from_block: args.from_block,
         to_block: args.to_block,
@@ -116,6 +122,18 @@ fn check(args: &CheckArgs) -> Result<bool, Failure> {
         }
         (None, None) => return Err(Failure::Usage(anyhow::anyhow!("give --db or --events"))),
     };
+    // A range with nothing in it checks nothing: saying "match" there would pass an audit of
+    // blocks the journal does not hold.
+    if report.records_checked == 0 && args.from_block > 0 {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "nothing to check from block {}: {}",
+            args.from_block,
+            report.block_last.map_or_else(
+                || "the journal is empty".to_owned(),
+                |last| format!("the journal's last record is at block {last}")
+            )
+        )));
+    }
     print_report(&report, args.json).map_err(|e| Failure::Usage(e.into()))?;
     Ok(report.divergence.is_none())
 }

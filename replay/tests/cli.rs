@@ -366,3 +366,36 @@ fn import_refuses_a_journal_that_exists() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("already holds a journal"));
 }
+
+/// Postmortem: `--to-block` below `--from-block`, or a `--from-block` past the journal's end,
+/// checked nothing and still said "all recorded results match" (exit 0), which would pass an
+/// audit of blocks the journal does not hold.
+#[test]
+fn an_empty_block_range_is_a_usage_error_not_a_match() {
+    let golden = goldens().remove(0);
+    let path = golden.to_str().unwrap();
+    let inverted = replay(
+        &["--from-block", "500", "--to-block", "400", "--events", path],
+        None,
+    );
+    assert_eq!(
+        inverted.status.code(),
+        Some(2),
+        "{}",
+        text(&inverted.stdout)
+    );
+    assert!(text(&inverted.stderr).contains("--to-block 400 is below --from-block 500"));
+    let past = replay(&["--from-block", "999999999", "--events", path], None);
+    assert_eq!(past.status.code(), Some(2), "{}", text(&past.stdout));
+    let stderr = text(&past.stderr);
+    assert!(
+        stderr.contains("nothing to check from block 999999999"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the journal's last record is at block"),
+        "{stderr}"
+    );
+    let whole = replay(&["--from-block", "0", "--events", path], None);
+    assert_eq!(whole.status.code(), Some(0));
+}

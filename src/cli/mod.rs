@@ -187,7 +187,9 @@ pub fn dispatch(cli: Cli, settings: Vec<String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("validator: {:#}", failure.error());
+            // Errors carry miners' text (template messages, file names): never raw escapes.
+            let message = format!("{:#}", failure.error());
+            eprintln!("validator: {}", validator::text::printable(&message));
             ExitCode::from(failure.exit_code())
         }
     }

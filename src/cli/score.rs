@@ -15,19 +15,43 @@ pub struct ScoreArgs {
     input: String,
 }
 
+/// Reads `reader` through [`whatif::INPUT_BYTES_MAX`].
+fn read_bounded(reader: impl Read, what: &str) -> Result<String, Failure> {
+    let mut text = String::new();
+    reader
+        .take(whatif::INPUT_BYTES_MAX + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {what}"))
+        .map_err(Failure::Invalid)?;
+    if u64::try_from(text.len()).unwrap_or(u64::MAX) > whatif::INPUT_BYTES_MAX {
+        return Err(Failure::Invalid(anyhow::anyhow!(
+            "{what} is over {} bytes",
+            whatif::INPUT_BYTES_MAX
+        )));
+    }
+    Ok(text)
+}
+
 /// Reads the input, scores it, prints the result.
 pub fn run(args: &ScoreArgs) -> Outcome {
     let text = if args.input == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading stdin")
-            .map_err(Failure::Invalid)?;
-        text
+        read_bounded(std::io::stdin().lock(), "stdin")?
     } else {
-        std::fs::read_to_string(&args.input)
+        let path = std::path::Path::new(&args.input);
+        // A FIFO or a device would block or never end: only a regular file is read.
+        let metadata = std::fs::metadata(path)
             .with_context(|| format!("reading {}", args.input))
-            .map_err(Failure::Invalid)?
+            .map_err(Failure::Invalid)?;
+        if !metadata.is_file() {
+            return Err(Failure::Invalid(anyhow::anyhow!(
+                "reading {}: not a regular file",
+                args.input
+            )));
+        }
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("reading {}", args.input))
+            .map_err(Failure::Invalid)?;
+        read_bounded(file, &args.input)?
     };
     for key in whatif::unknown_keys(&text) {
         eprintln!("validator: ignoring unknown input key {key:?}");

@@ -206,22 +206,71 @@ pub struct DataSample {
     pub response: String,
 }
 
-/// Reads a JSON Lines file of `{"prompt": ..., "response": ...}` (blank lines skipped).
+/// The largest data file `validator eval` reads (N's batches are 400 samples).
+pub const SAMPLES_FILE_BYTES_MAX: u64 = 256 << 20;
+
+/// The longest line of a data file.
+pub const SAMPLE_LINE_BYTES_MAX: usize = 4 << 20;
+
+/// Reads a JSON Lines file of `{"prompt", "response"}` samples: a regular file (a FIFO or a
+/// device is refused before anything is read), read through a size limit, line by line, each
+/// line checked for its length and UTF-8 before it is parsed, and at least one sample.
 pub fn read_samples(path: &Path) -> Result<Vec<DataSample>, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Io {
+    use std::io::{BufRead, Read};
+    let io = |source: std::io::Error| EvalError::Io {
         path: path.to_owned(),
-        source: e,
-    })?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(index, line)| {
-            serde_json::from_str(line).map_err(|e| EvalError::Data {
-                line: index + 1,
-                detail: format!("expected {{\"prompt\": string, \"response\": string}}: {e}"),
-            })
-        })
-        .collect()
+        source,
+    };
+    let refuse = |why: String| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+    // Checked before opening too: opening a FIFO for reading waits for a writer.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let metadata = file.metadata().map_err(io)?;
+    if !metadata.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    if metadata.len() > SAMPLES_FILE_BYTES_MAX {
+        return Err(refuse(format!(
+            "{} bytes, over the {SAMPLES_FILE_BYTES_MAX}-byte limit of a data file",
+            metadata.len()
+        )));
+    }
+    let mut reader = std::io::BufReader::new(file.take(SAMPLES_FILE_BYTES_MAX));
+    let mut samples = Vec::new();
+    let mut line = Vec::new();
+    for number in 1usize.. {
+        line.clear();
+        let read = (&mut reader)
+            .take(u64::try_from(SAMPLE_LINE_BYTES_MAX).unwrap_or(u64::MAX) + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(io)?;
+        if read == 0 {
+            break;
+        }
+        if line.len() > SAMPLE_LINE_BYTES_MAX {
+            return Err(EvalError::Data {
+                line: number,
+                detail: format!("longer than {SAMPLE_LINE_BYTES_MAX} bytes"),
+            });
+        }
+        let text = std::str::from_utf8(&line).map_err(|e| EvalError::Data {
+            line: number,
+            detail: format!("not UTF-8 ({e})"),
+        })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        samples.push(serde_json::from_str(text).map_err(|e| EvalError::Data {
+            line: number,
+            detail: format!("expected {{\"prompt\": string, \"response\": string}}: {e}"),
+        })?);
+    }
+    if samples.is_empty() {
+        return Err(refuse("no samples: the file holds no JSON line".into()));
+    }
+    Ok(samples)
 }
 
 /// A model ready to score samples: its session, reused for every sample.

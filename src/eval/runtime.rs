@@ -112,8 +112,10 @@ pub fn environment() -> Result<Environment, EvalError> {
             let path = library_path().map_err(|e| e.to_string())?;
             let builder = ort::init_from(&path)
                 .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+            // Nothing may be queued for upload, nor written outside the operator's paths.
             builder
                 .with_name("validator")
+                .with_telemetry(false)
                 .build()
                 .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
         })

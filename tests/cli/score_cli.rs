@@ -67,3 +67,35 @@ fn unknown_keys_are_named_on_stderr() {
     assert_eq!(code, 0);
     assert!(stderr.contains("temprature"), "{stderr}");
 }
+
+/// Postmortem (hostile-input round): `score --input` on a FIFO blocked forever and stdin was
+/// read without bound.
+#[test]
+fn score_reads_only_bounded_regular_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_validator"))
+        .args(["score", "--input"])
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a regular file"));
+    let big = format!("{{\"extra\": \"{}\"}}", "x".repeat(17 << 20));
+    let file = dir.path().join("big.json");
+    std::fs::write(&file, big).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_validator"))
+        .args(["score", "--input"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is over 16777216 bytes"));
+}

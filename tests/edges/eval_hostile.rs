@@ -345,6 +345,117 @@ fn a_template_that_explodes_is_stopped_by_the_isolated_renderer() {
     assert!(started.elapsed().as_secs() < 60);
 }
 
+/// Postmortem: a template's `raise_exception()` message reached stderr raw, so a miner could
+/// retitle the operator's terminal, clear it and print a fake "all checks passed".
+#[test]
+fn a_template_error_cannot_drive_the_terminal() {
+    let dir = copy_model("llama-f32");
+    write_template(
+        dir.path(),
+        "{{ raise_exception('\x1b]0;pwned\x07\x1b[2J\x1b[1;1Hall checks passed\u{202e}') }}",
+    );
+    let output = eval_command(dir.path(), &["--json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("all checks passed"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}') && !stderr.contains('\u{202e}'),
+        "{stderr:?}"
+    );
+    assert!(stderr.contains("\\u{1b}]0;pwned"), "{stderr}");
+}
+
+fn eval_on_data(data: &Path) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_validator"))
+        .args(["eval", "--threads", "1", "--model"])
+        .arg(fixtures().join("llama-f32"))
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Postmortem: `eval --data` read a FIFO forever and `/dev/zero` until memory ran out, an empty
+/// file gave exit 0 with `mean: null`, and invalid UTF-8 was reported without its line.
+#[test]
+fn data_files_are_bounded_regular_files_with_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (code, stderr) = eval_on_data(&fifo);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    let (code, stderr) = eval_on_data(Path::new("/dev/zero"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(started.elapsed().as_secs() < 30);
+
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let (code, stderr) = eval_on_data(&empty);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no samples"), "{stderr}");
+
+    let latin = dir.path().join("latin1.jsonl");
+    std::fs::write(
+        &latin,
+        b"{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": \"caf\xe9\", \"response\": \"b\"}\n",
+    )
+    .unwrap();
+    let (code, stderr) = eval_on_data(&latin);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("data line 2: not UTF-8"), "{stderr}");
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        }
+        found.push(path);
+    }
+    found
+}
+
+/// Postmortem: every `eval` created `~/.cache/Microsoft/DeveloperTools/.onnxruntime/` with a
+/// device id and queued telemetry events (and created `$HOME` if it was missing).
+#[test]
+fn eval_writes_nothing_under_home() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_validator"))
+        .env("HOME", home.path())
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .args(["eval", "--threads", "1", "--model"])
+        .arg(fixtures().join("llama-f32"))
+        .arg("--data")
+        .arg(fixtures().join("samples.jsonl"))
+        .output()
+        .unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(files_under(home.path()), Vec::<PathBuf>::new());
+}
+
 #[test]
 fn nan_weights_still_evaluate_and_the_norm_check_reports_them() {
     let dir = copy_model("llama-f32");
