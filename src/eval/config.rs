@@ -103,6 +103,9 @@ struct Raw {
     rest: Map<String, Value>,
 }
 
+/// The largest `config.json` read.
+const CONFIG_BYTES_MAX: u64 = 1 << 20;
+
 fn unsupported(why: String) -> EvalError {
     EvalError::Unsupported(why)
 }
@@ -167,8 +170,9 @@ fn positive(name: &str, value: f64) -> Result<f64, EvalError> {
 impl ModelConfig {
     /// Reads `config.json` in `dir`.
     pub fn read(dir: &Path) -> Result<Self, EvalError> {
+        use std::io::Read;
         let path = dir.join("config.json");
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        let io = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::NotFound => EvalError::MissingFile {
                 path: path.clone(),
                 what: "config.json".into(),
@@ -177,8 +181,21 @@ impl ModelConfig {
                 path: path.clone(),
                 source: e,
             },
-        })?;
-        if bytes.len() > 1 << 20 {
+        };
+        // Checked before it is read: a 14 GiB config.json fits a 15 GiB repository, and a FIFO
+        // or a device never ends.
+        if !std::fs::metadata(&path).map_err(io)?.is_file() {
+            return Err(invalid("config.json is not a regular file".into()));
+        }
+        let file = std::fs::File::open(&path).map_err(io)?;
+        if file.metadata().map_err(io)?.len() > CONFIG_BYTES_MAX {
+            return Err(invalid("config.json is over 1 MiB".into()));
+        }
+        let mut bytes = Vec::new();
+        file.take(CONFIG_BYTES_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > CONFIG_BYTES_MAX {
             return Err(invalid("config.json is over 1 MiB".into()));
         }
         Self::parse(&bytes)
@@ -191,12 +208,21 @@ impl ModelConfig {
         let architecture = parse_architecture(&raw.architectures)?;
         let fields = Fields(&raw.rest);
         let shape = Shape::parse(&fields, architecture)?;
-        if let Some(activation) = fields.string("hidden_act")
-            && activation != "silu"
-        {
-            return Err(unsupported(format!(
-                "hidden_act {activation:?}; only \"silu\" is supported"
-            )));
+        // transformers refuses a `hidden_act` that names no activation (null, a number): so
+        // do we, rather than score the model with silu as if it had said so.
+        match raw.rest.get("hidden_act") {
+            None => {}
+            Some(Value::String(activation)) if activation == "silu" => {}
+            Some(Value::String(activation)) => {
+                return Err(unsupported(format!(
+                    "hidden_act {activation:?}; only \"silu\" is supported"
+                )));
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "hidden_act = {other} is not the name of an activation"
+                )));
+            }
         }
         let rope = Rope::parse(&raw.rest, architecture, shape.head_dim)?;
         let norm_key = match architecture {
@@ -315,8 +341,8 @@ impl Rope {
         head_dim: u64,
     ) -> Result<Self, EvalError> {
         let fields = Fields(rest);
-        let parameters = rest.get("rope_parameters").and_then(Value::as_object);
-        let classic = rest.get("rope_scaling").and_then(Value::as_object);
+        let parameters = object_or_null(rest, "rope_parameters")?;
+        let classic = object_or_null(rest, "rope_scaling")?;
         let scaling_fields = Fields(parameters.or(classic).unwrap_or(rest));
         let theta = match parameters {
             Some(parameters) => Fields(parameters).float("rope_theta")?,
@@ -324,11 +350,18 @@ impl Rope {
         }
         .unwrap_or(10_000.0);
         let theta = positive("rope_theta", theta)?;
-        let rope_type = parameters
+        let rope_type = match parameters
             .or(classic)
             .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
+        {
+            None => "default",
+            Some(Value::String(name)) => name.as_str(),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "the rope scaling type {other} is not a name"
+                )));
+            }
+        };
         let scaling = match rope_type {
             "default" => RopeScaling::None,
             "llama3" => llama3_scaling(&scaling_fields)?,
@@ -363,6 +396,19 @@ impl Rope {
             scaling,
             rotary_dim,
         })
+    }
+}
+
+/// `key` of the config as an object, `None` when absent or null; anything else (a list, a
+/// string) is refused, as transformers refuses it, rather than read as "no scaling".
+fn object_or_null<'a>(
+    rest: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a Map<String, Value>>, EvalError> {
+    match rest.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(object)) => Ok(Some(object)),
+        Some(other) => Err(invalid(format!("{key} = {other} is not an object"))),
     }
 }
 
@@ -504,6 +550,28 @@ mod tests {
             .contains("yarn")
         );
         assert!(error(format!("{LLAMA}, \"hidden_act\": \"gelu\"}}")).contains("gelu"));
+        // Postmortem (hostile-input round): these were read as default RoPE and silu, and the
+        // model was scored as a model it is not; transformers refuses each of them.
+        assert!(error(format!("{LLAMA}, \"hidden_act\": null}}")).contains("hidden_act = null"));
+        assert!(error(format!("{LLAMA}, \"hidden_act\": 3}}")).contains("hidden_act = 3"));
+        assert!(
+            error(format!("{LLAMA}, \"rope_scaling\": [\"llama3\", 8.0]}}"))
+                .contains("rope_scaling = [")
+        );
+        assert!(
+            error(format!("{LLAMA}, \"rope_parameters\": \"llama3\"}}"))
+                .contains("rope_parameters = \"llama3\" is not an object")
+        );
+        assert!(
+            error(format!(
+                "{LLAMA}, \"rope_scaling\": {{\"rope_type\": 3, \"factor\": 8.0}}}}"
+            ))
+            .contains("is not a name")
+        );
+        parse(&format!(
+            "{LLAMA}, \"rope_scaling\": null, \"hidden_act\": \"silu\"}}"
+        ))
+        .unwrap();
         let stable = r#"{"architectures": ["StableLmForCausalLM"], "hidden_size": 65, "intermediate_size": 96,
             "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 100}"#;
         assert!(error(stable.into()).contains("not divisible"));

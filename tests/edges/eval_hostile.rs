@@ -287,6 +287,29 @@ fn config_nonsense_is_refused_by_name() {
     assert!(open_error(dir.path()).contains("not a JSON object"));
 }
 
+/// Postmortem (hostile-input round): `config.json` was read whole before its 1 MiB check (a
+/// 14 GiB one fits a 15 GiB repository), and a FIFO in its place blocked forever.
+#[test]
+fn config_json_is_checked_before_it_is_read() {
+    let dir = copy_model("llama-f32");
+    let config = dir.path().join("config.json");
+    std::fs::remove_file(&config).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(&config)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = std::time::Instant::now();
+    let error = open_error(dir.path());
+    assert!(error.contains("not a regular file"), "{error}");
+    assert!(started.elapsed().as_secs() < 10);
+    std::fs::remove_file(&config).unwrap();
+    std::fs::write(&config, vec![b' '; 2 << 20]).unwrap();
+    assert!(open_error(dir.path()).contains("over 1 MiB"));
+}
+
 fn write_template(dir: &Path, source: &str) {
     std::fs::write(dir.join("chat_template.jinja"), source).unwrap();
 }
