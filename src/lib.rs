@@ -8,6 +8,7 @@
 //!   form), CPython's set order, ModelId parsing. No I/O.
 //! - [`board`]: what operators and miners see, from the journal alone: the leaderboard
 //!   (tables, history, SVG plots, its JSON), the journal's counters, N's step log.
+//! - [`bounded`]: reading a file someone else wrote: regular files only, through a limit.
 //! - [`hashing`]: N's hashes of strings and bytes and the successor's block-hash seed;
 //!   [`dirhash`]: N's directory hash over real files (`validator model hash`).
 //! - `data` (feature `data`): evaluation batches from wandb run history, Hugging Face dataset
@@ -29,6 +30,7 @@
 //!   semantics, ONNX Runtime sessions, the norm check; `eval_cli`: `validator eval`.
 
 pub mod board;
+pub mod bounded;
 #[cfg(feature = "chain")]
 pub mod chain;
 pub mod codec;

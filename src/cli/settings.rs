@@ -219,13 +219,9 @@ pub fn configure_run(
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, Vec<String>>, String> {
     let shown = path.display();
-    let metadata = std::fs::metadata(path).map_err(|e| format!("--config {shown}: {e}"))?;
-    if !metadata.is_file() || metadata.len() > 1 << 20 {
-        return Err(format!(
-            "--config {shown}: not a regular file of at most 1 MiB"
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("--config {shown}: {e}"))?;
+    let bytes = validator::bounded::read_regular(path, 1 << 20)
+        .map_err(|e| format!("--config {shown}: {e}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("--config {shown}: not UTF-8"))?;
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| format!("--config {shown}: {}", e.to_string().trim_end()))?;

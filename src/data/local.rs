@@ -57,16 +57,7 @@ impl DataSource for LocalFile {
     }
 
     async fn fetch(&self, request: &BatchRequest) -> Result<BatchOutcome, DataError> {
-        let metadata = std::fs::metadata(&self.path)
-            .map_err(|e| DataError::Config(format!("{}: {e}", self.path.display())))?;
-        if metadata.len() > FILE_BYTES_MAX {
-            return Err(DataError::Config(format!(
-                "{} is {} bytes, over the {FILE_BYTES_MAX}-byte limit",
-                self.path.display(),
-                metadata.len()
-            )));
-        }
-        let bytes = std::fs::read(&self.path)
+        let bytes = crate::bounded::read_regular(&self.path, FILE_BYTES_MAX)
             .map_err(|e| DataError::Config(format!("{}: {e}", self.path.display())))?;
         let rows = parse_lines(&bytes);
         let mut builder = BatchBuilder::new(request.max_samples, self.phrase_filter);

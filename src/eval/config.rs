@@ -170,34 +170,27 @@ fn positive(name: &str, value: f64) -> Result<f64, EvalError> {
 impl ModelConfig {
     /// Reads `config.json` in `dir`.
     pub fn read(dir: &Path) -> Result<Self, EvalError> {
-        use std::io::Read;
         let path = dir.join("config.json");
-        let io = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::NotFound => EvalError::MissingFile {
-                path: path.clone(),
-                what: "config.json".into(),
-            },
-            _ => EvalError::Io {
-                path: path.clone(),
-                source: e,
-            },
-        };
         // Checked before it is read: a 14 GiB config.json fits a 15 GiB repository, and a FIFO
         // or a device never ends.
-        if !std::fs::metadata(&path).map_err(io)?.is_file() {
-            return Err(invalid("config.json is not a regular file".into()));
-        }
-        let file = std::fs::File::open(&path).map_err(io)?;
-        if file.metadata().map_err(io)?.len() > CONFIG_BYTES_MAX {
-            return Err(invalid("config.json is over 1 MiB".into()));
-        }
-        let mut bytes = Vec::new();
-        file.take(CONFIG_BYTES_MAX + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > CONFIG_BYTES_MAX {
-            return Err(invalid("config.json is over 1 MiB".into()));
-        }
+        let bytes = crate::bounded::read_regular(&path, CONFIG_BYTES_MAX).map_err(|e| match e {
+            crate::bounded::BoundedError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                EvalError::MissingFile {
+                    path: path.clone(),
+                    what: "config.json".into(),
+                }
+            }
+            crate::bounded::BoundedError::Io(source) => EvalError::Io {
+                path: path.clone(),
+                source,
+            },
+            crate::bounded::BoundedError::NotRegular => {
+                invalid("config.json is not a regular file".into())
+            }
+            crate::bounded::BoundedError::TooLarge { .. } => {
+                invalid("config.json is over 1 MiB".into())
+            }
+        })?;
         Self::parse(&bytes)
     }
 

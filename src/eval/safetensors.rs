@@ -15,6 +15,8 @@ use super::EvalError;
 const HEADER_BYTES_MAX: u64 = 100 * 1024 * 1024;
 /// The most shards an index may name.
 const SHARDS_MAX: usize = 4096;
+/// The largest `model.safetensors.index.json` read (a real 8B model's is about 25 KB).
+const INDEX_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 /// Element type of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,7 +245,12 @@ impl WeightIndex {
         let single = dir.join("model.safetensors");
         let (files, owners): (Vec<PathBuf>, Option<BTreeMap<String, String>>) =
             if index_path.is_file() {
-                let text = std::fs::read(&index_path).map_err(|e| io(&index_path, e))?;
+                let text = crate::bounded::read_regular(&index_path, INDEX_BYTES_MAX).map_err(
+                    |e| match e {
+                        crate::bounded::BoundedError::Io(e) => io(&index_path, e),
+                        refused => malformed(&index_path, refused.to_string()),
+                    },
+                )?;
                 let index: ShardIndex = serde_json::from_slice(&text)
                     .map_err(|e| malformed(&index_path, format!("not a shard index: {e}")))?;
                 let mut names: Vec<&String> = index.weight_map.values().collect();

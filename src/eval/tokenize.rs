@@ -80,27 +80,19 @@ impl Prepared {
 }
 
 fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, EvalError> {
-    let metadata = match std::fs::metadata(path) {
-        Ok(metadata) => metadata,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(EvalError::Io {
-                path: path.to_owned(),
-                source: e,
-            });
-        }
-    };
-    if metadata.len() > limit {
-        return Err(EvalError::Tokenizer(format!(
-            "{} is {} bytes, over the {limit}-byte limit",
-            path.display(),
-            metadata.len()
-        )));
+    use crate::bounded::{BoundedError, read_regular};
+    match read_regular(path, limit) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(BoundedError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(BoundedError::Io(source)) => Err(EvalError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+        Err(refused) => Err(EvalError::Tokenizer(format!(
+            "{}: {refused}",
+            path.display()
+        ))),
     }
-    std::fs::read(path).map(Some).map_err(|e| EvalError::Io {
-        path: path.to_owned(),
-        source: e,
-    })
 }
 
 /// A special token's text: a string, or an added-token object with `content`.

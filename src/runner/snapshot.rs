@@ -112,20 +112,9 @@ impl RecordedChain {
             path: path.display().to_string(),
             detail,
         };
-        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-        let metadata = file.metadata().map_err(|e| fail(e.to_string()))?;
-        if !metadata.is_file() {
-            return Err(fail("not a regular file".into()));
-        }
-        let mut text = String::new();
-        std::io::Read::read_to_string(
-            &mut std::io::Read::take(file, SNAPSHOT_BYTES_MAX + 1),
-            &mut text,
-        )
-        .map_err(|e| fail(e.to_string()))?;
-        if u64::try_from(text.len()).unwrap_or(u64::MAX) > SNAPSHOT_BYTES_MAX {
-            return Err(fail(format!("over {SNAPSHOT_BYTES_MAX} bytes")));
-        }
+        let bytes = crate::bounded::read_regular(path, SNAPSHOT_BYTES_MAX)
+            .map_err(|e| fail(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8".into()))?;
         Self::parse(&text).map_err(fail)
     }
 

@@ -310,6 +310,27 @@ fn config_json_is_checked_before_it_is_read() {
     assert!(open_error(dir.path()).contains("over 1 MiB"));
 }
 
+/// Postmortem (hostile-input round): tokenizer files trusted `metadata.len()`, which is 0 for a
+/// device, so a `tokenizer.json` linked to `/dev/zero`-like files or a FIFO was read without
+/// bound or blocked.
+#[test]
+fn tokenizer_files_must_be_regular() {
+    let dir = copy_model("llama-f32");
+    let tokenizer = dir.path().join("tokenizer.json");
+    std::fs::remove_file(&tokenizer).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(&tokenizer)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = std::time::Instant::now();
+    let error = TokenizerFiles::load(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("not a regular file"), "{error}");
+    assert!(started.elapsed().as_secs() < 10);
+}
+
 fn write_template(dir: &Path, source: &str) {
     std::fs::write(dir.join("chat_template.jinja"), source).unwrap();
 }
