@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use validator::journal::head::Head;
 use validator::journal::{Journal, JournalError};
 use validator::jsonl::{self, Item};
 use validator::machine::Position;
@@ -111,9 +112,14 @@ fn check(args: &CheckArgs) -> Result<bool, Failure> {
         to_block: args.to_block,
         use_checkpoints: !args.no_checkpoints,
     };
+    let mut head = None;
     let report = match (&args.db, &args.events) {
         (Some(db), _) => {
             let journal = Journal::open_existing(db)?;
+            head = Some(journal.head().map_or_else(
+                || "none (written before journals kept one; a validator adds it when it next opens the journal)".to_owned(),
+                Head::summary,
+            ));
             replay_journal(&journal, options).map_err(|e| Failure::Journal(e.into()))?
         }
         (None, Some(events)) => {
@@ -134,7 +140,7 @@ fn check(args: &CheckArgs) -> Result<bool, Failure> {
             )
         )));
     }
-    print_report(&report, args.json).map_err(|e| Failure::Usage(e.into()))?;
+    print_report(&report, head.as_deref(), args.json).map_err(|e| Failure::Usage(e.into()))?;
     Ok(report.divergence.is_none())
 }
 
@@ -147,11 +153,16 @@ fn read_items(path: &Path) -> Result<Vec<Item>, Failure> {
         .map_err(Failure::Usage)
 }
 
-fn print_report(report: &ReplayReport, json: bool) -> std::io::Result<()> {
+/// Prints the report; `head` is the journal head verified (for `--db`), which an auditor
+/// compares with the one the validator publishes.
+fn print_report(report: &ReplayReport, head: Option<&str>, json: bool) -> std::io::Result<()> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     if !json {
         out.write_all(render_table(report).as_bytes())?;
+        if let Some(head) = head {
+            writeln!(out, "journal head: {head}")?;
+        }
         return out.flush();
     }
     for step in &report.steps {
@@ -191,6 +202,7 @@ fn print_report(report: &ReplayReport, json: bool) -> std::io::Result<()> {
         "rejections": report.rejections.len(),
         "weights_undue": report.weights_undue.iter().map(|p| serde_json::json!({"block": p.block, "seq": p.seq})).collect::<Vec<_>>(),
         "divergence": divergence,
+        "journal_head": head,
     });
     writeln!(out, "{summary}")?;
     out.flush()

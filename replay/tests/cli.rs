@@ -344,7 +344,7 @@ fn missing_damaged_and_foreign_journals_are_named() {
     assert_eq!(output.status.code(), Some(3));
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("corrupt") && stderr.contains("checksum"),
+        stderr.contains("corrupt") && stderr.contains("unlike when the journal was last closed"),
         "{stderr}"
     );
 

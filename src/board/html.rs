@@ -118,6 +118,9 @@ fn status(out: &mut String, board: &Leaderboard, live: bool) {
         ),
     );
     line("journal records", v.records.to_string());
+    if let Some(head) = &v.journal_head {
+        line("journal head", escape(head));
+    }
     out.push_str("</tbody></table>");
     if live {
         out.push_str(

@@ -484,6 +484,7 @@ impl Board {
                 block_weights_included: state.block_weights_included,
                 weights_last: self.weights_last.clone(),
                 records: self.counts.records,
+                journal_head: None,
             },
             competitions,
             unassigned,
@@ -530,6 +531,9 @@ pub struct ValidatorStatus {
     pub weights_last: Option<WeightsLast>,
     /// Records in the journal.
     pub records: u64,
+    /// The journal's head (records, last position, hash chain), as `replay` prints the head it
+    /// verified; set by whoever holds the journal.
+    pub journal_head: Option<String>,
 }
 
 /// One competition's table and history.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use validator::board::{Board, board_of, board_of_journal, html};
 use validator::journal::Journal;
+use validator::journal::head::Head;
 use validator::jsonl::{self, Item};
 use validator::machine::State;
 
@@ -28,15 +29,18 @@ pub struct LeaderboardArgs {
 
 /// Runs `validator leaderboard`.
 pub fn run(args: &LeaderboardArgs) -> Outcome {
+    let mut journal_head = None;
     let (board, state) = match (&args.db, &args.events) {
         (Some(db), _) => {
             let journal = Journal::open_existing(db)?;
+            journal_head = journal.head().map(Head::summary);
             board_of_journal(&journal)?
         }
         (None, Some(events)) => from_events(events)?,
         (None, None) => return Err(Failure::Invalid(anyhow!("give --db or --events"))),
     };
-    let leaderboard = board.view(&state, None);
+    let mut leaderboard = board.view(&state, None);
+    leaderboard.validator.journal_head = journal_head;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| Failure::Failed(anyhow!("{}: {e}", args.out.display())))?;
     let json = serde_json::to_vec_pretty(&leaderboard).map_err(Failure::failed)?;

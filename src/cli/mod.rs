@@ -115,9 +115,9 @@ impl From<JournalError> for Failure {
             | JournalError::Missing { .. }
             | JournalError::NotAJournal { .. }
             | JournalError::Corrupt { .. } => Failure::Journal(error.into()),
-            JournalError::OutOfOrder { .. } | JournalError::Storage { .. } => {
-                Failure::Failed(error.into())
-            }
+            JournalError::OutOfOrder { .. }
+            | JournalError::ReadOnly { .. }
+            | JournalError::Storage { .. } => Failure::Failed(error.into()),
         }
     }
 }

@@ -118,6 +118,7 @@ struct Inner {
     /// Chain calls by name: (calls, errors).
     chain_calls: BTreeMap<&'static str, (u64, u64)>,
     step_log_error: Option<String>,
+    journal_head: Option<crate::journal::head::Head>,
 }
 
 /// The runner's view for operators and miners, shared by the writer (which feeds it), the
@@ -145,6 +146,7 @@ impl Monitor {
                 eval_seconds: Histogram::new(&EVAL_BUCKETS_S),
                 chain_calls: BTreeMap::new(),
                 step_log_error: None,
+                journal_head: None,
             }),
             fetch_status: Mutex::new(None),
         }
@@ -256,7 +258,17 @@ impl Monitor {
     /// The leaderboard now.
     pub fn leaderboard(&self) -> Leaderboard {
         let inner = self.inner();
-        inner.board.view(&inner.state, inner.head_block)
+        let mut leaderboard = inner.board.view(&inner.state, inner.head_block);
+        leaderboard.validator.journal_head = inner
+            .journal_head
+            .as_ref()
+            .map(crate::journal::head::Head::summary);
+        leaderboard
+    }
+
+    /// The journal's head after the latest write.
+    pub fn journal_head(&self, head: Option<&crate::journal::head::Head>) {
+        self.inner().journal_head = head.cloned();
     }
 
     /// Whether the loop is making progress: `Err` says why not.
@@ -352,6 +364,23 @@ impl Monitor {
             "Records in the journal.",
         );
         let _ = writeln!(out, "validator_journal_records_total {}", counts.records);
+        family(
+            &mut out,
+            "validator_journal_head_info",
+            "gauge",
+            "The journal's head (records, last position, hash chain), as replay prints the head it verified.",
+        );
+        if let Some(head) = &inner.journal_head {
+            let (block, seq) = head.last.map_or((String::new(), String::new()), |p| {
+                (p.block.to_string(), p.seq.to_string())
+            });
+            let _ = writeln!(
+                out,
+                "validator_journal_head_info{{records=\"{}\",block=\"{block}\",seq=\"{seq}\",chain_sha256=\"{}\"}} 1",
+                head.records,
+                label(&head.chain_sha256)
+            );
+        }
         family(
             &mut out,
             "validator_steps_completed",

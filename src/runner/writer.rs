@@ -103,6 +103,7 @@ impl Writer {
         let recorder = Recorder::open(path, checkpoint_every_steps)?;
         if let Some(monitor) = &monitor {
             monitor.opened(recorder.journal(), recorder.state())?;
+            monitor.journal_head(recorder.journal().head());
         }
         let (state_sender, state) = watch::channel(Arc::new(recorder.state().clone()));
         let (requests, receiver) = mpsc::channel(64);
@@ -144,6 +145,7 @@ fn serve(
         if let (Some(monitor), Ok(written)) = (monitor, &written) {
             let folded = state.borrow().clone();
             monitor.written(written, folded);
+            monitor.journal_head(recorder.journal().head());
         }
         written
     };

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use validator::codec;
-use validator::journal::{Journal, JournalError};
+use validator::journal::{Journal, JournalError, head};
 use validator::machine::event::StepAbandoned;
 use validator::machine::{Event, Position, Record};
 use validator::recorder::Recorder;
@@ -79,7 +79,7 @@ proptest! {
                 }
                 Op::Restart => {
                     drop(journal.take()); // release sled's lock before reopening
-                    journal = Some(Journal::open_existing(&path).unwrap());
+                    journal = Some(Journal::open(&path).unwrap());
                     prop_assert_eq!(journal.as_ref().unwrap().last_position(), model.last().map(Record::position));
                 }
             }
@@ -150,14 +150,77 @@ fn a_damaged_record_is_reported_as_corruption_with_its_position() {
         events.insert(key, value).unwrap();
         db.flush().unwrap();
     }
-    let journal = Journal::open_existing(&path).unwrap();
-    let results: Vec<Result<Record, JournalError>> = journal.all_records().collect();
-    assert!(results[0].is_ok());
-    let error = results[1].as_ref().unwrap_err();
+    // The seal already tells that the files changed; without it (a journal that crashed
+    // open) the damaged record is still found, and named, when the journal opens.
+    let mut found = head::read(&path).unwrap().unwrap();
+    assert!(found.seal.is_some());
+    found.seal = None;
+    head::write(&path, &found).unwrap();
+    let error = Journal::open_existing(&path).unwrap_err();
     assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
     let message = error.to_string();
     assert!(
         message.contains("block 4 seq 1") && message.contains("checksum"),
         "{message}"
     );
+}
+
+#[test]
+fn a_journal_opened_to_be_read_refuses_changes_and_leaves_the_original_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal");
+    {
+        let mut journal = Journal::open(&path).unwrap();
+        journal.append(&[(3, event(1))]).unwrap();
+    }
+    let before = head::read(&path).unwrap();
+    let mut reader = Journal::open_existing(&path).unwrap();
+    let refused = reader.append(&[(4, event(2))]);
+    assert!(
+        matches!(refused, Err(JournalError::ReadOnly { .. })),
+        "{refused:?}"
+    );
+    drop(reader);
+    assert_eq!(head::read(&path).unwrap(), before);
+    let journal = Journal::open_existing(&path).unwrap();
+    assert_eq!(journal.all_records().count(), 1);
+}
+
+/// A writer that finds its journal shorter than its head says stops: it must never append
+/// after a hole that sled's recovery left.
+#[test]
+fn a_writer_refuses_a_journal_that_lost_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal");
+    {
+        let mut journal = Journal::open(&path).unwrap();
+        journal
+            .append(&[(3, event(1)), (4, event(2)), (5, event(3))])
+            .unwrap();
+    }
+    let sealed = head::read(&path).unwrap().unwrap();
+    {
+        // Lose the last record behind the journal's back, as a truncating recovery would.
+        let db = (0..40)
+            .find_map(|_| {
+                sled::open(&path).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    None
+                })
+            })
+            .unwrap();
+        let events = db.open_tree("events").unwrap();
+        events
+            .remove(codec::key(Position { block: 5, seq: 2 }))
+            .unwrap();
+        db.flush().unwrap();
+    }
+    // First with the seal (the files changed), then as a journal that crashed open.
+    let error = Journal::open(&path).unwrap_err();
+    assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
+    let mut unsealed = sealed;
+    unsealed.seal = None;
+    head::write(&path, &unsealed).unwrap();
+    let error = Journal::open(&path).unwrap_err();
+    assert!(error.to_string().contains("1 records were lost"), "{error}");
 }

@@ -279,3 +279,38 @@ fn sigterm_stops_cleanly_and_the_next_start_resumes() {
     assert!(output.status.success());
     check_six_steps(&db);
 }
+
+/// Postmortem: sled's recovery took a damaged record for a torn tail and a restarted
+/// validator appended after the surviving prefix. A flipped bit in a stopped validator's
+/// journal now stops the next start with exit 3 naming the journal corrupt, and the files
+/// stay as they were, for the operator to restore.
+#[test]
+fn a_flipped_bit_in_the_journal_stops_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, cache) = cached_world(dir.path());
+    let db = dir.path().join("journal");
+    let output = spawn_with(&files, &db, &cache, None, 2, true)
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = db.join("db");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 3;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let output = spawn_with(&files, &db, &cache, None, 4, true)
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("corrupt"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the start changed the journal"
+    );
+}
