@@ -62,22 +62,51 @@ pub struct JsonlError {
     pub detail: String,
 }
 
-/// Reads a whole JSON Lines journal, checking versions and order. Blank lines are skipped.
+/// The longest line read: a checkpoint of a large subnet is a few megabytes, and a stream with
+/// no newline (a device, a hostile file) must end in an error, not in all of memory.
+pub const LINE_BYTES_MAX: usize = 256 << 20;
+
+/// Reads a whole JSON Lines journal, checking versions and order. Blank lines are skipped;
+/// a line longer than [`LINE_BYTES_MAX`] is an error.
 pub fn read(reader: impl BufRead) -> Result<Vec<Item>, JsonlError> {
+    read_lines_of_at_most(reader, LINE_BYTES_MAX)
+}
+
+fn read_lines_of_at_most(
+    mut reader: impl BufRead,
+    line_bytes_max: usize,
+) -> Result<Vec<Item>, JsonlError> {
+    use std::io::Read;
     let mut items = Vec::new();
     let mut last: Option<Position> = None;
     let mut last_record: Option<Position> = None;
-    for (index, text) in reader.lines().enumerate() {
-        let line_number = index + 1;
+    let mut bytes = Vec::new();
+    for line_number in 1usize.. {
         let fail = |detail: String| JsonlError {
             line: line_number,
             detail,
         };
-        let text = text.map_err(|e| fail(e.to_string()))?;
+        bytes.clear();
+        let cap = u64::try_from(line_bytes_max)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let read = (&mut reader)
+            .take(cap)
+            .read_until(b'\n', &mut bytes)
+            .map_err(|e| fail(e.to_string()))?;
+        if read == 0 {
+            break;
+        }
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        } else if bytes.len() > line_bytes_max {
+            return Err(fail(format!("longer than {line_bytes_max} bytes")));
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|e| fail(format!("not UTF-8: {e}")))?;
         if text.trim().is_empty() {
             continue;
         }
-        let line: Line = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let line: Line = serde_json::from_str(text).map_err(|e| fail(e.to_string()))?;
         if !schema_version_is_readable(line.v) {
             return Err(fail(format!(
                 "schema version {}; this build reads versions {SCHEMA_VERSION_OLDEST_READ} to \
@@ -182,5 +211,29 @@ pub fn write_item(writer: &mut impl Write, item: &Item) -> std::io::Result<()> {
     match item {
         Item::Record(record) => write_record(writer, record),
         Item::Checkpoint(state) => write_checkpoint(writer, state),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Postmortem: `replay --events` and `replay import` read a line without bound, so a
+    /// stream with no newline (`/dev/zero`) took all of memory.
+    #[test]
+    fn a_line_past_the_cap_is_an_error_with_its_number() {
+        let line =
+            r#"{"v":4,"block":1,"seq":0,"event":{"step_abandoned":{"step":0,"reason":"x"}}}"#;
+        let text = format!("{line}\n\n{}", "x".repeat(200));
+        let error = read_lines_of_at_most(text.as_bytes(), 100).unwrap_err();
+        assert_eq!(error.line, 3);
+        assert!(error.detail.contains("longer than 100 bytes"), "{error}");
+        // A last line without its newline is still a line.
+        assert_eq!(
+            read_lines_of_at_most(line.as_bytes(), 100).unwrap().len(),
+            1
+        );
+        let invalid = read_lines_of_at_most(&b"\xff\n"[..], 100).unwrap_err();
+        assert!(invalid.detail.contains("not UTF-8"), "{invalid}");
     }
 }

@@ -1,14 +1,14 @@
 //! `validator eval`: the miner's local evaluation (N's `model_validation.py`).
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
-use validator::eval::batch::{ModelEvaluation, evaluate_prepared, tokenize_pairs};
+use validator::eval::batch::ModelEvaluation;
 use validator::eval::runtime::Device;
-use validator::eval::template::{CivilDate, Isolation};
-use validator::eval::{EvalError, EvalOptions, Fault, ModelDir, read_samples};
+use validator::eval::template::CivilDate;
+use validator::eval::worker::{Job, Reply, WorkerEvaluator, WorkerFailure};
+use validator::eval::{EvalError, Fault, SampleResult, read_samples};
 use validator::machine::MechanismParams;
 use validator::machine::params::{Competition, CompetitionId};
 
@@ -44,6 +44,13 @@ pub struct EvalArgs {
     /// The competition whose parameter limit to report (default: by architecture).
     #[arg(long)]
     competition: Option<String>,
+    /// Longest the evaluation worker may take, in seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+    /// The most memory the model's estimate may need, in bytes (default: three quarters of
+    /// this machine's memory; on CUDA, set it to the card's).
+    #[arg(long)]
+    eval_memory_max_bytes: Option<u64>,
 }
 
 fn fail(error: EvalError) -> Failure {
@@ -61,60 +68,109 @@ fn json_loss(loss: f64) -> serde_json::Value {
     }
 }
 
-/// Runs `validator eval`, printing to stdout.
+/// Runs `validator eval`, printing to stdout. Everything the model's files control (the
+/// checks, the tokenizer and its template, the session and the evaluation) runs in the
+/// evaluation worker, the runner's bounded child: a hostile repository crashes or exhausts
+/// that child, and this command reports it (exit 2) instead of dying with it.
 pub fn run(args: &EvalArgs) -> Outcome {
     let started = Instant::now();
     let samples = read_samples(&args.data).map_err(fail)?;
-    let model = ModelDir::open(&args.model).map_err(fail)?;
+    let pairs: Vec<(String, String)> = samples
+        .into_iter()
+        .map(|s| (s.prompt, s.response))
+        .collect();
+    let program = std::env::current_exe()
+        .map_err(|e| Failure::failed(anyhow::anyhow!("cannot find our own executable: {e}")))?;
+    let timeout = Duration::from_secs(args.timeout_s.max(1));
+    let mut worker = WorkerEvaluator::new(program, args.device, timeout);
+    worker.max_seq_len = args.max_seq_len;
+    if let Some(threads) = args.threads {
+        worker.threads = threads.max(1);
+    }
+    if let Some(bytes) = args.eval_memory_max_bytes {
+        worker.memory_max_bytes = bytes;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::failed)?;
+    let ask = |job: Job| {
+        runtime
+            .block_on(worker.run(&job, timeout))
+            .map_err(job_failure)
+    };
+    let inspected = match ask(Job::Inspect {
+        dir: args.model.clone(),
+        max_seq_len: worker.max_seq_len,
+        memory_max_bytes: worker.memory_max_bytes,
+    })? {
+        Reply::Inspected(summary) => summary,
+        other => return Err(reply_failure(other)),
+    };
+    let tokenize_started = Instant::now();
+    let prepared = match ask(Job::Tokenize {
+        dir: args.tokenizer.clone().unwrap_or_else(|| args.model.clone()),
+        pairs,
+        max_seq_len: worker.max_seq_len,
+        date: args.template_date.unwrap_or_else(CivilDate::today),
+    })? {
+        Reply::Tokenized(prepared) => prepared,
+        other => return Err(reply_failure(other)),
+    };
+    let tokenize_seconds = tokenize_started.elapsed().as_secs_f64();
+    let (losses, errors, targets, session_seconds, evaluate_seconds) = match ask(Job::Evaluate {
+        dir: args.model.clone(),
+        device: args.device.to_string(),
+        threads: worker.threads,
+        max_seq_len: worker.max_seq_len,
+        memory_max_bytes: worker.memory_max_bytes,
+        batch: prepared.clone(),
+    })? {
+        Reply::Losses {
+            losses,
+            errors,
+            targets,
+            session_seconds,
+            evaluate_seconds,
+        } => (losses, errors, targets, session_seconds, evaluate_seconds),
+        other => return Err(reply_failure(other)),
+    };
+    if losses.0.len() != prepared.len() {
+        return Err(Failure::failed(anyhow::anyhow!(
+            "the evaluation worker returned {} losses for {} samples",
+            losses.0.len(),
+            prepared.len()
+        )));
+    }
     let params = MechanismParams::default();
     let competition = match &args.competition {
         Some(id) => params.competition_by_id(&CompetitionId::new(id.clone())),
-        None => params.competition_by_architecture(model.config.architecture.name()),
+        None => params.competition_by_architecture(&inspected.architecture),
     };
-    let norm = model.norm_check().map_err(fail)?;
-    let options = EvalOptions {
-        device: args.device,
-        max_seq_len: args.max_seq_len,
-        threads: args.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-        }),
-        // The model's own template is miner-supplied: render it in a bounded child process.
-        isolation: Isolation::child_of_current_exe().map_err(fail)?,
-        date: args.template_date.unwrap_or_else(CivilDate::today),
+    let evaluation = ModelEvaluation {
+        results: losses
+            .to_f64()
+            .into_iter()
+            .zip(&prepared)
+            .enumerate()
+            .map(|(index, (loss, sample))| SampleResult {
+                loss,
+                tokens: sample.ids.len(),
+                targets: targets.get(index).copied().unwrap_or(0),
+                error: errors.get(index).cloned().flatten(),
+            })
+            .collect(),
+        session_seconds,
+        evaluate_seconds,
     };
-    let pairs: Vec<(String, String)> = samples
-        .iter()
-        .map(|s| (s.prompt.clone(), s.response.clone()))
-        .collect();
-    let tokenizer_dir: &Path = args.tokenizer.as_deref().unwrap_or(&args.model);
-    let tokenize_started = Instant::now();
-    let prepared = tokenize_pairs(tokenizer_dir, &pairs, &options).map_err(fail)?;
-    let tokenize_seconds = tokenize_started.elapsed().as_secs_f64();
-
-    let progress = (!args.json || std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(u64::try_from(prepared.len()).unwrap_or(u64::MAX));
-        if !std::io::stderr().is_terminal() {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
-        bar
-    });
-    let evaluation = evaluate_prepared(&model, &prepared, &options, |_| {
-        if let Some(bar) = &progress {
-            bar.inc(1);
-        }
-    })
-    .map_err(fail)?;
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
     let report = Report {
         args,
-        model: &model,
+        architecture: &inspected.architecture,
         competition,
-        parameters: model.parameter_count(),
-        norm_summary: norm.summary(),
-        norm_passed: norm.passed,
-        norm_soft_fraction_mean: norm.soft_fraction_mean,
+        parameters: inspected.parameters,
+        norm_summary: inspected.norm_summary.clone(),
+        norm_passed: inspected.norm_passed,
+        norm_soft_fraction_mean: inspected.norm_soft_fraction_mean.unwrap_or(f64::NAN),
         evaluation: &evaluation,
         total_seconds: started.elapsed().as_secs_f64(),
         tokenize_seconds,
@@ -127,10 +183,40 @@ pub fn run(args: &EvalArgs) -> Outcome {
     Ok(())
 }
 
+/// A worker that gave no answer: a crash or a timeout is the model's doing (exit 2).
+fn job_failure(failure: WorkerFailure) -> Failure {
+    match failure {
+        WorkerFailure::Timeout(limit) => Failure::invalid(anyhow::anyhow!(
+            "the model did not finish within {} s (--timeout-s)",
+            limit.as_secs()
+        )),
+        WorkerFailure::Crashed(why) => Failure::invalid(anyhow::anyhow!(
+            "the model's files crashed the evaluation worker {why}"
+        )),
+        WorkerFailure::Spawn(why) => {
+            Failure::failed(anyhow::anyhow!("cannot start the evaluation worker: {why}"))
+        }
+    }
+}
+
+/// A worker's refusal: the model's or the input's fault is exit 2, the device's exit 1.
+fn reply_failure(reply: Reply) -> Failure {
+    match reply {
+        Reply::ModelFailed { detail, .. } | Reply::Unavailable(detail) => {
+            Failure::invalid(anyhow::anyhow!("{detail}"))
+        }
+        Reply::CheckFailed(failed) => Failure::invalid(anyhow::anyhow!("{}", failed.detail)),
+        Reply::DeviceUnavailable(why) => Failure::failed(anyhow::anyhow!("{why}")),
+        other => Failure::failed(anyhow::anyhow!(
+            "the evaluation worker answered out of turn: {other:?}"
+        )),
+    }
+}
+
 /// Everything `eval` prints.
 struct Report<'a> {
     args: &'a EvalArgs,
-    model: &'a ModelDir,
+    architecture: &'a str,
     competition: Option<&'a Competition>,
     parameters: u64,
     norm_summary: String,
@@ -158,7 +244,7 @@ impl Report<'_> {
             "tokens": results.iter().map(|r| r.tokens).collect::<Vec<_>>(),
             "targets": results.iter().map(|r| r.targets).collect::<Vec<_>>(),
             "errors": results.iter().map(|r| r.error.clone()).collect::<Vec<_>>(),
-            "architecture": self.model.config.architecture.name(),
+            "architecture": self.architecture,
             "parameters": self.parameters,
             "competition": self.competition.map(|c| json!({"id": c.id, "max_parameters": c.max_parameters, "within_limit": within})),
             "norm_check": {"passed": self.norm_passed, "summary": self.norm_summary, "soft_fraction_mean": self.norm_soft_fraction_mean},
@@ -182,7 +268,7 @@ impl Report<'_> {
             out,
             "model: {} ({}, {} parameters{limit})",
             self.args.model.display(),
-            self.model.config.architecture.name(),
+            self.architecture,
             self.parameters
         );
         let _ = writeln!(out, "norm check: {}", self.norm_summary);

@@ -155,6 +155,14 @@ pub struct RunArgs {
         default_value_t = 720
     )]
     eval_timeout_s: u64,
+    /// The most memory a model's estimate may need, in bytes: a model over it is refused,
+    /// naming the figure (default: three quarters of this machine's memory; on CUDA, set it
+    /// to the card's).
+    #[arg(
+        long = "eval-memory-max-bytes",
+        visible_alias = "eval_memory_max_bytes"
+    )]
+    eval_memory_max_bytes: Option<u64>,
     /// Blocks after a commitment is seen during which a repository that is not there (still
     /// private) is looked for again, before the model is refused as not found.
     #[arg(
@@ -508,11 +516,15 @@ async fn weights_chain(
 fn worker(args: &RunArgs) -> Result<WorkerEvaluator, Failure> {
     let program = std::env::current_exe()
         .map_err(|e| Failure::Failed(anyhow!("cannot find our own executable: {e}")))?;
-    Ok(WorkerEvaluator::new(
+    let mut worker = WorkerEvaluator::new(
         program,
         args.device,
         Duration::from_secs(args.eval_timeout_s.max(1)),
-    ))
+    );
+    if let Some(bytes) = args.eval_memory_max_bytes {
+        worker.memory_max_bytes = bytes;
+    }
+    Ok(worker)
 }
 
 /// Runs the loop until it is done or SIGTERM / SIGINT asks it to stop (it then stops the

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::local::parse_lines;
+use super::local::LineIndex;
 use super::{
     BatchBuilder, BatchOutcome, BatchRequest, DataError, DataSource, SkipReason, shuffled,
 };
@@ -34,6 +34,29 @@ pub struct HfDataset {
     pub phrase_filter: bool,
     /// Where downloaded files are kept.
     pub cache_dir: PathBuf,
+}
+
+/// One file's rows: a Parquet file's, read whole (up to [`ROWS_MAX`]), or a JSON Lines file's
+/// first [`ROWS_MAX`] lines, indexed and parsed when taken.
+enum Rows<'a> {
+    Parsed(Vec<Result<serde_json::Value, SkipReason>>),
+    Lines(LineIndex<'a>),
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Parsed(rows) => rows.len(),
+            Rows::Lines(index) => index.len(),
+        }
+    }
+
+    fn row(&self, index: usize) -> Option<Result<serde_json::Value, SkipReason>> {
+        match self {
+            Rows::Parsed(rows) => rows.get(index).cloned(),
+            Rows::Lines(lines) => lines.row(index).map(|(_, row)| row),
+        }
+    }
 }
 
 fn unavailable(error: HubError) -> DataError {
@@ -128,17 +151,20 @@ impl DataSource for HfDataset {
             {
                 return Err(DataError::Unavailable(format!("{path}: {why}")));
             }
+            let bytes;
             let rows = if path.ends_with(".parquet") {
-                parquet_rows(&local)
-                    .map_err(|why| DataError::Unavailable(format!("{path}: {why}")))?
+                Rows::Parsed(
+                    parquet_rows(&local)
+                        .map_err(|why| DataError::Unavailable(format!("{path}: {why}")))?,
+                )
             } else {
-                let bytes = std::fs::read(&local)
+                bytes = crate::bounded::read_regular(&local, FILE_BYTES_MAX)
                     .map_err(|e| DataError::Unavailable(format!("{}: {e}", local.display())))?;
-                parse_lines(&bytes)
-                    .into_iter()
-                    .take(ROWS_MAX)
-                    .map(|(_, row)| row)
-                    .collect()
+                // Indexed, then parsed only where sampled.
+                Rows::Lines(
+                    LineIndex::new(&bytes, ROWS_MAX, false)
+                        .map_err(|_| DataError::Unavailable(format!("{path}: over 4 GiB")))?,
+                )
             };
             references.push(format!("{}/{path}", self.name()));
             let purpose = format!("hf-rows:{path}");
@@ -146,16 +172,16 @@ impl DataSource for HfDataset {
                 if builder.is_full() {
                     break;
                 }
-                match rows.get(row_index) {
+                match rows.row(row_index) {
                     Some(Ok(row)) => {
                         builder.offer_json(
-                            row,
+                            &row,
                             &self.prompt_field,
                             &self.response_field,
                             &format!("{path}#{row_index}"),
                         );
                     }
-                    Some(Err(reason)) => builder.skip(*reason),
+                    Some(Err(reason)) => builder.skip(reason),
                     None => {}
                 }
             }

@@ -54,6 +54,19 @@ pub fn evaluate_prepared(
     options: &EvalOptions,
     mut on_sample: impl FnMut(&SampleResult),
 ) -> Result<ModelEvaluation, EvalError> {
+    // The estimate for this batch's longest sample, before anything is built.
+    let seq_len = prepared
+        .iter()
+        .map(|sample| sample.ids.len())
+        .max()
+        .unwrap_or(0);
+    super::estimate::MemoryEstimate::of(
+        &model.config,
+        &model.weights,
+        u64::try_from(seq_len).unwrap_or(u64::MAX),
+        u64::try_from(options.max_seq_len).unwrap_or(u64::MAX),
+    )
+    .check(options.memory_max_bytes)?;
     let session_started = Instant::now();
     let mut evaluator = Evaluator::new(model, options)?;
     let session_seconds = session_started.elapsed().as_secs_f64();
@@ -94,10 +107,13 @@ pub struct CheckFailed {
 /// N's checks of a downloaded model against its competition (`verify_model_satisfies_parameters`
 /// and loading it as the competition's class): the architecture, the parameter count and the
 /// weight norms, from `config.json` and the safetensors alone. `Ok(Err(_))` is a verdict on the
-/// model; `Err` means the files could not be read here.
+/// model; `Err` means the files could not be read here. Past N, the model's memory estimate
+/// at `max_seq_len` tokens must fit `memory_max_bytes` (see [`super::estimate`]).
 pub fn check_model(
     dir: &Path,
     competition: &crate::machine::params::Competition,
+    max_seq_len: usize,
+    memory_max_bytes: u64,
 ) -> Result<Result<ModelChecked, CheckFailed>, EvalError> {
     use crate::machine::event::RejectionCode;
     let refuse = |code, detail: String| Ok(Err(CheckFailed { code, detail }));
@@ -129,6 +145,13 @@ pub fn check_model(
                 competition.id, competition.max_parameters
             ),
         );
+    }
+    let max_seq_len = u64::try_from(max_seq_len).unwrap_or(u64::MAX);
+    if let Err(error) =
+        super::estimate::MemoryEstimate::of(&model.config, &model.weights, max_seq_len, max_seq_len)
+            .check(memory_max_bytes)
+    {
+        return refuse(RejectionCode::MalformedRepo, error.to_string());
     }
     let norm = match model.norm_check() {
         Ok(norm) => norm,

@@ -8,12 +8,20 @@ use serde_json::{Map, Value};
 
 use super::EvalError;
 
-/// Bounds that keep a hostile config from asking for absurd graphs or allocations.
-const VOCAB_MAX: u64 = 1 << 20;
-const HIDDEN_MAX: u64 = 1 << 16;
-const LAYERS_MAX: u64 = 1024;
-const HEADS_MAX: u64 = 1024;
-const INTERMEDIATE_MAX: u64 = 1 << 20;
+/// Structural bounds that keep a hostile config from asking for absurd graphs or
+/// allocations, set above every model the competitions take (at most 8·1024³ parameters) and
+/// every public Llama or StableLM: Llama 3.1 405B has 126 layers, 128 query heads, head size
+/// 128, hidden size 16,384 and an MLP of 53,248; Gemma's vocabulary of 256,000 is the largest
+/// in use. A graph past them is not a model the subnet rewards, and some of them are how a
+/// model of a few kilobytes asks for gigabytes (1,024 heads of size 2) or for minutes of
+/// session build (session build grows faster than the layer count: 128 tiny layers take
+/// about 20 s, 256 more than a minute).
+const VOCAB_MAX: u64 = 1 << 18;
+const HIDDEN_MAX: u64 = 1 << 14;
+const LAYERS_MAX: u64 = 128;
+const HEADS_MAX: u64 = 128;
+const HEAD_DIM_MAX: u64 = 256;
+const INTERMEDIATE_MAX: u64 = 1 << 16;
 
 /// The architectures of the competitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +315,11 @@ impl Shape {
                 hidden_size / num_heads
             }
         };
+        if head_dim > HEAD_DIM_MAX {
+            return Err(invalid(format!(
+                "a head size of {head_dim}; at most {HEAD_DIM_MAX} is accepted"
+            )));
+        }
         Ok(Self {
             vocab_size,
             hidden_size,

@@ -7,10 +7,12 @@
 //! - [`template`] and [`tokenize`]: chat templates and N's tokenisation.
 //! - [`runtime`]: ONNX Runtime sessions on CPU or CUDA.
 //! - [`checks`]: parameter count and N's norm check.
+//! - [`estimate`]: a model's peak memory before any session is built, and its budget.
 
 pub mod batch;
 pub mod checks;
 pub mod config;
+pub mod estimate;
 pub mod export;
 pub mod onnx;
 pub mod runtime;
@@ -83,6 +85,9 @@ pub enum EvalError {
     /// The chat template failed, looped or exploded.
     #[error("chat template: {0}")]
     Template(String),
+    /// The model would need more memory than it may have.
+    #[error("resources: {0}")]
+    Resources(String),
     /// ONNX Runtime failed.
     #[error("ONNX Runtime: {0}")]
     Runtime(String),
@@ -121,7 +126,8 @@ impl EvalError {
             | EvalError::Config(_)
             | EvalError::MissingFile { .. }
             | EvalError::Tokenizer(_)
-            | EvalError::Template(_) => Fault::Model(RejectionCode::MalformedRepo),
+            | EvalError::Template(_)
+            | EvalError::Resources(_) => Fault::Model(RejectionCode::MalformedRepo),
             EvalError::Unsupported(_) => Fault::Model(RejectionCode::UnsupportedArchitecture),
             EvalError::Io { .. } | EvalError::Data { .. } => Fault::Input,
             EvalError::Runtime(_) | EvalError::CudaUnavailable(_) => Fault::Machine,
@@ -183,6 +189,8 @@ pub struct EvalOptions {
     pub isolation: Isolation,
     /// The date `strftime_now` returns to templates.
     pub date: CivilDate,
+    /// The most memory an evaluation may need, by [`estimate::MemoryEstimate`].
+    pub memory_max_bytes: u64,
 }
 
 impl Default for EvalOptions {
@@ -193,6 +201,7 @@ impl Default for EvalOptions {
             threads: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             isolation: Isolation::InProcess,
             date: CivilDate::today(),
+            memory_max_bytes: estimate::machine_budget_bytes(),
         }
     }
 }

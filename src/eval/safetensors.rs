@@ -111,6 +111,62 @@ struct RawTensor {
     data_offsets: [u64; 2],
 }
 
+/// The most tensors one header may declare: Llama 3.1 405B has about 1,150, so this is far
+/// above any model the competitions take, and far below the millions of zero-size entries a
+/// 100 MB header can hold (each of which would cost a map entry).
+const TENSORS_MAX: usize = 1 << 14;
+/// The most dimensions one tensor may have (weights have one or two).
+const DIMS_MAX: usize = 8;
+
+/// A header read straight into tensors, without building a JSON tree: `__metadata__` (which
+/// the format allows to be anything a miner likes) is skipped without being stored, the tensor
+/// count is capped, and a name given twice is refused rather than silently collapsed.
+struct TypedHeader(Vec<(String, RawTensor)>);
+
+impl<'de> Deserialize<'de> for TypedHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = TypedHeader;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object of tensors")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TypedHeader, A::Error> {
+                use serde::de::Error;
+                let mut tensors = Vec::new();
+                let mut seen = std::collections::BTreeSet::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if !seen.insert(name.clone()) {
+                        return Err(A::Error::custom(format!("{name:?} appears twice")));
+                    }
+                    if name == "__metadata__" {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        continue;
+                    }
+                    if tensors.len() == TENSORS_MAX {
+                        return Err(A::Error::custom(format!("more than {TENSORS_MAX} tensors")));
+                    }
+                    let tensor: RawTensor = map
+                        .next_value()
+                        .map_err(|e| A::Error::custom(format!("tensor {name:?}: {e}")))?;
+                    if tensor.shape.len() > DIMS_MAX {
+                        return Err(A::Error::custom(format!(
+                            "tensor {name:?} has {} dimensions; at most {DIMS_MAX} are accepted",
+                            tensor.shape.len()
+                        )));
+                    }
+                    tensors.push((name, tensor));
+                }
+                Ok(TypedHeader(tensors))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
+
 #[derive(Deserialize)]
 struct ShardIndex {
     weight_map: BTreeMap<String, String>,
@@ -160,17 +216,23 @@ pub fn read_header(path: &Path) -> Result<BTreeMap<String, HeaderEntry>, EvalErr
     let mut header = vec![0u8; usize::try_from(header_bytes).unwrap_or(0)];
     file.read_exact(&mut header).map_err(|e| io(path, e))?;
     let data_start = 8 + header_bytes;
-    let data_bytes = file_bytes - data_start;
-    let raw: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
-        .map_err(|e| malformed(path, format!("header is not a JSON object: {e}")))?;
+    parse_header(path, &header, data_start, file_bytes - data_start)
+}
+
+/// Parses the JSON header of the safetensors file at `path` (named in errors), whose data
+/// section starts at `data_start` and holds `data_bytes`; what [`read_header`] does once it
+/// has the bytes, and what the fuzz target drives.
+pub fn parse_header(
+    path: &Path,
+    header: &[u8],
+    data_start: u64,
+    data_bytes: u64,
+) -> Result<BTreeMap<String, HeaderEntry>, EvalError> {
+    let TypedHeader(raw) = serde_json::from_slice(header)
+        .map_err(|e| malformed(path, format!("header is not a JSON object of tensors: {e}")))?;
     let mut tensors = BTreeMap::new();
     let mut spans: Vec<(u64, u64, String)> = Vec::new();
-    for (name, value) in raw {
-        if name == "__metadata__" {
-            continue;
-        }
-        let tensor: RawTensor = serde_json::from_value(value)
-            .map_err(|e| malformed(path, format!("tensor {name:?}: {e}")))?;
+    for (name, tensor) in raw {
         let dtype = Dtype::parse(&tensor.dtype).ok_or_else(|| {
             malformed(
                 path,
@@ -206,7 +268,10 @@ pub fn read_header(path: &Path) -> Result<BTreeMap<String, HeaderEntry>, EvalErr
             ));
         }
         spans.push((begin, end, name.clone()));
-        tensors.insert(name, (dtype, tensor.shape, data_start + begin, end - begin));
+        let offset = data_start
+            .checked_add(begin)
+            .ok_or_else(|| malformed(path, format!("tensor {name:?} starts past 2^64")))?;
+        tensors.insert(name, (dtype, tensor.shape, offset, end - begin));
     }
     spans.sort();
     for pair in spans.windows(2) {

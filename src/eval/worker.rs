@@ -33,6 +33,13 @@ const JOB_BYTES_MAX: u64 = 512 * 1024 * 1024;
 const REPLY_BYTES_MAX: u64 = 512 * 1024 * 1024;
 /// The end of a failed child's stderr kept for the report.
 const STDERR_TAIL_BYTES: usize = 2048;
+/// The address space of a worker that checks a model or tokenises a batch: parsing headers
+/// and a tokenizer of a few megabytes needs a few hundred megabytes, so a normalizer or a
+/// header built to ask for gigabytes fails here, in the child, not on the machine.
+pub const PREPARE_ADDRESS_SPACE_BYTES: u64 = 2 << 30;
+/// Address space an evaluation worker may use beyond its memory budget: ONNX Runtime's
+/// arenas, thread stacks and the executable reserve more than they touch.
+pub const EVALUATE_ADDRESS_SPACE_SLACK_BYTES: u64 = 4 << 30;
 
 /// One job for a worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +51,10 @@ pub enum Job {
         dir: PathBuf,
         /// The competition.
         competition: Competition,
+        /// Truncation length, for the memory estimate.
+        max_seq_len: usize,
+        /// The evaluation memory budget.
+        memory_max_bytes: u64,
     },
     /// N's tokenisation of a batch with the tokenizer files in `dir`.
     Tokenize {
@@ -56,6 +67,16 @@ pub enum Job {
         /// The date templates see.
         date: CivilDate,
     },
+    /// What `validator eval` reports of a model before evaluating it: its architecture,
+    /// parameters and norm check, after its memory estimate at `max_seq_len` tokens.
+    Inspect {
+        /// The model directory.
+        dir: PathBuf,
+        /// Truncation length, for the memory estimate.
+        max_seq_len: usize,
+        /// The evaluation memory budget.
+        memory_max_bytes: u64,
+    },
     /// The model in `dir` on a tokenised batch.
     Evaluate {
         /// The model directory.
@@ -66,6 +87,8 @@ pub enum Job {
         threads: usize,
         /// Longest sequence the graph is built for.
         max_seq_len: usize,
+        /// The evaluation memory budget.
+        memory_max_bytes: u64,
         /// The tokenised samples.
         batch: Vec<Prepared>,
     },
@@ -81,10 +104,18 @@ pub enum Reply {
     CheckFailed(CheckFailed),
     /// The tokenised batch.
     Tokenized(Vec<Prepared>),
+    /// What `validator eval` reports of a model.
+    Inspected(ModelSummary),
     /// One loss per sample, and where the time went.
     Losses {
         /// The losses.
         losses: LossVec,
+        /// Why each sample failed, where one did (an infinite loss).
+        #[serde(default)]
+        errors: Vec<Option<String>>,
+        /// Targets scored per sample.
+        #[serde(default)]
+        targets: Vec<usize>,
         /// Graph export and session build.
         session_seconds: f64,
         /// Scoring the samples.
@@ -101,6 +132,21 @@ pub enum Reply {
     Unavailable(String),
     /// The evaluation device cannot be opened: the machine's fault, nobody's model.
     DeviceUnavailable(String),
+}
+
+/// What `validator eval` reports of a model, read in the worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// The architecture's class name.
+    pub architecture: String,
+    /// Parameters, as `model.parameters()` counts them.
+    pub parameters: u64,
+    /// Whether the norm check passed.
+    pub norm_passed: bool,
+    /// The norm check's sentence.
+    pub norm_summary: String,
+    /// The mean fraction of layers above the soft limit (`None` when not a number).
+    pub norm_soft_fraction_mean: Option<f64>,
 }
 
 fn reply_of_error(error: &EvalError) -> Reply {
@@ -125,7 +171,12 @@ fn reply_of_error(error: &EvalError) -> Reply {
 /// Runs one job in this process.
 pub fn perform(job: Job) -> Reply {
     match job {
-        Job::Check { dir, competition } => match check_model(&dir, &competition) {
+        Job::Check {
+            dir,
+            competition,
+            max_seq_len,
+            memory_max_bytes,
+        } => match check_model(&dir, &competition, max_seq_len, memory_max_bytes) {
             Ok(Ok(checked)) => Reply::Checked(checked),
             Ok(Err(failed)) => Reply::CheckFailed(failed),
             Err(error) => reply_of_error(&error),
@@ -151,14 +202,50 @@ pub fn perform(job: Job) -> Reply {
                 Err(error) => reply_of_error(&error),
             }
         }
+        Job::Inspect {
+            dir,
+            max_seq_len,
+            memory_max_bytes,
+        } => match inspect_job(&dir, max_seq_len, memory_max_bytes) {
+            Ok(summary) => Reply::Inspected(summary),
+            Err(error) => reply_of_error(&error),
+        },
         Job::Evaluate {
             dir,
             device,
             threads,
             max_seq_len,
+            memory_max_bytes,
             batch,
-        } => evaluate_job(&dir, &device, threads, max_seq_len, &batch),
+        } => evaluate_job(
+            &dir,
+            &device,
+            threads,
+            max_seq_len,
+            memory_max_bytes,
+            &batch,
+        ),
     }
+}
+
+fn inspect_job(
+    dir: &Path,
+    max_seq_len: usize,
+    memory_max_bytes: u64,
+) -> Result<ModelSummary, EvalError> {
+    let model = ModelDir::open(dir)?;
+    // As the runner's checks do: the worst case, before the weights are read.
+    let max_seq_len = u64::try_from(max_seq_len).unwrap_or(u64::MAX);
+    super::estimate::MemoryEstimate::of(&model.config, &model.weights, max_seq_len, max_seq_len)
+        .check(memory_max_bytes)?;
+    let norm = model.norm_check()?;
+    Ok(ModelSummary {
+        architecture: model.config.architecture.name().to_owned(),
+        parameters: model.parameter_count(),
+        norm_passed: norm.passed,
+        norm_summary: norm.summary(),
+        norm_soft_fraction_mean: Some(norm.soft_fraction_mean).filter(|x| x.is_finite()),
+    })
 }
 
 fn evaluate_job(
@@ -166,6 +253,7 @@ fn evaluate_job(
     device: &str,
     threads: usize,
     max_seq_len: usize,
+    memory_max_bytes: u64,
     batch: &[Prepared],
 ) -> Reply {
     let device: Device = match device.parse() {
@@ -186,10 +274,13 @@ fn evaluate_job(
         threads: threads.max(1),
         isolation: Isolation::InProcess,
         date: CivilDate::today(),
+        memory_max_bytes,
     };
     match evaluate_prepared(&model, batch, &options, |_| {}) {
         Ok(evaluation) => Reply::Losses {
             losses: LossVec(evaluation.results.iter().map(|r| r.loss_f32()).collect()),
+            errors: evaluation.results.iter().map(|r| r.error.clone()).collect(),
+            targets: evaluation.results.iter().map(|r| r.targets).collect(),
             session_seconds: evaluation.session_seconds,
             evaluate_seconds: evaluation.evaluate_seconds,
         },
@@ -284,6 +375,8 @@ pub struct WorkerEvaluator {
     pub prepare_timeout: Duration,
     /// The date templates see.
     pub date: CivilDate,
+    /// The evaluation memory budget (see [`super::estimate`]).
+    pub memory_max_bytes: u64,
     /// Where the last evaluation's time went (for the step's breakdown).
     pub last_timing: Arc<std::sync::Mutex<WorkerTiming>>,
 }
@@ -299,6 +392,7 @@ impl WorkerEvaluator {
             eval_timeout,
             prepare_timeout: eval_timeout.max(Duration::from_secs(60)),
             date: CivilDate::today(),
+            memory_max_bytes: super::estimate::machine_budget_bytes(),
             last_timing: Arc::default(),
         }
     }
@@ -308,8 +402,31 @@ impl WorkerEvaluator {
         let request = serde_json::to_vec(job)
             .map_err(|e| WorkerFailure::Spawn(format!("encoding the job: {e}")))?;
         let started = Instant::now();
-        let mut child = tokio::process::Command::new(&self.program)
-            .arg("__eval-worker")
+        // `ulimit` bounds the child without unsafe code here: its address space (so a file
+        // built to exhaust memory fails in the child) and its CPU time (a backstop behind the
+        // wall-clock timeout). A CUDA evaluation maps the card's memory into the address
+        // space, so there the memory estimate alone bounds it. Fewer malloc arenas keep
+        // what glibc reserves, but never touches, from counting against the limit.
+        let address_space_bytes = self.address_space_bytes(job);
+        let cpu_seconds = timeout.as_secs().saturating_add(1).saturating_mul(
+            u64::try_from(self.threads.max(1))
+                .unwrap_or(1)
+                .saturating_add(1),
+        );
+        let limits = match address_space_bytes {
+            Some(bytes) => format!("ulimit -v {} && ", (bytes / 1024).max(65_536)),
+            None => String::new(),
+        };
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{limits}ulimit -t {cpu_seconds} && exec \"$0\" __eval-worker"
+            ))
+            .arg(&self.program)
+            .env("MALLOC_ARENA_MAX", "2")
+            // The report keeps the end of the child's stderr: the reason, not a backtrace.
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
             .process_group(0)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -376,8 +493,24 @@ impl WorkerEvaluator {
         Ok(reply)
     }
 
+    /// The address-space limit of the child that runs `job` (`None`: unlimited).
+    fn address_space_bytes(&self, job: &Job) -> Option<u64> {
+        match job {
+            Job::Check { .. } | Job::Inspect { .. } | Job::Tokenize { .. } => {
+                Some(PREPARE_ADDRESS_SPACE_BYTES)
+            }
+            Job::Evaluate { .. } => match self.device {
+                Device::Cpu => Some(
+                    self.memory_max_bytes
+                        .saturating_add(EVALUATE_ADDRESS_SPACE_SLACK_BYTES),
+                ),
+                Device::Cuda { .. } => None,
+            },
+        }
+    }
+
     /// Runs `job`, once more in a fresh child if the first crashed.
-    async fn run(&self, job: &Job, timeout: Duration) -> Result<Reply, WorkerFailure> {
+    pub async fn run(&self, job: &Job, timeout: Duration) -> Result<Reply, WorkerFailure> {
         match self.run_once(job, timeout).await {
             Err(WorkerFailure::Crashed(first)) => {
                 self.run_once(job, timeout)
@@ -426,6 +559,8 @@ impl ModelEvaluator for WorkerEvaluator {
         let job = Job::Check {
             dir: dir.to_owned(),
             competition: competition.clone(),
+            max_seq_len: self.max_seq_len,
+            memory_max_bytes: self.memory_max_bytes,
         };
         match self.run(&job, self.prepare_timeout).await {
             Ok(Reply::Checked(checked)) => Ok(Verdict::Accepted(checked)),
@@ -478,6 +613,7 @@ impl ModelEvaluator for WorkerEvaluator {
             device: self.device.to_string(),
             threads: self.threads,
             max_seq_len: self.max_seq_len,
+            memory_max_bytes: self.memory_max_bytes,
             batch: batch.to_vec(),
         };
         match self.run(&job, self.eval_timeout).await {

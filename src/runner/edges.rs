@@ -458,7 +458,11 @@ impl ModelEvaluator for InProcessEvaluator {
         competition: &Competition,
     ) -> Result<Verdict<ModelChecked>, EdgeError> {
         let (dir, competition) = (dir.to_owned(), competition.clone());
-        let checked = blocking(move || check_model(&dir, &competition)).await?;
+        let (max_seq_len, memory_max_bytes) =
+            (self.options.max_seq_len, self.options.memory_max_bytes);
+        let checked =
+            blocking(move || check_model(&dir, &competition, max_seq_len, memory_max_bytes))
+                .await?;
         match checked {
             Ok(Ok(checked)) => Ok(Verdict::Accepted(checked)),
             Ok(Err(failed)) => Ok(Verdict::Rejected(Refusal::new(failed.code, failed.detail))),

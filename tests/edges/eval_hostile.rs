@@ -581,3 +581,100 @@ fn cuda_without_the_gpu_build_is_one_clear_error() {
         "{stderr}"
     );
 }
+
+fn edit_json(path: &Path, edit: impl FnOnce(&mut Map<String, Value>)) {
+    let mut value: Map<String, Value> =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(path, serde_json::to_vec(&value).unwrap()).unwrap();
+}
+
+/// Postmortem: the tokenizer ran in `validator eval`'s own process, so a normalizer that
+/// multiplies every space (or a regex that makes Oniguruma panic) killed the command with
+/// exit 101 or an abort. It now runs in the evaluation worker under an address-space limit:
+/// the model is refused (exit 2) within seconds, in a bounded amount of memory.
+#[test]
+fn a_tokenizer_built_to_exhaust_memory_is_refused_not_a_crash() {
+    let dir = copy_model("llama-f32");
+    edit_json(&dir.path().join("tokenizer.json"), |tokenizer| {
+        let thousand = " ".repeat(1000);
+        let replace = serde_json::json!({
+            "type": "Replace", "pattern": {"String": " "}, "content": thousand,
+        });
+        tokenizer.insert(
+            "normalizer".into(),
+            serde_json::json!({"type": "Sequence", "normalizers": [replace, replace, replace]}),
+        );
+    });
+    let started = std::time::Instant::now();
+    let output = eval_command(dir.path(), &["--json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("evaluation worker"), "{stderr}");
+    assert!(started.elapsed().as_secs() < 30);
+}
+
+/// Postmortem: a model of a few kilobytes with 128 query heads of size 2 made ONNX Runtime
+/// allocate 6.5 GB of attention scores. The memory estimate refuses it before any session
+/// exists, naming the figure.
+#[test]
+fn a_tiny_model_with_huge_attention_is_refused_by_its_estimate() {
+    let dir = copy_model("llama-f32");
+    edit_json(&dir.path().join("config.json"), |config| {
+        config.insert("num_attention_heads".into(), 128.into());
+        config.insert("num_key_value_heads".into(), 128.into());
+        config.insert("head_dim".into(), 2.into());
+    });
+    let started = std::time::Instant::now();
+    let output = eval_command(dir.path(), &["--json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("resources") && stderr.contains("attention scores"),
+        "{stderr}"
+    );
+    assert!(started.elapsed().as_secs() < 30);
+    // Over the operator's budget is refused the same way, with the budget named.
+    let dir = copy_model("llama-f32");
+    let output = eval_command(dir.path(), &["--eval-memory-max-bytes", "1000000"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--eval-memory-max-bytes"), "{stderr}");
+}
+
+/// Writes a safetensors file with `header` given as raw JSON (so a key can repeat) and
+/// `data_bytes` zero bytes of data.
+fn write_raw_safetensors(path: &Path, header: &str, data_bytes: usize) {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.resize(bytes.len() + data_bytes, 0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Postmortem: a 100 MB header of tiny objects in `__metadata__` peaked at 9.9 GB (the header
+/// was parsed into a JSON tree), 1.5 M zero-size tensors at 2.3 GB, and a tensor named twice
+/// was silently collapsed. Headers are now read straight into tensors.
+#[test]
+fn safetensors_headers_are_read_without_a_json_tree() {
+    use validator::eval::safetensors::read_header;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let tensor = r#"{"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}"#;
+
+    let metadata = format!(
+        r#"{{"__metadata__": {{"junk": [{}]}}, "a": {tensor}}}"#,
+        vec!["{}"; 2_000_000].join(",")
+    );
+    write_raw_safetensors(&path, &metadata, 8);
+    assert_eq!(read_header(&path).unwrap().len(), 1);
+
+    write_raw_safetensors(&path, &format!(r#"{{"a": {tensor}, "a": {tensor}}}"#), 8);
+    let error = read_header(&path).unwrap_err().to_string();
+    assert!(error.contains("appears twice"), "{error}");
+
+    let empty = r#"{"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}"#;
+    let many: Vec<String> = (0..20_000).map(|i| format!(r#""t{i}": {empty}"#)).collect();
+    write_raw_safetensors(&path, &format!("{{{}}}", many.join(",")), 0);
+    let error = read_header(&path).unwrap_err().to_string();
+    assert!(error.contains("more than 16384 tensors"), "{error}");
+}

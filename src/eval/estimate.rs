@@ -1,0 +1,341 @@
+//! What a model will ask of memory, from `config.json` and the safetensors headers alone,
+//! before any graph is exported or any session built.
+//!
+//! A model of a few kilobytes can ask ONNX Runtime for gigabytes: the attention scores are
+//! `[heads, S, S]` per layer, the logits `[S, vocab]`, the rotary tables `[positions, rotary
+//! dim]`. So the checks and each evaluation first estimate the peak and refuse a model whose
+//! figure is over the operator's budget (`--eval-memory-max-bytes`), or whose activations are
+//! out of all proportion to its weights: real language models at N's sequence length need far
+//! less for activations than for their weights, so a model whose activations exceed twice its
+//! weights (beyond [`ACTIVATIONS_FLOOR_BYTES`], which every small test model stays under) is
+//! built to exhaust the validator, not to be scored.
+//!
+//! The estimate follows the graph [`super::export`] builds, in float32, one decoder layer live
+//! at a time (ONNX Runtime frees each layer's intermediates once consumed): the weights as held
+//! (the files' bytes, plus a float32 copy of every 16-bit tensor), the rotary tables (in the
+//! graph and in the session), and the largest of a layer's attention, a layer's MLP and the
+//! output head's logits and log-probabilities.
+
+use super::EvalError;
+use super::config::ModelConfig;
+use super::safetensors::{Dtype, WeightIndex};
+
+/// Activations every model may use whatever its weights: the smallest real models at N's
+/// 2,048 tokens (a vocabulary of 50,000, a dozen heads) need a few hundred megabytes.
+pub const ACTIVATIONS_FLOOR_BYTES: u64 = 1 << 30;
+/// Activations may be this many times the weights (beyond the floor).
+pub const ACTIVATIONS_PER_WEIGHT_MAX: u64 = 2;
+/// The budget when the machine's memory cannot be read.
+pub const BUDGET_FALLBACK_BYTES: u64 = 16 << 30;
+
+const F32_BYTES: u64 = 4;
+
+/// A model's estimated peak memory in an evaluation of sequences of `seq_len` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// The sequence length estimated for.
+    pub seq_len: u64,
+    /// The weights as the session holds them.
+    pub weights_bytes: u64,
+    /// The cos and sin tables.
+    pub rotary_tables_bytes: u64,
+    /// One layer's attention: projections, rotated q and k, scores, probabilities, context.
+    pub attention_bytes: u64,
+    /// One layer's MLP.
+    pub mlp_bytes: u64,
+    /// The output head: logits and log-probabilities.
+    pub logits_bytes: u64,
+}
+
+fn product(factors: &[u64]) -> u64 {
+    factors.iter().fold(1u64, |acc, &f| acc.saturating_mul(f))
+}
+
+fn sum(terms: &[u64]) -> u64 {
+    terms.iter().fold(0u64, |acc, &t| acc.saturating_add(t))
+}
+
+/// Bytes in a readable unit, for messages.
+pub fn human_bytes(bytes: u64) -> String {
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+    // Display only: the figure decides nothing.
+    #[allow(clippy::cast_precision_loss, reason = "a rounded figure for people")]
+    let scaled = |unit: u64| bytes as f64 / unit as f64;
+    if bytes >= GIB {
+        format!("{:.1} GiB", scaled(GIB))
+    } else {
+        format!("{:.1} MiB", scaled(MIB))
+    }
+}
+
+impl MemoryEstimate {
+    /// The estimate for `config` with `weights`, on sequences of `seq_len` tokens, with rotary
+    /// tables for `max_positions` positions.
+    pub fn of(
+        config: &ModelConfig,
+        weights: &WeightIndex,
+        seq_len: u64,
+        max_positions: u64,
+    ) -> Self {
+        let s = seq_len.max(1);
+        let weights_bytes = weights.tensors.values().fold(0u64, |acc, tensor| {
+            let widened = match tensor.dtype {
+                Dtype::F32 => 0,
+                _ => tensor.elements().saturating_mul(F32_BYTES),
+            };
+            acc.saturating_add(tensor.length).saturating_add(widened)
+        });
+        // The graph's initializers and the session's copy of each of cos and sin.
+        let rotary_tables_bytes = product(&[4, max_positions, config.rotary_dim, F32_BYTES]);
+        let hidden = product(&[s, config.hidden_size]);
+        let q = product(&[s, config.num_heads, config.head_dim]);
+        // k and v, then both repeated to every query head for grouped-query attention.
+        let kv = product(&[2, s, config.num_kv_heads, config.head_dim]);
+        let kv_repeated = if config.num_kv_heads == config.num_heads {
+            0
+        } else {
+            product(&[2, s, config.num_heads, config.head_dim])
+        };
+        // Scores, scaled and masked scores, probabilities.
+        let scores = product(&[3, config.num_heads, s, s]);
+        let attention_elements = sum(&[
+            product(&[3, hidden]),
+            product(&[3, q]),
+            kv,
+            kv_repeated,
+            scores,
+            q,
+        ]);
+        let mlp_elements = sum(&[
+            product(&[3, hidden]),
+            product(&[3, s, config.intermediate_size]),
+        ]);
+        let logits_elements = sum(&[hidden, product(&[2, s, config.vocab_size])]);
+        Self {
+            seq_len: s,
+            weights_bytes,
+            rotary_tables_bytes,
+            attention_bytes: attention_elements.saturating_mul(F32_BYTES),
+            mlp_bytes: mlp_elements.saturating_mul(F32_BYTES),
+            logits_bytes: logits_elements.saturating_mul(F32_BYTES),
+        }
+    }
+
+    /// Everything but the weights.
+    pub fn activations_bytes(&self) -> u64 {
+        self.rotary_tables_bytes.saturating_add(
+            self.attention_bytes
+                .max(self.mlp_bytes)
+                .max(self.logits_bytes),
+        )
+    }
+
+    /// The estimated peak.
+    pub fn total_bytes(&self) -> u64 {
+        self.weights_bytes.saturating_add(self.activations_bytes())
+    }
+
+    /// The largest part of the activations, named, for messages.
+    fn largest(&self) -> (&'static str, u64) {
+        [
+            (
+                "attention scores and projections per layer",
+                self.attention_bytes,
+            ),
+            ("MLP per layer", self.mlp_bytes),
+            ("logits", self.logits_bytes),
+            ("rotary tables", self.rotary_tables_bytes),
+        ]
+        .into_iter()
+        .fold(
+            ("logits", 0),
+            |best, part| if part.1 > best.1 { part } else { best },
+        )
+    }
+
+    /// Refuses a model over `budget_bytes`, or one whose activations are out of proportion to
+    /// its weights; the error names the figures.
+    pub fn check(&self, budget_bytes: u64) -> Result<(), EvalError> {
+        let activations = self.activations_bytes();
+        let allowed = self
+            .weights_bytes
+            .saturating_mul(ACTIVATIONS_PER_WEIGHT_MAX)
+            .max(ACTIVATIONS_FLOOR_BYTES);
+        let (part, part_bytes) = self.largest();
+        if activations > allowed {
+            return Err(EvalError::Resources(format!(
+                "at {} tokens the model needs an estimated {} of activations ({part}: {}) for \
+                 {} of weights; more than {}x its weights (or {}) is refused",
+                self.seq_len,
+                human_bytes(activations),
+                human_bytes(part_bytes),
+                human_bytes(self.weights_bytes),
+                ACTIVATIONS_PER_WEIGHT_MAX,
+                human_bytes(ACTIVATIONS_FLOOR_BYTES),
+            )));
+        }
+        if self.total_bytes() > budget_bytes {
+            return Err(EvalError::Resources(format!(
+                "at {} tokens the model needs an estimated {} ({} of weights, {part}: {}), over \
+                 this validator's evaluation memory budget of {} (--eval-memory-max-bytes)",
+                self.seq_len,
+                human_bytes(self.total_bytes()),
+                human_bytes(self.weights_bytes),
+                human_bytes(part_bytes),
+                human_bytes(budget_bytes),
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The default budget: three quarters of the machine's memory (`MemTotal` in `text`, the
+/// contents of `/proc/meminfo`), leaving room for the validator, the page cache and the
+/// operating system; [`BUDGET_FALLBACK_BYTES`] when it cannot be read. On CUDA the operator
+/// sets it to the card's memory.
+pub fn default_budget_bytes(meminfo: Option<&str>) -> u64 {
+    meminfo
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.trim().strip_suffix("kB"))
+                .and_then(|kib| kib.trim().parse::<u64>().ok())
+        })
+        .map_or(BUDGET_FALLBACK_BYTES, |kib| {
+            kib.saturating_mul(1024) / 4 * 3
+        })
+}
+
+/// [`default_budget_bytes`] of this machine.
+pub fn machine_budget_bytes() -> u64 {
+    let meminfo = crate::bounded::read_regular(std::path::Path::new("/proc/meminfo"), 1 << 20)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    default_budget_bytes(meminfo.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_budget_is_three_quarters_of_the_machine() {
+        let meminfo = "MemTotal:       24576000 kB\nMemFree:  100 kB\n";
+        assert_eq!(
+            default_budget_bytes(Some(meminfo)),
+            24_576_000 * 1024 / 4 * 3
+        );
+        assert_eq!(default_budget_bytes(Some("garbage")), BUDGET_FALLBACK_BYTES);
+        assert_eq!(default_budget_bytes(None), BUDGET_FALLBACK_BYTES);
+    }
+
+    #[test]
+    fn human_bytes_picks_a_unit() {
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(human_bytes(5 << 20), "5.0 MiB");
+    }
+}
+
+#[cfg(test)]
+mod cases {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::eval::safetensors::TensorInfo;
+
+    fn config(fields: &str) -> ModelConfig {
+        let json =
+            format!(r#"{{"architectures": ["LlamaForCausalLM"], "rms_norm_eps": 1e-5, {fields}}}"#);
+        ModelConfig::parse(json.as_bytes()).unwrap()
+    }
+
+    /// Weights of `bytes` in one bf16 tensor.
+    fn weights(bytes: u64) -> WeightIndex {
+        let mut tensors = BTreeMap::new();
+        tensors.insert(
+            "model.embed_tokens.weight".to_owned(),
+            TensorInfo {
+                dtype: Dtype::BF16,
+                shape: vec![bytes / 2],
+                file: 0,
+                offset: 0,
+                length: bytes,
+            },
+        );
+        WeightIndex {
+            files: Vec::new(),
+            tensors,
+        }
+    }
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn a_small_test_model_fits_at_the_full_length() {
+        let tiny = config(
+            r#""hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+               "head_dim": 16, "num_hidden_layers": 2, "vocab_size": 420,
+               "intermediate_size": 96"#,
+        );
+        let estimate = MemoryEstimate::of(&tiny, &weights(200_000), 2048, 2048);
+        assert!(estimate.total_bytes() < GIB / 4, "{estimate:?}");
+        estimate.check(GIB).unwrap();
+    }
+
+    #[test]
+    fn many_tiny_heads_are_refused_for_their_attention_scores() {
+        let heads = config(
+            r#""hidden_size": 64, "num_attention_heads": 128, "head_dim": 2,
+               "num_hidden_layers": 1, "vocab_size": 420, "intermediate_size": 96"#,
+        );
+        let estimate = MemoryEstimate::of(&heads, &weights(100_000), 2048, 2048);
+        // Three [128, 2048, 2048] float32 tensors: 6 GiB.
+        assert_eq!(estimate.attention_bytes / GIB, 6);
+        let refused = estimate.check(64 * GIB).unwrap_err().to_string();
+        assert!(refused.contains("attention scores"), "{refused}");
+        // The same model on short samples is fine.
+        MemoryEstimate::of(&heads, &weights(100_000), 64, 2048)
+            .check(GIB)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_huge_vocabulary_on_a_tiny_model_is_refused_for_its_logits() {
+        let vocabulary = config(
+            r#""hidden_size": 2, "num_attention_heads": 1, "head_dim": 2,
+               "num_hidden_layers": 1, "vocab_size": 262144, "intermediate_size": 2"#,
+        );
+        let estimate = MemoryEstimate::of(&vocabulary, &weights(2 << 20), 2048, 2048);
+        let refused = estimate.check(64 * GIB).unwrap_err().to_string();
+        assert!(refused.contains("logits"), "{refused}");
+    }
+
+    #[test]
+    fn a_real_8b_model_fits_a_large_budget_and_not_a_small_one() {
+        let llama3 = config(
+            r#""hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
+               "num_hidden_layers": 32, "vocab_size": 128256, "intermediate_size": 14336"#,
+        );
+        // 8.03 B parameters in bf16, widened to float32 in the session: 45 GiB.
+        let estimate = MemoryEstimate::of(&llama3, &weights(16_060_000_000), 2048, 2048);
+        assert!(estimate.activations_bytes() < estimate.weights_bytes / 10);
+        estimate.check(64 * GIB).unwrap();
+        let refused = estimate.check(16 * GIB).unwrap_err().to_string();
+        assert!(
+            refused.contains("--eval-memory-max-bytes") && refused.contains("16.0 GiB"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn absurd_shapes_saturate_instead_of_wrapping() {
+        let wide = config(
+            r#""hidden_size": 16384, "num_attention_heads": 128, "head_dim": 256,
+               "num_hidden_layers": 128, "vocab_size": 262144, "intermediate_size": 65536"#,
+        );
+        let estimate = MemoryEstimate::of(&wide, &weights(u64::MAX - 1), u64::MAX, u64::MAX);
+        assert_eq!(estimate.total_bytes(), u64::MAX);
+        assert!(estimate.check(u64::MAX - 1).is_err());
+    }
+}
