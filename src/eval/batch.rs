@@ -60,13 +60,7 @@ pub fn evaluate_prepared(
         .map(|sample| sample.ids.len())
         .max()
         .unwrap_or(0);
-    super::estimate::MemoryEstimate::of(
-        &model.config,
-        &model.weights,
-        u64::try_from(seq_len).unwrap_or(u64::MAX),
-        u64::try_from(options.max_seq_len).unwrap_or(u64::MAX),
-    )
-    .check(options.memory_max_bytes)?;
+    model.check_memory(seq_len, options.max_seq_len, options.memory_max_bytes)?;
     let session_started = Instant::now();
     let mut evaluator = Evaluator::new(model, options)?;
     let session_seconds = session_started.elapsed().as_secs_f64();
@@ -146,11 +140,7 @@ pub fn check_model(
             ),
         );
     }
-    let max_seq_len = u64::try_from(max_seq_len).unwrap_or(u64::MAX);
-    if let Err(error) =
-        super::estimate::MemoryEstimate::of(&model.config, &model.weights, max_seq_len, max_seq_len)
-            .check(memory_max_bytes)
-    {
+    if let Err(error) = model.check_memory(max_seq_len, max_seq_len, memory_max_bytes) {
         return refuse(RejectionCode::MalformedRepo, error.to_string());
     }
     let norm = match model.norm_check() {

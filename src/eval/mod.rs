@@ -170,6 +170,24 @@ impl ModelDir {
         parameter_count(&self.config, &self.weights)
     }
 
+    /// Refuses the model if its memory estimate on sequences of `seq_len` tokens, with rotary
+    /// tables for `max_positions`, is over `memory_max_bytes` (see [`estimate`]).
+    pub fn check_memory(
+        &self,
+        seq_len: usize,
+        max_positions: usize,
+        memory_max_bytes: u64,
+    ) -> Result<(), EvalError> {
+        let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        estimate::MemoryEstimate::of(
+            &self.config,
+            &self.weights,
+            to_u64(seq_len),
+            to_u64(max_positions),
+        )
+        .check(memory_max_bytes)
+    }
+
     /// N's norm check.
     pub fn norm_check(&self) -> Result<NormReport, EvalError> {
         norm_check(&self.config, &self.weights)

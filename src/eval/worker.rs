@@ -235,9 +235,7 @@ fn inspect_job(
 ) -> Result<ModelSummary, EvalError> {
     let model = ModelDir::open(dir)?;
     // As the runner's checks do: the worst case, before the weights are read.
-    let max_seq_len = u64::try_from(max_seq_len).unwrap_or(u64::MAX);
-    super::estimate::MemoryEstimate::of(&model.config, &model.weights, max_seq_len, max_seq_len)
-        .check(memory_max_bytes)?;
+    model.check_memory(max_seq_len, max_seq_len, memory_max_bytes)?;
     let norm = model.norm_check()?;
     Ok(ModelSummary {
         architecture: model.config.architecture.name().to_owned(),

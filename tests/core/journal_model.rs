@@ -30,6 +30,18 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// sled itself on a journal just dropped, whose lock sled releases from a background thread.
+fn open_behind_the_journals_back(path: &std::path::Path) -> sled::Db {
+    (0..40)
+        .find_map(|_| {
+            sled::open(path).ok().or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                None
+            })
+        })
+        .unwrap()
+}
+
 fn event(tag: u64) -> Event {
     Event::StepAbandoned(StepAbandoned {
         step: tag,
@@ -134,15 +146,7 @@ fn a_damaged_record_is_reported_as_corruption_with_its_position() {
     }
     {
         // Rot one byte of the second record's payload behind the journal's back.
-        // sled releases the lock of the journal just dropped from a background thread.
-        let db = (0..40)
-            .find_map(|_| {
-                sled::open(&path).ok().or_else(|| {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                    None
-                })
-            })
-            .unwrap();
+        let db = open_behind_the_journals_back(&path);
         let events = db.open_tree("events").unwrap();
         let key = codec::key(Position { block: 4, seq: 1 });
         let mut value = events.get(key).unwrap().unwrap().to_vec();
@@ -201,14 +205,7 @@ fn a_writer_refuses_a_journal_that_lost_records() {
     let sealed = head::read(&path).unwrap().unwrap();
     {
         // Lose the last record behind the journal's back, as a truncating recovery would.
-        let db = (0..40)
-            .find_map(|_| {
-                sled::open(&path).ok().or_else(|| {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                    None
-                })
-            })
-            .unwrap();
+        let db = open_behind_the_journals_back(&path);
         let events = db.open_tree("events").unwrap();
         events
             .remove(codec::key(Position { block: 5, seq: 2 }))
