@@ -2,9 +2,10 @@
 //! code, with a configurable mapping of fields to prompt and response. Files and rows are taken
 //! in the order the seed gives for the step.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::local::LineIndex;
+use super::parquet_rows::ParquetRows;
 use super::{
     BatchBuilder, BatchOutcome, BatchRequest, DataError, DataSource, SkipReason, shuffled,
 };
@@ -36,54 +37,37 @@ pub struct HfDataset {
     pub cache_dir: PathBuf,
 }
 
-/// One file's rows: a Parquet file's, read whole (up to [`ROWS_MAX`]), or a JSON Lines file's
-/// first [`ROWS_MAX`] lines, indexed and parsed when taken.
+/// One file's rows: a Parquet file's first [`ROWS_MAX`], decoded row group by row group when
+/// taken, or a JSON Lines file's first [`ROWS_MAX`] lines, indexed and parsed when taken.
 enum Rows<'a> {
-    Parsed(Vec<Result<serde_json::Value, SkipReason>>),
+    Parquet(ParquetRows),
     Lines(LineIndex<'a>),
 }
+
+/// Rows decoded at a time: a Parquet row group among them is decoded once per chunk.
+const ROWS_PER_CHUNK: usize = 1024;
 
 impl Rows<'_> {
     fn len(&self) -> usize {
         match self {
-            Rows::Parsed(rows) => rows.len(),
+            Rows::Parquet(rows) => rows.len(),
             Rows::Lines(index) => index.len(),
         }
     }
 
-    fn row(&self, index: usize) -> Option<Result<serde_json::Value, SkipReason>> {
+    fn rows(&self, indices: &[usize]) -> Vec<Option<Result<serde_json::Value, SkipReason>>> {
         match self {
-            Rows::Parsed(rows) => rows.get(index).cloned(),
-            Rows::Lines(lines) => lines.row(index).map(|(_, row)| row),
+            Rows::Parquet(rows) => rows.rows(indices),
+            Rows::Lines(lines) => indices
+                .iter()
+                .map(|index| lines.row(*index).map(|(_, row)| row))
+                .collect(),
         }
     }
 }
 
 fn unavailable(error: HubError) -> DataError {
     DataError::Unavailable(error.to_string())
-}
-
-/// Rows of a Parquet file as JSON objects (`Err` when the file cannot be read).
-fn parquet_rows(path: &Path) -> Result<Vec<Result<serde_json::Value, SkipReason>>, String> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    // The parquet reader is not hardened against every malformed file: a panic in it is
-    // caught and reported as an unreadable file.
-    let path = path.to_owned();
-    std::panic::catch_unwind(
-        move || -> Result<Vec<Result<serde_json::Value, SkipReason>>, String> {
-            let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-            let reader = SerializedFileReader::new(file).map_err(|e| e.to_string())?;
-            let rows = reader.get_row_iter(None).map_err(|e| e.to_string())?;
-            Ok(rows
-                .take(ROWS_MAX)
-                .map(|row| {
-                    row.map(|row| row.to_json_value())
-                        .map_err(|_| SkipReason::Malformed)
-                })
-                .collect())
-        },
-    )
-    .unwrap_or_else(|_| Err("the Parquet reader failed on this file".into()))
 }
 
 impl HfDataset {
@@ -153,9 +137,13 @@ impl DataSource for HfDataset {
             }
             let bytes;
             let rows = if path.ends_with(".parquet") {
-                Rows::Parsed(
-                    parquet_rows(&local)
-                        .map_err(|why| DataError::Unavailable(format!("{path}: {why}")))?,
+                Rows::Parquet(
+                    ParquetRows::open(
+                        &local,
+                        [self.prompt_field.as_str(), self.response_field.as_str()],
+                        ROWS_MAX,
+                    )
+                    .map_err(|why| DataError::Unavailable(format!("{path}: {why}")))?,
                 )
             } else {
                 bytes = crate::bounded::read_regular(&local, FILE_BYTES_MAX)
@@ -168,21 +156,31 @@ impl DataSource for HfDataset {
             };
             references.push(format!("{}/{path}", self.name()));
             let purpose = format!("hf-rows:{path}");
-            for row_index in shuffled(rows.len(), &request.seed, request.step, &purpose) {
-                if builder.is_full() {
-                    break;
-                }
-                match rows.row(row_index) {
-                    Some(Ok(row)) => {
-                        builder.offer_json(
-                            &row,
-                            &self.prompt_field,
-                            &self.response_field,
-                            &format!("{path}#{row_index}"),
-                        );
+            let order = shuffled(rows.len(), &request.seed, request.step, &purpose);
+            let mut taken = 0;
+            while taken < order.len() && !builder.is_full() {
+                // A little more than the batch still needs, since some rows are skipped: a
+                // Parquet row group is decoded once per chunk, so chunks stay near the need.
+                let want = builder.remaining();
+                let chunk_len = want.saturating_add(want / 4).clamp(16, ROWS_PER_CHUNK);
+                let chunk = &order[taken..order.len().min(taken + chunk_len)];
+                taken += chunk.len();
+                for (row_index, row) in chunk.iter().zip(rows.rows(chunk)) {
+                    if builder.is_full() {
+                        break;
                     }
-                    Some(Err(reason)) => builder.skip(reason),
-                    None => {}
+                    match row {
+                        Some(Ok(row)) => {
+                            builder.offer_json(
+                                &row,
+                                &self.prompt_field,
+                                &self.response_field,
+                                &format!("{path}#{row_index}"),
+                            );
+                        }
+                        Some(Err(reason)) => builder.skip(reason),
+                        None => {}
+                    }
                 }
             }
         }

@@ -11,6 +11,7 @@ pub mod cortex;
 #[cfg(feature = "hub")]
 pub mod hf;
 pub mod local;
+pub mod parquet_rows;
 pub mod phrases;
 pub mod spec;
 
@@ -148,6 +149,11 @@ impl BatchBuilder {
     /// Whether the batch is full.
     pub fn is_full(&self) -> bool {
         self.samples.len() >= self.max_samples
+    }
+
+    /// Samples still wanted.
+    pub fn remaining(&self) -> usize {
+        self.max_samples.saturating_sub(self.samples.len())
     }
 
     /// Counts a row skipped before its fields were read.
