@@ -48,7 +48,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 600)]
     timeout_s: u64,
     /// The most memory the model's estimate may need, in bytes (default: three quarters of
-    /// this machine's memory; on CUDA, set it to the card's).
+    /// this machine's memory; on CUDA, nine tenths of the card's as nvidia-smi reports it).
     #[arg(long)]
     eval_memory_max_bytes: Option<u64>,
 }

@@ -156,8 +156,8 @@ pub struct RunArgs {
     )]
     eval_timeout_s: u64,
     /// The most memory a model's estimate may need, in bytes: a model over it is refused,
-    /// naming the figure (default: three quarters of this machine's memory; on CUDA, set it
-    /// to the card's).
+    /// naming the figure (default: three quarters of this machine's memory; on CUDA, nine
+    /// tenths of the card's as nvidia-smi reports it).
     #[arg(
         long = "eval-memory-max-bytes",
         visible_alias = "eval_memory_max_bytes"

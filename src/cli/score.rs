@@ -37,21 +37,16 @@ pub fn run(args: &ScoreArgs) -> Outcome {
     let text = if args.input == "-" {
         read_bounded(std::io::stdin().lock(), "stdin")?
     } else {
-        let path = std::path::Path::new(&args.input);
         // A FIFO or a device would block or never end: only a regular file is read.
-        let metadata = std::fs::metadata(path)
-            .with_context(|| format!("reading {}", args.input))
-            .map_err(Failure::Invalid)?;
-        if !metadata.is_file() {
-            return Err(Failure::Invalid(anyhow::anyhow!(
-                "reading {}: not a regular file",
-                args.input
-            )));
-        }
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("reading {}", args.input))
-            .map_err(Failure::Invalid)?;
-        read_bounded(file, &args.input)?
+        let bytes = validator::bounded::read_regular(
+            std::path::Path::new(&args.input),
+            whatif::INPUT_BYTES_MAX,
+        )
+        .with_context(|| format!("reading {}", args.input))
+        .map_err(Failure::Invalid)?;
+        String::from_utf8(bytes)
+            .with_context(|| format!("reading {}: not UTF-8", args.input))
+            .map_err(Failure::Invalid)?
     };
     for key in whatif::unknown_keys(&text) {
         eprintln!("validator: ignoring unknown input key {key:?}");

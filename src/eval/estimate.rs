@@ -192,8 +192,8 @@ impl MemoryEstimate {
 
 /// The default budget: three quarters of the machine's memory (`MemTotal` in `text`, the
 /// contents of `/proc/meminfo`), leaving room for the validator, the page cache and the
-/// operating system; [`BUDGET_FALLBACK_BYTES`] when it cannot be read. On CUDA the operator
-/// sets it to the card's memory.
+/// operating system; [`BUDGET_FALLBACK_BYTES`] when it cannot be read. On CUDA the card's memory
+/// bounds instead: see [`device_budget_bytes`].
 pub fn default_budget_bytes(meminfo: Option<&str>) -> u64 {
     meminfo
         .and_then(|text| {
@@ -215,9 +215,85 @@ pub fn machine_budget_bytes() -> u64 {
     default_budget_bytes(meminfo.as_deref())
 }
 
+/// The default budget on a CUDA card of `memory_total_mib` (what `nvidia-smi
+/// --query-gpu=memory.total --format=csv,noheader,nounits` prints for it): nine tenths of it,
+/// since the CUDA context, cuBLAS's workspace and the allocator's slack take the rest. `None`
+/// when the text is not one positive number.
+pub fn cuda_budget_bytes(memory_total_mib: &str) -> Option<u64> {
+    let mib: u64 = memory_total_mib
+        .trim()
+        .parse()
+        .ok()
+        .filter(|mib| *mib > 0)?;
+    Some(mib.saturating_mul(1 << 20) / 10 * 9)
+}
+
+/// The longest `nvidia-smi` may take to answer (a wedged driver can make it hang).
+const NVIDIA_SMI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What `nvidia-smi` says card `device_id` holds, in MiB, or why it could not be asked.
+fn cuda_memory_total_mib(device_id: i32) -> Result<String, String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new("nvidia-smi")
+        .arg("--query-gpu=memory.total")
+        .arg("--format=csv,noheader,nounits")
+        .arg(format!("--id={device_id}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("nvidia-smi: {e}"))?;
+    let started = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => break,
+            Ok(Some(status)) => return Err(format!("nvidia-smi: {status}")),
+            Ok(None) if started.elapsed() < NVIDIA_SMI_TIMEOUT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "nvidia-smi gave no answer in {NVIDIA_SMI_TIMEOUT:?}"
+                ));
+            }
+            Err(e) => return Err(format!("nvidia-smi: {e}")),
+        }
+    }
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .ok_or("nvidia-smi: no output")?
+        .take(4096)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("nvidia-smi: {e}"))?;
+    Ok(text)
+}
+
+/// The default budget on CUDA card `device_id`: [`cuda_budget_bytes`] of what `nvidia-smi`
+/// reports for it, or why the card could not be asked.
+pub fn cuda_device_budget_bytes(device_id: i32) -> Result<u64, String> {
+    let text = cuda_memory_total_mib(device_id)?;
+    cuda_budget_bytes(&text).ok_or_else(|| format!("nvidia-smi printed {:?}", text.trim()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cuda_budget_is_nine_tenths_of_the_card() {
+        // An H200 as nvidia-smi reports it.
+        assert_eq!(
+            cuda_budget_bytes("143771\n"),
+            Some(143_771 * (1 << 20) / 10 * 9)
+        );
+        assert_eq!(cuda_budget_bytes("0"), None);
+        assert_eq!(cuda_budget_bytes("[N/A]"), None);
+        assert_eq!(cuda_budget_bytes("81559\n81559\n"), None);
+    }
 
     #[test]
     fn the_default_budget_is_three_quarters_of_the_machine() {

@@ -379,6 +379,24 @@ pub struct WorkerEvaluator {
     pub last_timing: Arc<std::sync::Mutex<WorkerTiming>>,
 }
 
+/// The evaluation memory budget unless the operator sets one: the machine's on CPU, the card's
+/// on CUDA, or the machine's (with a warning) when the card cannot be asked; the weights pass
+/// through host memory while a CUDA session builds, so that figure still bounds something real.
+fn default_budget_bytes(device: Device) -> u64 {
+    match device {
+        Device::Cpu => super::estimate::machine_budget_bytes(),
+        Device::Cuda { device_id } => super::estimate::cuda_device_budget_bytes(device_id)
+            .unwrap_or_else(|why| {
+                let bytes = super::estimate::machine_budget_bytes();
+                tracing::warn!(
+                    "cannot read CUDA device {device_id}'s memory ({why}): the evaluation memory \
+                     budget is this machine's, {bytes} bytes; set --eval-memory-max-bytes"
+                );
+                bytes
+            }),
+    }
+}
+
 impl WorkerEvaluator {
     /// A worker evaluator running `program` on `device`.
     pub fn new(program: PathBuf, device: Device, eval_timeout: Duration) -> Self {
@@ -390,7 +408,7 @@ impl WorkerEvaluator {
             eval_timeout,
             prepare_timeout: eval_timeout.max(Duration::from_secs(60)),
             date: CivilDate::today(),
-            memory_max_bytes: super::estimate::machine_budget_bytes(),
+            memory_max_bytes: default_budget_bytes(device),
             last_timing: Arc::default(),
         }
     }

@@ -97,5 +97,5 @@ fn score_reads_only_bounded_regular_input() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("is over 16777216 bytes"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("over the 16777216-byte limit"));
 }
