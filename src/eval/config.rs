@@ -207,6 +207,7 @@ impl ModelConfig {
         let raw: Raw = serde_json::from_slice(bytes)
             .map_err(|e| invalid(format!("config.json is not a JSON object: {e}")))?;
         let architecture = parse_architecture(&raw.architectures)?;
+        check_model_type(&raw.rest, architecture)?;
         let fields = Fields(&raw.rest);
         let shape = Shape::parse(&fields, architecture)?;
         // transformers refuses a `hidden_act` that names no activation (null, a number): so
@@ -275,6 +276,33 @@ fn parse_architecture(architectures: &[String]) -> Result<Architecture, EvalErro
         other => Err(unsupported(format!(
             "architecture {other:?}; we evaluate LlamaForCausalLM and StableLmForCausalLM"
         ))),
+    }
+}
+
+/// transformers builds the class `model_type` names, not the one `architectures` names: a
+/// `LlamaForCausalLM` declared as `mistral` or `qwen2` is a Mistral or a Qwen2 model to N, and
+/// without a `model_type` transformers only guesses the class from the directory's name. So
+/// the two must agree, or we would score a different model from the one N loads.
+fn check_model_type(
+    rest: &Map<String, Value>,
+    architecture: Architecture,
+) -> Result<(), EvalError> {
+    let expected = match architecture {
+        Architecture::Llama => "llama",
+        Architecture::StableLm => "stablelm",
+    };
+    match rest.get("model_type") {
+        Some(Value::String(model_type)) if model_type == expected => Ok(()),
+        Some(Value::String(model_type)) => Err(unsupported(format!(
+            "model_type {model_type:?} with architecture {}: transformers would build a \
+             {model_type:?} model, and we evaluate {expected:?} only",
+            architecture.name()
+        ))),
+        None | Some(Value::Null) => Err(invalid(format!(
+            "config.json has no model_type (transformers needs one; {expected:?} for {})",
+            architecture.name()
+        ))),
+        Some(other) => Err(invalid(format!("model_type = {other} is not a name"))),
     }
 }
 
@@ -385,6 +413,14 @@ impl Rope {
                 Architecture::Llama => 1.0,
                 Architecture::StableLm => 0.25,
             });
+        // transformers' Llama rotates the whole head: a smaller factor gives rotary tables
+        // narrower than the queries, which its `apply_rotary_pos_emb` cannot broadcast.
+        if architecture == Architecture::Llama && partial_rotary_factor != 1.0 {
+            return Err(unsupported(format!(
+                "partial_rotary_factor {partial_rotary_factor} on LlamaForCausalLM, which \
+                 rotates the whole head"
+            )));
+        }
         if !(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0) {
             return Err(invalid(format!(
                 "partial_rotary_factor {partial_rotary_factor} is outside (0, 1]"
@@ -492,7 +528,7 @@ mod tests {
         ModelConfig::parse(json.as_bytes())
     }
 
-    const LLAMA: &str = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+    const LLAMA: &str = r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
         "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
         "num_hidden_layers": 2, "vocab_size": 420, "rms_norm_eps": 1e-6"#;
 
@@ -516,9 +552,31 @@ mod tests {
         assert!(matches!(classic.rope_scaling, RopeScaling::Llama3 { .. }));
     }
 
+    /// Postmortem (hostile-input round): `model_type` was never read, so a config declaring
+    /// `mistral` (or none) with `LlamaForCausalLM` was scored as a Llama, a model N builds as
+    /// something else or not at all; and a Llama with `partial_rotary_factor` 0.5 was scored
+    /// with half-rotary attention transformers cannot run.
+    #[test]
+    fn model_type_must_name_the_architecture_and_llama_rotates_whole_heads() {
+        let without = LLAMA.replace(r#""model_type": "llama", "#, "");
+        let error = |json: String| parse(&json).unwrap_err().to_string();
+        assert!(error(format!("{without}}}")).contains("no model_type"));
+        for other in ["mistral", "qwen2", "stablelm", "nonexistent"] {
+            let message = error(format!("{without}, \"model_type\": \"{other}\"}}"));
+            assert!(
+                message.contains(&format!("model_type \"{other}\"")),
+                "{message}"
+            );
+        }
+        assert!(error(format!("{without}, \"model_type\": 3}}")).contains("not a name"));
+        assert!(parse(&format!("{LLAMA}, \"partial_rotary_factor\": 1.0}}")).is_ok());
+        let partial = error(format!("{LLAMA}, \"partial_rotary_factor\": 0.5}}"));
+        assert!(partial.contains("rotates the whole head"), "{partial}");
+    }
+
     #[test]
     fn stablelm_partial_rotary_in_either_place() {
-        let base = r#""architectures": ["StableLmForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
+        let base = r#""architectures": ["StableLmForCausalLM"], "model_type": "stablelm", "hidden_size": 64, "intermediate_size": 96,
             "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 100"#;
         let classic = parse(&format!("{{{base}, \"partial_rotary_factor\": 0.5}}")).unwrap();
         let newer = parse(&format!(
@@ -578,7 +636,7 @@ mod tests {
             "{LLAMA}, \"rope_scaling\": null, \"hidden_act\": \"silu\"}}"
         ))
         .unwrap();
-        let stable = r#"{"architectures": ["StableLmForCausalLM"], "hidden_size": 65, "intermediate_size": 96,
+        let stable = r#"{"architectures": ["StableLmForCausalLM"], "model_type": "stablelm", "hidden_size": 65, "intermediate_size": 96,
             "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 100}"#;
         assert!(error(stable.into()).contains("not divisible"));
         assert!(error("[]".into()).contains("not a JSON object"));

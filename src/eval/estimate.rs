@@ -321,8 +321,9 @@ mod cases {
     use crate::eval::safetensors::TensorInfo;
 
     fn config(fields: &str) -> ModelConfig {
-        let json =
-            format!(r#"{{"architectures": ["LlamaForCausalLM"], "rms_norm_eps": 1e-5, {fields}}}"#);
+        let json = format!(
+            r#"{{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "rms_norm_eps": 1e-5, {fields}}}"#
+        );
         ModelConfig::parse(json.as_bytes()).unwrap()
     }
 

@@ -577,7 +577,7 @@ mod tests {
     fn default_frequencies_match_torch() {
         // torch: 1.0 / (10000.0 ** (torch.arange(0, 8, 2).float() / 8))
         let config = ModelConfig::parse(
-            br#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 32, "intermediate_size": 8,
+            br#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "intermediate_size": 8,
                 "num_attention_heads": 4, "num_hidden_layers": 1, "vocab_size": 10}"#,
         )
         .unwrap();

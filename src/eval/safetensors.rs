@@ -121,7 +121,65 @@ const DIMS_MAX: usize = 8;
 /// A header read straight into tensors, without building a JSON tree: `__metadata__` (which
 /// the format allows to be anything a miner likes) is skipped without being stored, the tensor
 /// count is capped, and a name given twice is refused rather than silently collapsed.
-struct TypedHeader(Vec<(String, RawTensor)>);
+struct TypedHeader {
+    tensors: Vec<(String, RawTensor)>,
+    /// `__metadata__`: the safetensors library reads it as a map of strings and refuses
+    /// anything else.
+    metadata: Option<Metadata>,
+}
+
+/// `__metadata__`, checked to be a map of strings as it is read, keeping only `format`: the
+/// rest is a miner's to fill, so none of it is stored.
+struct Metadata {
+    format: Option<String>,
+}
+
+/// One string value, checked and dropped.
+struct AnyString;
+
+impl<'de> Deserialize<'de> for AnyString {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = AnyString;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<AnyString, E> {
+                Ok(AnyString)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Metadata;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Metadata, A::Error> {
+                let mut format = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "format" {
+                        // A repeated key keeps its last value, as Python's dict does.
+                        format = Some(map.next_value::<String>()?);
+                    } else {
+                        map.next_value::<AnyString>()?;
+                    }
+                }
+                Ok(Metadata { format })
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
 
 impl<'de> Deserialize<'de> for TypedHeader {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -137,13 +195,16 @@ impl<'de> Deserialize<'de> for TypedHeader {
             ) -> Result<TypedHeader, A::Error> {
                 use serde::de::Error;
                 let mut tensors = Vec::new();
+                let mut metadata = None;
                 let mut seen = std::collections::BTreeSet::new();
                 while let Some(name) = map.next_key::<String>()? {
                     if !seen.insert(name.clone()) {
                         return Err(A::Error::custom(format!("{name:?} appears twice")));
                     }
                     if name == "__metadata__" {
-                        map.next_value::<serde::de::IgnoredAny>()?;
+                        metadata = Some(map.next_value().map_err(|e| {
+                            A::Error::custom(format!("__metadata__ is not a map of strings: {e}"))
+                        })?);
                         continue;
                     }
                     if tensors.len() == TENSORS_MAX {
@@ -160,7 +221,7 @@ impl<'de> Deserialize<'de> for TypedHeader {
                     }
                     tensors.push((name, tensor));
                 }
-                Ok(TypedHeader(tensors))
+                Ok(TypedHeader { tensors, metadata })
             }
         }
         deserializer.deserialize_map(Entries)
@@ -228,8 +289,31 @@ pub fn parse_header(
     data_start: u64,
     data_bytes: u64,
 ) -> Result<BTreeMap<String, HeaderEntry>, EvalError> {
-    let TypedHeader(raw) = serde_json::from_slice(header)
+    // The safetensors library (so transformers, so N) refuses a header that does not start
+    // with `{` or is not UTF-8 anywhere, even in parts a JSON parser could skip.
+    if header.first() != Some(&b'{') {
+        return Err(malformed(path, "header does not start with '{'"));
+    }
+    if let Err(e) = std::str::from_utf8(header) {
+        return Err(malformed(path, format!("header is not UTF-8: {e}")));
+    }
+    let TypedHeader {
+        tensors: raw,
+        metadata,
+    } = serde_json::from_slice(header)
         .map_err(|e| malformed(path, format!("header is not a JSON object of tensors: {e}")))?;
+    // transformers refuses a file whose metadata names no format it knows.
+    if let Some(metadata) = &metadata {
+        let format = metadata.format.as_deref();
+        if !matches!(format, Some("pt" | "tf" | "flax" | "mlx")) {
+            return Err(malformed(
+                path,
+                format!(
+                    "__metadata__ has format {format:?}; transformers loads pt, tf, flax or mlx"
+                ),
+            ));
+        }
+    }
     let mut tensors = BTreeMap::new();
     let mut spans: Vec<(u64, u64, String)> = Vec::new();
     for (name, tensor) in raw {
@@ -273,6 +357,8 @@ pub fn parse_header(
             .ok_or_else(|| malformed(path, format!("tensor {name:?} starts past 2^64")))?;
         tensors.insert(name, (dtype, tensor.shape, offset, end - begin));
     }
+    // As the safetensors library validates: sorted by offset, the tensors tile the data
+    // section exactly, with no overlap, no gap and nothing after the last.
     spans.sort();
     for pair in spans.windows(2) {
         if let [(_, end, first), (begin, _, second)] = pair
@@ -283,6 +369,22 @@ pub fn parse_header(
                 format!("tensors {first:?} and {second:?} overlap"),
             ));
         }
+    }
+    let mut covered = 0u64;
+    for (begin, end, name) in &spans {
+        if *begin > covered {
+            return Err(malformed(
+                path,
+                format!("{} unused bytes before tensor {name:?}", begin - covered),
+            ));
+        }
+        covered = *end;
+    }
+    if covered != data_bytes {
+        return Err(malformed(
+            path,
+            format!("{} bytes after the last tensor", data_bytes - covered),
+        ));
     }
     Ok(tensors)
 }

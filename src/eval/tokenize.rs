@@ -111,12 +111,25 @@ fn choose_template(value: &Value, path: &Path) -> Result<Option<String>, EvalErr
     match value {
         Value::Null => Ok(None),
         Value::String(source) => Ok(Some(source.clone())),
-        // A list of named templates: transformers uses the one called "default".
+        // A list of named templates: transformers makes it a dict (`{t["name"]: t["template"]}`,
+        // so an entry without either fails to load and a repeated name keeps its last
+        // template) and uses the one called "default".
         Value::Array(named) => {
-            let default = named.iter().find_map(|entry| {
-                let name = entry.get("name")?.as_str()?;
-                (name == "default").then(|| entry.get("template")?.as_str().map(str::to_owned))?
-            });
+            let mut default = None;
+            for (index, entry) in named.iter().enumerate() {
+                let (Some(Value::String(name)), Some(Value::String(template))) =
+                    (entry.get("name"), entry.get("template"))
+                else {
+                    return Err(EvalError::Tokenizer(format!(
+                        "{}: chat template {index} of the list has no string \"name\" and \
+                         \"template\"",
+                        path.display()
+                    )));
+                };
+                if name == "default" {
+                    default = Some(template.clone());
+                }
+            }
             default.map(Some).ok_or_else(|| {
                 EvalError::Tokenizer(format!(
                     "{} lists chat templates but none is named \"default\"",
@@ -262,6 +275,32 @@ impl TokenizerFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Postmortem (hostile-input round): a list with two templates named "default" used the
+    /// first, where transformers' dict keeps the last, so we rendered a one-token template N
+    /// never sees.
+    #[test]
+    fn a_template_list_keeps_the_last_default_as_transformers_does() {
+        let path = Path::new("tokenizer_config.json");
+        let list = serde_json::json!([
+            {"name": "default", "template": "first"},
+            {"name": "tool_use", "template": "tools"},
+            {"name": "default", "template": "last"},
+        ]);
+        assert_eq!(
+            choose_template(&list, path).unwrap().as_deref(),
+            Some("last")
+        );
+        let unnamed = serde_json::json!([{"template": "x"}, {"name": "default", "template": "y"}]);
+        assert!(
+            choose_template(&unnamed, path)
+                .unwrap_err()
+                .to_string()
+                .contains("no string")
+        );
+        let no_default = serde_json::json!([{"name": "tool_use", "template": "tools"}]);
+        assert!(choose_template(&no_default, path).is_err());
+    }
 
     #[test]
     fn labels_mask_the_prompt() {

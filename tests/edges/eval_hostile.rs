@@ -148,8 +148,12 @@ fn a_shape_that_disagrees_with_the_bytes_is_refused() {
 fn a_missing_tensor_is_named() {
     let dir = copy_model("llama-f32");
     let path = dir.path().join("model.safetensors");
+    // Renamed, not removed, so the data section is still tiled exactly.
     edit_header(&path, |header, _| {
-        header.remove("model.layers.1.mlp.down_proj.weight");
+        let tensor = header
+            .remove("model.layers.1.mlp.down_proj.weight")
+            .unwrap();
+        header.insert("model.layers.1.mlp.down_proj.weight_".into(), tensor);
     });
     let error = open_error(dir.path());
     assert!(
@@ -661,9 +665,11 @@ fn safetensors_headers_are_read_without_a_json_tree() {
     let path = dir.path().join("model.safetensors");
     let tensor = r#"{"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}"#;
 
+    // 2 M metadata strings are checked, not stored.
+    let junk: Vec<String> = (0..2_000_000).map(|i| format!(r#""k{i}": """#)).collect();
     let metadata = format!(
-        r#"{{"__metadata__": {{"junk": [{}]}}, "a": {tensor}}}"#,
-        vec!["{}"; 2_000_000].join(",")
+        r#"{{"__metadata__": {{"format": "pt", {}}}, "a": {tensor}}}"#,
+        junk.join(",")
     );
     write_raw_safetensors(&path, &metadata, 8);
     assert_eq!(read_header(&path).unwrap().len(), 1);
@@ -677,4 +683,67 @@ fn safetensors_headers_are_read_without_a_json_tree() {
     write_raw_safetensors(&path, &format!("{{{}}}", many.join(",")), 0);
     let error = read_header(&path).unwrap_err().to_string();
     assert!(error.contains("more than 16384 tensors"), "{error}");
+}
+
+/// Postmortem (hostile-input round): files the safetensors library refuses (so transformers
+/// and N never score them) were scored: a hole before a tensor, bytes after the last, a header
+/// starting with spaces, metadata that is not a map of strings or names no format, invalid
+/// UTF-8 in metadata a JSON parser skips.
+#[test]
+fn safetensors_files_the_library_refuses_are_refused() {
+    use validator::eval::safetensors::read_header;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let a = r#""a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}"#;
+    let b_gap = r#""b": {"dtype": "F32", "shape": [1], "data_offsets": [12, 16]}"#;
+    let cases: [(String, usize, &str); 7] = [
+        (format!("{{{a}, {b_gap}}}"), 16, "unused bytes"),
+        (format!("{{{a}}}"), 9, "bytes after the last tensor"),
+        (format!("  {{{a}}}"), 8, "start with"),
+        (
+            format!(r#"{{"__metadata__": {{"format": 1}}, {a}}}"#),
+            8,
+            "map of strings",
+        ),
+        (
+            format!(r#"{{"__metadata__": {{"x": "y"}}, {a}}}"#),
+            8,
+            "format None",
+        ),
+        (
+            format!(r#"{{"__metadata__": {{"format": "gguf"}}, {a}}}"#),
+            8,
+            "format Some",
+        ),
+        (
+            format!("{{\"__metadata__\": {{\"format\": \"pt\", \"x\": \"\u{1}\"}}, {a}}}"),
+            8,
+            "JSON",
+        ),
+    ];
+    for (header, data_bytes, expected) in cases {
+        write_raw_safetensors(&path, &header, data_bytes);
+        let error = read_header(&path).unwrap_err().to_string();
+        assert!(error.contains(expected), "{header}: {error}");
+    }
+    // Invalid UTF-8 where a JSON parser would skip it unchecked.
+    let mut bytes = br#"{"__metadata__": {"format": "pt", "x": ""#.to_vec();
+    bytes.push(0xff);
+    bytes.extend_from_slice(br#""}, "#);
+    bytes.extend_from_slice(a.as_bytes());
+    bytes.push(b'}');
+    let mut file = (bytes.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&bytes);
+    file.resize(file.len() + 8, 0);
+    std::fs::write(&path, file).unwrap();
+    let error = read_header(&path).unwrap_err().to_string();
+    assert!(error.contains("not UTF-8"), "{error}");
+    // Metadata with its format, and none at all, are fine.
+    for header in [
+        format!(r#"{{"__metadata__": {{"format": "pt"}}, {a}}}"#),
+        format!("{{{a}}}"),
+    ] {
+        write_raw_safetensors(&path, &header, 8);
+        assert_eq!(read_header(&path).unwrap().len(), 1);
+    }
 }
