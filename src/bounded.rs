@@ -24,16 +24,23 @@ pub enum BoundedError {
     },
 }
 
-/// The bytes of the regular file at `path`, at most `max` of them.
-pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, BoundedError> {
+/// The regular file at `path`, opened for reading: checked before the open (opening a FIFO
+/// waits for a writer) and again on the handle (the path may have changed in between).
+pub fn open_regular(path: &Path) -> Result<std::fs::File, BoundedError> {
     if !std::fs::metadata(path)?.is_file() {
         return Err(BoundedError::NotRegular);
     }
     let file = std::fs::File::open(path)?;
-    let metadata = file.metadata()?;
-    if !metadata.is_file() {
+    if !file.metadata()?.is_file() {
         return Err(BoundedError::NotRegular);
     }
+    Ok(file)
+}
+
+/// The bytes of the regular file at `path`, at most `max` of them.
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, BoundedError> {
+    let file = open_regular(path)?;
+    let metadata = file.metadata()?;
     if metadata.len() > max {
         return Err(BoundedError::TooLarge { max });
     }

@@ -7,7 +7,6 @@
 //! symbolic link to a file is hashed through the link and a link to a directory is not
 //! entered.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +32,15 @@ pub fn hash_of_file(path: &Path) -> Result<String, HashError> {
         path: path.to_owned(),
         source,
     };
-    let mut file = File::open(path).map_err(error)?;
+    // A FIFO would block the open and a device (a link to /dev/zero) never end: only a
+    // regular file is hashed, where N would hang.
+    let mut file = crate::bounded::open_regular(path).map_err(|e| match e {
+        crate::bounded::BoundedError::Io(source) => error(source),
+        other => error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            other.to_string(),
+        )),
+    })?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
@@ -164,5 +171,33 @@ mod tests {
             .map(|p| p.strip_prefix(root).unwrap().display().to_string())
             .collect();
         assert_eq!(order, ["file-link", "real/f"]);
+    }
+
+    /// Postmortem (hostile-input round): `validator model hash` of a directory holding a FIFO
+    /// blocked forever, and one holding a link to /dev/zero read without end.
+    #[test]
+    fn only_regular_files_are_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("a"), "a").unwrap();
+        std::os::unix::fs::symlink("/dev/zero", root.join("zero")).unwrap();
+        let error = hash_of_directory(root, None).unwrap_err().to_string();
+        assert!(
+            error.contains("zero") && error.contains("not a regular file"),
+            "{error}"
+        );
+        std::fs::remove_file(root.join("zero")).unwrap();
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(root.join("fifo"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        let error = hash_of_directory(root, None).unwrap_err().to_string();
+        assert!(
+            error.contains("fifo") && error.contains("not a regular file"),
+            "{error}"
+        );
     }
 }

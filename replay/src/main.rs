@@ -81,6 +81,11 @@ impl From<JournalError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Replay and export read a private copy of the journal: Ctrl-C must not leave it behind.
+    if let Err(error) = validator::journal::remove_private_copies_on_signal() {
+        eprintln!("replay: cannot handle signals: {error}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Some(Command::Export { db, from_block }) => export(&db, from_block).map(|()| true),
         Some(Command::Import { db }) => import(&db).map(|()| true),
@@ -130,14 +135,13 @@ fn check(args: &CheckArgs) -> Result<bool, Failure> {
     };
     // A range with nothing in it checks nothing: saying "match" there would pass an audit of
     // blocks the journal does not hold.
-    if report.records_checked == 0 && args.from_block > 0 {
+    if report.records_checked == 0 && (args.from_block > 0 || args.to_block.is_some()) {
+        let range = match args.to_block {
+            Some(to_block) => format!("blocks {}..={to_block}", args.from_block),
+            None => format!("block {} on", args.from_block),
+        };
         return Err(Failure::Usage(anyhow::anyhow!(
-            "nothing to check from block {}: {}",
-            args.from_block,
-            report.block_last.map_or_else(
-                || "the journal is empty".to_owned(),
-                |last| format!("the journal's last record is at block {last}")
-            )
+            "nothing to check in {range}: the journal holds no record there"
         )));
     }
     print_report(&report, head.as_deref(), args.json).map_err(|e| Failure::Usage(e.into()))?;
@@ -145,7 +149,8 @@ fn check(args: &CheckArgs) -> Result<bool, Failure> {
 }
 
 fn read_items(path: &Path) -> Result<Vec<Item>, Failure> {
-    let file = std::fs::File::open(path)
+    // A FIFO would block the open forever, a device never end: only a regular file is read.
+    let file = validator::bounded::open_regular(path)
         .with_context(|| format!("cannot open {}", path.display()))
         .map_err(Failure::Usage)?;
     jsonl::read(std::io::BufReader::new(file))

@@ -389,13 +389,102 @@ fn an_empty_block_range_is_a_usage_error_not_a_match() {
     assert_eq!(past.status.code(), Some(2), "{}", text(&past.stdout));
     let stderr = text(&past.stderr);
     assert!(
-        stderr.contains("nothing to check from block 999999999"),
+        stderr.contains("nothing to check in block 999999999 on: the journal holds no record"),
         "{stderr}"
     );
+    // Postmortem (hostile-input round): a range below the first record (blocks 0..=0 of a
+    // journal starting later) also checked nothing and said "match".
+    let before = replay(
+        &["--from-block", "0", "--to-block", "0", "--events", path],
+        None,
+    );
+    assert_eq!(before.status.code(), Some(2), "{}", text(&before.stdout));
+    assert!(text(&before.stderr).contains("nothing to check in blocks 0..=0"));
+    // A FIFO is refused before it is opened, where the open would wait for a writer forever.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("events");
     assert!(
-        stderr.contains("the journal's last record is at block"),
-        "{stderr}"
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
     );
+    let fifo_run = replay(&["--events", fifo.to_str().unwrap()], None);
+    assert_eq!(fifo_run.status.code(), Some(2));
+    assert!(text(&fifo_run.stderr).contains("not a regular file"));
     let whole = replay(&["--from-block", "0", "--events", path], None);
     assert_eq!(whole.status.code(), Some(0));
+}
+
+/// Postmortem (hostile-input round): replay interrupted by Ctrl-C or SIGTERM left its private
+/// copy of the journal (123 MB for a 58 MB export) in the temporary directory, since a signal
+/// ends the process without running destructors. A trial counts once the copy was seen to
+/// exist while replay ran, before the signal was sent.
+#[test]
+fn an_interrupted_replay_removes_its_private_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal");
+    generate_journal(
+        &db,
+        JournalSpec {
+            steps: 2_000,
+            samples: 50,
+            checkpoint_every_steps: 100_000,
+            ..JournalSpec::default()
+        },
+    )
+    .unwrap();
+    let scratch = dir.path().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let copies = || std::fs::read_dir(&scratch).unwrap().count();
+    let mut conclusive = 0;
+    for (trial, signal) in ["-INT", "-TERM", "-INT", "-TERM"]
+        .iter()
+        .cycle()
+        .enumerate()
+    {
+        if conclusive == 2 || trial == 40 {
+            break;
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_replay"))
+            .args(["--no-checkpoints", "--db", db.to_str().unwrap()])
+            .env("TMPDIR", &scratch)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let seen = loop {
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            if copies() > 0 {
+                break true;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        if seen && child.try_wait().unwrap().is_none() {
+            let sent = Command::new("kill")
+                .args([*signal, child.id().to_string().as_str()])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            let status = child.wait().unwrap();
+            if status.code().is_some_and(|code| code > 128) {
+                conclusive += 1;
+            }
+        } else {
+            child.kill().ok();
+            child.wait().unwrap();
+        }
+        assert_eq!(copies(), 0, "trial {trial} ({signal}) left its copy behind");
+    }
+    assert!(
+        conclusive > 0,
+        "no trial caught replay while its copy existed"
+    );
 }

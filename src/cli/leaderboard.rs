@@ -32,6 +32,9 @@ pub fn run(args: &LeaderboardArgs) -> Outcome {
     let mut journal_head = None;
     let (board, state) = match (&args.db, &args.events) {
         (Some(db), _) => {
+            // The journal is read from a private copy: Ctrl-C must not leave it behind.
+            validator::journal::remove_private_copies_on_signal()
+                .map_err(|e| Failure::Failed(anyhow!("cannot handle signals: {e}")))?;
             let journal = Journal::open_existing(db)?;
             journal_head = journal.head().map(Head::summary);
             board_of_journal(&journal)?
@@ -60,7 +63,8 @@ pub fn run(args: &LeaderboardArgs) -> Outcome {
 }
 
 fn from_events(path: &Path) -> Result<(Board, State), Failure> {
-    let file = std::fs::File::open(path)
+    // A FIFO would block the open forever, a device never end: only a regular file is read.
+    let file = validator::bounded::open_regular(path)
         .map_err(|e| Failure::Invalid(anyhow!("cannot open {}: {e}", path.display())))?;
     let items = jsonl::read(std::io::BufReader::new(file))
         .map_err(|e| Failure::Invalid(anyhow!("{} is not a valid journal: {e}", path.display())))?;

@@ -112,8 +112,68 @@ enum Mode {
     /// sled's recovery rewrites what it opens, so readers never open the original.
     Reader {
         #[allow(dead_code, reason = "held so the copy lives as long as the journal")]
-        scratch: tempfile::TempDir,
+        scratch: PrivateCopy,
     },
+}
+
+/// The private copies this process holds, so that a reader stopped by a signal can still
+/// remove them: Ctrl-C ends a process without running destructors, and each copy is a whole
+/// journal left in the temporary directory.
+static PRIVATE_COPIES: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn private_copies() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
+    PRIVATE_COPIES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A reader's copy of a journal, registered while it lives.
+struct PrivateCopy(tempfile::TempDir);
+
+impl PrivateCopy {
+    fn new(journal: &Path) -> Result<Self, JournalError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("validator-journal-")
+            .tempdir()
+            .map_err(|e| storage_io(journal, e))?;
+        private_copies().insert(scratch.path().to_owned());
+        Ok(Self(scratch))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for PrivateCopy {
+    fn drop(&mut self) {
+        private_copies().remove(self.0.path());
+    }
+}
+
+/// Removes every private copy this process holds; for a signal handler that then exits.
+pub fn remove_private_copies() {
+    for copy in std::mem::take(&mut *private_copies()) {
+        let _ = std::fs::remove_dir_all(copy);
+    }
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP remove this process's private copies before it exits
+/// (with 128 + the signal, as the default action would report), for the commands that only
+/// read journals. Not for `validator run`, which handles its own signals.
+pub fn remove_private_copies_on_signal() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("private-copy-cleanup".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                remove_private_copies();
+                std::process::exit(128 + signal);
+            }
+        })?;
+    Ok(())
 }
 
 impl std::fmt::Debug for Journal {
@@ -163,10 +223,7 @@ impl Journal {
             });
         }
         check_looks_like_sled(path)?;
-        let scratch = tempfile::Builder::new()
-            .prefix("validator-journal-")
-            .tempdir()
-            .map_err(|e| storage_io(path, e))?;
+        let scratch = PrivateCopy::new(path)?;
         let copy = scratch.path().join("journal");
         let head = {
             let _lock = lock_at_rest(path, false)?;
