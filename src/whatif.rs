@@ -256,9 +256,10 @@ fn scale_of(competition: Option<&CompetitionInput>) -> Result<f64, InvalidInput>
     let Some(c) = competition else {
         return Ok(1.0);
     };
-    if !(c.reward_percentage.is_finite() && c.reward_percentage > 0.0) {
+    // A competition's share of the emission: N's are fractions of one.
+    if !(c.reward_percentage > 0.0 && c.reward_percentage <= 1.0) {
         return Err(InvalidInput(format!(
-            "reward_percentage {} is not positive",
+            "reward_percentage {} is outside (0, 1]",
             c.reward_percentage
         )));
     }
@@ -359,8 +360,11 @@ fn prior_weights(
             weights.len()
         )));
     }
-    if let Some(bad) = weights.iter().find(|w| !w.is_finite()) {
-        return Err(InvalidInput(format!("prior weight {bad} is not finite")));
+    // Weights on chain are never negative: a negative prior is not one N could have.
+    if let Some(bad) = weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+        return Err(InvalidInput(format!(
+            "prior weight {bad} is not a finite, non-negative number"
+        )));
     }
     let size = match n_uids {
         Some(size) if size > 65536 => {
@@ -511,9 +515,14 @@ mod tests {
             error(r#"{"losses": {"1": [1.0], "2": [2.0]}, "temperature": 1e-310}"#)
                 .contains("not finite")
         );
+        // Postmortem (second hostile-input round): a reward_percentage of 1e300 printed
+        // weights of 1e298, and negative priors weights of -9e307, with exit 0.
         let overflow = r#"{"losses": {"1": [1.0], "2": [2.0]},
             "competition": {"reward_percentage": 1e308, "n_competitions": 4000000000}}"#;
-        assert!(error(overflow).contains("not finite"));
+        assert!(error(overflow).contains("outside (0, 1]"));
+        let negative =
+            r#"{"losses": {"1": [1.0], "2": [2.0]}, "prior_weights": [0.0, -1e308, 0.5]}"#;
+        assert!(error(negative).contains("non-negative"));
         let prior = format!("{{\"prior_weights\": [{}]}}", vec!["0.0"; 70_000].join(","));
         assert!(error(&prior).contains("more than the 65536"));
         assert_eq!(

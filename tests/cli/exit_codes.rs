@@ -168,6 +168,24 @@ fn eval_exits_2_for_the_models_or_the_datas_fault() {
         2,
         "data line 1",
     );
+    // Postmortem (hostile-input round): --threads 100000 made ONNX Runtime spin for minutes
+    // on a tiny model; the flag is bounded before anything starts.
+    for threads in ["0", "257", "100000"] {
+        expect(
+            &[
+                "eval",
+                "--threads",
+                threads,
+                "--model",
+                model.to_str().unwrap(),
+                "--data",
+                data,
+            ],
+            "",
+            2,
+            "1..=256",
+        );
+    }
 }
 
 #[test]
