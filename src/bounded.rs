@@ -44,8 +44,14 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, BoundedError> {
     if metadata.len() > max {
         return Err(BoundedError::TooLarge { max });
     }
+    read_at_most(file, max)
+}
+
+/// All of `reader`, at most `max` bytes of it: one byte more is read so that a longer input is
+/// refused, not silently cut.
+pub fn read_at_most(reader: impl Read, max: u64) -> Result<Vec<u8>, BoundedError> {
     let mut bytes = Vec::new();
-    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    reader.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max {
         return Err(BoundedError::TooLarge { max });
     }
