@@ -243,23 +243,19 @@ fn cuda_memory_total_mib(device_id: i32) -> Result<String, String> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("nvidia-smi: {e}"))?;
-    let started = std::time::Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => break,
-            Ok(Some(status)) => return Err(format!("nvidia-smi: {status}")),
-            Ok(None) if started.elapsed() < NVIDIA_SMI_TIMEOUT => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "nvidia-smi gave no answer in {NVIDIA_SMI_TIMEOUT:?}"
-                ));
-            }
-            Err(e) => return Err(format!("nvidia-smi: {e}")),
+    match super::wait_or_kill(
+        &mut child,
+        NVIDIA_SMI_TIMEOUT,
+        std::time::Duration::from_millis(20),
+    ) {
+        Ok(Some(status)) if status.success() => {}
+        Ok(Some(status)) => return Err(format!("nvidia-smi: {status}")),
+        Ok(None) => {
+            return Err(format!(
+                "nvidia-smi gave no answer in {NVIDIA_SMI_TIMEOUT:?}"
+            ));
         }
+        Err(e) => return Err(format!("nvidia-smi: {e}")),
     }
     let mut text = String::new();
     child

@@ -224,6 +224,28 @@ impl Default for EvalOptions {
     }
 }
 
+/// Waits for `child` at most `timeout`, polling every `poll`; past it the child is killed and
+/// reaped, and the answer is `None`. For the short-lived helpers the evaluation runs
+/// synchronously (the template renderer, `nvidia-smi`), which must not hang the caller.
+pub(crate) fn wait_or_kill(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+    poll: std::time::Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(poll);
+    }
+}
+
 /// One prompt/response pair of an evaluation data file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct DataSample {

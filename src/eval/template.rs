@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, context};
@@ -467,24 +467,18 @@ pub fn render(
         }
         output
     });
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(EvalError::Template(format!(
-                    "the chat template did not finish within {} s",
-                    timeout.as_secs()
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => {
-                return Err(EvalError::Template(format!(
-                    "waiting for the template renderer: {e}"
-                )));
-            }
+    let status = match super::wait_or_kill(&mut child, timeout, Duration::from_millis(5)) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            return Err(EvalError::Template(format!(
+                "the chat template did not finish within {} s",
+                timeout.as_secs()
+            )));
+        }
+        Err(e) => {
+            return Err(EvalError::Template(format!(
+                "waiting for the template renderer: {e}"
+            )));
         }
     };
     let _ = writer.join();
