@@ -12,6 +12,7 @@ pub mod journal;
 pub mod leaderboard;
 pub mod logging;
 pub mod model;
+pub mod queue;
 pub mod run;
 pub mod score;
 pub mod settings;
@@ -63,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: chain::ChainCommand,
     },
+    /// A remote evaluation worker: pulls jobs from the NATS JetStream queue a `validator run
+    /// --eval-queue` publishes to, fetches and verifies each model itself, evaluates it and
+    /// publishes the losses.
+    #[command(name = "eval-worker")]
+    RemoteWorker(queue::EvalWorkerArgs),
     /// Renders chat templates for `eval` in an isolated child process (internal).
     #[command(name = "__render-chat-template", hide = true)]
     RenderChatTemplate,
@@ -179,6 +185,7 @@ pub fn dispatch(cli: Cli, settings: Vec<String>) -> ExitCode {
         Command::Model { command } => model::run(command),
         Command::Data { command } => data::run(command),
         Command::Chain { command } => chain::run(command),
+        Command::RemoteWorker(args) => queue::run(&args),
         Command::RenderChatTemplate => {
             validator::eval::template::serve_render_request().map_err(Failure::failed)
         }

@@ -22,7 +22,9 @@ use validator::runner::config::{
     SUCCESSOR_VERSION_KEY,
 };
 use validator::runner::demo::{DEMO_STEPS, write_demo};
-use validator::runner::edges::{AnyChain, AnyStore, LiveChain, LiveWeights};
+use validator::runner::edges::{AnyChain, AnyEvaluator, AnyStore, LiveChain, LiveWeights};
+use validator::runner::pool::EvaluatorPool;
+use validator::runner::queue::QueueEvaluator;
 use validator::runner::snapshot::RecordedChain;
 use validator::runner::table::weights_line;
 use validator::runner::weights::WeightsConfig;
@@ -56,6 +58,11 @@ pub struct RunArgs {
     /// local data file, a few steps of each competition on CPU, then replay its own journal.
     #[arg(long)]
     demo: bool,
+    /// Where `--demo` writes its files, journal and model cache (a new or empty directory;
+    /// default: a fresh one under the temporary directory). Remote workers for the demo take
+    /// its hub as `--hub local:DIR/hub`.
+    #[arg(long = "demo-dir", requires = "demo")]
+    demo_dir: Option<PathBuf>,
     /// The subnet.
     #[arg(long, default_value_t = 6)]
     netuid: u16,
@@ -91,6 +98,31 @@ pub struct RunArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: Device,
+    /// Evaluate on several local devices at once, one evaluation worker each, models to
+    /// whichever is free (largest first): a comma-separated list of cpu, cuda:N or N (CUDA
+    /// device N), or `cuda` for every CUDA device nvidia-smi lists. Instead of --device.
+    #[arg(long, value_delimiter = ',', conflicts_with = "eval_queue")]
+    devices: Vec<String>,
+    /// ONNX Runtime CPU threads per evaluation worker [default: this machine's cores, shared
+    /// among the --devices].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
+    /// Evaluate with remote workers (`validator eval-worker`) through this NATS JetStream
+    /// server: nats://[USER:PASSWORD@]HOST:PORT, or tls://HOST:PORT. Checks and tokenising
+    /// stay here.
+    #[arg(long = "eval-queue", visible_alias = "eval_queue")]
+    eval_queue: Option<String>,
+    /// The most shards a model's batch is cut into when the step's models do not share the
+    /// workers evenly (three models on two devices: halves, the longest work first); each
+    /// shard builds its own session, and 1 never cuts.
+    #[arg(
+        long = "eval-shards-max",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u16).range(1..=64)
+    )]
+    eval_shards_max: u16,
+    #[command(flatten)]
+    queue: super::queue::QueueArgs,
     /// The model cache (derived data; the journal is kept apart in --db).
     #[arg(
         long = "model_dir",
@@ -321,6 +353,7 @@ impl RunArgs {
         config.accept_params_change = self.accept_params_change;
         config.genesis = self.genesis;
         config.max_steps = self.max_steps;
+        config.eval_shards_max = usize::from(self.eval_shards_max);
         config.not_found_retry_blocks = self.not_found_retry_blocks;
         config.weights = WeightsConfig::new(self.version_key());
         config.weights.blocks_per_epoch = self.blocks_per_epoch.max(1);
@@ -380,7 +413,7 @@ pub fn run(args: RunArgs, settings: &[String]) -> Outcome {
 }
 
 /// The edges `validator run` was given.
-type RunEdges = Edges<AnyChain, AnyStore, WorkerEvaluator, Source, LiveWeights>;
+type RunEdges = Edges<AnyChain, AnyStore, AnyEvaluator, Source, LiveWeights>;
 
 async fn edges(args: &RunArgs, config: &RunConfig) -> Result<RunEdges, Failure> {
     let (chain, weights) = match &args.chain_snapshot {
@@ -408,28 +441,13 @@ async fn edges(args: &RunArgs, config: &RunConfig) -> Result<RunEdges, Failure> 
             )
         }
     };
-    let store = match args.hub.as_deref() {
-        Some(hub) if hub.starts_with("local:") => {
-            let root = PathBuf::from(hub.trim_start_matches("local:"));
-            if !root.is_dir() {
-                return Err(Failure::Invalid(anyhow!(
-                    "--hub {hub}: {} is not a directory",
-                    root.display()
-                )));
-            }
-            let mut store = LocalStore::new(root, config.model_dir.clone());
-            store.disk_free_min_bytes = args.disk_free_min_bytes;
-            AnyStore::Local(store)
-        }
-        endpoint => {
-            let mut options = HubOptions::new(config.model_dir.clone());
-            options.endpoint = endpoint.map(str::to_owned);
-            options.disk_free_min_bytes = args.disk_free_min_bytes;
-            options.progress = !args.logging_json;
-            AnyStore::Hub(Hub::new(options).map_err(Failure::invalid)?)
-        }
-    };
-    let evaluator = worker(args)?;
+    let store = store_of(
+        args.hub.as_deref(),
+        &config.model_dir,
+        args.disk_free_min_bytes,
+        !args.logging_json,
+    )?;
+    let evaluator = evaluator(args).await?;
     let data =
         Source::new(&args.data_source, &SourceOptions::default()).map_err(Failure::invalid)?;
     Ok(Edges {
@@ -512,19 +530,127 @@ async fn weights_chain(
     })
 }
 
-/// The evaluation worker: children of this very executable.
-fn worker(args: &RunArgs) -> Result<WorkerEvaluator, Failure> {
+/// The model store `--hub` names: a local directory (`local:DIR`) or a Hugging Face-compatible
+/// hub, caching into `model_dir`.
+pub fn store_of(
+    hub: Option<&str>,
+    model_dir: &Path,
+    disk_free_min_bytes: u64,
+    progress: bool,
+) -> Result<AnyStore, Failure> {
+    Ok(match hub {
+        Some(hub) if hub.starts_with("local:") => {
+            let root = PathBuf::from(hub.trim_start_matches("local:"));
+            if !root.is_dir() {
+                return Err(Failure::Invalid(anyhow!(
+                    "--hub {hub}: {} is not a directory",
+                    root.display()
+                )));
+            }
+            let mut store = LocalStore::new(root, model_dir.to_owned());
+            store.disk_free_min_bytes = disk_free_min_bytes;
+            AnyStore::Local(store)
+        }
+        endpoint => {
+            let mut options = HubOptions::new(model_dir.to_owned());
+            options.endpoint = endpoint.map(str::to_owned);
+            options.disk_free_min_bytes = disk_free_min_bytes;
+            options.progress = progress;
+            AnyStore::Hub(Hub::new(options).map_err(Failure::invalid)?)
+        }
+    })
+}
+
+/// An evaluation worker on `device`: children of this very executable.
+pub fn worker_on(
+    device: Device,
+    eval_timeout_s: u64,
+    memory_max_bytes: Option<u64>,
+    threads: Option<u16>,
+) -> Result<WorkerEvaluator, Failure> {
     let program = std::env::current_exe()
         .map_err(|e| Failure::Failed(anyhow!("cannot find our own executable: {e}")))?;
-    let mut worker = WorkerEvaluator::new(
-        program,
-        args.device,
-        Duration::from_secs(args.eval_timeout_s.max(1)),
-    );
-    if let Some(bytes) = args.eval_memory_max_bytes {
+    let mut worker =
+        WorkerEvaluator::new(program, device, Duration::from_secs(eval_timeout_s.max(1)));
+    if let Some(bytes) = memory_max_bytes {
         worker.memory_max_bytes = bytes;
     }
+    if let Some(threads) = threads {
+        worker.threads = usize::from(threads);
+    }
     Ok(worker)
+}
+
+/// The devices of `--devices`, in order (`cuda`: every card nvidia-smi lists).
+fn devices_of(list: &[String]) -> Result<Vec<Device>, Failure> {
+    let mut devices = Vec::new();
+    for entry in list {
+        let entry = entry.trim();
+        if entry == "cuda" || entry == "all" {
+            let count = validator::eval::estimate::cuda_device_count().map_err(|why| {
+                Failure::Failed(anyhow!(
+                    "--devices {entry}: cannot list the CUDA devices: {why}"
+                ))
+            })?;
+            devices.extend((0..count).map(|device_id| Device::Cuda { device_id }));
+        } else if let Ok(device_id) = entry.parse::<u16>() {
+            devices.push(Device::Cuda {
+                device_id: i32::from(device_id),
+            });
+        } else {
+            devices.push(
+                entry
+                    .parse::<Device>()
+                    .map_err(|why| Failure::Invalid(anyhow!("--devices: {entry:?}: {why}")))?,
+            );
+        }
+    }
+    if devices.is_empty() {
+        return Err(Failure::Invalid(anyhow!("--devices lists no device")));
+    }
+    Ok(devices)
+}
+
+/// The evaluator the flags ask for: a pool over `--devices` (or the one `--device`), or remote
+/// workers through `--eval-queue`.
+async fn evaluator(args: &RunArgs) -> Result<AnyEvaluator, Failure> {
+    let devices = if args.devices.is_empty() {
+        vec![args.device]
+    } else {
+        devices_of(&args.devices)?
+    };
+    // Each worker gets its share of the cores unless told otherwise.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let share = u16::try_from((cores / devices.len()).max(1)).unwrap_or(u16::MAX);
+    let threads = Some(args.threads.unwrap_or(share));
+    let make = |device| {
+        worker_on(
+            device,
+            args.eval_timeout_s,
+            args.eval_memory_max_bytes,
+            threads,
+        )
+    };
+    if let Some(url) = &args.eval_queue {
+        let options = args
+            .queue
+            .options(url, Duration::from_secs(args.eval_timeout_s.max(1)));
+        let options_server = options.server();
+        let queue = QueueEvaluator::connect(options, make(Device::Cpu)?)
+            .await
+            .map_err(Failure::failed)?;
+        tracing::info!(
+            "evaluating through the queue at {} (queue {})",
+            options_server,
+            args.queue.queue_name
+        );
+        return Ok(AnyEvaluator::Queue(queue));
+    }
+    let mut members = Vec::new();
+    for device in devices {
+        members.push((device.to_string(), make(device)?));
+    }
+    Ok(AnyEvaluator::Pool(EvaluatorPool::new(members)))
 }
 
 /// Runs the loop until it is done or SIGTERM / SIGINT asks it to stop (it then stops the
@@ -591,9 +717,10 @@ fn print_summary(summary: &RunSummary) {
     }
     let overhead = total(validator::runner::step::StepTiming::overhead_seconds);
     println!(
-        "time per step (mean of {}): data {:.3} s, tokenise {:.3} s, evaluate {:.3} s (of which \
+        "time per step (mean of {}): total {:.3} s; data {:.3} s, tokenise {:.3} s, evaluate {:.3} s (of which \
          session {:.3} s, scoring {:.3} s), journal {:.3} s; runner overhead {:.1}% of evaluation",
         summary.timings.len(),
+        mean(total(|t| t.total_seconds), summary.timings.len()),
         mean(total(|t| t.data_seconds), summary.timings.len()),
         mean(total(|t| t.tokenize_seconds), summary.timings.len()),
         mean(evaluate, summary.timings.len()),
@@ -610,12 +737,27 @@ fn mean(total: f64, count: usize) -> f64 {
 
 /// The embedded scenario: written to a fresh directory, run, then replayed.
 fn demo(args: &RunArgs) -> Outcome {
-    let dir = demo_dir()?;
+    let dir = match &args.demo_dir {
+        Some(dir) => {
+            let empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+            if !empty {
+                return Err(Failure::Invalid(anyhow!(
+                    "--demo-dir {}: not empty (the demo starts from nothing)",
+                    dir.display()
+                )));
+            }
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Failure::Failed(anyhow!("{}: {e}", dir.display())))?;
+            dir.clone()
+        }
+        None => demo_dir()?,
+    };
     let files = write_demo(&dir).map_err(|e| Failure::Failed(anyhow!("{}: {e}", dir.display())))?;
     println!("demo: files, journal and model cache in {}", dir.display());
     let journal = dir.join("journal");
     let mut config = RunConfig::new(journal.clone(), dir.join("model-store"));
     config.max_steps = Some(args.max_steps.unwrap_or(DEMO_STEPS));
+    config.eval_shards_max = usize::from(args.eval_shards_max);
     config.settle_before_step = true;
     config.tokenizers = BTreeMap::from([
         (CompetitionId::new("l3"), files.tokenizer_l3.clone()),
@@ -626,7 +768,9 @@ fn demo(args: &RunArgs) -> Outcome {
     let chain = RecordedChain::read(&files.snapshot).map_err(Failure::invalid)?;
     let mut store = LocalStore::new(files.hub.clone(), config.model_dir.clone());
     store.disk_free_min_bytes = 64 << 20;
-    let evaluator = worker(args)?;
+    // One runtime for both: the queue's result receiver is a task on it.
+    let runtime = runtime()?;
+    let evaluator = runtime.block_on(evaluator(args))?;
     let data = Source::new(
         &SourceSpec::Local(files.data.clone()),
         &SourceOptions::default(),
@@ -639,7 +783,7 @@ fn demo(args: &RunArgs) -> Outcome {
         data,
         weights: None,
     };
-    let summary = runtime()?.block_on(run_until_stopped(config, edges))?;
+    let summary = runtime.block_on(run_until_stopped(config, edges))?;
     print_summary(&summary);
     check_journal(&journal)
 }

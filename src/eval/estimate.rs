@@ -233,11 +233,28 @@ const NVIDIA_SMI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 
 /// What `nvidia-smi` says card `device_id` holds, in MiB, or why it could not be asked.
 fn cuda_memory_total_mib(device_id: i32) -> Result<String, String> {
+    nvidia_smi(&[
+        "--query-gpu=memory.total",
+        "--format=csv,noheader,nounits",
+        &format!("--id={device_id}"),
+    ])
+}
+
+/// How many CUDA devices nvidia-smi lists.
+pub fn cuda_device_count() -> Result<i32, String> {
+    let text = nvidia_smi(&["--query-gpu=index", "--format=csv,noheader,nounits"])?;
+    let count = text.lines().filter(|line| !line.trim().is_empty()).count();
+    match i32::try_from(count) {
+        Ok(0) | Err(_) => Err(format!("nvidia-smi listed no device ({:?})", text.trim())),
+        Ok(count) => Ok(count),
+    }
+}
+
+/// What `nvidia-smi ARGS` prints, within its time limit.
+fn nvidia_smi(args: &[&str]) -> Result<String, String> {
     use std::io::Read;
     let mut child = std::process::Command::new("nvidia-smi")
-        .arg("--query-gpu=memory.total")
-        .arg("--format=csv,noheader,nounits")
-        .arg(format!("--id={device_id}"))
+        .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -12,7 +12,7 @@
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,7 +25,10 @@ use super::{EvalError, EvalOptions, Fault, ModelDir};
 use crate::machine::event::{EvalOutcome, RejectionCode};
 use crate::machine::params::Competition;
 use crate::machine::wire::LossVec;
-use crate::runner::edges::{EdgeError, ModelEvaluator, Refusal, TokenizedBatch, Verdict};
+use crate::runner::edges::{
+    EdgeError, EvalRequest, Evaluated, ModelEvaluator, Refusal, TokenizedBatch, Verdict,
+    this_worker,
+};
 
 /// The largest job a worker reads (a tokenised batch of 400 samples of 2048 tokens is ~6 MB).
 const JOB_BYTES_MAX: u64 = 512 * 1024 * 1024;
@@ -345,17 +348,6 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Time a worker took, for the step's breakdown.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct WorkerTiming {
-    /// From spawn to reply.
-    pub wall_seconds: f64,
-    /// Graph export and session build (evaluations only).
-    pub session_seconds: f64,
-    /// Scoring the samples (evaluations only).
-    pub evaluate_seconds: f64,
-}
-
 /// The evaluator edge over worker processes.
 #[derive(Debug, Clone)]
 pub struct WorkerEvaluator {
@@ -375,8 +367,6 @@ pub struct WorkerEvaluator {
     pub date: CivilDate,
     /// The evaluation memory budget (see [`super::estimate`]).
     pub memory_max_bytes: u64,
-    /// Where the last evaluation's time went (for the step's breakdown).
-    pub last_timing: Arc<std::sync::Mutex<WorkerTiming>>,
 }
 
 /// The evaluation memory budget unless the operator sets one: the machine's on CPU, the card's
@@ -409,7 +399,6 @@ impl WorkerEvaluator {
             prepare_timeout: eval_timeout.max(Duration::from_secs(60)),
             date: CivilDate::today(),
             memory_max_bytes: default_budget_bytes(device),
-            last_timing: Arc::default(),
         }
     }
 
@@ -417,7 +406,6 @@ impl WorkerEvaluator {
     pub async fn run_once(&self, job: &Job, timeout: Duration) -> Result<Reply, WorkerFailure> {
         let request = serde_json::to_vec(job)
             .map_err(|e| WorkerFailure::Spawn(format!("encoding the job: {e}")))?;
-        let started = Instant::now();
         // `ulimit` bounds the child without unsafe code here: its address space (so a file
         // built to exhaust memory fails in the child) and its CPU time (a backstop behind the
         // wall-clock timeout). A CUDA evaluation maps the card's memory into the address
@@ -486,26 +474,12 @@ impl WorkerEvaluator {
             return Err(WorkerFailure::Timeout(timeout));
         };
         drop(guard);
-        let wall_seconds = started.elapsed().as_secs_f64();
         let reply = serde_json::from_slice::<Reply>(&out).map_err(|_| {
             let tail_from = err.len().saturating_sub(STDERR_TAIL_BYTES);
             let tail = String::from_utf8_lossy(err.get(tail_from..).unwrap_or_default());
             let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
             WorkerFailure::Crashed(format!("{status}: {}", tail.trim()))
         })?;
-        if let Reply::Losses {
-            session_seconds,
-            evaluate_seconds,
-            ..
-        } = &reply
-            && let Ok(mut timing) = self.last_timing.lock()
-        {
-            *timing = WorkerTiming {
-                wall_seconds,
-                session_seconds: *session_seconds,
-                evaluate_seconds: *evaluate_seconds,
-            };
-        }
         Ok(reply)
     }
 
@@ -620,41 +594,45 @@ impl ModelEvaluator for WorkerEvaluator {
         }
     }
 
-    async fn evaluate(&self, dir: &Path, batch: TokenizedBatch) -> Result<EvalOutcome, EdgeError> {
-        if let Ok(mut timing) = self.last_timing.lock() {
-            *timing = WorkerTiming::default();
-        }
+    async fn evaluate(&self, request: &EvalRequest) -> Result<Evaluated, EdgeError> {
         let job = Job::Evaluate {
-            dir: dir.to_owned(),
+            dir: request.dir.clone(),
             device: self.device.to_string(),
             threads: self.threads,
             max_seq_len: self.max_seq_len,
             memory_max_bytes: self.memory_max_bytes,
-            batch: batch.to_vec(),
+            batch: request.batch.to_vec(),
         };
+        let worker = this_worker(&self.device.to_string());
+        let failed = |why: String| Ok(Evaluated::new(EvalOutcome::Failed(why), worker.clone()));
         match self.run(&job, self.eval_timeout).await {
-            Ok(Reply::Losses { losses, .. }) => Ok(EvalOutcome::Losses(losses)),
-            Ok(Reply::ModelFailed { detail, .. }) => Ok(EvalOutcome::Failed(detail)),
+            Ok(Reply::Losses {
+                losses,
+                session_seconds,
+                evaluate_seconds,
+                ..
+            }) => Ok(Evaluated {
+                session_seconds,
+                scoring_seconds: evaluate_seconds,
+                ..Evaluated::new(EvalOutcome::Losses(losses), worker.clone())
+            }),
+            Ok(Reply::ModelFailed { detail, .. }) => failed(detail),
             Ok(Reply::Unavailable(why)) => Err(EdgeError::Unavailable(why)),
-            Ok(Reply::DeviceUnavailable(why)) => Err(EdgeError::Operator(format!(
-                "the evaluation device cannot be used: {why}"
+            Ok(Reply::DeviceUnavailable(why)) => Err(EdgeError::Device(format!(
+                "the evaluation device {} cannot be used: {why}",
+                self.device
             ))),
             Ok(other) => Err(unexpected(&other)),
-            Err(WorkerFailure::Timeout(limit)) => Ok(EvalOutcome::Failed(format!(
+            Err(WorkerFailure::Timeout(limit)) => failed(format!(
                 "timeout: the evaluation took longer than {} s",
                 limit.as_secs()
-            ))),
-            Err(WorkerFailure::Crashed(why)) => Ok(EvalOutcome::Failed(format!(
-                "the evaluation worker crashed {why}"
-            ))),
+            )),
+            Err(WorkerFailure::Crashed(why)) => {
+                failed(format!("the evaluation worker crashed {why}"))
+            }
             Err(WorkerFailure::Spawn(why)) => Err(EdgeError::Operator(format!(
                 "cannot start the evaluation worker: {why}"
             ))),
         }
-    }
-
-    fn last_timing(&self) -> Option<(f64, f64)> {
-        let timing = *self.last_timing.lock().ok()?;
-        Some((timing.session_seconds, timing.evaluate_seconds))
     }
 }

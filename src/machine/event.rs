@@ -17,8 +17,9 @@ use super::wire::{LossVec, RawBytes, Samples};
 /// [`Event::WeightsCommitted`] at the end of the enum and `weights_intent` at the end of the
 /// state; a version 1 or 2 checkpoint reads with no intent open (see `codec`). Version 4 added
 /// `rules` at the end of the mechanism parameters and keeps eval sets as CPython sets; older
-/// records and checkpoints upgrade with the legacy rules they were folded with.
-pub const SCHEMA_VERSION: u16 = 4;
+/// records and checkpoints upgrade with the legacy rules they were folded with. Version 5 added
+/// [`Event::EvaluationReported`] at the end of the enum; every older record reads unchanged.
+pub const SCHEMA_VERSION: u16 = 5;
 
 /// The oldest schema version this build reads.
 pub const SCHEMA_VERSION_OLDEST_READ: u16 = 1;
@@ -97,6 +98,11 @@ pub enum Event {
     /// The hash commit of the prepared weights was included; they are revealed inside the
     /// window the chain assigned. Added in schema version 3.
     WeightsCommitted(WeightsCommitted),
+    /// Which worker produced an evaluation's result, and whether the runner took it: journaled
+    /// with the `LossesComputed` it accepted, or alone for a result it refused (a wrong batch
+    /// digest or model hash). The fold keeps nothing of it; it is there for audits. Added in
+    /// schema version 5.
+    EvaluationReported(EvaluationReported),
 }
 
 impl Event {
@@ -118,6 +124,7 @@ impl Event {
             Event::StepFailed(_) => "step_failed",
             Event::WeightsPrepared(_) => "weights_prepared",
             Event::WeightsCommitted(_) => "weights_committed",
+            Event::EvaluationReported(_) => "evaluation_reported",
         }
     }
 }
@@ -331,6 +338,44 @@ pub struct StepAbandoned {
     pub step: u64,
     /// Why.
     pub reason: String,
+}
+
+/// Who evaluated a model: enough for an auditor to tell workers apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluatedBy {
+    /// The worker's host name (as the worker reports it).
+    pub host: String,
+    /// The device it ran on (`cpu`, `cuda:0`).
+    pub device: String,
+    /// The worker's build: crate version, git commit and ONNX Runtime version.
+    pub build: String,
+}
+
+/// What the runner made of a worker's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportVerdict {
+    /// Taken: the `LossesComputed` written with it holds the result.
+    Accepted,
+    /// Refused, with the reason (the batch digest or model hash did not match what was sent).
+    Refused(String),
+}
+
+/// A worker's result for (step, uid), as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluationReported {
+    /// The step.
+    pub step: u64,
+    /// The uid evaluated.
+    pub uid: u16,
+    /// The model hash the result names.
+    pub model_hash: String,
+    /// The digest of the tokenised batch the result names.
+    pub batch_digest: String,
+    /// Who produced it.
+    pub worker: EvaluatedBy,
+    /// Whether it was taken.
+    pub verdict: ReportVerdict,
 }
 
 /// A step that could not run or be scored; it will be tried again under the same number.

@@ -68,6 +68,11 @@ pub fn apply(state: &mut State, record: &Record) -> Outcome {
         Event::StepFailed(event) => step_failed(state, block, event),
         Event::WeightsPrepared(event) => weights_prepared(state, block, event),
         Event::WeightsCommitted(event) => weights_committed(state, event),
+        // Provenance only: it must name the open step, and changes nothing.
+        Event::EvaluationReported(event) => match open_step_for(state, event.step) {
+            Ok(_) => Outcome::Unchanged,
+            Err(why) => reject(why),
+        },
     };
     state.position = Some(record.position());
     outcome

@@ -47,6 +47,9 @@ pub struct RunConfig {
     pub genesis: bool,
     /// Stop cleanly once the journal holds this many completed steps (a total).
     pub max_steps: Option<u64>,
+    /// The most shards a model's batch is cut into, so that several workers share a step's
+    /// last models rather than idle (see `step::shard_count`); 1 never cuts.
+    pub eval_shards_max: usize,
     /// How weights are set (when the run is given a chain to set them on).
     pub weights: WeightsConfig,
     /// A snapshot chain: before each step, wait until every visible commitment has a verdict,
@@ -107,6 +110,7 @@ impl RunConfig {
             accept_params_change: false,
             genesis: false,
             max_steps: None,
+            eval_shards_max: 2,
             weights: WeightsConfig::new(N_VERSION_KEY),
             settle_before_step: false,
             startup_wait: Duration::from_secs(600),

@@ -22,7 +22,8 @@ use crate::hub::local::LocalStore;
 use crate::hub::{Fetched, Hub, HubError};
 use crate::machine::Event;
 use crate::machine::event::{
-    EvalOutcome, RejectionCode, SubmitMethod, WeightsCommitted, WeightsPrepared,
+    EvalOutcome, EvaluatedBy, EvaluationReported, RejectionCode, SubmitMethod, WeightsCommitted,
+    WeightsPrepared,
 };
 use crate::machine::model_id::{HashKind, ModelId};
 use crate::machine::params::Competition;
@@ -72,6 +73,11 @@ pub enum EdgeError {
     /// The disk cannot take what is asked of it: free space (sweep the cache) first.
     #[error("{0}")]
     DiskFull(String),
+    /// The evaluation device cannot be used (it cannot be opened, or it failed under a model
+    /// that another device may still run). A pool takes the device out and goes on with the
+    /// others.
+    #[error("{0}")]
+    Device(String),
 }
 
 impl EdgeError {
@@ -246,19 +252,148 @@ pub trait ModelEvaluator: Send + Sync {
         pairs: Arc<[(String, String)]>,
     ) -> impl Future<Output = Result<Verdict<TokenizedBatch>, EdgeError>> + Send;
 
-    /// Evaluates the model in `dir` on `batch`: one loss per sample, or why it could not be
-    /// evaluated at all (`EvalOutcome::Failed`, N's empty loss list).
+    /// Evaluates one participant's model on the step's tokenised batch: one loss per sample, or
+    /// why it could not be evaluated at all (`EvalOutcome::Failed`, N's empty loss list).
     fn evaluate(
         &self,
-        dir: &Path,
-        batch: TokenizedBatch,
-    ) -> impl Future<Output = Result<EvalOutcome, EdgeError>> + Send;
+        request: &EvalRequest,
+    ) -> impl Future<Output = Result<Evaluated, EdgeError>> + Send;
 
-    /// Where the last evaluation's time went, when the evaluator measures it: seconds building
-    /// the session, seconds scoring.
-    fn last_timing(&self) -> Option<(f64, f64)> {
-        None
+    /// How many evaluations this evaluator runs at once (devices in a pool, remote workers):
+    /// the stepper keeps this many in flight.
+    fn capacity(&self) -> usize {
+        1
     }
+
+    /// How many workers share the step's evaluations, for cutting the last models into
+    /// shards (see `step::shard_count`): the devices of a pool; for remote workers, what the
+    /// operator says (the queue cannot count them).
+    fn workers(&self) -> usize {
+        self.capacity()
+    }
+}
+
+/// One evaluation: what a local worker needs (`dir`, `batch`) and what a remote one needs to
+/// fetch and verify the model itself (the commitment and its hash).
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    /// The step.
+    pub step: u64,
+    /// The participant's uid.
+    pub uid: u16,
+    /// Its hotkey.
+    pub hotkey: String,
+    /// The committed model.
+    pub model: ModelId,
+    /// The committed hash of the model.
+    pub model_hash: String,
+    /// Where this host keeps the verified model.
+    pub dir: PathBuf,
+    /// The largest repository the competition accepts, for a worker that fetches it.
+    pub repo_bytes_max: u64,
+    /// The tokenised batch (the step's, or one shard of it).
+    pub batch: TokenizedBatch,
+    /// Which shard of the model's evaluation this is: 0 unless it was cut into shards for
+    /// several workers (the stepper knows which samples each holds).
+    pub shard: usize,
+    /// The digest of `batch` ([`batch_digest`]), which a result must name.
+    pub batch_digest: String,
+}
+
+impl EvalRequest {
+    /// A request for the model already in `dir`, outside any step (tests, one-off checks).
+    pub fn of_dir(dir: &Path, batch: TokenizedBatch) -> Self {
+        Self {
+            step: 0,
+            uid: 0,
+            hotkey: String::new(),
+            model: ModelId {
+                namespace: "local".into(),
+                name: dir.display().to_string(),
+                commit: None,
+                hash: None,
+                competition: crate::machine::CompetitionId(
+                    crate::machine::model_id::ORIGINAL_COMPETITION_ID.into(),
+                ),
+                hash_rule: crate::machine::model_id::HashRule::PlainOrSalted,
+            },
+            model_hash: String::new(),
+            dir: dir.to_owned(),
+            repo_bytes_max: crate::machine::params::N_MAX_REPO_BYTES,
+            shard: 0,
+            batch_digest: batch_digest(&batch),
+            batch,
+        }
+    }
+}
+
+/// An evaluation's result and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluated {
+    /// The losses, or why there are none.
+    pub outcome: EvalOutcome,
+    /// Who produced them.
+    pub worker: EvaluatedBy,
+    /// Seconds building the session, as the worker measured it.
+    pub session_seconds: f64,
+    /// Seconds scoring the samples, as the worker measured it.
+    pub scoring_seconds: f64,
+    /// Results for this (step, uid) refused before this one was taken, to journal.
+    pub refused: Vec<EvaluationReported>,
+}
+
+impl Evaluated {
+    /// An outcome from `worker` with no timing.
+    pub fn new(outcome: EvalOutcome, worker: EvaluatedBy) -> Self {
+        Self {
+            outcome,
+            worker,
+            session_seconds: 0.0,
+            scoring_seconds: 0.0,
+            refused: Vec::new(),
+        }
+    }
+}
+
+/// The digest of a tokenised batch: SHA-256 of its JSON form, which is what travels to remote
+/// workers, so both ends compute it from the same bytes.
+pub fn batch_digest(batch: &[Prepared]) -> String {
+    let bytes = serde_json::to_vec(batch).unwrap_or_default();
+    crate::hashing::hash_of_bytes(&bytes)
+}
+
+/// This process as a worker on `device`: host name, device, and build.
+pub fn this_worker(device: &str) -> EvaluatedBy {
+    EvaluatedBy {
+        host: host_name(),
+        device: device.to_owned(),
+        build: build_id().to_owned(),
+    }
+}
+
+/// This build: the crate's version and the first 16 hex digits of the SHA-256 of the running
+/// executable (so two hosts running the same binary say the same, and a rebuilt one differs).
+pub fn build_id() -> &'static str {
+    static BUILD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUILD.get_or_init(|| {
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|path| crate::dirhash::hash_of_file(&path).ok())
+            .map_or_else(
+                || "unknown".to_owned(),
+                |hash| hash.chars().take(16).collect(),
+            );
+        format!("validator {} exe {exe}", env!("CARGO_PKG_VERSION"))
+    })
+}
+
+/// The host's name, from the kernel (no lookup, no network).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn hub_error(error: HubError) -> EdgeError {
@@ -480,18 +615,29 @@ impl ModelEvaluator for InProcessEvaluator {
         eval_verdict(prepared.map(TokenizedBatch::from))
     }
 
-    async fn evaluate(&self, dir: &Path, batch: TokenizedBatch) -> Result<EvalOutcome, EdgeError> {
-        let (dir, options) = (dir.to_owned(), self.options.clone());
+    async fn evaluate(&self, request: &EvalRequest) -> Result<Evaluated, EdgeError> {
+        let (dir, batch) = (request.dir.clone(), request.batch.clone());
+        let options = self.options.clone();
+        let worker = this_worker(&options.device.to_string());
         let evaluated = blocking(move || {
             let model = ModelDir::open(&dir)?;
             evaluate_prepared(&model, &batch, &options, |_| {})
         })
         .await?;
         match eval_verdict(evaluated)? {
-            Verdict::Accepted(evaluation) => Ok(EvalOutcome::Losses(LossVec(
-                evaluation.results.iter().map(|r| r.loss_f32()).collect(),
-            ))),
-            Verdict::Rejected(refusal) => Ok(EvalOutcome::Failed(refusal.detail)),
+            Verdict::Accepted(evaluation) => Ok(Evaluated {
+                session_seconds: evaluation.session_seconds,
+                scoring_seconds: evaluation.evaluate_seconds,
+                ..Evaluated::new(
+                    EvalOutcome::Losses(LossVec(
+                        evaluation.results.iter().map(|r| r.loss_f32()).collect(),
+                    )),
+                    worker,
+                )
+            }),
+            Verdict::Rejected(refusal) => {
+                Ok(Evaluated::new(EvalOutcome::Failed(refusal.detail), worker))
+            }
         }
     }
 }
@@ -547,6 +693,60 @@ impl ModelStore for AnyStore {
         match self {
             AnyStore::Hub(store) => store.dir_of(hotkey, model),
             AnyStore::Local(store) => store.dir_of(hotkey, model),
+        }
+    }
+}
+
+/// The evaluators a run can be given: a pool of local devices, or remote workers.
+#[derive(Debug)]
+pub enum AnyEvaluator {
+    /// One worker per local device.
+    Pool(super::pool::EvaluatorPool<crate::eval::worker::WorkerEvaluator>),
+    /// Remote workers over NATS JetStream.
+    Queue(super::queue::QueueEvaluator<crate::eval::worker::WorkerEvaluator>),
+}
+
+impl ModelEvaluator for AnyEvaluator {
+    async fn check(
+        &self,
+        dir: &Path,
+        competition: &Competition,
+    ) -> Result<Verdict<ModelChecked>, EdgeError> {
+        match self {
+            AnyEvaluator::Pool(pool) => pool.check(dir, competition).await,
+            AnyEvaluator::Queue(queue) => queue.check(dir, competition).await,
+        }
+    }
+
+    async fn tokenize(
+        &self,
+        dir: &Path,
+        pairs: Arc<[(String, String)]>,
+    ) -> Result<Verdict<TokenizedBatch>, EdgeError> {
+        match self {
+            AnyEvaluator::Pool(pool) => pool.tokenize(dir, pairs).await,
+            AnyEvaluator::Queue(queue) => queue.tokenize(dir, pairs).await,
+        }
+    }
+
+    async fn evaluate(&self, request: &EvalRequest) -> Result<Evaluated, EdgeError> {
+        match self {
+            AnyEvaluator::Pool(pool) => pool.evaluate(request).await,
+            AnyEvaluator::Queue(queue) => queue.evaluate(request).await,
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            AnyEvaluator::Pool(pool) => pool.capacity(),
+            AnyEvaluator::Queue(queue) => queue.capacity(),
+        }
+    }
+
+    fn workers(&self) -> usize {
+        match self {
+            AnyEvaluator::Pool(pool) => pool.workers(),
+            AnyEvaluator::Queue(queue) => queue.workers(),
         }
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! - `after-weights-prepared`: the intent is flushed, nothing is signed yet;
 //! - `after-weights-sent`: the chain has answered, the answer is not journaled;
-//! - `after-weights-committed`: a hash commit is journaled, the reveal is not sent.
+//! - `after-weights-committed`: a hash commit is journaled, the reveal is not sent;
+//! - `eval-worker-before-publishing`: a remote worker evaluated a job and has not published
+//!   the result nor acknowledged the job.
 
 use std::sync::OnceLock;
 

@@ -6,6 +6,8 @@
 //! - [`writer`]: the one writer: a thread owning the recorder.
 //! - [`step`]: a step, from the chain's head to `StepCompleted`; restart is resume.
 //! - [`fetch`]: fetching, verifying and checking committed models, the cache sweep.
+//! - [`pool`]: one evaluator per local device, models to whichever is free; [`queue`]:
+//!   evaluation by remote workers over NATS JetStream, and the worker's own loop.
 //! - [`snapshot`]: a recorded chain, for offline runs.
 //! - [`weights`]: the weight setter: due epochs, intent first, reconciliation.
 //! - [`failpoint`]: named crash points for the crash-safety tests.
@@ -25,6 +27,8 @@ pub mod fetch;
 pub mod http;
 pub mod metered;
 pub mod monitor;
+pub mod pool;
+pub mod queue;
 pub mod snapshot;
 pub mod step;
 pub mod table;

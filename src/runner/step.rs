@@ -24,13 +24,18 @@ use tokio::sync::watch;
 use super::RunError;
 use super::config::RunConfig;
 use super::edges::{
-    ChainEdge, EdgeError, ModelEvaluator, ModelStore, Observation, TokenizedBatch, Verdict,
+    ChainEdge, EdgeError, EvalRequest, Evaluated, ModelEvaluator, ModelStore, Observation,
+    TokenizedBatch, Verdict, batch_digest, this_worker,
 };
 use super::fetch::unresolved;
 use super::table::step_table;
 use super::writer::{WriteError, WriterHandle};
 use crate::data::{BatchRequest, DataSource, Seed};
-use crate::machine::event::{EvalOutcome, LossesComputed, StepCompleted, StepFailed, StepStarted};
+use crate::eval::tokenize::Prepared;
+use crate::machine::event::{
+    EvalOutcome, EvaluationReported, LossesComputed, ReportVerdict, StepCompleted, StepFailed,
+    StepStarted,
+};
 use crate::machine::preview::{step_completion, step_start};
 use crate::machine::state::{Entry, OpenStep, Participant};
 use crate::machine::{Event, Outcome, State};
@@ -336,7 +341,10 @@ where
         }
     }
 
-    /// Evaluates every participant of `open` with a model and no outcome.
+    /// Evaluates every participant of `open` with a model and no outcome, keeping as many
+    /// evaluations in flight as the evaluator has room for (devices in a pool, remote workers)
+    /// and dispatching the largest models first, so the longest evaluation does not start last.
+    /// Each outcome is journaled as it arrives; the fold does not care in which order.
     async fn evaluate(
         &mut self,
         open: &OpenStep,
@@ -365,84 +373,216 @@ where
             .iter()
             .map(|s| (s.prompt.to_owned(), s.response.to_owned()))
             .collect();
-        let mut tokenized: BTreeMap<String, Verdict<TokenizedBatch>> = BTreeMap::new();
+        let mut queue = Vec::with_capacity(todo.len());
+        for participant in todo {
+            let Entry::Model { model_id, .. } = &participant.entry else {
+                continue;
+            };
+            let dir = self.model_dir(&participant.hotkey, model_id).await;
+            let bytes = dir.as_ref().map_or(0, |dir| weights_bytes(dir));
+            queue.push((bytes, participant, dir));
+        }
+        // Largest first; equal sizes in uid order, so dispatch is a function of the step.
+        queue.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.uid.cmp(&b.1.uid)));
+        let capacity = self.evaluator.capacity().max(1);
         let bar = self
             .config
             .progress_bars
-            .then(|| evaluation_bar(open, todo.len()));
-        for participant in todo {
+            .then(|| evaluation_bar(open, queue.len()));
+        let phase_at = Instant::now();
+        let (tokenize_before, journal_before) = (timing.tokenize_seconds, timing.journal_seconds);
+        // Every model's request first (the batch tokenised once per tokenizer), so the step's
+        // work is known before any of it is dispatched.
+        let mut tokenized: BTreeMap<String, Verdict<TokenizedBatch>> = BTreeMap::new();
+        let mut requests = Vec::with_capacity(queue.len());
+        for (bytes, participant, dir) in queue {
             if self.stopping() {
                 return Ok(Pass::Stopped);
             }
+            let dir = match dir {
+                Ok(dir) => dir,
+                Err(why) => {
+                    let failed = EvalOutcome::Failed(why);
+                    self.record_outcome(open, participant, failed, Vec::new(), timing)
+                        .await?;
+                    continue;
+                }
+            };
+            match self
+                .request_for(open, participant, dir, &pairs, &mut tokenized, timing)
+                .await?
+            {
+                Ok(Ok(request)) => requests.push((bytes, participant, request)),
+                Ok(Err(outcome)) => {
+                    self.record_outcome(open, participant, outcome, Vec::new(), timing)
+                        .await?;
+                }
+                Err(pass) => return Ok(pass),
+            }
+        }
+        // Cut into shards when the models do not share the workers evenly, then the longest
+        // work first (weight bytes × the shard's sample cost estimates it), each to whichever
+        // worker is free.
+        let workers = self.evaluator.workers().clamp(1, capacity);
+        let shards = shard_count(requests.len(), workers, self.config.eval_shards_max);
+        let mut assembling: BTreeMap<u16, Assembly> = BTreeMap::new();
+        let mut units = Vec::new();
+        for (bytes, participant, request) in requests {
+            let (parts, indices): (Vec<_>, Vec<_>) = split(&request, shards).into_iter().unzip();
+            assembling.insert(participant.uid, Assembly::new(request.batch.len(), indices));
+            for part in parts {
+                let samples: u128 = part.batch.iter().map(sample_cost).sum();
+                let cost = u128::from(bytes.max(1)) * samples.max(1);
+                units.push((cost, participant, part));
+            }
+        }
+        units.sort_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then(a.1.uid.cmp(&b.1.uid))
+                .then(a.2.shard.cmp(&b.2.shard))
+        });
+        let mut units = units.into_iter();
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        loop {
+            while in_flight.len() < capacity {
+                let Some((_, participant, request)) = units.next() else {
+                    break;
+                };
+                in_flight.push(dispatch(self.evaluator.clone(), participant, request));
+            }
+            let next = tokio::select! {
+                next = futures::StreamExt::next(&mut in_flight) => next,
+                _ = self.stop.changed() => return Ok(Pass::Stopped),
+            };
+            let Some((participant, shard, digest, evaluated, seconds)) = next else {
+                break;
+            };
+            self.monitor.evaluation_took(seconds);
+            let evaluated = match evaluated {
+                Ok(evaluated) => evaluated,
+                Err(EdgeError::Unavailable(why)) => Evaluated::new(
+                    EvalOutcome::Failed(format!("the model could not be read: {why}")),
+                    this_worker("-"),
+                ),
+                Err(error) => {
+                    let reason = format!("ACTION NEEDED: {error}");
+                    self.fail_open(open, &reason, timing).await?;
+                    return Ok(Pass::Failed(reason));
+                }
+            };
+            timing.session_seconds += evaluated.session_seconds;
+            timing.scoring_seconds += evaluated.scoring_seconds;
+            let Some(assembly) = assembling.get_mut(&participant.uid) else {
+                continue;
+            };
+            assembly.parts.insert(shard, (evaluated, digest));
+            if !assembly.complete() {
+                continue;
+            }
+            let Some(assembly) = assembling.remove(&participant.uid) else {
+                continue;
+            };
             if let Some(bar) = &bar {
                 bar.set_message(format!("uid {}", participant.uid));
                 bar.inc(1);
             }
-            let outcome = match self
-                .outcome_of(open, participant, &pairs, &mut tokenized, timing)
-                .await?
-            {
-                Ok(outcome) => outcome,
-                Err(pass) => return Ok(pass),
-            };
-            timing.models += 1;
-            let Entry::Model { model_hash, .. } = &participant.entry else {
-                continue;
-            };
-            let losses = |outcome| {
-                Event::LossesComputed(LossesComputed {
-                    step: open.step,
-                    uid: participant.uid,
-                    hotkey: participant.hotkey.clone(),
-                    model_hash: model_hash.clone(),
-                    outcome,
-                })
-            };
-            let written = self
-                .record(vec![(open.block_start, losses(outcome))], timing)
+            let (outcome, parts) = assembly.merged();
+            self.record_outcome(open, participant, outcome, parts, timing)
                 .await?;
-            // An outcome the fold refuses (losses that do not fit the batch) would leave the
-            // participant without one and be evaluated forever: record the failure instead.
-            if let Some((_, Outcome::Rejected(why))) = written.first() {
-                let failed =
-                    EvalOutcome::Failed(format!("the evaluation's result was refused: {why}"));
-                self.record(vec![(open.block_start, losses(failed))], timing)
-                    .await?;
-            }
         }
+        // The wall time of the evaluations, less the tokenising and journaling done meanwhile:
+        // with several in flight, a sum of per-model times would count the overlap twice.
+        let phase_seconds = phase_at.elapsed().as_secs_f64()
+            - (timing.tokenize_seconds - tokenize_before)
+            - (timing.journal_seconds - journal_before);
+        timing.evaluate_seconds += phase_seconds.max(0.0);
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
         Ok(Pass::Completed(StepTiming::default()))
     }
 
-    /// One participant's outcome, or how the step must end instead.
-    async fn outcome_of(
+    /// Journals one participant's outcome, with the workers' reports of it (one per shard, and
+    /// any results for it refused before) in the same write.
+    async fn record_outcome(
+        &self,
+        open: &OpenStep,
+        participant: &Participant,
+        outcome: EvalOutcome,
+        evaluated: Vec<(Evaluated, String)>,
+        timing: &mut StepTiming,
+    ) -> Result<(), RunError> {
+        timing.models += 1;
+        let Entry::Model { model_hash, .. } = &participant.entry else {
+            return Ok(());
+        };
+        let losses = |outcome| {
+            Event::LossesComputed(LossesComputed {
+                step: open.step,
+                uid: participant.uid,
+                hotkey: participant.hotkey.clone(),
+                model_hash: model_hash.clone(),
+                outcome,
+            })
+        };
+        let mut events = Vec::new();
+        for (evaluated, batch_digest) in evaluated {
+            for refused in evaluated.refused {
+                events.push((open.block_start, Event::EvaluationReported(refused)));
+            }
+            let report = EvaluationReported {
+                step: open.step,
+                uid: participant.uid,
+                model_hash: model_hash.clone(),
+                batch_digest,
+                worker: evaluated.worker,
+                verdict: ReportVerdict::Accepted,
+            };
+            events.push((open.block_start, Event::EvaluationReported(report)));
+        }
+        events.push((open.block_start, losses(outcome)));
+        let written = self.record(events, timing).await?;
+        // An outcome the fold refuses (losses that do not fit the batch) would leave the
+        // participant without one and be evaluated forever: record the failure instead.
+        if let Some((_, Outcome::Rejected(why))) = written.last() {
+            let failed = EvalOutcome::Failed(format!("the evaluation's result was refused: {why}"));
+            self.record(vec![(open.block_start, losses(failed))], timing)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The evaluation request of one participant (its batch tokenised), its outcome when it
+    /// cannot be evaluated, or how the step must end instead.
+    async fn request_for(
         &mut self,
         open: &OpenStep,
         participant: &Participant,
+        dir: PathBuf,
         pairs: &Arc<[(String, String)]>,
         tokenized: &mut BTreeMap<String, Verdict<TokenizedBatch>>,
         timing: &mut StepTiming,
-    ) -> Result<Result<EvalOutcome, Pass>, RunError> {
-        let Entry::Model { model_id, .. } = &participant.entry else {
+    ) -> Result<Result<Result<EvalRequest, EvalOutcome>, Pass>, RunError> {
+        let Entry::Model {
+            model_id,
+            model_hash,
+            ..
+        } = &participant.entry
+        else {
             return Ok(Err(Pass::Waiting("not a model".into())));
-        };
-        let dir = match self.model_dir(&participant.hotkey, model_id).await {
-            Ok(dir) => dir,
-            Err(why) => return Ok(Ok(EvalOutcome::Failed(why))),
         };
         let fixed = self.config.tokenizers.get(&open.competition).cloned();
         let tokenizer_dir = fixed.clone().unwrap_or_else(|| dir.clone());
         let tokenize_at = Instant::now();
-        let batch = match self.tokenized(&tokenizer_dir, pairs, tokenized).await {
+        let tokenized = self.tokenized(&tokenizer_dir, pairs, tokenized).await;
+        timing.tokenize_seconds += tokenize_at.elapsed().as_secs_f64();
+        let batch = match tokenized {
             Ok(Verdict::Accepted(batch)) => batch,
             Ok(Verdict::Rejected(refusal)) if fixed.is_none() => {
-                timing.tokenize_seconds += tokenize_at.elapsed().as_secs_f64();
-                return Ok(Ok(EvalOutcome::Failed(format!(
+                return Ok(Ok(Err(EvalOutcome::Failed(format!(
                     "tokenising with the model's own files failed: {}",
                     refusal.detail
-                ))));
+                )))));
             }
             Ok(Verdict::Rejected(refusal)) => {
                 // The competition's tokenizer is the operator's: nobody's model is at fault.
@@ -461,30 +601,31 @@ where
                 return Ok(Err(Pass::Failed(reason)));
             }
         };
-        timing.tokenize_seconds += tokenize_at.elapsed().as_secs_f64();
-        let evaluate_at = Instant::now();
-        let evaluated = tokio::select! {
-            evaluated = self.evaluator.evaluate(&dir, batch) => evaluated,
-            _ = self.stop.changed() => return Ok(Err(Pass::Stopped)),
-        };
-        let evaluate_seconds = evaluate_at.elapsed().as_secs_f64();
-        timing.evaluate_seconds += evaluate_seconds;
-        self.monitor.evaluation_took(evaluate_seconds);
-        if let Some((session, scoring)) = self.evaluator.last_timing() {
-            timing.session_seconds += session;
-            timing.scoring_seconds += scoring;
-        }
-        match evaluated {
-            Ok(outcome) => Ok(Ok(outcome)),
-            Err(EdgeError::Unavailable(why)) => Ok(Ok(EvalOutcome::Failed(format!(
-                "the model could not be read: {why}"
-            )))),
-            Err(error) => {
-                let reason = format!("ACTION NEEDED: {error}");
-                self.fail_open(open, &reason, timing).await?;
-                Ok(Err(Pass::Failed(reason)))
-            }
-        }
+        Ok(Ok(Ok(EvalRequest {
+            step: open.step,
+            uid: participant.uid,
+            hotkey: participant.hotkey.clone(),
+            model: model_id.clone(),
+            model_hash: model_hash.clone(),
+            dir,
+            repo_bytes_max: self.repo_bytes_max(model_id),
+            shard: 0,
+            batch_digest: batch_digest(&batch),
+            batch,
+        })))
+    }
+
+    /// The largest repository `model`'s competition accepts (N's when it is not known).
+    fn repo_bytes_max(&self, model: &crate::machine::model_id::ModelId) -> u64 {
+        let state = self.writer.state();
+        let block = state.position.map_or(0, |p| p.block);
+        state
+            .params
+            .competition_at(block, &model.competition)
+            .or_else(|| state.params.competition_by_id(&model.competition))
+            .map_or(crate::machine::params::N_MAX_REPO_BYTES, |c| {
+                c.max_repo_bytes
+            })
     }
 
     /// The model's directory in the cache, fetched again if it is gone (the cache is derived
@@ -498,15 +639,7 @@ where
         if dir.is_dir() {
             return Ok(dir);
         }
-        let state = self.writer.state();
-        let block = state.position.map_or(0, |p| p.block);
-        let repo_bytes_max = state
-            .params
-            .competition_at(block, &model.competition)
-            .or_else(|| state.params.competition_by_id(&model.competition))
-            .map_or(crate::machine::params::N_MAX_REPO_BYTES, |c| {
-                c.max_repo_bytes
-            });
+        let repo_bytes_max = self.repo_bytes_max(model);
         let mut attempts = 0u32;
         loop {
             match self.store.fetch(hotkey, model, repo_bytes_max).await {
@@ -607,6 +740,188 @@ fn evaluation_bar(open: &OpenStep, models: usize) -> indicatif::ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+/// One evaluation, as a future that owns what it needs, so several can be in flight.
+async fn dispatch<E: ModelEvaluator>(
+    evaluator: Arc<E>,
+    participant: &Participant,
+    request: EvalRequest,
+) -> Dispatched<'_> {
+    let started = Instant::now();
+    let evaluated = evaluator.evaluate(&request).await;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::debug!(
+        "evaluated uid {} shard {} ({} samples) in {seconds:.3} s",
+        participant.uid,
+        request.shard,
+        request.batch.len()
+    );
+    (
+        participant,
+        request.shard,
+        request.batch_digest,
+        evaluated,
+        seconds,
+    )
+}
+
+/// What an evaluation in flight gives back: whose, which shard, the digest
+/// of what was sent, the result and the seconds it took.
+type Dispatched<'a> = (
+    &'a Participant,
+    usize,
+    String,
+    Result<Evaluated, EdgeError>,
+    f64,
+);
+
+/// How many shards each model's batch is cut into when `models` evaluations share `capacity`
+/// workers: the count in 1..=`shards_max` that ends the step soonest for evaluations of equal
+/// length (in model lengths, `ceil(models × k / capacity) / k`), the smallest such count since
+/// each shard builds its own session. Three models on two workers: halves (one and a half
+/// model lengths instead of two). Models that divide evenly among the workers are never cut.
+pub fn shard_count(models: usize, capacity: usize, shards_max: usize) -> usize {
+    if models == 0 || capacity <= 1 {
+        return 1;
+    }
+    // (rounds, k) of the best so far; rounds / k compared by cross-multiplying.
+    let mut best = (models.div_ceil(capacity), 1);
+    for k in 2..=shards_max {
+        let rounds = (models * k).div_ceil(capacity);
+        if rounds * best.1 < best.0 * k {
+            best = (rounds, k);
+        }
+    }
+    best.1
+}
+
+/// `request` cut into at most `shards` requests of about equal cost ([`sample_cost`]), with the
+/// samples each holds: the costliest sample first, each to the lightest shard so far (one long response can
+/// outweigh every short one, so shards are not runs of consecutive samples). Within a shard the
+/// samples keep the batch's order.
+fn split(request: &EvalRequest, shards: usize) -> Vec<(EvalRequest, Vec<usize>)> {
+    let samples = request.batch.len();
+    let shards = shards.clamp(1, samples.max(1));
+    if shards == 1 {
+        return vec![(request.clone(), (0..samples).collect())];
+    }
+    let mut order: Vec<usize> = (0..samples).collect();
+    // Costliest first; equal costs in batch order, so the cut is a function of the batch.
+    order.sort_by_key(|&i| (std::cmp::Reverse(sample_cost(&request.batch[i])), i));
+    let mut members: Vec<(u128, Vec<usize>)> = vec![(0, Vec::new()); shards];
+    for index in order {
+        let lightest = (0..shards).min_by_key(|&s| (members[s].0, s)).unwrap_or(0);
+        members[lightest].0 += sample_cost(&request.batch[index]);
+        members[lightest].1.push(index);
+    }
+    members
+        .into_iter()
+        .map(|(_, mut indices)| {
+            indices.sort_unstable();
+            indices
+        })
+        .filter(|indices| !indices.is_empty())
+        .enumerate()
+        .map(|(shard, indices)| {
+            let batch: TokenizedBatch = indices
+                .iter()
+                .map(|&i| request.batch[i].clone())
+                .collect::<Vec<_>>()
+                .into();
+            let part = EvalRequest {
+                shard,
+                batch_digest: batch_digest(&batch),
+                batch,
+                ..request.clone()
+            };
+            (part, indices)
+        })
+        .collect()
+}
+
+/// What a sample costs to evaluate, relatively: attention grows with the square of its tokens
+/// and everything else with the tokens (measured on the demo: a 2,048-token sample costs as
+/// much as about 300 of 70 tokens, not 30).
+fn sample_cost(sample: &Prepared) -> u128 {
+    let tokens = u128::try_from(sample.ids.len()).unwrap_or(u128::MAX);
+    tokens.saturating_mul(tokens.saturating_add(256))
+}
+
+/// The shards of one model's evaluation as they come back.
+struct Assembly {
+    /// Samples in the step's batch.
+    samples: usize,
+    /// The samples of each shard, by shard.
+    indices: Vec<Vec<usize>>,
+    /// What came back, by shard, with the digest sent.
+    parts: BTreeMap<usize, (Evaluated, String)>,
+}
+
+impl Assembly {
+    fn new(samples: usize, indices: Vec<Vec<usize>>) -> Self {
+        Self {
+            samples,
+            indices,
+            parts: BTreeMap::new(),
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.parts.len() >= self.indices.len()
+    }
+
+    /// The model's outcome: every shard's losses back in the batch's order, or the first
+    /// shard's failure; and each shard's report.
+    fn merged(self) -> (EvalOutcome, Vec<(Evaluated, String)>) {
+        let mut losses = vec![f32::INFINITY; self.samples];
+        let mut failed = None;
+        for (shard, (evaluated, _)) in &self.parts {
+            let indices = self.indices.get(*shard).map_or(&[][..], Vec::as_slice);
+            match &evaluated.outcome {
+                EvalOutcome::Losses(part) if part.0.len() == indices.len() => {
+                    for (&index, &loss) in indices.iter().zip(&part.0) {
+                        losses[index] = loss;
+                    }
+                }
+                EvalOutcome::Losses(part) => {
+                    failed.get_or_insert_with(|| {
+                        format!(
+                            "shard {shard}: {} losses for {} samples",
+                            part.0.len(),
+                            indices.len()
+                        )
+                    });
+                }
+                EvalOutcome::Failed(why) => {
+                    failed.get_or_insert_with(|| why.clone());
+                }
+            }
+        }
+        let outcome = match failed {
+            Some(why) => EvalOutcome::Failed(why),
+            None => EvalOutcome::Losses(crate::machine::wire::LossVec(losses)),
+        };
+        (outcome, self.parts.into_values().collect())
+    }
+}
+
+/// Bytes of a model's weight files, the order of dispatch: evaluation time grows with them.
+fn weights_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".safetensors")
+        })
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum()
 }
 
 /// Whether `hotkey`'s uid is in an eval set (or pending for one).

@@ -11,14 +11,15 @@ use crate::data::{BatchOutcome, BatchRequest, DataError, DataReport, DataSource}
 use crate::eval::batch::ModelChecked;
 use crate::eval::tokenize::Prepared;
 use crate::machine::event::{
-    BatchFetched, EvalOutcome, Provenance, SubmitMethod, WeightsCommitted, WeightsPrepared,
+    BatchFetched, EvalOutcome, EvaluatedBy, Provenance, SubmitMethod, WeightsCommitted,
+    WeightsPrepared,
 };
 use crate::machine::model_id::{HashKind, ModelId};
 use crate::machine::params::Competition;
 use crate::machine::wire::Samples;
 use crate::runner::edges::{
-    Answer, ChainEdge, ChainRefusal, EdgeError, ModelEvaluator, ModelStore, Observation,
-    StoredModel, TokenizedBatch, Verdict, WeightsChain,
+    Answer, ChainEdge, ChainRefusal, EdgeError, EvalRequest, Evaluated, ModelEvaluator, ModelStore,
+    Observation, StoredModel, TokenizedBatch, Verdict, WeightsChain,
 };
 
 /// Replays the journal at `db` from genesis and panics on any divergence or rejection: what
@@ -444,6 +445,10 @@ pub struct FakeEvaluator {
     pub tokenized: Mutex<Vec<PathBuf>>,
     /// How long each evaluation takes (a slow device, a long step).
     pub evaluation_delay: std::time::Duration,
+    /// Evaluations it runs at once.
+    pub capacity: usize,
+    /// The device its reports name.
+    pub device: String,
 }
 
 impl std::fmt::Debug for FakeEvaluator {
@@ -472,6 +477,8 @@ impl Default for FakeEvaluator {
             evaluations: Mutex::new(Vec::new()),
             tokenized: Mutex::new(Vec::new()),
             evaluation_delay: std::time::Duration::ZERO,
+            capacity: 1,
+            device: "fake".into(),
         }
     }
 }
@@ -521,16 +528,29 @@ impl ModelEvaluator for FakeEvaluator {
         Ok(Verdict::Accepted(prepared.into()))
     }
 
-    async fn evaluate(&self, dir: &Path, batch: TokenizedBatch) -> Result<EvalOutcome, EdgeError> {
-        lock(&self.evaluations).push(dir.to_owned());
+    async fn evaluate(&self, request: &EvalRequest) -> Result<Evaluated, EdgeError> {
+        let dir = &request.dir;
+        lock(&self.evaluations).push(dir.clone());
         if !self.evaluation_delay.is_zero() {
             tokio::time::sleep(self.evaluation_delay).await;
         }
+        let worker = EvaluatedBy {
+            host: "fake".into(),
+            device: self.device.clone(),
+            build: "fake".into(),
+        };
         if let Some(answer) = self.outcomes.get(dir).and_then(Script::next) {
-            return answer;
+            return answer.map(|outcome| Evaluated::new(outcome, worker));
         }
-        let losses = (0..batch.len()).map(|i| (self.loss_of)(dir, i)).collect();
-        Ok(EvalOutcome::Losses(crate::machine::wire::LossVec(losses)))
+        let losses = (0..request.batch.len())
+            .map(|i| (self.loss_of)(dir, i))
+            .collect();
+        let outcome = EvalOutcome::Losses(crate::machine::wire::LossVec(losses));
+        Ok(Evaluated::new(outcome, worker))
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity
     }
 }
 

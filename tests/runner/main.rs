@@ -7,6 +7,8 @@ mod fakes;
 mod kill9;
 mod observe;
 mod offline;
+mod pool;
+mod queue;
 mod weights;
 mod worker;
 

@@ -13,7 +13,7 @@ use validator::eval::worker::WorkerEvaluator;
 use validator::machine::MechanismParams;
 use validator::machine::event::{EvalOutcome, RejectionCode};
 use validator::machine::params::CompetitionId;
-use validator::runner::edges::{EdgeError, ModelEvaluator, Verdict};
+use validator::runner::edges::{EdgeError, EvalRequest, ModelEvaluator, Verdict};
 
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models")
@@ -80,9 +80,11 @@ fn the_worker_checks_tokenises_and_evaluates_as_transformers_does() {
         else {
             panic!("{model}: tokenising failed")
         };
-        let outcome = runtime.block_on(worker.evaluate(&dir, batch)).unwrap();
-        let EvalOutcome::Losses(losses) = outcome else {
-            panic!("{model}: {outcome:?}")
+        let evaluated = runtime
+            .block_on(worker.evaluate(&EvalRequest::of_dir(&dir, batch)))
+            .unwrap();
+        let EvalOutcome::Losses(losses) = &evaluated.outcome else {
+            panic!("{model}: {evaluated:?}")
         };
         let expected = reference["models"][model]["losses"].as_array().unwrap();
         assert_eq!(losses.0.len(), expected.len());
@@ -96,8 +98,9 @@ fn the_worker_checks_tokenises_and_evaluates_as_transformers_does() {
                 None => assert!(ours.is_infinite()),
             }
         }
-        let (session, scoring) = worker.last_timing().unwrap();
-        assert!(session > 0.0 && scoring > 0.0);
+        assert!(evaluated.session_seconds > 0.0 && evaluated.scoring_seconds > 0.0);
+        assert_eq!(evaluated.worker.device, "cpu");
+        assert!(evaluated.worker.build.starts_with("validator "));
     }
 }
 
@@ -142,8 +145,9 @@ fn a_worker_past_its_timeout_is_killed_with_its_children() {
     let worker = evaluator(program, Duration::from_secs(1));
     let started = Instant::now();
     let outcome = runtime()
-        .block_on(worker.evaluate(dir.path(), Arc::from(Vec::new())))
-        .unwrap();
+        .block_on(worker.evaluate(&EvalRequest::of_dir(dir.path(), Arc::from(Vec::new()))))
+        .unwrap()
+        .outcome;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(
         matches!(&outcome, EvalOutcome::Failed(why) if why.starts_with("timeout")),
@@ -182,14 +186,19 @@ fn a_crash_is_retried_once_in_a_fresh_child() {
     };
     assert!(marker.exists(), "the first child crashed");
     let outcome = runtime
-        .block_on(worker.evaluate(&model, batch.clone()))
-        .unwrap();
+        .block_on(worker.evaluate(&EvalRequest::of_dir(&model, batch.clone())))
+        .unwrap()
+        .outcome;
     assert!(matches!(outcome, EvalOutcome::Losses(_)), "{outcome:?}");
     // A worker that always crashes fails the model, with the reason.
     let broken = script(dir.path(), "broken", "echo boom >&2; exit 3");
     let outcome = runtime
-        .block_on(evaluator(broken, Duration::from_secs(60)).evaluate(&model, batch))
-        .unwrap();
+        .block_on(
+            evaluator(broken, Duration::from_secs(60))
+                .evaluate(&EvalRequest::of_dir(&model, batch)),
+        )
+        .unwrap()
+        .outcome;
     assert!(
         matches!(&outcome, EvalOutcome::Failed(why) if why.contains("crashed") && why.contains("boom")),
         "{outcome:?}"
@@ -207,8 +216,8 @@ fn a_device_that_cannot_be_opened_is_the_machines_fault() {
     };
     // The build's ONNX Runtime is the CPU package: CUDA cannot be opened here.
     worker.device = Device::Cuda { device_id: 0 };
-    match runtime.block_on(worker.evaluate(&model, batch)) {
-        Err(EdgeError::Operator(why)) => assert!(why.contains("CUDA"), "{why}"),
+    match runtime.block_on(worker.evaluate(&EvalRequest::of_dir(&model, batch))) {
+        Err(EdgeError::Device(why)) => assert!(why.contains("CUDA"), "{why}"),
         other => panic!("expected the machine's fault, got {other:?}"),
     }
 }
