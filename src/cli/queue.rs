@@ -59,6 +59,9 @@ impl QueueArgs {
         }
         options.max_deliver = i64::from(self.queue_max_deliver);
         options.workers = usize::from(self.queue_workers);
+        // Jobs go out a little ahead of the workers, not all at once: a job's deadline runs
+        // from its publication, and one waiting behind a long queue would pass it unstarted.
+        options.in_flight_max = options.workers.saturating_mul(2);
         options.job_deadline = match self.queue_job_deadline_s {
             Some(seconds) => Duration::from_secs(seconds),
             None => options

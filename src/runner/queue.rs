@@ -1,6 +1,6 @@
 //! Evaluation by remote workers over NATS JetStream.
 //!
-//! Three things live on the server, named after the queue (`--eval-queue-name`, default
+//! Three things live on the server, named after the queue (`--queue-name`, default
 //! `validator`):
 //!
 //! - `<NAME>_JOBS`, a work-queue stream on subject `<name>.jobs`, pulled by the durable consumer
@@ -21,7 +21,7 @@
 //! second `LossesComputed`. Who may publish results is the server's to decide (credentials,
 //! TLS, per-user permissions), not the runner's.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -57,8 +57,9 @@ const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// The pause after a failed call to the server (it is restarting, the network is down).
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// Where the queue is and how jobs are redelivered.
-#[derive(Debug, Clone)]
+/// Where the queue is and how jobs are redelivered. Its `Debug` leaves the URL's credentials
+/// out.
+#[derive(Clone)]
 pub struct QueueOptions {
     /// The server: `nats://HOST:PORT` (or `tls://`), user and password in it if used.
     pub url: String,
@@ -80,6 +81,20 @@ pub struct QueueOptions {
     pub in_flight_max: usize,
     /// The workers the operator runs, for cutting a step's last models into shards (1: never).
     pub workers: usize,
+}
+
+impl std::fmt::Debug for QueueOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueOptions")
+            .field("server", &self.server())
+            .field("name", &self.name)
+            .field("ack_wait", &self.ack_wait)
+            .field("max_deliver", &self.max_deliver)
+            .field("job_deadline", &self.job_deadline)
+            .field("in_flight_max", &self.in_flight_max)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl QueueOptions {
@@ -216,8 +231,8 @@ fn split_credentials(url: &str) -> (String, Option<(String, Option<String>)>) {
     let Some((scheme, rest)) = url.split_once("://") else {
         return (url.to_owned(), None);
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
+    // A NATS URL has no path, so the last '@' ends the credentials (a password may hold '/').
+    let Some(at) = rest.rfind('@') else {
         return (url.to_owned(), None);
     };
     let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
@@ -411,7 +426,8 @@ struct Shared {
     connected: Connected,
     waiters: Mutex<BTreeMap<Key, mpsc::UnboundedSender<ResultMessage>>>,
     early: Mutex<VecDeque<ResultMessage>>,
-    uploaded: Mutex<BTreeSet<String>>,
+    /// One upload at a time, so jobs of one batch never put it twice at once.
+    uploading: tokio::sync::Mutex<()>,
     nonce: String,
 }
 
@@ -426,7 +442,10 @@ impl Shared {
             }
         };
         let key = (result.step, result.uid, result.shard);
-        if let Some(waiter) = lock(&self.waiters).get(&key) {
+        // The waiters' lock is held until the result is handed over or kept, in the order
+        // `wait_for` takes both locks, so a waiter registering meanwhile cannot miss it.
+        let waiters = lock(&self.waiters);
+        if let Some(waiter) = waiters.get(&key) {
             let _ = waiter.send(result);
             return;
         }
@@ -442,6 +461,8 @@ impl Shared {
         while early.len() > EARLY_RESULTS_MAX {
             early.pop_front();
         }
+        drop(early);
+        drop(waiters);
     }
 }
 
@@ -479,6 +500,9 @@ impl<L> QueueEvaluator<L> {
     pub async fn connect(options: QueueOptions, local: L) -> Result<Self, QueueError> {
         let connected = connect(&options, "validator-runner").await?;
         let consumer = durable(&connected.results, "runner", &options).await?;
+        // The workers' consumer too, so its ack wait and deliveries are the runner's when the
+        // runner starts first (a consumer keeps the settings it was made with).
+        durable(&connected.jobs, "workers", &options).await?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -486,7 +510,7 @@ impl<L> QueueEvaluator<L> {
             connected,
             waiters: Mutex::new(BTreeMap::new()),
             early: Mutex::new(VecDeque::new()),
-            uploaded: Mutex::new(BTreeSet::new()),
+            uploading: tokio::sync::Mutex::new(()),
             nonce: format!(
                 "{}-{}-{nanos}",
                 super::edges::host_name(),
@@ -502,12 +526,12 @@ impl<L> QueueEvaluator<L> {
         })
     }
 
-    /// Puts the batch in the object store once (per digest, per run).
+    /// Puts the batch in the object store unless the server already holds it: asked of the
+    /// server each time (an object past its age is gone), one upload at a time (a second put
+    /// of the same name would replace chunks a worker may be reading).
     async fn upload(&self, request: &EvalRequest, deadline: Instant) -> Result<(), EdgeError> {
         let name = batch_object(&request.batch_digest);
-        if lock(&self.shared.uploaded).contains(&name) {
-            return Ok(());
-        }
+        let _one_at_a_time = self.shared.uploading.lock().await;
         let bytes = serde_json::to_vec(&*request.batch)
             .map_err(|e| EdgeError::Operator(format!("encoding the batch: {e}")))?;
         let store = &self.shared.connected.batches;
@@ -526,10 +550,7 @@ impl<L> QueueEvaluator<L> {
                     .map_err(|e| e.to_string())
             };
             match put {
-                Ok(()) => {
-                    lock(&self.shared.uploaded).insert(name);
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(why) if Instant::now() < deadline => {
                     tracing::warn!("putting batch {name} in the queue's store: {why}; again");
                     tokio::time::sleep(RETRY_PAUSE).await;
@@ -688,9 +709,19 @@ impl<L: ModelEvaluator> ModelEvaluator for QueueEvaluator<L> {
         let (_waiting, mut results) = self.wait_for(key);
         let job = JobMessage {
             version: MESSAGE_VERSION,
+            // The digest too: a retried step may cut its shards differently, and the server
+            // drops a repeated id within its deduplication window.
             job_id: format!(
-                "{}-{}-{}-{}",
-                self.shared.nonce, request.step, request.uid, request.shard
+                "{}-{}-{}-{}-{}",
+                self.shared.nonce,
+                request.step,
+                request.uid,
+                request.shard,
+                batch_object(&request.batch_digest)
+                    .chars()
+                    .skip(6)
+                    .take(12)
+                    .collect::<String>()
             ),
             step: request.step,
             uid: request.uid,
@@ -877,11 +908,23 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
             .fetch(&job.hotkey, &job.model, job.repo_bytes_max)
             .await;
         let dir = match fetched {
-            Ok(Verdict::Accepted(stored)) => Ok(stored.dir),
-            Ok(Verdict::Rejected(refusal)) => Err(format!(
-                "the worker could not fetch and verify the model: {}",
-                refusal.detail
-            )),
+            Ok(Verdict::Accepted(stored)) => stored.dir,
+            Ok(Verdict::Rejected(refusal)) => {
+                // The runner verified this model: a worker that cannot is misconfigured (its
+                // hub, its mirror), and the job is another worker's, not the miner's failure.
+                tracing::error!(
+                    "ACTION NEEDED: job {}: this worker cannot fetch and verify {}/{}: {}; \
+                     given back",
+                    job.job_id,
+                    job.model.namespace,
+                    job.model.name,
+                    refusal.detail
+                );
+                let _ = message
+                    .double_ack_with(AckKind::Nak(Some(Duration::from_secs(30))))
+                    .await;
+                return Ok(Handled::Returned);
+            }
             Err(error) => {
                 tracing::warn!(
                     "job {}: fetching the model: {error}; given back",
@@ -897,33 +940,28 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
             }
         };
         let worker = super::edges::this_worker("-");
-        let evaluated = match dir {
-            Err(why) => Evaluated::new(EvalOutcome::Failed(why), worker),
-            Ok(dir) => {
-                let request = EvalRequest {
-                    step: job.step,
-                    uid: job.uid,
-                    hotkey: job.hotkey.clone(),
-                    model: job.model.clone(),
-                    model_hash: job.model_hash.clone(),
-                    dir,
-                    repo_bytes_max: job.repo_bytes_max,
-                    shard: job.shard,
-                    batch_digest: job.batch_digest.clone(),
-                    batch: batch.clone(),
-                };
-                match self.evaluator.evaluate(&request).await {
-                    Ok(evaluated) => evaluated,
-                    Err(EdgeError::Unavailable(why)) => Evaluated::new(
-                        EvalOutcome::Failed(format!("the model could not be read: {why}")),
-                        worker,
-                    ),
-                    Err(error) => {
-                        // The device or the host is at fault: another worker should have it.
-                        let _ = message.double_ack_with(AckKind::Nak(None)).await;
-                        return Err(QueueError::Worker(error.to_string()));
-                    }
-                }
+        let request = EvalRequest {
+            step: job.step,
+            uid: job.uid,
+            hotkey: job.hotkey.clone(),
+            model: job.model.clone(),
+            model_hash: job.model_hash.clone(),
+            dir,
+            repo_bytes_max: job.repo_bytes_max,
+            shard: job.shard,
+            batch_digest: job.batch_digest.clone(),
+            batch: batch.clone(),
+        };
+        let evaluated = match self.evaluator.evaluate(&request).await {
+            Ok(evaluated) => evaluated,
+            Err(EdgeError::Unavailable(why)) => Evaluated::new(
+                EvalOutcome::Failed(format!("the model could not be read: {why}")),
+                worker,
+            ),
+            Err(error) => {
+                // The device or the host is at fault: another worker should have it.
+                let _ = message.double_ack_with(AckKind::Nak(None)).await;
+                return Err(QueueError::Worker(error.to_string()));
             }
         };
         let result = ResultMessage {

@@ -868,7 +868,7 @@ impl Assembly {
     }
 
     fn complete(&self) -> bool {
-        self.parts.len() >= self.indices.len()
+        (0..self.indices.len()).all(|shard| self.parts.contains_key(&shard))
     }
 
     /// The model's outcome: every shard's losses back in the batch's order, or the first
@@ -949,4 +949,80 @@ fn tokenizer_digest(dir: &Path) -> String {
         parts.push(format!("{name}={hash}"));
     }
     crate::hashing::hash_of_bytes(parts.join("\n").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(lengths: &[usize]) -> EvalRequest {
+        let batch: TokenizedBatch = lengths
+            .iter()
+            .map(|&n| Prepared {
+                ids: vec![1; n],
+                prompt_len: 1,
+            })
+            .collect::<Vec<_>>()
+            .into();
+        EvalRequest::of_dir(Path::new("/m"), batch)
+    }
+
+    #[test]
+    fn models_are_cut_only_when_they_do_not_share_the_workers_evenly() {
+        assert_eq!(shard_count(3, 2, 2), 2);
+        assert_eq!(shard_count(2, 2, 2), 1);
+        assert_eq!(shard_count(4, 2, 4), 1);
+        assert_eq!(shard_count(10, 8, 2), 2);
+        assert_eq!(shard_count(5, 1, 4), 1);
+        assert_eq!(shard_count(0, 4, 4), 1);
+        // One model and four idle workers: four quarters.
+        assert_eq!(shard_count(1, 4, 4), 4);
+    }
+
+    #[test]
+    fn a_long_sample_gets_a_shard_of_its_own_and_the_merge_puts_every_loss_back() {
+        let request = request(&[70, 2048, 70, 70, 70]);
+        let parts = split(&request, 2);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].1, vec![1]);
+        assert_eq!(parts[1].1, vec![0, 2, 3, 4]);
+        let indices: Vec<Vec<usize>> = parts.iter().map(|(_, i)| i.clone()).collect();
+        let mut assembly = Assembly::new(5, indices);
+        for (part, indices) in &parts {
+            let losses = indices
+                .iter()
+                .map(|&i| f32::from(u8::try_from(i).unwrap()))
+                .collect();
+            let evaluated = Evaluated::new(
+                EvalOutcome::Losses(crate::machine::wire::LossVec(losses)),
+                this_worker("cpu"),
+            );
+            assembly
+                .parts
+                .insert(part.shard, (evaluated, part.batch_digest.clone()));
+        }
+        assert!(assembly.complete());
+        let (outcome, reports) = assembly.merged();
+        assert_eq!(
+            outcome,
+            EvalOutcome::Losses(crate::machine::wire::LossVec(vec![0.0, 1.0, 2.0, 3.0, 4.0]))
+        );
+        assert_eq!(reports.len(), 2);
+    }
+
+    #[test]
+    fn a_failed_shard_fails_the_model() {
+        let request = request(&[5, 5, 5, 5]);
+        let parts = split(&request, 2);
+        let indices: Vec<Vec<usize>> = parts.iter().map(|(_, i)| i.clone()).collect();
+        let mut assembly = Assembly::new(4, indices);
+        let ok = Evaluated::new(
+            EvalOutcome::Losses(crate::machine::wire::LossVec(vec![1.0, 1.0])),
+            this_worker("cpu"),
+        );
+        let failed = Evaluated::new(EvalOutcome::Failed("timeout".into()), this_worker("cpu"));
+        assembly.parts.insert(0, (ok, String::new()));
+        assembly.parts.insert(1, (failed, String::new()));
+        assert_eq!(assembly.merged().0, EvalOutcome::Failed("timeout".into()));
+    }
 }
