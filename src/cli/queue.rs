@@ -150,18 +150,7 @@ pub fn run(args: &EvalWorkerArgs) -> Outcome {
     runtime()?.block_on(async move {
         let (stop, stop_seen) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            let terminate = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut signal) => {
-                        signal.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                () = terminate => {}
-            }
+            super::run::stop_signal().await;
             let _ = stop.send(true);
         });
         let done = worker

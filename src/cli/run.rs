@@ -653,23 +653,28 @@ async fn evaluator(args: &RunArgs) -> Result<AnyEvaluator, Failure> {
     Ok(AnyEvaluator::Pool(EvaluatorPool::new(members)))
 }
 
+/// Returns when SIGTERM or SIGINT arrives.
+pub async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
 /// Runs the loop until it is done or SIGTERM / SIGINT asks it to stop (it then stops the
 /// evaluation child, lets the journal write in progress finish, and returns).
 async fn run_until_stopped(config: RunConfig, edges: RunEdges) -> Result<RunSummary, Failure> {
     let (stop, stop_seen) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = terminate => {}
-        }
+        stop_signal().await;
         tracing::info!("stopping (the journal keeps everything done so far)");
         let _ = stop.send(true);
     });

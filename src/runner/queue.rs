@@ -570,35 +570,23 @@ impl<L> QueueEvaluator<L> {
     async fn publish(&self, job: &JobMessage, deadline: Instant) -> Result<(), EdgeError> {
         let payload = serde_json::to_vec(job)
             .map_err(|e| EdgeError::Operator(format!("encoding the job: {e}")))?;
-        loop {
-            let publish = PublishMessage::build()
-                .payload(payload.clone().into())
-                .message_id(&job.job_id);
-            let sent = match self
-                .shared
-                .connected
-                .js
-                .send_publish(self.options.jobs_subject(), publish)
-                .await
-            {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            match sent {
-                Ok(()) => return Ok(()),
-                Err(why) if Instant::now() < deadline => {
-                    tracing::warn!("publishing job {}: {why}; again", job.job_id);
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                Err(why) => {
-                    return Err(EdgeError::Operator(format!(
-                        "the evaluation queue {} did not take job {}: {why}",
-                        self.options.server(),
-                        job.job_id
-                    )));
-                }
-            }
-        }
+        let what = format!("job {}", job.job_id);
+        publish_until(
+            &self.shared.connected.js,
+            self.options.jobs_subject(),
+            &payload,
+            &job.job_id,
+            &what,
+            deadline,
+        )
+        .await
+        .map_err(|why| {
+            EdgeError::Operator(format!(
+                "the evaluation queue {} did not take job {}: {why}",
+                self.options.server(),
+                job.job_id
+            ))
+        })
     }
 
     /// Registers a waiter for `key`, first handing it the results that came early.
@@ -649,6 +637,36 @@ fn mismatch(request: &EvalRequest, result: &ResultMessage) -> Option<String> {
             request.batch.len()
         )),
         _ => None,
+    }
+}
+
+/// Publishes `payload` on `subject` under the deduplication id `id`, again until the server
+/// acknowledges it or `deadline` passes (the id makes a repeat of a publication the server did
+/// take harmless); `what` names it in the log.
+async fn publish_until(
+    js: &Context,
+    subject: String,
+    payload: &[u8],
+    id: &str,
+    what: &str,
+    deadline: Instant,
+) -> Result<(), String> {
+    loop {
+        let publish = PublishMessage::build()
+            .payload(payload.to_vec().into())
+            .message_id(id);
+        let sent = match js.send_publish(subject.clone(), publish).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match sent {
+            Ok(()) => return Ok(()),
+            Err(why) if Instant::now() < deadline => {
+                tracing::warn!("publishing {what}: {why}; again");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(why) => return Err(why),
+        }
     }
 }
 
@@ -984,32 +1002,17 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
         // Published until the server takes it, within the job's ack wait: past it the job is
         // another worker's, and a late result is only a duplicate.
         let deadline = Instant::now() + self.options.ack_wait;
-        loop {
-            let publish = PublishMessage::build()
-                .payload(payload.clone().into())
-                .message_id(format!("result-{}", job.job_id));
-            let sent = match connected
-                .js
-                .send_publish(self.options.results_subject(), publish)
-                .await
-            {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            match sent {
-                Ok(()) => break,
-                Err(why) if Instant::now() < deadline => {
-                    tracing::warn!("job {}: publishing the result: {why}; again", job.job_id);
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                Err(why) => {
-                    tracing::warn!(
-                        "job {}: the result was not taken ({why}); left for redelivery",
-                        job.job_id
-                    );
-                    return Ok(Handled::Returned);
-                }
-            }
+        let what = format!("the result of job {}", job.job_id);
+        let id = format!("result-{}", job.job_id);
+        let subject = self.options.results_subject();
+        if let Err(why) =
+            publish_until(&connected.js, subject, &payload, &id, &what, deadline).await
+        {
+            tracing::warn!(
+                "job {}: the result was not taken ({why}); left for redelivery",
+                job.job_id
+            );
+            return Ok(Handled::Returned);
         }
         if let Err(error) = message.double_ack().await {
             // Published but not acknowledged: the redelivery's result will be a duplicate.
