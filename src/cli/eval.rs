@@ -14,6 +14,29 @@ use validator::machine::params::{Competition, CompetitionId};
 
 use super::{Failure, Outcome};
 
+/// How the engine packs and computes, shared by every command that evaluates.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// Tokens, padding included, in one ONNX Runtime run: samples are padded to their length
+    /// rounded up to 64 and those of one padded length share runs up to this budget (fewer
+    /// where the memory budget asks). A sample's loss does not depend on it. Default: 512 on
+    /// CPU, 8192 on CUDA.
+    #[arg(
+        long = "eval-tokens-per-run",
+        value_parser = clap::value_parser!(u32).range(1..=1 << 20)
+    )]
+    pub eval_tokens_per_run: Option<u32>,
+}
+
+impl EngineArgs {
+    /// Applies the flags to an evaluation worker.
+    pub fn configure(&self, worker: &mut WorkerEvaluator) {
+        if let Some(tokens) = self.eval_tokens_per_run {
+            worker.tokens_per_run = usize::try_from(tokens).unwrap_or(usize::MAX);
+        }
+    }
+}
+
 /// `validator eval`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
@@ -52,6 +75,8 @@ pub struct EvalArgs {
     /// this machine's memory; on CUDA, nine tenths of the card's as nvidia-smi reports it).
     #[arg(long)]
     eval_memory_max_bytes: Option<u64>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 fn fail(error: EvalError) -> Failure {
@@ -91,6 +116,7 @@ pub fn run(args: &EvalArgs) -> Outcome {
     if let Some(bytes) = args.eval_memory_max_bytes {
         worker.memory_max_bytes = bytes;
     }
+    args.engine.configure(&mut worker);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -125,6 +151,7 @@ pub fn run(args: &EvalArgs) -> Outcome {
         threads: worker.threads,
         max_seq_len: worker.max_seq_len,
         memory_max_bytes: worker.memory_max_bytes,
+        tokens_per_run: worker.tokens_per_run,
         batch: prepared.clone(),
     })? {
         Reply::Losses {

@@ -114,6 +114,8 @@ pub struct EvalWorkerArgs {
         visible_alias = "eval_memory_max_bytes"
     )]
     eval_memory_max_bytes: Option<u64>,
+    #[command(flatten)]
+    engine: super::eval::EngineArgs,
     /// Stop after this many jobs.
     #[arg(long = "jobs-max")]
     jobs_max: Option<u64>,
@@ -137,6 +139,7 @@ pub fn run(args: &EvalWorkerArgs) -> Outcome {
         args.eval_timeout_s,
         args.eval_memory_max_bytes,
         args.threads,
+        &args.engine,
     )?;
     let options = args
         .queue_args

@@ -107,6 +107,8 @@ pub struct RunArgs {
     /// among the --devices].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+    #[command(flatten)]
+    engine: super::eval::EngineArgs,
     /// Evaluate with remote workers (`validator eval-worker`) through this NATS JetStream
     /// server: nats://[USER:PASSWORD@]HOST:PORT, or tls://HOST:PORT. Checks and tokenising
     /// stay here.
@@ -567,6 +569,7 @@ pub fn worker_on(
     eval_timeout_s: u64,
     memory_max_bytes: Option<u64>,
     threads: Option<u16>,
+    engine: &super::eval::EngineArgs,
 ) -> Result<WorkerEvaluator, Failure> {
     let program = std::env::current_exe()
         .map_err(|e| Failure::Failed(anyhow!("cannot find our own executable: {e}")))?;
@@ -578,6 +581,7 @@ pub fn worker_on(
     if let Some(threads) = threads {
         worker.threads = usize::from(threads);
     }
+    engine.configure(&mut worker);
     Ok(worker)
 }
 
@@ -629,6 +633,7 @@ async fn evaluator(args: &RunArgs) -> Result<AnyEvaluator, Failure> {
             args.eval_timeout_s,
             args.eval_memory_max_bytes,
             threads,
+            &args.engine,
         )
     };
     if let Some(url) = &args.eval_queue {
@@ -644,7 +649,7 @@ async fn evaluator(args: &RunArgs) -> Result<AnyEvaluator, Failure> {
             options_server,
             args.queue.queue_name
         );
-        return Ok(AnyEvaluator::Queue(queue));
+        return Ok(AnyEvaluator::Queue(Box::new(queue)));
     }
     let mut members = Vec::new();
     for device in devices {

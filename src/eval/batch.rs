@@ -45,8 +45,9 @@ impl ModelEvaluation {
     }
 }
 
-/// Builds `model`'s session and scores every prepared sample, calling `on_sample` after each
-/// (for progress). A sample that fails scores +infinity; only a session that cannot be built
+/// Builds `model`'s session and scores every prepared sample, packed into runs of at most
+/// `options.tokens_per_run` tokens (less where the memory budget asks), calling `on_sample`
+/// as each is known (for progress; in run order, not batch order). A sample that fails scores +infinity; only a session that cannot be built
 /// fails the whole evaluation.
 pub fn evaluate_prepared(
     model: &ModelDir,
@@ -61,18 +62,20 @@ pub fn evaluate_prepared(
         .max()
         .unwrap_or(0);
     model.check_memory(seq_len, options.max_seq_len, options.memory_max_bytes)?;
+    let options = EvalOptions {
+        tokens_per_run: model.fitting_tokens_per_run(
+            seq_len,
+            options.max_seq_len,
+            options.memory_max_bytes,
+            options.tokens_per_run,
+        ),
+        ..options.clone()
+    };
     let session_started = Instant::now();
-    let mut evaluator = Evaluator::new(model, options)?;
+    let mut evaluator = Evaluator::new(model, &options)?;
     let session_seconds = session_started.elapsed().as_secs_f64();
     let evaluate_started = Instant::now();
-    let results = prepared
-        .iter()
-        .map(|sample| {
-            let result = evaluator.score(sample);
-            on_sample(&result);
-            result
-        })
-        .collect();
+    let results = evaluator.score_all(prepared, |_, result| on_sample(result));
     Ok(ModelEvaluation {
         results,
         session_seconds,

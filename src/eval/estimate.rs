@@ -78,7 +78,21 @@ impl MemoryEstimate {
         seq_len: u64,
         max_positions: u64,
     ) -> Self {
-        let s = seq_len.max(1);
+        Self::of_run(config, weights, seq_len, seq_len, max_positions)
+    }
+
+    /// The estimate for one run of `run_tokens` tokens (padding included) of sequences of at
+    /// most `seq_len` tokens: everything per token scales with the run, the attention scores
+    /// with `run_tokens × seq_len` (each sequence attends only to itself).
+    pub fn of_run(
+        config: &ModelConfig,
+        weights: &WeightIndex,
+        seq_len: u64,
+        run_tokens: u64,
+        max_positions: u64,
+    ) -> Self {
+        let seq = seq_len.max(1);
+        let s = run_tokens.max(seq);
         let weights_bytes = weights.tensors.values().fold(0u64, |acc, tensor| {
             let widened = match tensor.dtype {
                 Dtype::F32 => 0,
@@ -98,7 +112,7 @@ impl MemoryEstimate {
             product(&[2, s, config.num_heads, config.head_dim])
         };
         // Scores, scaled and masked scores, probabilities.
-        let scores = product(&[3, config.num_heads, s, s]);
+        let scores = product(&[3, config.num_heads, s, seq]);
         let attention_elements = sum(&[
             product(&[3, hidden]),
             product(&[3, q]),
@@ -111,9 +125,11 @@ impl MemoryEstimate {
             product(&[3, hidden]),
             product(&[3, s, config.intermediate_size]),
         ]);
-        let logits_elements = sum(&[hidden, product(&[2, s, config.vocab_size])]);
+        // Only scored positions reach the LM head, and the log-sum-exp needs no second tensor of
+        // their size: one `[targets, vocab]` of logits (at most one row per token).
+        let logits_elements = sum(&[hidden, product(&[s, config.vocab_size])]);
         Self {
-            seq_len: s,
+            seq_len: seq,
             weights_bytes,
             rotary_tables_bytes,
             attention_bytes: attention_elements.saturating_mul(F32_BYTES),

@@ -1,11 +1,14 @@
 //! Our own ONNX export of a safetensors model, with the loss inside the graph.
 //!
 //! Every weight is an external initializer pointing into its safetensors file at its offset:
-//! nothing is copied to disk. The graph takes `input_ids` and `labels` (both `[S]`, int64;
-//! labels of `-100` are masked) and returns `target_logprobs` (`[S-1]`, the log-probability of
-//! each next-token target, 0 where masked), `target_count` and `loss_mean` (the mean negative
-//! log-likelihood over unmasked targets: the Hugging Face shift). Full logits never leave the
-//! session. Computation is float32 throughout; f16 and bf16 weights are cast once.
+//! nothing is copied to disk. The graph takes `input_ids` and `labels` (both `[batch, sequence]`,
+//! int64; labels of `-100` are masked, and so is right padding) and returns, per row of the
+//! batch, `target_count` (the number of scored next-token targets) and `loss_mean` (the mean
+//! negative log-likelihood over them: the Hugging Face shift). Only the rows that predict a
+//! scored target go through the LM head, and the cross entropy is computed as
+//! `ReduceLogSumExp(logits) - logit[target]`, so nothing of vocabulary size exists for prompt
+//! rows or padding and full logits never leave the session. Computation is float32 throughout;
+//! f16 and bf16 weights are cast once.
 //!
 //! The layers follow `transformers`' `LlamaForCausalLM` and `StableLmForCausalLM`: RMSNorm or
 //! LayerNorm, grouped-query attention with rotary embeddings (Llama 3.1 frequency scaling,
@@ -126,6 +129,9 @@ struct Exporter<'a> {
     config: &'a ModelConfig,
     weights: &'a WeightIndex,
     as_f32: BTreeMap<String, String>,
+    /// The run's batch size and padded length, each a `[1]` int64 tensor.
+    batch: String,
+    length: String,
 }
 
 fn dims(shape: &[u64]) -> Vec<i64> {
@@ -241,7 +247,7 @@ impl Exporter<'_> {
         }
     }
 
-    /// StableLM's per-head LayerNorm (no bias) over `[heads, S, head_dim]`.
+    /// StableLM's per-head LayerNorm (no bias) over `[B, heads, S, head_dim]`.
     fn per_head_norm(&mut self, x: &str, prefix: &str, heads: u64) -> Result<String, EvalError> {
         let head_dim = self.config.head_dim;
         let mut rows = Vec::new();
@@ -277,44 +283,49 @@ impl Exporter<'_> {
         self.graph.op("Slice", &[x, &starts, &ends, &axes], &[])
     }
 
-    /// Rotary embedding on `[heads, S, head_dim]` with `cos`/`sin` of `[S, rotary_dim]`.
+    /// Rotary embedding on `[B, heads, S, head_dim]` with `cos`/`sin` of `[S, rotary_dim]`.
     fn rope(&mut self, x: &str, cos: &str, sin: &str) -> String {
         let rotary = i64::try_from(self.config.rotary_dim).unwrap_or(0);
         let head_dim = i64::try_from(self.config.head_dim).unwrap_or(0);
         let partial = rotary < head_dim;
         let rotated_part = if partial {
-            self.slice(x, 0, rotary, 2)
+            self.slice(x, 0, rotary, -1)
         } else {
             x.to_owned()
         };
-        let first = self.slice(&rotated_part, 0, rotary / 2, 2);
-        let second = self.slice(&rotated_part, rotary / 2, rotary, 2);
+        let first = self.slice(&rotated_part, 0, rotary / 2, -1);
+        let second = self.slice(&rotated_part, rotary / 2, rotary, -1);
         let negated = self.graph.op("Neg", &[&second], &[]);
         let half_rotated = self
             .graph
-            .op("Concat", &[&negated, &first], &[("axis", Attr::Int(2))]);
+            .op("Concat", &[&negated, &first], &[("axis", Attr::Int(-1))]);
         let with_cos = self.graph.op("Mul", &[&rotated_part, cos], &[]);
         let with_sin = self.graph.op("Mul", &[&half_rotated, sin], &[]);
         let rotated = self.graph.op("Add", &[&with_cos, &with_sin], &[]);
         if partial {
-            let pass = self.slice(x, rotary, head_dim, 2);
+            let pass = self.slice(x, rotary, head_dim, -1);
             self.graph
-                .op("Concat", &[&rotated, &pass], &[("axis", Attr::Int(2))])
+                .op("Concat", &[&rotated, &pass], &[("axis", Attr::Int(-1))])
         } else {
             rotated
         }
     }
 
-    /// `[S, heads·head_dim]` → `[heads, S, head_dim]`.
+    /// `[B·S, heads·head_dim]` → `[B, heads, S, head_dim]`.
     fn split_heads(&mut self, x: &str, heads: u64) -> String {
         let head_dim = i64::try_from(self.config.head_dim).unwrap_or(0);
         let heads = i64::try_from(heads).unwrap_or(0);
-        let shape = self.graph.const_i64(&[-1, heads, head_dim], &[3]);
+        let tail = self.graph.const_i64(&[heads, head_dim], &[2]);
+        let shape = self.graph.op(
+            "Concat",
+            &[&self.batch, &self.length, &tail],
+            &[("axis", Attr::Int(0))],
+        );
         let reshaped = self.graph.op("Reshape", &[x, &shape], &[]);
         self.graph.op(
             "Transpose",
             &[&reshaped],
-            &[("perm", Attr::Ints(vec![1, 0, 2]))],
+            &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
         )
     }
 
@@ -359,23 +370,28 @@ impl Exporter<'_> {
         }
         let q = self.rope(&q, cos, sin);
         let k = self.rope(&k, cos, sin);
-        // Grouped heads by broadcasting: q as [kv_heads, group, S, d], k and v as
-        // [kv_heads, 1, S, d]; query head h uses key/value head h / group, as repeat_kv does.
+        // Grouped heads by broadcasting: q as [B, kv_heads, group, S, d], k and v as
+        // [B, kv_heads, 1, S, d]; query head h uses key/value head h / group, as repeat_kv does.
         let group = i64::try_from(heads / kv_heads).unwrap_or(1);
         let (kv, d) = (
             i64::try_from(kv_heads).unwrap_or(1),
             i64::try_from(head_dim).unwrap_or(1),
         );
-        let q_shape = self.graph.const_i64(&[kv, group, -1, d], &[4]);
+        let grouped = self.graph.const_i64(&[kv, group, -1, d], &[4]);
+        let q_shape = self.graph.op(
+            "Concat",
+            &[&self.batch, &grouped],
+            &[("axis", Attr::Int(0))],
+        );
         let q = self.graph.op("Reshape", &[&q, &q_shape], &[]);
-        let axis1 = self.graph.const_i64(&[1], &[1]);
-        let k = self.graph.op("Unsqueeze", &[&k, &axis1], &[]);
+        let axis2 = self.graph.const_i64(&[2], &[1]);
+        let k = self.graph.op("Unsqueeze", &[&k, &axis2], &[]);
         let k_t = self.graph.op(
             "Transpose",
             &[&k],
-            &[("perm", Attr::Ints(vec![0, 1, 3, 2]))],
+            &[("perm", Attr::Ints(vec![0, 1, 2, 4, 3]))],
         );
-        let v = self.graph.op("Unsqueeze", &[&v, &axis1], &[]);
+        let v = self.graph.op("Unsqueeze", &[&v, &axis2], &[]);
         let scores = self.graph.op("MatMul", &[&q, &k_t], &[]);
         #[allow(clippy::cast_possible_truncation)]
         let scale = (1.0 / (head_dim_f64(head_dim)).sqrt()) as f32;
@@ -387,12 +403,17 @@ impl Exporter<'_> {
             .op("Softmax", &[&scores], &[("axis", Attr::Int(-1))]);
         let context = self.graph.op("MatMul", &[&probabilities, &v], &[]);
         let heads_i = i64::try_from(heads).unwrap_or(1);
-        let shape = self.graph.const_i64(&[heads_i, -1, d], &[3]);
+        let by_head = self.graph.const_i64(&[heads_i, -1, d], &[3]);
+        let shape = self.graph.op(
+            "Concat",
+            &[&self.batch, &by_head],
+            &[("axis", Attr::Int(0))],
+        );
         let context = self.graph.op("Reshape", &[&context, &shape], &[]);
         let context = self.graph.op(
             "Transpose",
             &[&context],
-            &[("perm", Attr::Ints(vec![1, 0, 2]))],
+            &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
         );
         let flat = self.graph.const_i64(&[-1, heads_i * d], &[2]);
         let context = self.graph.op("Reshape", &[&context, &flat], &[]);
@@ -427,20 +448,32 @@ impl Exporter<'_> {
 
     fn build(mut self, options: &ExportOptions) -> Result<Vec<u8>, EvalError> {
         let c = self.config;
-        let ids = self
-            .graph
-            .input("input_ids", ElementType::I64, &[Dim::Named("sequence")]);
-        let labels = self
-            .graph
-            .input("labels", ElementType::I64, &[Dim::Named("sequence")]);
-        let length = self.graph.op("Shape", &[&ids], &[]);
+        let ids = self.graph.input(
+            "input_ids",
+            ElementType::I64,
+            &[Dim::Named("batch"), Dim::Named("sequence")],
+        );
+        let labels = self.graph.input(
+            "labels",
+            ElementType::I64,
+            &[Dim::Named("batch"), Dim::Named("sequence")],
+        );
+        let shape = self.graph.op("Shape", &[&ids], &[]);
+        self.batch = self.slice(&shape, 0, 1, 0);
+        self.length = self.slice(&shape, 1, 2, 0);
+        let length = self.length.clone();
 
-        // Embedding rows are gathered in their stored dtype, then cast.
+        // Embedding rows are gathered in their stored dtype, then cast. The hidden state is
+        // `[B·S, hidden]` throughout, so every projection is one Gemm on the stored weight.
         let (embedding, embedding_dtype) =
             self.raw("model.embed_tokens.weight", &[c.vocab_size, c.hidden_size])?;
-        let mut x = self
-            .graph
-            .op("Gather", &[&embedding, &ids], &[("axis", Attr::Int(0))]);
+        let flat_ids = self.graph.const_i64(&[-1], &[1]);
+        let flat_ids = self.graph.op("Reshape", &[&ids, &flat_ids], &[]);
+        let mut x = self.graph.op(
+            "Gather",
+            &[&embedding, &flat_ids],
+            &[("axis", Attr::Int(0))],
+        );
         if embedding_dtype != Dtype::F32 {
             x = self.graph.op("Cast", &[&x], &[("to", Attr::Int(1))]);
         }
@@ -463,6 +496,8 @@ impl Exporter<'_> {
             .op("Slice", &[&sin_table, &zero, &length, &axis0], &[]);
 
         // Causal mask: float32's lowest value strictly above the diagonal, as transformers.
+        // Samples are right-padded, so a real position never sees padding and no other mask
+        // is needed; padded positions are never scored.
         let square = self
             .graph
             .op("Concat", &[&length, &length], &[("axis", Attr::Int(0))]);
@@ -493,9 +528,43 @@ impl Exporter<'_> {
             }
         }
         let x = self.norm(&x, "model.norm")?;
+        self.loss(&x, &labels)
+    }
 
-        // Only positions 0..S-1 predict a target (the shift); their logits stay inside.
-        let predicting = self.slice(&x, 0, -1, 0);
+    /// The loss of every row from the final hidden state `x` (`[B·S, hidden]`). Only the
+    /// positions that predict an unmasked target (the Hugging Face shift: position t predicts
+    /// label t+1) go through the LM head: nothing of vocabulary size exists for prompt or
+    /// padding rows. Each target's log-probability is its logit minus the log-sum-exp of its
+    /// row, in float32.
+    fn loss(&mut self, x: &str, labels: &str) -> Result<Vec<u8>, EvalError> {
+        let c = self.config;
+        let hidden = i64::try_from(c.hidden_size).unwrap_or(0);
+        let by_row = self.graph.const_i64(&[-1, hidden], &[2]);
+        let by_position = self.graph.const_i64(&[-1, hidden], &[2]);
+        let sample_shape = self.graph.op(
+            "Concat",
+            &[&self.batch, &by_position],
+            &[("axis", Attr::Int(0))],
+        );
+        let x = self.graph.op("Reshape", &[x, &sample_shape], &[]);
+        let predicting = self.slice(&x, 0, -1, 1);
+        let predicting = self.graph.op("Reshape", &[&predicting, &by_row], &[]);
+        let targets = self.slice(labels, 1, i64::MAX, 1);
+        let flat = self.graph.const_i64(&[-1], &[1]);
+        let targets = self.graph.op("Reshape", &[&targets, &flat], &[]);
+        let zero_label = self.graph.const_i64(&[0], &[]);
+        let valid = self
+            .graph
+            .op("GreaterOrEqual", &[&targets, &zero_label], &[]);
+        // The flat indices of the scored positions, in order.
+        let scored = self.graph.op("NonZero", &[&valid], &[]);
+        let scored = self.graph.op("Reshape", &[&scored, &flat], &[]);
+        let rows = self
+            .graph
+            .op("Gather", &[&predicting, &scored], &[("axis", Attr::Int(0))]);
+        let picked_targets =
+            self.graph
+                .op("Gather", &[&targets, &scored], &[("axis", Attr::Int(0))]);
         let head_name = if c.tie_word_embeddings {
             "model.embed_tokens.weight"
         } else {
@@ -504,43 +573,53 @@ impl Exporter<'_> {
         let head = self.weight(head_name, &[c.vocab_size, c.hidden_size])?;
         let logits = self
             .graph
-            .op("Gemm", &[&predicting, &head], &[("transB", Attr::Int(1))]);
-        let log_probabilities = self
-            .graph
-            .op("LogSoftmax", &[&logits], &[("axis", Attr::Int(1))]);
-        let targets = self.slice(&labels, 1, i64::MAX, 0);
-        let zero_label = self.graph.const_i64(&[0], &[]);
-        let valid = self
-            .graph
-            .op("GreaterOrEqual", &[&targets, &zero_label], &[]);
-        let index = self
-            .graph
-            .op("Where", &[&valid, &targets, &zero_label], &[]);
+            .op("Gemm", &[&rows, &head], &[("transB", Attr::Int(1))]);
         let axis1 = self.graph.const_i64(&[1], &[1]);
-        let index = self.graph.op("Unsqueeze", &[&index, &axis1], &[]);
-        let picked = self.graph.op(
+        let normaliser = self.graph.op(
+            "ReduceLogSumExp",
+            &[&logits, &axis1],
+            &[("keepdims", Attr::Int(0))],
+        );
+        let index = self.graph.op("Unsqueeze", &[&picked_targets, &axis1], &[]);
+        let target_logits = self.graph.op(
             "GatherElements",
-            &[&log_probabilities, &index],
+            &[&logits, &index],
             &[("axis", Attr::Int(1))],
         );
-        let picked = self.graph.op("Squeeze", &[&picked, &axis1], &[]);
+        let target_logits = self.graph.op("Squeeze", &[&target_logits, &axis1], &[]);
+        let logprobs = self.graph.op("Sub", &[&target_logits, &normaliser], &[]);
+        // Back to every position (0 where not scored), so each row sums its own targets.
+        let positions = self.graph.op("Shape", &[&targets], &[]);
+        let zeros = self.graph.op(
+            "ConstantOfShape",
+            &[&positions],
+            &[("value", Attr::FloatTensor(0.0))],
+        );
+        let logprobs = self.graph.op(
+            "ScatterElements",
+            &[&zeros, &scored, &logprobs],
+            &[("axis", Attr::Int(0))],
+        );
+        let per_sample = self
+            .graph
+            .op("Concat", &[&self.batch, &flat], &[("axis", Attr::Int(0))]);
+        let logprobs = self.graph.op("Reshape", &[&logprobs, &per_sample], &[]);
         let weight = self.graph.op("Cast", &[&valid], &[("to", Attr::Int(1))]);
-        let token_logprobs = self.graph.op("Mul", &[&picked, &weight], &[]);
+        let weight = self.graph.op("Reshape", &[&weight, &per_sample], &[]);
         let keep = [("keepdims", Attr::Int(0))];
-        let total = self.graph.op("ReduceSum", &[&token_logprobs], &keep);
-        let count = self.graph.op("ReduceSum", &[&weight], &keep);
+        let total = self.graph.op("ReduceSum", &[&logprobs, &axis1], &keep);
+        let count = self.graph.op("ReduceSum", &[&weight, &axis1], &keep);
         let mean = self.graph.op("Div", &[&total, &count], &[]);
         let loss = self.graph.op("Neg", &[&mean], &[]);
         self.graph.output(
-            "target_logprobs",
-            &token_logprobs,
+            "target_count",
+            &count,
             ElementType::F32,
-            &[Dim::Named("targets")],
+            &[Dim::Named("batch")],
         );
         self.graph
-            .output("target_count", &count, ElementType::F32, &[]);
-        self.graph.output("loss_mean", &loss, ElementType::F32, &[]);
-        Ok(self.graph.finish(c.architecture.name()))
+            .output("loss_mean", &loss, ElementType::F32, &[Dim::Named("batch")]);
+        Ok(std::mem::take(&mut self.graph).finish(c.architecture.name()))
     }
 }
 
@@ -565,6 +644,8 @@ pub fn export(
         config,
         weights,
         as_f32: BTreeMap::new(),
+        batch: String::new(),
+        length: String::new(),
     }
     .build(options)
 }

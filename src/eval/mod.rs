@@ -5,6 +5,7 @@
 //! - [`config`]: `config.json` in both styles, checked.
 //! - [`onnx`] and [`export`]: the graph, weights as external data into the safetensors files.
 //! - [`template`] and [`tokenize`]: chat templates and N's tokenisation.
+//! - [`runs`]: samples packed into padded runs of a token budget.
 //! - [`runtime`]: ONNX Runtime sessions on CPU or CUDA.
 //! - [`checks`]: parameter count and N's norm check.
 //! - [`estimate`]: a model's peak memory before any session is built, and its budget.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod estimate;
 pub mod export;
 pub mod onnx;
+pub mod runs;
 pub mod runtime;
 pub mod safetensors;
 pub mod template;
@@ -188,6 +190,35 @@ impl ModelDir {
         .check(memory_max_bytes)
     }
 
+    /// The largest token budget per run, at most `wanted`, whose estimate for sequences of
+    /// `seq_len` tokens fits `memory_max_bytes`; never below `seq_len` (one sample alone,
+    /// which [`Self::check_memory`] decides). Packing is our choice, so it shrinks to fit
+    /// rather than refuse a model.
+    pub fn fitting_tokens_per_run(
+        &self,
+        seq_len: usize,
+        max_positions: usize,
+        memory_max_bytes: u64,
+        wanted: usize,
+    ) -> usize {
+        let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let mut tokens = wanted;
+        while tokens > seq_len
+            && estimate::MemoryEstimate::of_run(
+                &self.config,
+                &self.weights,
+                to_u64(seq_len),
+                to_u64(tokens),
+                to_u64(max_positions),
+            )
+            .check(memory_max_bytes)
+            .is_err()
+        {
+            tokens /= 2;
+        }
+        tokens.max(seq_len)
+    }
+
     /// N's norm check.
     pub fn norm_check(&self) -> Result<NormReport, EvalError> {
         norm_check(&self.config, &self.weights)
@@ -209,6 +240,8 @@ pub struct EvalOptions {
     pub date: CivilDate,
     /// The most memory an evaluation may need, by [`estimate::MemoryEstimate`].
     pub memory_max_bytes: u64,
+    /// Tokens (padding included) in one `Session::run`; see [`runs`].
+    pub tokens_per_run: usize,
 }
 
 impl Default for EvalOptions {
@@ -220,6 +253,7 @@ impl Default for EvalOptions {
             isolation: Isolation::InProcess,
             date: CivilDate::today(),
             memory_max_bytes: estimate::machine_budget_bytes(),
+            tokens_per_run: runs::DEFAULT_TOKENS_PER_RUN_CPU,
         }
     }
 }
@@ -322,11 +356,13 @@ pub fn read_samples(path: &Path) -> Result<Vec<DataSample>, EvalError> {
     Ok(samples)
 }
 
-/// A model ready to score samples: its session, reused for every sample.
+/// A model ready to score samples: its session, reused for every run.
 #[derive(Debug)]
 pub struct Evaluator {
     session: ModelSession,
     vocab_size: u64,
+    max_positions: usize,
+    tokens_per_run: usize,
 }
 
 /// The result of one sample.
@@ -349,6 +385,15 @@ impl SampleResult {
     pub fn loss_f32(&self) -> f32 {
         self.loss as f32
     }
+
+    fn failed(tokens: usize, error: String) -> Self {
+        Self {
+            loss: f64::INFINITY,
+            tokens,
+            targets: 0,
+            error: Some(error),
+        }
+    }
 }
 
 impl Evaluator {
@@ -365,60 +410,168 @@ impl Evaluator {
         Ok(Self {
             session,
             vocab_size: model.config.vocab_size,
+            max_positions: options.max_seq_len,
+            tokens_per_run: options.tokens_per_run,
         })
     }
 
-    /// Scores one prepared sample. Like N, a sample that fails scores +infinity; a sample with
-    /// nothing to predict (N: NaN) also scores +infinity.
+    /// Scores one prepared sample (a run of its own).
     pub fn score(&mut self, sample: &Prepared) -> SampleResult {
-        let tokens = sample.ids.len();
-        if !sample.has_targets() {
-            return SampleResult {
-                loss: f64::INFINITY,
-                tokens,
-                targets: 0,
-                error: None,
-            };
-        }
-        if let Some(bad) = sample
-            .ids
-            .iter()
-            .find(|id| u64::try_from(**id).map_or(true, |id| id >= self.vocab_size))
+        self.score_all(std::slice::from_ref(sample), |_, _| {})
+            .pop()
+            .unwrap_or_else(|| SampleResult::failed(sample.ids.len(), "no result".into()))
+    }
+
+    /// Scores one sample alone at its own length, unpadded: the reference the packed runs
+    /// of [`Self::score_all`] are checked against.
+    pub fn score_unpadded(&mut self, sample: &Prepared) -> SampleResult {
+        let result = self.score_all(std::slice::from_ref(sample), |_, _| {});
+        if result
+            .first()
+            .is_some_and(|r| r.error.is_some() || r.targets == 0)
         {
-            return SampleResult {
-                loss: f64::INFINITY,
-                tokens,
-                targets: 0,
-                error: Some(format!(
-                    "token id {bad} is outside the model's vocabulary of {}",
-                    self.vocab_size
-                )),
+            return result
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| SampleResult::failed(sample.ids.len(), "no result".into()));
+        }
+        match self.run(std::slice::from_ref(sample), &[0], sample.ids.len()) {
+            Ok(mut one) => one.remove(0),
+            Err(error) => SampleResult::failed(sample.ids.len(), error.to_string()),
+        }
+    }
+
+    /// Scores every sample, packed into runs (see [`runs::plan`]); the results are in
+    /// `samples`' order, and `on_sample(index, result)` is called as each is known. Like N, a
+    /// sample that fails scores +infinity; a sample with nothing to predict (N: NaN) also
+    /// scores +infinity. A run that fails is retried one sample at a time, so one sample's
+    /// failure is never its neighbours'.
+    pub fn score_all(
+        &mut self,
+        samples: &[Prepared],
+        mut on_sample: impl FnMut(usize, &SampleResult),
+    ) -> Vec<SampleResult> {
+        let mut results: Vec<Option<SampleResult>> = vec![None; samples.len()];
+        let mut runnable = Vec::new();
+        for (index, sample) in samples.iter().enumerate() {
+            let tokens = sample.ids.len();
+            let early = if !sample.has_targets() {
+                Some(SampleResult {
+                    loss: f64::INFINITY,
+                    tokens,
+                    targets: 0,
+                    error: None,
+                })
+            } else if tokens > self.max_positions {
+                Some(SampleResult::failed(
+                    tokens,
+                    format!(
+                        "{tokens} tokens, over the graph's {} positions",
+                        self.max_positions
+                    ),
+                ))
+            } else if let Some(bad) = sample
+                .ids
+                .iter()
+                .find(|id| u64::try_from(**id).map_or(true, |id| id >= self.vocab_size))
+            {
+                Some(SampleResult::failed(
+                    tokens,
+                    format!(
+                        "token id {bad} is outside the model's vocabulary of {}",
+                        self.vocab_size
+                    ),
+                ))
+            } else {
+                None
             };
+            match early {
+                Some(result) => {
+                    on_sample(index, &result);
+                    results[index] = Some(result);
+                }
+                None => runnable.push(index),
+            }
         }
-        match self.session.run(&sample.ids, &sample.labels()) {
-            Ok(result) if result.target_count > 0 && result.loss_mean.is_finite() => SampleResult {
-                loss: f64::from(result.loss_mean),
-                tokens,
-                targets: result.target_count,
-                error: None,
-            },
-            Ok(result) => SampleResult {
-                // NaN from NaN weights, or no targets: the sample cannot win.
-                loss: if result.loss_mean.is_nan() {
-                    f64::NAN
+        let lengths: Vec<usize> = runnable.iter().map(|&i| samples[i].ids.len()).collect();
+        for run in runs::plan(&lengths, self.tokens_per_run, self.max_positions) {
+            let members: Vec<usize> = run.members.iter().map(|&m| runnable[m]).collect();
+            let scored = self.run(samples, &members, run.length);
+            let scored = match scored {
+                Ok(scored) => scored,
+                Err(_) if members.len() > 1 => members
+                    .iter()
+                    .map(|&member| {
+                        self.run(samples, &[member], run.length)
+                            .map(|mut one| one.remove(0))
+                            .unwrap_or_else(|error| {
+                                SampleResult::failed(samples[member].ids.len(), error.to_string())
+                            })
+                    })
+                    .collect(),
+                Err(error) => vec![SampleResult::failed(
+                    samples[members[0]].ids.len(),
+                    error.to_string(),
+                )],
+            };
+            for (member, result) in members.into_iter().zip(scored) {
+                on_sample(member, &result);
+                results[member] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .zip(samples)
+            .map(|(result, sample)| {
+                result.unwrap_or_else(|| SampleResult::failed(sample.ids.len(), "not run".into()))
+            })
+            .collect()
+    }
+
+    /// One run: `members` right-padded to `length` (padding: token 0, masked labels).
+    fn run(
+        &mut self,
+        samples: &[Prepared],
+        members: &[usize],
+        length: usize,
+    ) -> Result<Vec<SampleResult>, EvalError> {
+        let mut ids = Vec::with_capacity(members.len() * length);
+        let mut labels = Vec::with_capacity(members.len() * length);
+        for &member in members {
+            let sample = &samples[member];
+            let padding = length.saturating_sub(sample.ids.len());
+            ids.extend_from_slice(&sample.ids);
+            ids.extend(std::iter::repeat_n(0, padding));
+            labels.extend(sample.labels());
+            labels.extend(std::iter::repeat_n(export::IGNORE_INDEX, padding));
+        }
+        let losses = self.session.run(&ids, &labels, members.len(), length)?;
+        Ok(members
+            .iter()
+            .zip(losses)
+            .map(|(&member, result)| {
+                let tokens = samples[member].ids.len();
+                if result.target_count > 0 && result.loss_mean.is_finite() {
+                    SampleResult {
+                        loss: f64::from(result.loss_mean),
+                        tokens,
+                        targets: result.target_count,
+                        error: None,
+                    }
                 } else {
-                    f64::INFINITY
-                },
-                tokens,
-                targets: result.target_count,
-                error: None,
-            },
-            Err(error) => SampleResult {
-                loss: f64::INFINITY,
-                tokens,
-                targets: 0,
-                error: Some(error.to_string()),
-            },
-        }
+                    // NaN from NaN weights, or no targets: the sample cannot win.
+                    SampleResult {
+                        loss: if result.loss_mean.is_nan() {
+                            f64::NAN
+                        } else {
+                            f64::INFINITY
+                        },
+                        tokens,
+                        targets: result.target_count,
+                        error: None,
+                    }
+                }
+            })
+            .collect())
     }
 }

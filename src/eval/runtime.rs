@@ -164,13 +164,16 @@ impl std::fmt::Debug for ModelSession {
     }
 }
 
-/// The loss of one sample.
-#[derive(Debug, Clone, PartialEq)]
+/// A session option the library refused.
+fn configuring<R>(error: ort::Error<R>) -> EvalError {
+    EvalError::Runtime(format!("configuring the session: {error}"))
+}
+
+/// The loss of one sample of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SampleLoss {
     /// Mean negative log-likelihood over unmasked targets (NaN when there are none).
     pub loss_mean: f32,
-    /// Log-probability of each next-token target (0 where masked).
-    pub target_logprobs: Vec<f32>,
     /// Number of unmasked targets.
     pub target_count: usize,
 }
@@ -193,24 +196,44 @@ impl ModelSession {
             .display()
             .to_string();
         let context = "configuring the session";
+        // Every option is set here on purpose, not left to the library's defaults:
+        // - optimisation level "all" (ort's `Level3` is only the layout level);
+        // - weights are read where they lie: external data resolves against the model's own
+        //   directory, and CPU prepacking (which copies every matrix once more) is off;
+        // - initializers get the device allocator, outside the arena, so the arena only ever
+        //   holds activations;
+        // - the arena grows by what a run asks for, not by powers of two;
+        // - on CUDA, TF32 is off: the graph computes in f32 and is checked against transformers
+        //   in f32, which TF32's 10-bit mantissa would not meet;
+        // - on CPU, no arena: activations are malloc'd and returned after each run, so peak RSS
+        //   is the weights and one run's activations, not the largest run rounded up to a power
+        //   of two and kept.
         let mut builder = Session::builder(&environment)
             .map_err(runtime_error(context))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| EvalError::Runtime(format!("{context}: {e}")))?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(configuring)?
             .with_intra_threads(threads.max(1))
-            .map_err(|e| EvalError::Runtime(format!("{context}: {e}")))?
-            // Weights are read where they lie: external data resolves against the model's
-            // own directory, and CPU prepacking (which copies matrices) is off.
+            .map_err(configuring)?
             .with_config_entry(
                 "session.model_external_initializers_file_folder_path",
                 &folder,
             )
-            .map_err(|e| EvalError::Runtime(format!("{context}: {e}")))?
-            .with_config_entry("session.disable_prepacking", "1")
-            .map_err(|e| EvalError::Runtime(format!("{context}: {e}")))?;
+            .map_err(configuring)?
+            .with_prepacking(false)
+            .map_err(configuring)?
+            .with_device_allocated_initializers()
+            .map_err(configuring)?;
+        if device == Device::Cpu {
+            let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();
+            builder = builder
+                .with_execution_providers([cpu])
+                .map_err(configuring)?;
+        }
         if let Device::Cuda { device_id } = device {
             let cuda = ort::ep::CUDA::default()
                 .with_device_id(device_id)
+                .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested)
+                .with_tf32(false)
                 .build()
                 .error_on_failure();
             builder = builder
@@ -233,37 +256,57 @@ impl ModelSession {
         self.device
     }
 
-    /// Runs one sample: token ids and labels (`-100` masked), both of the same length.
-    pub fn run(&mut self, ids: &[i64], labels: &[i64]) -> Result<SampleLoss, EvalError> {
-        let length = ids.len();
+    /// Runs `batch` samples of `length` tokens each, row after row in `ids` and `labels`
+    /// (`-100` masked, padding included): one loss per sample.
+    pub fn run(
+        &mut self,
+        ids: &[i64],
+        labels: &[i64],
+        batch: usize,
+        length: usize,
+    ) -> Result<Vec<SampleLoss>, EvalError> {
         let context = "running the model";
-        let ids = Tensor::from_array(([length], ids.to_vec())).map_err(runtime_error(context))?;
-        let labels =
-            Tensor::from_array(([length], labels.to_vec())).map_err(runtime_error(context))?;
+        if ids.len() != batch * length || labels.len() != ids.len() {
+            return Err(EvalError::Runtime(format!(
+                "{context}: {} ids and {} labels for {batch} × {length}",
+                ids.len(),
+                labels.len()
+            )));
+        }
+        let ids =
+            Tensor::from_array(([batch, length], ids.to_vec())).map_err(runtime_error(context))?;
+        let labels = Tensor::from_array(([batch, length], labels.to_vec()))
+            .map_err(runtime_error(context))?;
         let outputs = self
             .session
             .run(ort::inputs!["input_ids" => ids, "labels" => labels])
             .map_err(runtime_error(context))?;
-        let scalar = |name: &str| -> Result<f32, EvalError> {
+        let column = |name: &str| -> Result<Vec<f32>, EvalError> {
             let (_, values) = outputs[name]
                 .try_extract_tensor::<f32>()
                 .map_err(runtime_error(context))?;
-            values
-                .first()
-                .copied()
-                .ok_or_else(|| EvalError::Runtime(format!("{name} is empty")))
+            if values.len() == batch {
+                Ok(values.to_vec())
+            } else {
+                Err(EvalError::Runtime(format!(
+                    "{context}: {name} has {} values for {batch} samples",
+                    values.len()
+                )))
+            }
         };
-        let loss_mean = scalar("loss_mean")?;
-        let count = scalar("target_count")?;
-        let (_, logprobs) = outputs["target_logprobs"]
-            .try_extract_tensor::<f32>()
-            .map_err(runtime_error(context))?;
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let target_count = count as usize;
-        Ok(SampleLoss {
-            loss_mean,
-            target_logprobs: logprobs.to_vec(),
-            target_count,
-        })
+        let losses = column("loss_mean")?;
+        let counts = column("target_count")?;
+        Ok(losses
+            .into_iter()
+            .zip(counts)
+            .map(|(loss_mean, count)| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let target_count = count as usize;
+                SampleLoss {
+                    loss_mean,
+                    target_count,
+                }
+            })
+            .collect())
     }
 }

@@ -92,6 +92,8 @@ pub enum Job {
         max_seq_len: usize,
         /// The evaluation memory budget.
         memory_max_bytes: u64,
+        /// Tokens per `Session::run` (see [`super::runs`]).
+        tokens_per_run: usize,
         /// The tokenised samples.
         batch: Vec<Prepared>,
     },
@@ -219,13 +221,17 @@ pub fn perform(job: Job) -> Reply {
             threads,
             max_seq_len,
             memory_max_bytes,
+            tokens_per_run,
             batch,
         } => evaluate_job(
             &dir,
             &device,
-            threads,
-            max_seq_len,
-            memory_max_bytes,
+            EngineSettings {
+                threads,
+                max_seq_len,
+                memory_max_bytes,
+                tokens_per_run,
+            },
             &batch,
         ),
     }
@@ -249,14 +255,16 @@ fn inspect_job(
     })
 }
 
-fn evaluate_job(
-    dir: &Path,
-    device: &str,
+/// How the engine runs a model, as the worker evaluator was configured.
+#[derive(Debug, Clone, Copy)]
+struct EngineSettings {
     threads: usize,
     max_seq_len: usize,
     memory_max_bytes: u64,
-    batch: &[Prepared],
-) -> Reply {
+    tokens_per_run: usize,
+}
+
+fn evaluate_job(dir: &Path, device: &str, engine: EngineSettings, batch: &[Prepared]) -> Reply {
     let device: Device = match device.parse() {
         Ok(device) => device,
         Err(why) => return Reply::DeviceUnavailable(why),
@@ -271,11 +279,12 @@ fn evaluate_job(
     };
     let options = EvalOptions {
         device,
-        max_seq_len,
-        threads: threads.max(1),
+        max_seq_len: engine.max_seq_len,
+        threads: engine.threads.max(1),
         isolation: Isolation::InProcess,
         date: CivilDate::today(),
-        memory_max_bytes,
+        memory_max_bytes: engine.memory_max_bytes,
+        tokens_per_run: engine.tokens_per_run.max(1),
     };
     match evaluate_prepared(&model, batch, &options, |_| {}) {
         Ok(evaluation) => Reply::Losses {
@@ -367,6 +376,8 @@ pub struct WorkerEvaluator {
     pub date: CivilDate,
     /// The evaluation memory budget (see [`super::estimate`]).
     pub memory_max_bytes: u64,
+    /// Tokens per `Session::run` (see [`super::runs`]).
+    pub tokens_per_run: usize,
 }
 
 /// The evaluation memory budget unless the operator sets one: the machine's on CPU, the card's
@@ -399,6 +410,7 @@ impl WorkerEvaluator {
             prepare_timeout: eval_timeout.max(Duration::from_secs(60)),
             date: CivilDate::today(),
             memory_max_bytes: default_budget_bytes(device),
+            tokens_per_run: super::runs::default_tokens_per_run(device),
         }
     }
 
@@ -601,6 +613,7 @@ impl ModelEvaluator for WorkerEvaluator {
             threads: self.threads,
             max_seq_len: self.max_seq_len,
             memory_max_bytes: self.memory_max_bytes,
+            tokens_per_run: self.tokens_per_run,
             batch: request.batch.to_vec(),
         };
         let worker = this_worker(&self.device.to_string());

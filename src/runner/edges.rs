@@ -702,8 +702,9 @@ impl ModelStore for AnyStore {
 pub enum AnyEvaluator {
     /// One worker per local device.
     Pool(super::pool::EvaluatorPool<crate::eval::worker::WorkerEvaluator>),
-    /// Remote workers over NATS JetStream.
-    Queue(super::queue::QueueEvaluator<crate::eval::worker::WorkerEvaluator>),
+    /// Remote workers over NATS JetStream (boxed: it holds the local worker for checks and
+    /// the queue's connection, and there is one per run).
+    Queue(Box<super::queue::QueueEvaluator<crate::eval::worker::WorkerEvaluator>>),
 }
 
 impl ModelEvaluator for AnyEvaluator {

@@ -111,6 +111,67 @@ fn losses_match_transformers_within_1e4() {
     }
 }
 
+/// Packing must not move a loss: a sample's result is the same bit for bit in a run of many
+/// as alone (its padded length is its own), and within 1e-5 of the sample run unpadded.
+#[test]
+fn batched_runs_equal_samples_one_at_a_time() {
+    let pairs = pairs();
+    for name in ["llama-f32", "stablelm-f32", "llama-bf16", "stablelm-bf16"] {
+        let dir = fixtures().join(name);
+        let model = ModelDir::open(&dir).unwrap();
+        let prepared = TokenizerFiles::load(&dir)
+            .unwrap()
+            .prepare(&pairs, 2048, options().date, &Isolation::InProcess)
+            .unwrap();
+        let mut batched = Evaluator::new(
+            &model,
+            &EvalOptions {
+                tokens_per_run: 1 << 16,
+                ..options()
+            },
+        )
+        .unwrap();
+        let together = batched.score_all(&prepared, |_, _| {});
+        let mut alone = Evaluator::new(
+            &model,
+            &EvalOptions {
+                tokens_per_run: 1,
+                ..options()
+            },
+        )
+        .unwrap();
+        let mut runs_of_many = 0;
+        let lengths: Vec<usize> = prepared.iter().map(|p| p.ids.len()).collect();
+        for run in validator::eval::runs::plan(&lengths, 1 << 16, 2048) {
+            runs_of_many += usize::from(run.members.len() > 1);
+        }
+        assert!(runs_of_many >= 1, "{name}: no run of several samples");
+        for (index, (sample, packed)) in prepared.iter().zip(&together).enumerate() {
+            let single = alone.score(sample);
+            assert_eq!(
+                packed.loss.to_bits(),
+                single.loss.to_bits(),
+                "{name} sample {index}: {} packed, {} alone",
+                packed.loss,
+                single.loss
+            );
+            let unpadded = alone.score_unpadded(sample);
+            if unpadded.loss.is_finite() {
+                let diff = (packed.loss - unpadded.loss).abs();
+                assert!(
+                    diff <= 1e-5,
+                    "{name} sample {index}: {} packed, {} unpadded ({diff:e})",
+                    packed.loss,
+                    unpadded.loss
+                );
+            } else {
+                assert_eq!(packed.loss.to_bits(), unpadded.loss.to_bits());
+            }
+            assert_eq!(packed.targets, unpadded.targets);
+        }
+    }
+}
+
 #[test]
 fn tokenization_matches_transformers_token_for_token() {
     let reference = reference();
