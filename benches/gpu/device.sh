@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The GPU check, on a device machine with no network (see benches/gpu/pack.sh for the pieces).
+#
+#     benches/gpu/device.sh stash piece-NN     # once per piece, each call carrying that piece
+#     benches/gpu/device.sh check              # reassemble, verify, smoke test, benchmark
+#     benches/gpu/device.sh check --cpu-dry-run   # the same path on CPU, with small models
+#
+# Pieces are kept in $GPU_STASH (default /tmp/gpu-stash) between calls, so the calls must
+# follow each other while the machine is warm. Results go to $OUT (the device tool's folder
+# that comes back), or to ./gpu-results when it is unset.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+RUNTIME="$ROOT/.gpu-runtime"
+STASH="${GPU_STASH:-/tmp/gpu-stash}"
+RESULTS="${OUT:-$ROOT/gpu-results}"
+ORT_VERSION="${ORT_VERSION:-1.31.1}"
+mkdir -p "$STASH" "$RESULTS"
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$RESULTS/device.log"; }
+
+unzstd_stream() {
+    if command -v zstd >/dev/null; then
+        zstd -q -d --long=31 -c "$1"
+    else
+        LD_LIBRARY_PATH="$STASH/tools${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+            "$STASH/tools/zstd" -q -d --long=31 -c "$1"
+    fi
+}
+
+stash() {
+    local name="$1"
+    cp "$RUNTIME/$name" "$RUNTIME/PIECES.sha256" "$RUNTIME/BUNDLE.sha256" "$STASH/"
+    if [ -d "$RUNTIME/tools" ]; then
+        mkdir -p "$STASH/tools" && cp "$RUNTIME"/tools/* "$STASH/tools/"
+        chmod +x "$STASH/tools/zstd"
+    fi
+    (cd "$STASH" && grep " $name\$" PIECES.sha256 | sha256sum -c --quiet -)
+    local have total
+    have="$(cd "$STASH" && ls piece-* | wc -l)"
+    total="$(wc -l < "$STASH/PIECES.sha256")"
+    log "stashed $name ($have of $total pieces)"
+}
+
+check() {
+    local dry_run=""
+    [ "${1:-}" = "--cpu-dry-run" ] && dry_run=1
+    log "reassembling $(wc -l < "$STASH/PIECES.sha256") pieces"
+    (cd "$STASH" && sha256sum -c --quiet PIECES.sha256)
+    cat "$STASH"/piece-* > "$STASH/bundle.tar.zst"
+    [ "$(sha256sum "$STASH/bundle.tar.zst" | cut -d' ' -f1)" = "$(cat "$STASH/BUNDLE.sha256")" ] \
+        || { log "the reassembled bundle does not match its checksum"; exit 1; }
+    rm -rf "$STASH/bundle" && mkdir -p "$STASH/bundle"
+    unzstd_stream "$STASH/bundle.tar.zst" | tar -C "$STASH/bundle" -xf -
+    (cd "$STASH/bundle" && sha256sum -c --quiet SHA256SUMS)
+    log "bundle verified: $(cd "$STASH/bundle" && wc -l < SHA256SUMS) files"
+
+    local validator="$STASH/bundle/bin/validator"
+    export ORT_DYLIB_PATH="$STASH/bundle/lib/libonnxruntime.so.$ORT_VERSION"
+    # CUDA 13 and cuDNN come from torch's nvidia wheels; ONNX Runtime finds its providers beside
+    # itself.
+    local nvidia
+    nvidia="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), "nvidia"))')"
+    local cuda_dirs
+    cuda_dirs="$(find "$nvidia" -name 'lib*.so*' -printf '%h\n' 2>/dev/null | sort -u | paste -sd: -)"
+    export LD_LIBRARY_PATH="$STASH/bundle/lib${cuda_dirs:+:$cuda_dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+    local device=cuda bench_flags=()
+    if [ -n "$dry_run" ]; then
+        device=cpu
+        bench_flags=(--device cpu --profile tiny --samples 24)
+        log "dry run on CPU: the CUDA provider is not used"
+    else
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$RESULTS/card.csv"
+    fi
+
+    log "smoke test: validator eval --device $device on the llama-bf16 fixture"
+    "$validator" eval --json --device "$device" --model "$ROOT/fixtures/models/llama-bf16" \
+        --data "$ROOT/fixtures/models/samples.jsonl" > "$RESULTS/smoke.json"
+    python3 - "$RESULTS/smoke.json" "$ROOT/fixtures/models/reference.json" <<'EOF' | tee -a "$RESULTS/device.log"
+import json, sys
+ours = json.load(open(sys.argv[1]))
+reference = json.load(open(sys.argv[2]))
+expected = reference["models"]["llama-bf16"]["losses"]
+pairs = [(a, b) for a, b in zip(ours["losses"], expected) if a is not None and b is not None]
+diff = max(abs(a - b) for a, b in pairs)
+print(f"smoke: {len(ours['losses'])} losses, max |difference| from transformers f32 {diff:.2e}, "
+      f"{ours['tokens_per_second']:.0f} tokens/s, phases {ours['seconds']}")
+sys.exit(0 if diff <= 1e-3 and len(pairs) == sum(b is not None for b in expected) else 1)
+EOF
+    log "benchmark: benches/eval_gpu.py ${bench_flags[*]}"
+    python3 "$ROOT/benches/eval_gpu.py" --validator "$validator" --json "$RESULTS/eval_gpu.json" \
+        "${bench_flags[@]}" 2>&1 | tee -a "$RESULTS/device.log"
+    log "done"
+}
+
+case "${1:-}" in
+    stash) stash "$2" ;;
+    check) shift; check "$@" ;;
+    *) echo "usage: $0 stash piece-NN | check [--cpu-dry-run]" >&2; exit 2 ;;
+esac
