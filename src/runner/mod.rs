@@ -8,6 +8,7 @@
 //! - [`fetch`]: fetching, verifying and checking committed models, the cache sweep.
 //! - [`pool`]: one evaluator per local device, models to whichever is free; [`queue`]:
 //!   evaluation by remote workers over NATS JetStream, and the worker's own loop.
+//! - [`prefetch`]: the next model's weights read ahead while the current one runs.
 //! - [`snapshot`]: a recorded chain, for offline runs.
 //! - [`weights`]: the weight setter: due epochs, intent first, reconciliation.
 //! - [`failpoint`]: named crash points for the crash-safety tests.
@@ -28,6 +29,7 @@ pub mod http;
 pub mod metered;
 pub mod monitor;
 pub mod pool;
+pub mod prefetch;
 pub mod queue;
 pub mod snapshot;
 pub mod step;

@@ -441,14 +441,24 @@ where
                 .then(a.1.uid.cmp(&b.1.uid))
                 .then(a.2.shard.cmp(&b.2.shard))
         });
-        let mut units = units.into_iter();
+        let mut units = units.into_iter().peekable();
         let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut prefetched = std::collections::BTreeSet::new();
         loop {
             while in_flight.len() < capacity {
                 let Some((_, participant, request)) = units.next() else {
                     break;
                 };
+                prefetched.insert(request.dir.clone());
                 in_flight.push(dispatch(self.evaluator.clone(), participant, request));
+            }
+            // The next model to start is read ahead while these run (advice only; a model
+            // already dispatched or advised is not advised again).
+            if let Some((_, _, next)) = units.peek()
+                && prefetched.insert(next.dir.clone())
+            {
+                let dir = next.dir.clone();
+                tokio::task::spawn_blocking(move || super::prefetch::advise(&dir));
             }
             let next = tokio::select! {
                 next = futures::StreamExt::next(&mut in_flight) => next,
