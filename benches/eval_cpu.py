@@ -73,12 +73,18 @@ def make_data(path, count, seed=0):
 
 
 def run_with_rss(command, env=None):
-    """Runs a command under /usr/bin/time -v: (stdout, wall seconds, peak RSS MiB)."""
+    """Runs a command: (stdout, wall seconds, peak RSS MiB), under GNU time where there is one;
+    elsewhere the RSS is the largest of this script's children so far (resource's figure)."""
+    timed = os.path.exists("/usr/bin/time")
     started = time.monotonic()
-    result = subprocess.run(["/usr/bin/time", "-v"] + command, capture_output=True, env=env)
+    result = subprocess.run((["/usr/bin/time", "-v"] if timed else []) + command, capture_output=True, env=env)
     wall = time.monotonic() - started
     if result.returncode != 0:
         sys.exit(f"{command[0]} failed:\n{result.stderr.decode()[-2000:]}")
+    if not timed:
+        import resource
+
+        return result.stdout.decode(), wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     rss_kib = next(
         int(line.split(":")[1]) for line in result.stderr.decode().splitlines() if "Maximum resident set size" in line
     )

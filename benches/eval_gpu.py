@@ -8,9 +8,9 @@ one script, on Llamas generated there with the real 128,256-entry vocabulary.
 Needs torch with CUDA and transformers, and ONNX Runtime's GPU build for the validator
 (`ORT_DYLIB_PATH` naming `libonnxruntime.so.1.31.1` with its CUDA provider beside it, CUDA 13
 and cuDNN on `LD_LIBRARY_PATH`: benches/gpu/device.sh sets both). For each model it reports,
-for both engines warmed up: evaluation tokens per second (ours: the evaluation phase of the
-whole `validator eval` process, which reports its phases; transformers: its loop after three
-warm-up samples), model FLOPs utilisation (2 · parameters · tokens/s over the card's dense bf16
+evaluation tokens per second (ours: the evaluation phase of the whole `validator eval` process,
+which reports its phases, first runs of every shape included; transformers: its loop after
+three warm-up samples), model FLOPs utilisation (2 · parameters · tokens/s over the card's dense bf16
 peak), the largest loss difference, our session build time against the weights' size, and the
 peak GPU memory of each engine (ours sampled from nvidia-smi, transformers' from torch).
 """
@@ -56,11 +56,17 @@ def make_model(path, profile, device, seed=0):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    return sum(p.numel() for p in model.parameters())
+    parameters = sum(p.numel() for p in model.parameters())
+    # This process holds nothing on the card while the engines run.
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return parameters
 
 
 class GpuMemorySampler:
-    """The peak of a process tree's GPU memory, from nvidia-smi every 100 ms."""
+    """The peak GPU memory of every process but this script's, from nvidia-smi every 100 ms
+    (the engine under test is the only other one)."""
 
     def __init__(self, enabled):
         self.enabled, self.peak_mib, self.stop = enabled, 0.0, threading.Event()
@@ -69,9 +75,10 @@ class GpuMemorySampler:
     def sample(self):
         while not self.stop.is_set():
             try:
-                out = subprocess.run(["nvidia-smi", "--query-compute-apps=used_memory", "--format=csv,noheader,nounits"],
+                out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
                                      capture_output=True, text=True, timeout=5).stdout
-                used = sum(float(line) for line in out.split() if line.strip())
+                used = sum(float(line.split(",")[1]) for line in out.splitlines()
+                           if "," in line and int(line.split(",")[0]) != os.getpid())
                 self.peak_mib = max(self.peak_mib, used)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 pass
@@ -94,7 +101,12 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 model_dir, data, device = sys.argv[1], sys.argv[2], sys.argv[3]
 dtype = torch.bfloat16 if device == "cuda" else torch.float32
 tokenizer = AutoTokenizer.from_pretrained(model_dir)
-model = LlamaForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+try:
+    model = LlamaForCausalLM.from_pretrained(model_dir, dtype=dtype)
+except TypeError:  # transformers before 4.56 names it torch_dtype
+    model = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=dtype)
+model = model.to(device).eval()
+assert next(model.parameters()).dtype == dtype
 def ids(messages, generation):
     out = tokenizer.apply_chat_template(messages, truncation=True, max_length=2048, add_generation_prompt=generation, tokenize=True)
     return list(out["input_ids"] if hasattr(out, "keys") else out)
@@ -143,10 +155,11 @@ def compare(scratch, profile, data, args, env):
     ours_whole_tps = tokens / ours_wall
     ref_tps = ref["tokens"] / ref["seconds"]
     mfu = lambda tps: 2 * parameters * tps / (args.peak_tflops * 1e12)  # noqa: E731
-    diff = max(abs(a - b) for a, b in zip(ours["losses"], ref["losses"]) if a is not None)
+    pairs = [(a, b) for a, b in zip(ours["losses"], ref["losses"]) if a is not None and b == b]
+    diff = max((abs(a - b) for a, b in pairs), default=float("nan"))
     print(f"max |loss difference| from transformers ({'bf16' if args.device == 'cuda' else 'f32'}): {diff:.2e}")
     print(f"{'':30}{'validator (ORT)':>18}{'transformers':>16}{'ratio':>8}")
-    print(f"{'eval tokens/s (warm)':30}{ours_tps:18.0f}{ref_tps:16.0f}{ours_tps / ref_tps:8.2f}x")
+    print(f"{'eval tokens/s':30}{ours_tps:18.0f}{ref_tps:16.0f}{ours_tps / ref_tps:8.2f}x")
     print(f"{'tokens/s, whole process':30}{ours_whole_tps:18.0f}")
     print(f"{'MFU vs bf16 dense peak':30}{mfu(ours_tps):18.1%}{mfu(ref_tps):16.1%}")
     print(f"{'peak GPU memory (MiB)':30}{ours_gpu.peak_mib:18.0f}{ref['gpu_peak_mib']:16.0f}")

@@ -37,7 +37,7 @@ stash() {
     fi
     (cd "$STASH" && grep " $name\$" PIECES.sha256 | sha256sum -c --quiet -)
     local have total
-    have="$(cd "$STASH" && ls piece-* | wc -l)"
+    have="$(cd "$STASH" && awk '{print $2}' PIECES.sha256 | while read -r p; do [ -f "$p" ] && echo "$p"; done | wc -l)"
     total="$(wc -l < "$STASH/PIECES.sha256")"
     log "stashed $name ($have of $total pieces)"
 }
@@ -47,7 +47,8 @@ check() {
     [ "${1:-}" = "--cpu-dry-run" ] && dry_run=1
     log "reassembling $(wc -l < "$STASH/PIECES.sha256") pieces"
     (cd "$STASH" && sha256sum -c --quiet PIECES.sha256)
-    cat "$STASH"/piece-* > "$STASH/bundle.tar.zst"
+    # In the order the pack listed them: a stale piece of an earlier pack is never taken.
+    (cd "$STASH" && awk '{print $2}' PIECES.sha256 | xargs cat) > "$STASH/bundle.tar.zst"
     [ "$(sha256sum "$STASH/bundle.tar.zst" | cut -d' ' -f1)" = "$(cat "$STASH/BUNDLE.sha256")" ] \
         || { log "the reassembled bundle does not match its checksum"; exit 1; }
     rm -rf "$STASH/bundle" && mkdir -p "$STASH/bundle"
@@ -59,11 +60,18 @@ check() {
     export ORT_DYLIB_PATH="$STASH/bundle/lib/libonnxruntime.so.$ORT_VERSION"
     # CUDA 13 and cuDNN come from torch's nvidia wheels; ONNX Runtime finds its providers beside
     # itself.
-    local nvidia
-    nvidia="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), "nvidia"))')"
-    local cuda_dirs
-    cuda_dirs="$(find "$nvidia" -name 'lib*.so*' -printf '%h\n' 2>/dev/null | sort -u | paste -sd: -)"
+    local nvidia cuda_dirs=""
+    nvidia="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), "nvidia"))' || true)"
+    if [ -n "$nvidia" ] && [ -d "$nvidia" ]; then
+        cuda_dirs="$(find "$nvidia" -name 'lib*.so*' -printf '%h\n' | sort -u | paste -sd: - || true)"
+    fi
+    log "CUDA libraries from: ${cuda_dirs:-nowhere (no torch nvidia/ folder)}"
     export LD_LIBRARY_PATH="$STASH/bundle/lib${cuda_dirs:+:$cuda_dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # A CUDA or cuDNN version the provider was not built for shows here, named, before any
+    # session fails with a less readable message.
+    local missing
+    missing="$(ldd "$STASH/bundle/lib/libonnxruntime_providers_cuda.so" | grep 'not found' || true)"
+    [ -z "$missing" ] || log "the CUDA provider lacks: $(echo "$missing" | awk '{print $1}' | paste -sd' ' -)"
 
     local device=cuda bench_flags=()
     if [ -n "$dry_run" ]; then

@@ -42,7 +42,7 @@ strip "$work/bundle/bin/validator" 2>/dev/null || true
 # (uncompressed, a few MiB), used there only when it has none of its own.
 mkdir -p "$OUT/tools"
 cp "$(command -v zstd)" "$OUT/tools/zstd"
-ldd "$(command -v zstd)" | awk '/=> \// {print $3}' | grep -v -E '/libc\.so' \
+{ ldd "$(command -v zstd)" || true; } | awk '/=> \// {print $3}' | { grep -v -E '/libc\.so' || true; } \
     | xargs -r -I{} cp -L {} "$OUT/tools/"
 
 # --long widens the match window to 2 GiB, which finds the repeats across CUDA fat binaries.

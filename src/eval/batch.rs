@@ -55,12 +55,15 @@ pub fn evaluate_prepared(
     options: &EvalOptions,
     mut on_sample: impl FnMut(&SampleResult),
 ) -> Result<ModelEvaluation, EvalError> {
-    // The estimate for this batch's longest sample, before anything is built.
-    let seq_len = prepared
-        .iter()
-        .map(|sample| sample.ids.len())
-        .max()
-        .unwrap_or(0);
+    // The estimate for this batch's longest sample as it is padded, before anything is built.
+    let seq_len = super::runs::padded_length(
+        prepared
+            .iter()
+            .map(|sample| sample.ids.len())
+            .max()
+            .unwrap_or(0),
+        options.max_seq_len,
+    );
     model.check_memory(seq_len, options.max_seq_len, options.memory_max_bytes)?;
     let options = EvalOptions {
         tokens_per_run: model.fitting_tokens_per_run(

@@ -125,9 +125,10 @@ impl MemoryEstimate {
             product(&[3, hidden]),
             product(&[3, s, config.intermediate_size]),
         ]);
-        // Only scored positions reach the LM head, and the log-sum-exp needs no second tensor of
-        // their size: one `[targets, vocab]` of logits (at most one row per token).
-        let logits_elements = sum(&[hidden, product(&[s, config.vocab_size])]);
+        // Only scored positions reach the LM head (at most one row per token): their
+        // `[targets, vocab]` logits, and as much again for the log-sum-exp, whose CUDA kernel
+        // keeps its exponentials in a scratch buffer of the input's size.
+        let logits_elements = sum(&[hidden, product(&[2, s, config.vocab_size])]);
         Self {
             seq_len: seq,
             weights_bytes,

@@ -191,7 +191,7 @@ impl ModelDir {
     }
 
     /// The largest token budget per run, at most `wanted`, whose estimate for sequences of
-    /// `seq_len` tokens fits `memory_max_bytes`; never below `seq_len` (one sample alone,
+    /// `seq_len` tokens fits `memory_max_bytes`; not halved below `seq_len` (one sample alone,
     /// which [`Self::check_memory`] decides). Packing is our choice, so it shrinks to fit
     /// rather than refuse a model.
     pub fn fitting_tokens_per_run(
@@ -216,7 +216,9 @@ impl ModelDir {
         {
             tokens /= 2;
         }
-        tokens.max(seq_len)
+        // Never above what was asked (a budget under one long sample only means that sample
+        // runs alone), never halved below one longest sample.
+        tokens.max(seq_len.min(wanted)).max(1)
     }
 
     /// N's norm check.
@@ -559,9 +561,10 @@ impl Evaluator {
                         error: None,
                     }
                 } else {
-                    // NaN from NaN weights, or no targets: the sample cannot win.
+                    // No targets (0/0 in the graph), or NaN from NaN weights: the sample
+                    // cannot win.
                     SampleResult {
-                        loss: if result.loss_mean.is_nan() {
+                        loss: if result.target_count > 0 && result.loss_mean.is_nan() {
                             f64::NAN
                         } else {
                             f64::INFINITY

@@ -16,8 +16,9 @@ pub const PADDED_LENGTH_MULTIPLE: usize = 64;
 
 /// Tokens per run on CPU unless the operator says otherwise. A CPU's matrix kernels are at
 /// their rate well before this, and more only adds activations (at a 128k vocabulary, 2 MiB of
-/// logits per scored token): measured with benches/eval_cpu.py, 512 was 1.18× as fast as 4096
-/// on the 30M profile at 0.54× the peak RSS.
+/// logits per scored token): measured with benches/eval_cpu.py's models on 2 cores, 512 was
+/// 1.19× as fast as 4096 at 0.64× the peak RSS on the 30M profile, 1.08× at 0.75× on the 128k
+/// one (256 and 1024 within noise of 512).
 pub const DEFAULT_TOKENS_PER_RUN_CPU: usize = 512;
 
 /// Tokens per run on a GPU unless the operator says otherwise: enough to keep the matrix units

@@ -271,6 +271,12 @@ pub trait ModelEvaluator: Send + Sync {
     fn workers(&self) -> usize {
         self.capacity()
     }
+
+    /// Whether evaluations read the model's files on this host, so reading the next model
+    /// ahead into this host's page cache pays (not for remote workers, which fetch their own).
+    fn reads_files_here(&self) -> bool {
+        true
+    }
 }
 
 /// One evaluation: what a local worker needs (`dir`, `batch`) and what a remote one needs to
@@ -748,6 +754,13 @@ impl ModelEvaluator for AnyEvaluator {
         match self {
             AnyEvaluator::Pool(pool) => pool.workers(),
             AnyEvaluator::Queue(queue) => queue.workers(),
+        }
+    }
+
+    fn reads_files_here(&self) -> bool {
+        match self {
+            AnyEvaluator::Pool(pool) => pool.reads_files_here(),
+            AnyEvaluator::Queue(queue) => queue.reads_files_here(),
         }
     }
 }

@@ -800,6 +800,10 @@ impl<L: ModelEvaluator> ModelEvaluator for QueueEvaluator<L> {
     fn workers(&self) -> usize {
         self.options.workers.max(1)
     }
+
+    fn reads_files_here(&self) -> bool {
+        false
+    }
 }
 
 /// A remote evaluation worker: pulls jobs, fetches and verifies each model through its own

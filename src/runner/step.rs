@@ -455,6 +455,7 @@ where
             // The next model to start is read ahead while these run (advice only; a model
             // already dispatched or advised is not advised again).
             if let Some((_, _, next)) = units.peek()
+                && self.evaluator.reads_files_here()
                 && prefetched.insert(next.dir.clone())
             {
                 let dir = next.dir.clone();

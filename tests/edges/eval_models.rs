@@ -172,6 +172,30 @@ fn batched_runs_equal_samples_one_at_a_time() {
     }
 }
 
+/// Postmortem: the fitted budget was raised to the batch's longest sample, so one 2,048-token
+/// sample made every run of a CPU batch 2,048 tokens, whatever `--eval-tokens-per-run` said.
+#[test]
+fn the_fitted_token_budget_is_never_raised_and_halves_only_to_fit() {
+    let model = ModelDir::open(&fixtures().join("llama-f32")).unwrap();
+    assert_eq!(model.fitting_tokens_per_run(2048, 2048, u64::MAX, 512), 512);
+    assert_eq!(
+        model.fitting_tokens_per_run(100, 2048, u64::MAX, 8192),
+        8192
+    );
+    // A budget that one 256-token sample fits but 8,192 tokens do not: halved, never below
+    // the longest sample.
+    let fits_one = validator::eval::estimate::MemoryEstimate::of_run(
+        &model.config,
+        &model.weights,
+        256,
+        256,
+        2048,
+    );
+    let budget = fits_one.total_bytes();
+    let fitted = model.fitting_tokens_per_run(256, 2048, budget, 8192);
+    assert!((256..8192).contains(&fitted), "{fitted}");
+}
+
 #[test]
 fn tokenization_matches_transformers_token_for_token() {
     let reference = reference();
