@@ -37,7 +37,10 @@ stash() {
     fi
     (cd "$STASH" && grep " $name\$" PIECES.sha256 | sha256sum -c --quiet -)
     local have total
-    have="$(cd "$STASH" && awk '{print $2}' PIECES.sha256 | while read -r p; do [ -f "$p" ] && echo "$p"; done | wc -l)"
+    have=0
+    for piece in $(awk '{print $2}' "$STASH/PIECES.sha256"); do
+        if [ -f "$STASH/$piece" ]; then have=$((have + 1)); fi
+    done
     total="$(wc -l < "$STASH/PIECES.sha256")"
     log "stashed $name ($have of $total pieces)"
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares, on this machine, what the GPU check needs on a device machine that has no network:
-# the ONNX Runtime GPU libraries (from the onnxruntime-gpu wheel on PyPI) and our release
-# binary, checksummed, compressed and split into pieces that each fit the 64 MiB one device
+# the ONNX Runtime GPU libraries (from the onnxruntime-gpu wheel on PyPI), cuRAND and our
+# release binary, checksummed, compressed and split into pieces that each fit the 64 MiB one device
 # call carries. Everything lands in .gpu-runtime/ (ignored by git: the libraries are never
 # committed). benches/gpu/device.sh reassembles and runs them there.
 #
@@ -12,6 +12,9 @@
 set -euo pipefail
 
 ORT_VERSION="${ORT_VERSION:-1.31.1}"
+# The CUDA provider links cuRAND, which torch's CUDA 13 wheels no longer ship (a dry run here
+# found it missing beside torch 2.15's nvidia/ folder): its CUDA 13 wheel goes along.
+CURAND_VERSION="${CURAND_VERSION:-10.4.5.25}"
 PIECE_MIB="${PIECE_MIB:-56}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 OUT="$ROOT/.gpu-runtime"
@@ -34,6 +37,9 @@ for library in "libonnxruntime.so.$ORT_VERSION" libonnxruntime_providers_shared.
     libonnxruntime_providers_cuda.so; do
     unzip -q -j "$wheel" "onnxruntime/capi/$library" -d "$work/bundle/lib"
 done
+"$PIP" download --quiet --no-deps --only-binary=:all: --dest "$work/wheel" \
+    "nvidia-curand==$CURAND_VERSION"
+unzip -q -j "$(ls "$work"/wheel/nvidia_curand-*.whl)" "nvidia/cu13/lib/libcurand.so.10" -d "$work/bundle/lib"
 cp "$VALIDATOR" "$work/bundle/bin/validator"
 strip "$work/bundle/bin/validator" 2>/dev/null || true
 (cd "$work/bundle" && sha256sum lib/* bin/* > SHA256SUMS)
