@@ -8,21 +8,26 @@
 
 use std::path::Path;
 
+/// The entries of `dir` named `*.safetensors` (none when it cannot be read), in directory
+/// order: what a model's weights are, for the read-ahead and for the dispatch order's sizes.
+pub fn safetensors_entries(dir: &Path) -> impl Iterator<Item = std::fs::DirEntry> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".safetensors")
+        })
+}
+
 /// Advises the kernel to read every `*.safetensors` file of `dir` ahead; returns the bytes
 /// advised. Files that cannot be opened are skipped: the evaluation reports them.
 pub fn advise(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
     let mut advised = 0;
-    for entry in entries.filter_map(Result::ok) {
-        if !entry
-            .file_name()
-            .to_string_lossy()
-            .ends_with(".safetensors")
-        {
-            continue;
-        }
+    for entry in safetensors_entries(dir) {
         let Ok(file) = std::fs::File::open(entry.path()) else {
             continue;
         };

@@ -919,17 +919,7 @@ impl Assembly {
 
 /// Bytes of a model's weight files, the order of dispatch: evaluation time grows with them.
 fn weights_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".safetensors")
-        })
+    super::prefetch::safetensors_entries(dir)
         .filter_map(|entry| entry.metadata().ok())
         .map(|metadata| metadata.len())
         .sum()
