@@ -85,23 +85,42 @@ check() {
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$RESULTS/card.csv"
     fi
 
-    log "smoke test: validator eval --device $device on the llama-bf16 fixture"
-    "$validator" eval --json --device "$device" --model "$ROOT/fixtures/models/llama-bf16" \
-        --data "$ROOT/fixtures/models/samples.jsonl" > "$RESULTS/smoke.json"
-    python3 - "$RESULTS/smoke.json" "$ROOT/fixtures/models/reference.json" <<'EOF' | tee -a "$RESULTS/device.log"
+    # The smoke test in each precision the device runs, against transformers' f32 reference
+    # losses: f32 within the held-out bound (1e-3); the 16-bit graphs within what their
+    # mantissas allow these tiny models (transformers' own bf16 losses on this fixture are up
+    # to 4.4e-2 from its f32 ones, its f16 losses 3.5e-3).
+    # A failed smoke is reported and the benchmark still runs (the device's minutes are few);
+    # the script's status says it failed.
+    local smokes=("f32:1e-3" "bf16:1e-1")
+    [ -z "$dry_run" ] || smokes=("f32:1e-3" "f16:2e-2")
+    local smoke precision bound failed=()
+    for smoke in "${smokes[@]}"; do
+        precision="${smoke%%:*}" bound="${smoke##*:}"
+        log "smoke test: validator eval --device $device --precision $precision on the llama-bf16 fixture"
+        "$validator" eval --json --device "$device" --precision "$precision" \
+            --model "$ROOT/fixtures/models/llama-bf16" \
+            --data "$ROOT/fixtures/models/samples.jsonl" > "$RESULTS/smoke-$precision.json" \
+            || { failed+=("$precision (validator eval failed)"); continue; }
+        python3 - "$RESULTS/smoke-$precision.json" "$ROOT/fixtures/models/reference.json" "$precision" "$bound" <<'EOF' | tee -a "$RESULTS/device.log" || failed+=("$precision")
 import json, sys
 ours = json.load(open(sys.argv[1]))
 reference = json.load(open(sys.argv[2]))
+precision, bound = sys.argv[3], float(sys.argv[4])
 expected = reference["models"]["llama-bf16"]["losses"]
 pairs = [(a, b) for a, b in zip(ours["losses"], expected) if a is not None and b is not None]
 diff = max(abs(a - b) for a, b in pairs)
-print(f"smoke: {len(ours['losses'])} losses, max |difference| from transformers f32 {diff:.2e}, "
-      f"{ours['tokens_per_second']:.0f} tokens/s, phases {ours['seconds']}")
-sys.exit(0 if diff <= 1e-3 and len(pairs) == sum(b is not None for b in expected) else 1)
+print(f"smoke {precision}: {len(ours['losses'])} losses, max |difference| from transformers f32 "
+      f"{diff:.2e} (bound {bound:.0e}), {ours['tokens_per_second']:.0f} tokens/s, phases {ours['seconds']}")
+sys.exit(0 if diff <= bound and len(pairs) == sum(b is not None for b in expected) else 1)
 EOF
+    done
     log "benchmark: benches/eval_gpu.py ${bench_flags[*]}"
     python3 "$ROOT/benches/eval_gpu.py" --validator "$validator" --json "$RESULTS/eval_gpu.json" \
         "${bench_flags[@]}" 2>&1 | tee -a "$RESULTS/device.log"
+    if [ "${#failed[@]}" -gt 0 ]; then
+        log "smoke tests failed: ${failed[*]}"
+        return 1
+    fi
     log "done"
 }
 

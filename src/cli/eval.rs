@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use validator::eval::batch::ModelEvaluation;
+use validator::eval::export::Precision;
 use validator::eval::runtime::Device;
 use validator::eval::template::CivilDate;
 use validator::eval::worker::{Job, Reply, WorkerEvaluator, WorkerFailure};
@@ -18,21 +19,38 @@ use super::{Failure, Outcome};
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {
     /// Tokens, padding included, in one ONNX Runtime run: samples are padded to their length
-    /// rounded up to 64 and those of one padded length share runs up to this budget (fewer
-    /// where the memory budget asks). A sample's loss does not depend on it. Default: 512 on
-    /// CPU, 8192 on CUDA.
+    /// rounded up to 8 on CPU, 64 on CUDA, and those of one padded length share runs up to this
+    /// budget (fewer where the memory budget asks). A sample's loss does not depend on it.
+    /// Default: 512 on CPU, 8192 on CUDA.
     #[arg(
         long = "eval-tokens-per-run",
         value_parser = clap::value_parser!(u32).range(1..=1 << 20)
     )]
     pub eval_tokens_per_run: Option<u32>,
+    /// What the exported graph computes in: bf16, f16 or f32. In bf16 and f16 the weights are
+    /// used in their stored type (no widened copy) and activations are in that type, as
+    /// transformers runs a model loaded in it; the loss is always f32. Default: bf16 on CUDA
+    /// (as N evaluates), f32 on CPU (ONNX Runtime's CPU provider has no bf16 kernels).
+    #[arg(long)]
+    pub precision: Option<Precision>,
 }
 
 impl EngineArgs {
-    /// Applies the flags to an evaluation worker.
-    pub fn configure(&self, worker: &mut WorkerEvaluator) {
+    /// Applies the flags to an evaluation worker; a precision its device cannot compute in is
+    /// refused here, before any model is fetched.
+    pub fn configure(&self, worker: &mut WorkerEvaluator) -> Result<(), Failure> {
         if let Some(tokens) = self.eval_tokens_per_run {
             worker.tokens_per_run = usize::try_from(tokens).unwrap_or(usize::MAX);
+        }
+        if let Some(precision) = self.precision {
+            worker.precision = precision;
+        }
+        match worker.precision.unsupported_on(worker.device) {
+            Some(why) => Err(Failure::invalid(anyhow::anyhow!(
+                "--precision {}: {why}",
+                worker.precision
+            ))),
+            None => Ok(()),
         }
     }
 }
@@ -116,7 +134,7 @@ pub fn run(args: &EvalArgs) -> Outcome {
     if let Some(bytes) = args.eval_memory_max_bytes {
         worker.memory_max_bytes = bytes;
     }
-    args.engine.configure(&mut worker);
+    args.engine.configure(&mut worker)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -152,6 +170,7 @@ pub fn run(args: &EvalArgs) -> Outcome {
         max_seq_len: worker.max_seq_len,
         memory_max_bytes: worker.memory_max_bytes,
         tokens_per_run: worker.tokens_per_run,
+        precision: worker.precision,
         batch: prepared.clone(),
     })? {
         Reply::Losses {

@@ -581,7 +581,7 @@ pub fn worker_on(
     if let Some(threads) = threads {
         worker.threads = usize::from(threads);
     }
-    engine.configure(&mut worker);
+    engine.configure(&mut worker)?;
     Ok(worker)
 }
 

@@ -47,8 +47,8 @@ impl ModelEvaluation {
 
 /// Builds `model`'s session and scores every prepared sample, packed into runs of at most
 /// `options.tokens_per_run` tokens (less where the memory budget asks), calling `on_sample`
-/// as each is known (for progress; in run order, not batch order). A sample that fails scores +infinity; only a session that cannot be built
-/// fails the whole evaluation.
+/// as each is known (for progress; in run order, not batch order). A sample that fails scores
+/// +infinity; only a session that cannot be built fails the whole evaluation.
 pub fn evaluate_prepared(
     model: &ModelDir,
     prepared: &[Prepared],
@@ -63,6 +63,7 @@ pub fn evaluate_prepared(
             .max()
             .unwrap_or(0),
         options.max_seq_len,
+        super::runs::padded_length_multiple(options.device),
     );
     model.check_memory(seq_len, options.max_seq_len, options.memory_max_bytes)?;
     let options = EvalOptions {

@@ -10,8 +10,10 @@
 //! weights (beyond [`ACTIVATIONS_FLOOR_BYTES`], which every small test model stays under) is
 //! built to exhaust the validator, not to be scored.
 //!
-//! The estimate follows the graph [`super::export`] builds, in float32, one decoder layer live
-//! at a time (ONNX Runtime frees each layer's intermediates once consumed): the weights as held
+//! The estimate follows the graph [`super::export`] builds in float32, whatever precision the
+//! evaluation computes in, so that a refusal never depends on the precision (on CUDA, where
+//! bf16 is the default, the card holds 16-bit weights and activations, well under the figure),
+//! one decoder layer live at a time (ONNX Runtime frees each layer's intermediates once consumed): the weights as held
 //! (the files' bytes, plus a float32 copy of every 16-bit tensor), the rotary tables (in the
 //! graph and in the session), and the largest of a layer's attention, a layer's MLP and the
 //! output head's logits and log-probabilities.

@@ -7,8 +7,19 @@
 //! negative log-likelihood over them: the Hugging Face shift). Only the rows that predict a
 //! scored target go through the LM head, and the cross entropy is computed as
 //! `ReduceLogSumExp(logits) - logit[target]`, so nothing of vocabulary size exists for prompt
-//! rows or padding and full logits never leave the session. Computation is float32 throughout;
-//! f16 and bf16 weights are cast once.
+//! rows or padding and full logits never leave the session.
+//!
+//! The graph computes in one [`Precision`]: float32 (weights stored as f16 or bf16 are cast
+//! once), or float16 or bfloat16, where weights stored in that type are used where they lie with
+//! no Cast (so no widened copy of the model exists) and activations and the residual stream are
+//! in that type, as transformers runs a model loaded in it; norms accumulate in float32, and the
+//! logits are widened to float32 for the loss.
+//!
+//! Attention is ONNX Runtime's fused `GroupQueryAttention` (com.microsoft) on `[B, S, hidden]`,
+//! with the rotary embedding inside it where the whole head rotates and the head size allows,
+//! wherever the provider has a kernel for the precision (CUDA has none in float32); elsewhere it
+//! is built from MatMul, Softmax and an explicit causal mask. Each Llama residual add is fused
+//! with the RMSNorm that follows it (`SkipSimplifiedLayerNormalization`).
 //!
 //! The layers follow `transformers`' `LlamaForCausalLM` and `StableLmForCausalLM`: RMSNorm or
 //! LayerNorm, grouped-query attention with rotary embeddings (Llama 3.1 frequency scaling,
@@ -17,19 +28,126 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::EvalError;
 use super::config::{Architecture, ModelConfig, RopeScaling};
 use super::onnx::{Attr, Dim, ElementType, GraphBuilder};
+use super::runtime::Device;
 use super::safetensors::{Dtype, WeightIndex};
 
 /// The masked-label value (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
+
+/// The floating-point type a graph computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32: what the held-out checks against transformers f32 use, and the CPU default.
+    F32,
+    /// float16.
+    F16,
+    /// bfloat16: how N loads models on the GPU, and the CUDA default. ONNX Runtime's CPU
+    /// provider has no bfloat16 kernels.
+    Bf16,
+}
+
+impl Precision {
+    /// The default on `device`: bfloat16 on CUDA, float32 on CPU.
+    pub fn default_for(device: Device) -> Self {
+        match device {
+            Device::Cpu => Precision::F32,
+            Device::Cuda { .. } => Precision::Bf16,
+        }
+    }
+
+    /// Why `device` cannot compute in this precision, if it cannot.
+    pub fn unsupported_on(self, device: Device) -> Option<String> {
+        (self == Precision::Bf16 && device == Device::Cpu).then(|| {
+            "bf16 needs the CUDA provider: ONNX Runtime's CPU provider has no bfloat16 kernels; \
+             use --precision f32 or f16 on CPU"
+                .to_owned()
+        })
+    }
+
+    fn element(self) -> ElementType {
+        match self {
+            Precision::F32 => ElementType::F32,
+            Precision::F16 => ElementType::F16,
+            Precision::Bf16 => ElementType::BF16,
+        }
+    }
+
+    fn dtype(self) -> Dtype {
+        match self {
+            Precision::F32 => Dtype::F32,
+            Precision::F16 => Dtype::F16,
+            Precision::Bf16 => Dtype::BF16,
+        }
+    }
+
+    /// The type's lowest finite value (`torch.finfo(dtype).min`, transformers' causal mask),
+    /// exactly representable in float32.
+    fn lowest(self) -> f32 {
+        match self {
+            Precision::F32 => f32::MIN,
+            Precision::F16 => half::f16::MIN.to_f32(),
+            Precision::Bf16 => half::bf16::MIN.to_f32(),
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "f16" | "fp16" | "float16" => Ok(Precision::F16),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            other => Err(format!("unknown precision {other:?}: use bf16, f16 or f32")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
 
 /// Export settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ExportOptions {
     /// Longest sequence the graph accepts (the rotary tables' length).
     pub max_positions: usize,
+    /// What the graph computes in.
+    pub precision: Precision,
+    /// Whether the fused `GroupQueryAttention` may be used: its provider must have a kernel
+    /// for the precision (see [`ExportOptions::for_device`]). The head size decides the rest.
+    pub fused_attention: bool,
+    /// Whether each sample's log-probabilities are summed one by one in position order, so
+    /// that its loss does not depend on the samples sharing its run (the CPU provider's
+    /// ordered add-scatter); otherwise a row-wise ReduceSum (CUDA, whose add-scatter uses
+    /// atomics in no fixed order).
+    pub sums_in_row_order: bool,
+}
+
+impl ExportOptions {
+    /// The options for `device`: fused attention wherever the provider has the kernel
+    /// (ONNX Runtime's CUDA `GroupQueryAttention` is flash attention, 16-bit types only).
+    pub fn for_device(max_positions: usize, precision: Precision, device: Device) -> Self {
+        let cuda = matches!(device, Device::Cuda { .. });
+        Self {
+            max_positions,
+            precision,
+            fused_attention: !(cuda && precision == Precision::F32),
+            sums_in_row_order: !cuda,
+        }
+    }
 }
 
 /// The inverse rotary frequencies, computed as `transformers` does in float32.
@@ -128,10 +246,43 @@ struct Exporter<'a> {
     graph: GraphBuilder,
     config: &'a ModelConfig,
     weights: &'a WeightIndex,
-    as_f32: BTreeMap<String, String>,
+    precision: Precision,
+    sums_in_row_order: bool,
+    /// Each weight's initializer, and its value in the compute type, by tensor name (and by
+    /// `raw:` name for the stored initializer).
+    in_compute: BTreeMap<String, String>,
     /// The run's batch size and padded length, each a `[1]` int64 tensor.
     batch: String,
     length: String,
+}
+
+/// How the rotary embedding reaches `GroupQueryAttention`.
+enum Rotary {
+    /// Inside it (`do_rotary`): its caches, `[positions, rotary_dim / 2]`.
+    Inside {
+        cos_cache: String,
+        sin_cache: String,
+    },
+    /// Explicit ops on the heads before it: cos and sin of `[S, 1, rotary_dim]`, against
+    /// `[B, S, heads, head_dim]`.
+    Before { cos: String, sin: String },
+}
+
+/// The form every layer's attention takes, with the tensors all layers share.
+enum AttentionForm {
+    /// `GroupQueryAttention`, with its `seqlens_k` and `total_sequence_length`.
+    Fused {
+        rotary: Rotary,
+        seqlens_k: String,
+        total_length: String,
+    },
+    /// MatMul, Softmax and the causal mask on `[B, heads, S, head_dim]`, with cos and sin of
+    /// `[S, rotary_dim]`.
+    Explicit {
+        cos: String,
+        sin: String,
+        mask: String,
+    },
 }
 
 fn dims(shape: &[u64]) -> Vec<i64> {
@@ -170,10 +321,10 @@ impl Exporter<'_> {
             .ok_or_else(|| EvalError::Config(format!("tensor {name} has no readable file name")))?
             .to_owned();
         let initializer = format!("w:{name}");
-        if self.as_f32.contains_key(&format!("raw:{name}")) {
+        if self.in_compute.contains_key(&format!("raw:{name}")) {
             return Ok((initializer, tensor.dtype));
         }
-        self.as_f32
+        self.in_compute
             .insert(format!("raw:{name}"), initializer.clone());
         let dtype = tensor.dtype;
         let (offset, length) = (tensor.offset, tensor.length);
@@ -188,19 +339,31 @@ impl Exporter<'_> {
         Ok((initializer, dtype))
     }
 
-    /// A weight as float32 (cast once if stored as f16 or bf16).
+    /// `x`, stored as `dtype`, in the compute type (a Cast only where they differ).
+    fn in_compute_type(&mut self, x: &str, dtype: Dtype) -> String {
+        if dtype == self.precision.dtype() {
+            x.to_owned()
+        } else {
+            let to = Attr::Int(i64::from(self.precision.element().code()));
+            self.graph.op("Cast", &[x], &[("to", to)])
+        }
+    }
+
+    /// A weight in the compute type (cast once where it is stored otherwise).
     fn weight(&mut self, name: &str, shape: &[u64]) -> Result<String, EvalError> {
-        if let Some(existing) = self.as_f32.get(name) {
+        if let Some(existing) = self.in_compute.get(name) {
             return Ok(existing.clone());
         }
         let (raw, dtype) = self.raw(name, shape)?;
-        let value = if dtype == Dtype::F32 {
-            raw
-        } else {
-            self.graph.op("Cast", &[&raw], &[("to", Attr::Int(1))])
-        };
-        self.as_f32.insert(name.to_owned(), value.clone());
+        let value = self.in_compute_type(&raw, dtype);
+        self.in_compute.insert(name.to_owned(), value.clone());
         Ok(value)
+    }
+
+    /// A floating-point constant in the compute type.
+    fn constant(&mut self, values: &[f32], dims: &[i64]) -> String {
+        self.graph
+            .const_float(values, dims, self.precision.element())
     }
 
     fn linear(
@@ -221,10 +384,15 @@ impl Exporter<'_> {
         }
     }
 
+    fn epsilon(&self) -> Attr {
+        #[allow(clippy::cast_possible_truncation)]
+        let epsilon = self.config.norm_eps as f32;
+        Attr::Float(epsilon)
+    }
+
     fn norm(&mut self, x: &str, prefix: &str) -> Result<String, EvalError> {
         let hidden = self.config.hidden_size;
-        #[allow(clippy::cast_possible_truncation)]
-        let epsilon = Attr::Float(self.config.norm_eps as f32);
+        let epsilon = self.epsilon();
         let weight = self.weight(&format!("{prefix}.weight"), &[hidden])?;
         match self.config.architecture {
             Architecture::Llama => Ok(self.graph.op(
@@ -247,8 +415,43 @@ impl Exporter<'_> {
         }
     }
 
-    /// StableLM's per-head LayerNorm (no bias) over `[B, heads, S, head_dim]`.
-    fn per_head_norm(&mut self, x: &str, prefix: &str, heads: u64) -> Result<String, EvalError> {
+    /// The residual stream `x` plus `delta` (when there is one), and the norm `prefix` of it:
+    /// `(normed, x + delta)`. For RMSNorm the add and the norm are one
+    /// `SkipSimplifiedLayerNormalization`, whose fourth output is the sum.
+    fn add_and_norm(
+        &mut self,
+        x: &str,
+        delta: Option<&str>,
+        prefix: &str,
+    ) -> Result<(String, String), EvalError> {
+        let Some(delta) = delta else {
+            return Ok((self.norm(x, prefix)?, x.to_owned()));
+        };
+        if self.config.architecture != Architecture::Llama {
+            let sum = self.graph.op("Add", &[x, delta], &[]);
+            return Ok((self.norm(&sum, prefix)?, sum));
+        }
+        let weight = self.weight(&format!("{prefix}.weight"), &[self.config.hidden_size])?;
+        let epsilon = self.epsilon();
+        let outputs = self.graph.op_with_outputs(
+            "com.microsoft",
+            "SkipSimplifiedLayerNormalization",
+            &[x, delta, &weight],
+            &[("epsilon", epsilon)],
+            &[true, false, false, true],
+        );
+        Ok((outputs[0].clone(), outputs[3].clone()))
+    }
+
+    /// StableLM's per-head LayerNorm (no bias) over `[.., heads, S, head_dim]` or, with
+    /// `heads_last`, `[.., S, heads, head_dim]`.
+    fn per_head_norm(
+        &mut self,
+        x: &str,
+        prefix: &str,
+        heads: u64,
+        heads_last: bool,
+    ) -> Result<String, EvalError> {
         let head_dim = self.config.head_dim;
         let mut rows = Vec::new();
         for head in 0..heads {
@@ -257,17 +460,18 @@ impl Exporter<'_> {
             rows.push(self.graph.op("Unsqueeze", &[&weight, &axes], &[]));
         }
         let row_refs: Vec<&str> = rows.iter().map(String::as_str).collect();
-        let stacked = self
+        let mut scale = self
             .graph
             .op("Concat", &row_refs, &[("axis", Attr::Int(0))]);
-        let axes = self.graph.const_i64(&[1], &[1]);
-        let scale = self.graph.op("Unsqueeze", &[&stacked, &axes], &[]);
-        let ones = self.graph.const_f32(
+        if !heads_last {
+            let axes = self.graph.const_i64(&[1], &[1]);
+            scale = self.graph.op("Unsqueeze", &[&scale, &axes], &[]);
+        }
+        let ones = self.constant(
             &vec![1.0; usize::try_from(head_dim).unwrap_or(0)],
             &[i64::try_from(head_dim).unwrap_or(0)],
         );
-        #[allow(clippy::cast_possible_truncation)]
-        let epsilon = Attr::Float(self.config.norm_eps as f32);
+        let epsilon = self.epsilon();
         let normalized = self.graph.op(
             "LayerNormalization",
             &[x, &ones],
@@ -283,7 +487,8 @@ impl Exporter<'_> {
         self.graph.op("Slice", &[x, &starts, &ends, &axes], &[])
     }
 
-    /// Rotary embedding on `[B, heads, S, head_dim]` with `cos`/`sin` of `[S, rotary_dim]`.
+    /// Rotary embedding on the last axis of `x` (head_dim), with `cos`/`sin` of
+    /// `[S, rotary_dim]` shaped to broadcast over `x`'s other axes.
     fn rope(&mut self, x: &str, cos: &str, sin: &str) -> String {
         let rotary = i64::try_from(self.config.rotary_dim).unwrap_or(0);
         let head_dim = i64::try_from(self.config.head_dim).unwrap_or(0);
@@ -311,8 +516,8 @@ impl Exporter<'_> {
         }
     }
 
-    /// `[B·S, heads·head_dim]` → `[B, heads, S, head_dim]`.
-    fn split_heads(&mut self, x: &str, heads: u64) -> String {
+    /// `[B·S, heads·head_dim]` → `[B, S, heads, head_dim]`.
+    fn split_heads_last(&mut self, x: &str, heads: u64) -> String {
         let head_dim = i64::try_from(self.config.head_dim).unwrap_or(0);
         let heads = i64::try_from(heads).unwrap_or(0);
         let tail = self.graph.const_i64(&[heads, head_dim], &[2]);
@@ -321,7 +526,12 @@ impl Exporter<'_> {
             &[&self.batch, &self.length, &tail],
             &[("axis", Attr::Int(0))],
         );
-        let reshaped = self.graph.op("Reshape", &[x, &shape], &[]);
+        self.graph.op("Reshape", &[x, &shape], &[])
+    }
+
+    /// `[B·S, heads·head_dim]` → `[B, heads, S, head_dim]`.
+    fn split_heads(&mut self, x: &str, heads: u64) -> String {
+        let reshaped = self.split_heads_last(x, heads);
         self.graph.op(
             "Transpose",
             &[&reshaped],
@@ -329,14 +539,8 @@ impl Exporter<'_> {
         )
     }
 
-    fn attention(
-        &mut self,
-        h: &str,
-        prefix: &str,
-        cos: &str,
-        sin: &str,
-        mask: &str,
-    ) -> Result<String, EvalError> {
+    /// The q, k and v projections, each `[B·S, heads·head_dim]`.
+    fn projections(&mut self, h: &str, prefix: &str) -> Result<[String; 3], EvalError> {
         let c = self.config;
         let (hidden, heads, kv_heads, head_dim) =
             (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
@@ -361,12 +565,114 @@ impl Exporter<'_> {
             hidden,
             c.qkv_bias,
         )?;
+        Ok([q, k, v])
+    }
+
+    /// Attention through `GroupQueryAttention` on `[B, S, heads·head_dim]`, no transposes:
+    /// every row attends causally to its own sample over the whole padded length (a real
+    /// position never sees right padding, and padding is never scored), so `seqlens_k` is
+    /// the padded length less one for every row and a sample's result does not depend on the
+    /// others of its run.
+    fn attention_fused(
+        &mut self,
+        h: &str,
+        prefix: &str,
+        rotary: &Rotary,
+        seqlens_k: &str,
+        total_length: &str,
+    ) -> Result<String, EvalError> {
+        let c = self.config;
+        let [q, k, v] = self.projections(h, prefix)?;
+        let width = self.graph.const_i64(&[-1], &[1]);
+        let by_sequence = self.graph.op(
+            "Concat",
+            &[&self.batch, &self.length, &width],
+            &[("axis", Attr::Int(0))],
+        );
+        let mut rotated = Vec::new();
+        for (x, heads, norm) in [
+            (&q, c.num_heads, "q_layernorm"),
+            (&k, c.num_kv_heads, "k_layernorm"),
+        ] {
+            let before = matches!(rotary, Rotary::Before { .. });
+            if !(c.qk_layernorm || before) {
+                rotated.push(self.graph.op("Reshape", &[x, &by_sequence], &[]));
+                continue;
+            }
+            let mut x = self.split_heads_last(x, heads);
+            if c.qk_layernorm {
+                x = self.per_head_norm(&x, &format!("{prefix}.{norm}"), heads, true)?;
+            }
+            if let Rotary::Before { cos, sin } = rotary {
+                x = self.rope(&x, cos, sin);
+            }
+            rotated.push(self.graph.op("Reshape", &[&x, &by_sequence], &[]));
+        }
+        let v = self.graph.op("Reshape", &[&v, &by_sequence], &[]);
+        let (do_rotary, cos_cache, sin_cache) = match rotary {
+            Rotary::Inside {
+                cos_cache,
+                sin_cache,
+            } => (1, cos_cache.as_str(), sin_cache.as_str()),
+            Rotary::Before { .. } => (0, "", ""),
+        };
+        let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut inputs = vec![
+            rotated[0].as_str(),
+            rotated[1].as_str(),
+            &v,
+            "",
+            "",
+            seqlens_k,
+            total_length,
+        ];
+        if do_rotary == 1 {
+            inputs.extend([cos_cache, sin_cache]);
+        }
+        let outputs = self.graph.op_with_outputs(
+            "com.microsoft",
+            "GroupQueryAttention",
+            &inputs,
+            &[
+                ("num_heads", Attr::Int(to_i64(c.num_heads))),
+                ("kv_num_heads", Attr::Int(to_i64(c.num_kv_heads))),
+                ("do_rotary", Attr::Int(do_rotary)),
+                ("rotary_interleaved", Attr::Int(0)),
+            ],
+            &[true, true, true],
+        );
+        let flat = self
+            .graph
+            .const_i64(&[-1, to_i64(c.num_heads * c.head_dim)], &[2]);
+        let context = self.graph.op("Reshape", &[&outputs[0], &flat], &[]);
+        self.linear(
+            &context,
+            &format!("{prefix}.o_proj"),
+            c.hidden_size,
+            c.num_heads * c.head_dim,
+            c.o_bias,
+        )
+    }
+
+    /// Attention from MatMul, Softmax and an explicit causal mask, on `[B, heads, S, d]`.
+    fn attention_explicit(
+        &mut self,
+        h: &str,
+        prefix: &str,
+        cos: &str,
+        sin: &str,
+        mask: &str,
+    ) -> Result<String, EvalError> {
+        let c = self.config;
+        let (hidden, heads, kv_heads, head_dim) =
+            (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+        let [q, k, v] = self.projections(h, prefix)?;
         let mut q = self.split_heads(&q, heads);
         let mut k = self.split_heads(&k, kv_heads);
         let v = self.split_heads(&v, kv_heads);
         if c.qk_layernorm {
-            q = self.per_head_norm(&q, &format!("{prefix}.q_layernorm"), heads)?;
-            k = self.per_head_norm(&k, &format!("{prefix}.k_layernorm"), kv_heads)?;
+            q = self.per_head_norm(&q, &format!("{prefix}.q_layernorm"), heads, false)?;
+            k = self.per_head_norm(&k, &format!("{prefix}.k_layernorm"), kv_heads, false)?;
         }
         let q = self.rope(&q, cos, sin);
         let k = self.rope(&k, cos, sin);
@@ -395,7 +701,7 @@ impl Exporter<'_> {
         let scores = self.graph.op("MatMul", &[&q, &k_t], &[]);
         #[allow(clippy::cast_possible_truncation)]
         let scale = (1.0 / (head_dim_f64(head_dim)).sqrt()) as f32;
-        let scale = self.graph.const_f32(&[scale], &[]);
+        let scale = self.constant(&[scale], &[]);
         let scores = self.graph.op("Mul", &[&scores, &scale], &[]);
         let scores = self.graph.op("Add", &[&scores, mask], &[]);
         let probabilities = self
@@ -446,6 +752,96 @@ impl Exporter<'_> {
         )
     }
 
+    /// The attention's form and the tensors every layer shares. `GroupQueryAttention` where
+    /// the options allow it and ONNX Runtime's kernels take the shape (a head size that is a
+    /// multiple of 8), with the rotary embedding inside it where the whole head rotates and
+    /// the head size is a multiple of 16. The rotary tables are in the compute type, as
+    /// transformers hands cos and sin to the layers (`.to(x.dtype)`).
+    fn attention_form(&mut self, options: &ExportOptions, length: &str) -> AttentionForm {
+        let c = self.config;
+        let fused = options.fused_attention
+            && c.head_dim.is_multiple_of(8)
+            && c.num_kv_heads > 0
+            && c.num_heads.is_multiple_of(c.num_kv_heads);
+        let rotary_inside = fused && c.rotary_dim == c.head_dim && c.head_dim.is_multiple_of(16);
+        let inverse = inverse_frequencies(c);
+        let (cos_table, sin_table) = rotary_tables(&inverse, options.max_positions);
+        let positions = i64::try_from(options.max_positions).unwrap_or(0);
+        let rotary_dim = i64::try_from(c.rotary_dim).unwrap_or(0);
+        let axis0 = self.graph.const_i64(&[0], &[1]);
+        let (cos, sin) = if rotary_inside {
+            // GroupQueryAttention takes one half of each row (the halves repeat).
+            let half = |table: &[f32]| -> Vec<f32> {
+                table
+                    .chunks(inverse.len() * 2)
+                    .flat_map(|row| row[..row.len() / 2].iter().copied())
+                    .collect()
+            };
+            let dims = [positions, rotary_dim / 2];
+            (
+                self.constant(&half(&cos_table), &dims),
+                self.constant(&half(&sin_table), &dims),
+            )
+        } else {
+            let dims = [positions, rotary_dim];
+            let zero = self.graph.const_i64(&[0], &[1]);
+            let cos_table = self.constant(&cos_table, &dims);
+            let sin_table = self.constant(&sin_table, &dims);
+            let cos = self
+                .graph
+                .op("Slice", &[&cos_table, &zero, length, &axis0], &[]);
+            let sin = self
+                .graph
+                .op("Slice", &[&sin_table, &zero, length, &axis0], &[]);
+            (cos, sin)
+        };
+        if !fused {
+            // The causal mask: the compute type's lowest value strictly above the diagonal,
+            // as transformers. Samples are right-padded, so a real position never sees
+            // padding and no other mask is needed; padded positions are never scored.
+            let square = self
+                .graph
+                .op("Concat", &[length, length], &[("axis", Attr::Int(0))]);
+            let filled = self.graph.op(
+                "ConstantOfShape",
+                &[&square],
+                &[("value", Attr::FloatTensor(self.precision.lowest()))],
+            );
+            let one = self.graph.const_i64(&[1], &[]);
+            let mask = self
+                .graph
+                .op("Trilu", &[&filled, &one], &[("upper", Attr::Int(1))]);
+            let mask = self.in_compute_type(&mask, Dtype::F32);
+            return AttentionForm::Explicit { cos, sin, mask };
+        }
+        let rotary = if rotary_inside {
+            Rotary::Inside {
+                cos_cache: cos,
+                sin_cache: sin,
+            }
+        } else {
+            let axis1 = self.graph.const_i64(&[1], &[1]);
+            Rotary::Before {
+                cos: self.graph.op("Unsqueeze", &[&cos, &axis1], &[]),
+                sin: self.graph.op("Unsqueeze", &[&sin, &axis1], &[]),
+            }
+        };
+        // seqlens_k: int32 [B], the padded length less one; total_sequence_length: an int32
+        // scalar.
+        let one = self.graph.const_i64(&[1], &[1]);
+        let last = self.graph.op("Sub", &[length, &one], &[]);
+        let last = self.graph.op("Expand", &[&last, &self.batch], &[]);
+        let int32 = Attr::Int(6);
+        let seqlens_k = self.graph.op("Cast", &[&last], &[("to", int32.clone())]);
+        let total = self.graph.op("Squeeze", &[length, &axis0], &[]);
+        let total_length = self.graph.op("Cast", &[&total], &[("to", int32)]);
+        AttentionForm::Fused {
+            rotary,
+            seqlens_k,
+            total_length,
+        }
+    }
+
     fn build(mut self, options: &ExportOptions) -> Result<Vec<u8>, EvalError> {
         let c = self.config;
         let ids = self.graph.input(
@@ -469,65 +865,55 @@ impl Exporter<'_> {
             self.raw("model.embed_tokens.weight", &[c.vocab_size, c.hidden_size])?;
         let flat_ids = self.graph.const_i64(&[-1], &[1]);
         let flat_ids = self.graph.op("Reshape", &[&ids, &flat_ids], &[]);
-        let mut x = self.graph.op(
+        let x = self.graph.op(
             "Gather",
             &[&embedding, &flat_ids],
             &[("axis", Attr::Int(0))],
         );
-        if embedding_dtype != Dtype::F32 {
-            x = self.graph.op("Cast", &[&x], &[("to", Attr::Int(1))]);
-        }
+        let mut x = self.in_compute_type(&x, embedding_dtype);
 
-        let inverse = inverse_frequencies(c);
-        let (cos_table, sin_table) = rotary_tables(&inverse, options.max_positions);
-        let table_shape = [
-            i64::try_from(options.max_positions).unwrap_or(0),
-            i64::try_from(c.rotary_dim).unwrap_or(0),
-        ];
-        let cos_table = self.graph.const_f32(&cos_table, &table_shape);
-        let sin_table = self.graph.const_f32(&sin_table, &table_shape);
-        let zero = self.graph.const_i64(&[0], &[1]);
-        let axis0 = self.graph.const_i64(&[0], &[1]);
-        let cos = self
-            .graph
-            .op("Slice", &[&cos_table, &zero, &length, &axis0], &[]);
-        let sin = self
-            .graph
-            .op("Slice", &[&sin_table, &zero, &length, &axis0], &[]);
+        let attention = self.attention_form(options, &length);
 
-        // Causal mask: float32's lowest value strictly above the diagonal, as transformers.
-        // Samples are right-padded, so a real position never sees padding and no other mask
-        // is needed; padded positions are never scored.
-        let square = self
-            .graph
-            .op("Concat", &[&length, &length], &[("axis", Attr::Int(0))]);
-        let filled = self.graph.op(
-            "ConstantOfShape",
-            &[&square],
-            &[("value", Attr::FloatTensor(f32::MIN))],
-        );
-        let one = self.graph.const_i64(&[1], &[]);
-        let mask = self
-            .graph
-            .op("Trilu", &[&filled, &one], &[("upper", Attr::Int(1))]);
-
+        // The residual stream `x` and the delta still to be added to it: each add is made
+        // with the norm that reads it.
+        let mut pending: Option<String> = None;
         for layer in 0..c.num_layers {
             let prefix = format!("model.layers.{layer}");
-            let normed = self.norm(&x, &format!("{prefix}.input_layernorm"))?;
-            let attention =
-                self.attention(&normed, &format!("{prefix}.self_attn"), &cos, &sin, &mask)?;
+            let (normed, sum) =
+                self.add_and_norm(&x, pending.as_deref(), &format!("{prefix}.input_layernorm"))?;
+            x = sum;
+            let attention_prefix = format!("{prefix}.self_attn");
+            let attention = match &attention {
+                AttentionForm::Fused {
+                    rotary,
+                    seqlens_k,
+                    total_length,
+                } => self.attention_fused(
+                    &normed,
+                    &attention_prefix,
+                    rotary,
+                    seqlens_k,
+                    total_length,
+                )?,
+                AttentionForm::Explicit { cos, sin, mask } => {
+                    self.attention_explicit(&normed, &attention_prefix, cos, sin, mask)?
+                }
+            };
             if c.parallel_residual {
                 let mlp = self.mlp(&normed, &format!("{prefix}.mlp"))?;
-                let with_attention = self.graph.op("Add", &[&x, &attention], &[]);
-                x = self.graph.op("Add", &[&with_attention, &mlp], &[]);
-            } else {
                 x = self.graph.op("Add", &[&x, &attention], &[]);
-                let normed = self.norm(&x, &format!("{prefix}.post_attention_layernorm"))?;
-                let mlp = self.mlp(&normed, &format!("{prefix}.mlp"))?;
-                x = self.graph.op("Add", &[&x, &mlp], &[]);
+                pending = Some(mlp);
+            } else {
+                let (normed, sum) = self.add_and_norm(
+                    &x,
+                    Some(&attention),
+                    &format!("{prefix}.post_attention_layernorm"),
+                )?;
+                x = sum;
+                pending = Some(self.mlp(&normed, &format!("{prefix}.mlp"))?);
             }
         }
-        let x = self.norm(&x, "model.norm")?;
+        let (x, _) = self.add_and_norm(&x, pending.as_deref(), "model.norm")?;
         self.loss(&x, &labels)
     }
 
@@ -574,6 +960,13 @@ impl Exporter<'_> {
         let logits = self
             .graph
             .op("Gemm", &[&rows, &head], &[("transB", Attr::Int(1))]);
+        // The loss in float32, as transformers widens the logits (`logits.float()`).
+        let logits = if self.precision == Precision::F32 {
+            logits
+        } else {
+            let to = Attr::Int(i64::from(ElementType::F32.code()));
+            self.graph.op("Cast", &[&logits], &[("to", to)])
+        };
         let axis1 = self.graph.const_i64(&[1], &[1]);
         let normaliser = self.graph.op(
             "ReduceLogSumExp",
@@ -589,26 +982,51 @@ impl Exporter<'_> {
         let target_logits = self.graph.op("Squeeze", &[&target_logits, &axis1], &[]);
         let logprobs = self.graph.op("Sub", &[&target_logits, &normaliser], &[]);
         // Back to every position (0 where not scored), so each row sums its own targets.
-        let positions = self.graph.op("Shape", &[&targets], &[]);
-        let zeros = self.graph.op(
-            "ConstantOfShape",
-            &[&positions],
-            &[("value", Attr::FloatTensor(0.0))],
-        );
-        let logprobs = self.graph.op(
-            "ScatterElements",
-            &[&zeros, &scored, &logprobs],
-            &[("axis", Attr::Int(0))],
-        );
         let per_sample = self
             .graph
             .op("Concat", &[&self.batch, &flat], &[("axis", Attr::Int(0))]);
-        let logprobs = self.graph.op("Reshape", &[&logprobs, &per_sample], &[]);
         let weight = self.graph.op("Cast", &[&valid], &[("to", Attr::Int(1))]);
         let weight = self.graph.op("Reshape", &[&weight, &per_sample], &[]);
         let keep = [("keepdims", Attr::Int(0))];
-        let total = self.graph.op("ReduceSum", &[&logprobs, &axis1], &keep);
+        // Counts are sums of ones: exact in any order.
         let count = self.graph.op("ReduceSum", &[&weight, &axis1], &keep);
+        let total = if self.sums_in_row_order {
+            // Each sample's log-probabilities are added one by one in position order
+            // (ScatterElements' add visits its updates in order on the CPU provider), so a
+            // sample's total is the same bit for bit whichever samples share its run.
+            // Postmortem: ReduceSum over the `[B, S - 1]` rows starts its vector lanes where
+            // each row's address falls, and a row of odd length falls anywhere, so a loss
+            // moved by an ulp with its position in the run.
+            let one = self.graph.const_i64(&[1], &[1]);
+            let width = self.graph.op("Sub", &[&self.length, &one], &[]);
+            let sample = self.graph.op("Div", &[&scored, &width], &[]);
+            let zeros = self.graph.op(
+                "ConstantOfShape",
+                &[&self.batch],
+                &[("value", Attr::FloatTensor(0.0))],
+            );
+            self.graph.op(
+                "ScatterElements",
+                &[&zeros, &sample, &logprobs],
+                &[("axis", Attr::Int(0)), ("reduction", Attr::String("add"))],
+            )
+        } else {
+            // Back to every position (0 where not scored), so each row sums its own targets
+            // (in parallel: CUDA's add-scatter uses atomics, whose order is not fixed).
+            let positions = self.graph.op("Shape", &[&targets], &[]);
+            let zeros = self.graph.op(
+                "ConstantOfShape",
+                &[&positions],
+                &[("value", Attr::FloatTensor(0.0))],
+            );
+            let logprobs = self.graph.op(
+                "ScatterElements",
+                &[&zeros, &scored, &logprobs],
+                &[("axis", Attr::Int(0))],
+            );
+            let logprobs = self.graph.op("Reshape", &[&logprobs, &per_sample], &[]);
+            self.graph.op("ReduceSum", &[&logprobs, &axis1], &keep)
+        };
         let mean = self.graph.op("Div", &[&total, &count], &[]);
         let loss = self.graph.op("Neg", &[&mean], &[]);
         self.graph.output(
@@ -643,7 +1061,9 @@ pub fn export(
         graph: GraphBuilder::new(),
         config,
         weights,
-        as_f32: BTreeMap::new(),
+        precision: options.precision,
+        sums_in_row_order: options.sums_in_row_order,
+        in_compute: BTreeMap::new(),
         batch: String::new(),
         length: String::new(),
     }

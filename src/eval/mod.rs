@@ -31,7 +31,7 @@ use serde::Deserialize;
 use crate::machine::event::RejectionCode;
 use checks::{NormReport, norm_check, parameter_count};
 use config::ModelConfig;
-use export::{ExportOptions, export};
+use export::{ExportOptions, Precision, export};
 use runtime::{Device, ModelSession};
 use safetensors::WeightIndex;
 use template::{CivilDate, Isolation};
@@ -244,6 +244,8 @@ pub struct EvalOptions {
     pub memory_max_bytes: u64,
     /// Tokens (padding included) in one `Session::run`; see [`runs`].
     pub tokens_per_run: usize,
+    /// What the graph computes in (see [`Precision::default_for`]).
+    pub precision: Precision,
 }
 
 impl Default for EvalOptions {
@@ -256,6 +258,7 @@ impl Default for EvalOptions {
             date: CivilDate::today(),
             memory_max_bytes: estimate::machine_budget_bytes(),
             tokens_per_run: runs::DEFAULT_TOKENS_PER_RUN_CPU,
+            precision: Precision::F32,
         }
     }
 }
@@ -365,6 +368,7 @@ pub struct Evaluator {
     vocab_size: u64,
     max_positions: usize,
     tokens_per_run: usize,
+    length_multiple: usize,
 }
 
 /// The result of one sample.
@@ -401,12 +405,13 @@ impl SampleResult {
 impl Evaluator {
     /// Exports the model and builds its session.
     pub fn new(model: &ModelDir, options: &EvalOptions) -> Result<Self, EvalError> {
+        if let Some(why) = options.precision.unsupported_on(options.device) {
+            return Err(EvalError::Runtime(why));
+        }
         let graph = export(
             &model.config,
             &model.weights,
-            &ExportOptions {
-                max_positions: options.max_seq_len,
-            },
+            &ExportOptions::for_device(options.max_seq_len, options.precision, options.device),
         )?;
         let session = ModelSession::new(&graph, &model.path, options.device, options.threads)?;
         Ok(Self {
@@ -414,6 +419,7 @@ impl Evaluator {
             vocab_size: model.config.vocab_size,
             max_positions: options.max_seq_len,
             tokens_per_run: options.tokens_per_run,
+            length_multiple: runs::padded_length_multiple(options.device),
         })
     }
 
@@ -427,19 +433,49 @@ impl Evaluator {
     /// Scores one sample alone at its own length, unpadded: the reference the packed runs
     /// of [`Self::score_all`] are checked against.
     pub fn score_unpadded(&mut self, sample: &Prepared) -> SampleResult {
-        let result = self.score_all(std::slice::from_ref(sample), |_, _| {});
-        if result
-            .first()
-            .is_some_and(|r| r.error.is_some() || r.targets == 0)
-        {
-            return result
-                .into_iter()
-                .next()
-                .unwrap_or_else(|| SampleResult::failed(sample.ids.len(), "no result".into()));
+        if let Some(result) = self.early_result(sample) {
+            return result;
         }
         match self.run(std::slice::from_ref(sample), &[0], sample.ids.len()) {
             Ok(mut one) => one.remove(0),
             Err(error) => SampleResult::failed(sample.ids.len(), error.to_string()),
+        }
+    }
+
+    /// The result of a sample that is not run: nothing to predict (+infinity, as a sample
+    /// that cannot win), longer than the graph's positions, or a token id outside the
+    /// vocabulary (failed).
+    fn early_result(&self, sample: &Prepared) -> Option<SampleResult> {
+        let tokens = sample.ids.len();
+        if !sample.has_targets() {
+            Some(SampleResult {
+                loss: f64::INFINITY,
+                tokens,
+                targets: 0,
+                error: None,
+            })
+        } else if tokens > self.max_positions {
+            Some(SampleResult::failed(
+                tokens,
+                format!(
+                    "{tokens} tokens, over the graph's {} positions",
+                    self.max_positions
+                ),
+            ))
+        } else {
+            sample
+                .ids
+                .iter()
+                .find(|id| u64::try_from(**id).map_or(true, |id| id >= self.vocab_size))
+                .map(|bad| {
+                    SampleResult::failed(
+                        tokens,
+                        format!(
+                            "token id {bad} is outside the model's vocabulary of {}",
+                            self.vocab_size
+                        ),
+                    )
+                })
         }
     }
 
@@ -456,38 +492,7 @@ impl Evaluator {
         let mut results: Vec<Option<SampleResult>> = vec![None; samples.len()];
         let mut runnable = Vec::new();
         for (index, sample) in samples.iter().enumerate() {
-            let tokens = sample.ids.len();
-            let early = if !sample.has_targets() {
-                Some(SampleResult {
-                    loss: f64::INFINITY,
-                    tokens,
-                    targets: 0,
-                    error: None,
-                })
-            } else if tokens > self.max_positions {
-                Some(SampleResult::failed(
-                    tokens,
-                    format!(
-                        "{tokens} tokens, over the graph's {} positions",
-                        self.max_positions
-                    ),
-                ))
-            } else if let Some(bad) = sample
-                .ids
-                .iter()
-                .find(|id| u64::try_from(**id).map_or(true, |id| id >= self.vocab_size))
-            {
-                Some(SampleResult::failed(
-                    tokens,
-                    format!(
-                        "token id {bad} is outside the model's vocabulary of {}",
-                        self.vocab_size
-                    ),
-                ))
-            } else {
-                None
-            };
-            match early {
+            match self.early_result(sample) {
                 Some(result) => {
                     on_sample(index, &result);
                     results[index] = Some(result);
@@ -496,7 +501,13 @@ impl Evaluator {
             }
         }
         let lengths: Vec<usize> = runnable.iter().map(|&i| samples[i].ids.len()).collect();
-        for run in runs::plan(&lengths, self.tokens_per_run, self.max_positions) {
+        let planned = runs::plan(
+            &lengths,
+            self.tokens_per_run,
+            self.max_positions,
+            self.length_multiple,
+        );
+        for run in planned {
             let members: Vec<usize> = run.members.iter().map(|&m| runnable[m]).collect();
             let scored = self.run(samples, &members, run.length);
             let scored = match scored {

@@ -30,7 +30,8 @@ pub enum ElementType {
 }
 
 impl ElementType {
-    fn code(self) -> i32 {
+    /// The ONNX `TensorProto.DataType` code (what `Cast`'s `to` takes).
+    pub fn code(self) -> i32 {
         let kind = match self {
             ElementType::F32 => tensor_proto::DataType::Float,
             ElementType::F16 => tensor_proto::DataType::Float16,
@@ -62,6 +63,8 @@ pub enum Attr {
     Float(f32),
     /// A one-element float tensor (`ConstantOfShape`'s `value`).
     FloatTensor(f32),
+    /// A string.
+    String(&'static str),
 }
 
 /// Accumulates nodes, initializers, inputs and outputs.
@@ -125,6 +128,10 @@ fn attribute(name: &str, value: &Attr) -> AttributeProto {
             });
             attribute.r#type = Some(attribute_proto::AttributeType::Tensor as i32);
         }
+        Attr::String(v) => {
+            attribute.s = Some(v.as_bytes().to_vec());
+            attribute.r#type = Some(attribute_proto::AttributeType::String as i32);
+        }
     }
     attribute
 }
@@ -177,7 +184,29 @@ impl GraphBuilder {
         attrs: &[(&str, Attr)],
         outputs: usize,
     ) -> Vec<String> {
-        let names: Vec<String> = (0..outputs).map(|_| self.fresh(op_type)).collect();
+        self.op_with_outputs(domain, op_type, inputs, attrs, &vec![true; outputs])
+    }
+
+    /// Adds a node of `domain` whose outputs are named where `used` says so and left empty
+    /// (ONNX's "not produced" for optional outputs) elsewhere.
+    pub fn op_with_outputs(
+        &mut self,
+        domain: &str,
+        op_type: &str,
+        inputs: &[&str],
+        attrs: &[(&str, Attr)],
+        used: &[bool],
+    ) -> Vec<String> {
+        let names: Vec<String> = used
+            .iter()
+            .map(|&used| {
+                if used {
+                    self.fresh(op_type)
+                } else {
+                    String::new()
+                }
+            })
+            .collect();
         self.push(NodeProto {
             input: inputs.iter().map(|s| (*s).to_owned()).collect(),
             output: names.clone(),
@@ -185,7 +214,10 @@ impl GraphBuilder {
             domain: Some(domain.into()),
             name: Some(format!(
                 "{}_node",
-                names.first().map_or("node", String::as_str)
+                names
+                    .iter()
+                    .find(|n| !n.is_empty())
+                    .map_or("node", String::as_str)
             )),
             attribute: attrs
                 .iter()
@@ -217,6 +249,31 @@ impl GraphBuilder {
             dims: dims.to_vec(),
             data_type: Some(ElementType::F32.code()),
             raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ..TensorProto::default()
+        });
+        name
+    }
+
+    /// An embedded floating-point constant of `element` (f32, f16 or bf16), from float32
+    /// values rounded to nearest, ties to even, as torch's `.to(dtype)` rounds.
+    pub fn const_float(&mut self, values: &[f32], dims: &[i64], element: ElementType) -> String {
+        let raw: Vec<u8> = match element {
+            ElementType::F16 => values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+            ElementType::BF16 => values
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+            _ => return self.const_f32(values, dims),
+        };
+        let name = self.fresh("const_float");
+        self.initializers.push(TensorProto {
+            name: Some(name.clone()),
+            dims: dims.to_vec(),
+            data_type: Some(element.code()),
+            raw_data: Some(raw),
             ..TensorProto::default()
         });
         name

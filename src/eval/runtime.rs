@@ -203,8 +203,8 @@ impl ModelSession {
         // - initializers get the device allocator, outside the arena, so the arena only ever
         //   holds activations;
         // - the arena grows by what a run asks for, not by powers of two;
-        // - on CUDA, TF32 is off: the graph computes in f32 and is checked against transformers
-        //   in f32, which TF32's 10-bit mantissa would not meet;
+        // - on CUDA, TF32 is off: an f32 graph is checked against transformers in f32, which
+        //   TF32's 10-bit mantissa would not meet (bf16 and f16 graphs never use TF32);
         // - on CPU, no arena: activations are malloc'd and returned after each run, so peak RSS
         //   is the weights and one run's activations, not the largest run rounded up to a power
         //   of two and kept.

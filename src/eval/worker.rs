@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::batch::{CheckFailed, ModelChecked, check_model, evaluate_prepared, tokenize_pairs};
+use super::export::Precision;
 use super::runtime::Device;
 use super::template::{CivilDate, Isolation};
 use super::tokenize::Prepared;
@@ -94,6 +95,8 @@ pub enum Job {
         memory_max_bytes: u64,
         /// Tokens per `Session::run` (see [`super::runs`]).
         tokens_per_run: usize,
+        /// What the graph computes in.
+        precision: Precision,
         /// The tokenised samples.
         batch: Vec<Prepared>,
     },
@@ -222,6 +225,7 @@ pub fn perform(job: Job) -> Reply {
             max_seq_len,
             memory_max_bytes,
             tokens_per_run,
+            precision,
             batch,
         } => evaluate_job(
             &dir,
@@ -231,6 +235,7 @@ pub fn perform(job: Job) -> Reply {
                 max_seq_len,
                 memory_max_bytes,
                 tokens_per_run,
+                precision,
             },
             &batch,
         ),
@@ -262,6 +267,7 @@ struct EngineSettings {
     max_seq_len: usize,
     memory_max_bytes: u64,
     tokens_per_run: usize,
+    precision: Precision,
 }
 
 fn evaluate_job(dir: &Path, device: &str, engine: EngineSettings, batch: &[Prepared]) -> Reply {
@@ -285,6 +291,7 @@ fn evaluate_job(dir: &Path, device: &str, engine: EngineSettings, batch: &[Prepa
         date: CivilDate::today(),
         memory_max_bytes: engine.memory_max_bytes,
         tokens_per_run: engine.tokens_per_run.max(1),
+        precision: engine.precision,
     };
     match evaluate_prepared(&model, batch, &options, |_| {}) {
         Ok(evaluation) => Reply::Losses {
@@ -378,6 +385,8 @@ pub struct WorkerEvaluator {
     pub memory_max_bytes: u64,
     /// Tokens per `Session::run` (see [`super::runs`]).
     pub tokens_per_run: usize,
+    /// What the graph computes in (see [`Precision::default_for`]).
+    pub precision: Precision,
 }
 
 /// The evaluation memory budget unless the operator sets one: the machine's on CPU, the card's
@@ -411,6 +420,7 @@ impl WorkerEvaluator {
             date: CivilDate::today(),
             memory_max_bytes: default_budget_bytes(device),
             tokens_per_run: super::runs::default_tokens_per_run(device),
+            precision: Precision::default_for(device),
         }
     }
 
@@ -614,9 +624,10 @@ impl ModelEvaluator for WorkerEvaluator {
             max_seq_len: self.max_seq_len,
             memory_max_bytes: self.memory_max_bytes,
             tokens_per_run: self.tokens_per_run,
+            precision: self.precision,
             batch: request.batch.to_vec(),
         };
-        let worker = this_worker(&self.device.to_string());
+        let worker = this_worker(&format!("{} {}", self.device, self.precision));
         let failed = |why: String| Ok(Evaluated::new(EvalOutcome::Failed(why), worker.clone()));
         match self.run(&job, self.eval_timeout).await {
             Ok(Reply::Losses {

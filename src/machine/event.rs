@@ -345,7 +345,8 @@ pub struct StepAbandoned {
 pub struct EvaluatedBy {
     /// The worker's host name (as the worker reports it).
     pub host: String,
-    /// The device it ran on (`cpu`, `cuda:0`).
+    /// The device it ran on and the precision its graph computed in (`cpu f32`,
+    /// `cuda:0 bf16`; journals before the precision choice say only the device).
     pub device: String,
     /// The worker's build: crate version, git commit and ONNX Runtime version.
     pub build: String,

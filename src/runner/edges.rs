@@ -368,7 +368,8 @@ pub fn batch_digest(batch: &[Prepared]) -> String {
     crate::hashing::hash_of_bytes(&bytes)
 }
 
-/// This process as a worker on `device`: host name, device, and build.
+/// This process as a worker on `device` (the device and the precision it computes in, as
+/// `cuda:0 bf16`): host name, device, and build.
 pub fn this_worker(device: &str) -> EvaluatedBy {
     EvaluatedBy {
         host: host_name(),
@@ -624,7 +625,7 @@ impl ModelEvaluator for InProcessEvaluator {
     async fn evaluate(&self, request: &EvalRequest) -> Result<Evaluated, EdgeError> {
         let (dir, batch) = (request.dir.clone(), request.batch.clone());
         let options = self.options.clone();
-        let worker = this_worker(&options.device.to_string());
+        let worker = this_worker(&format!("{} {}", options.device, options.precision));
         let evaluated = blocking(move || {
             let model = ModelDir::open(&dir)?;
             evaluate_prepared(&model, &batch, &options, |_| {})

@@ -8,9 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Deserialize;
+use validator::eval::export::{ExportOptions, Precision, export};
+use validator::eval::runtime::{Device, ModelSession};
 use validator::eval::template::{CivilDate, Isolation};
 use validator::eval::tokenize::TokenizerFiles;
 use validator::eval::{EvalOptions, Evaluator, ModelDir, read_samples};
+
+/// How far the f16 graph may be from transformers' f32 loss: f16 keeps 11 bits, and these
+/// tiny random models' losses are near 10.
+const F16_TOLERANCE: f64 = 2e-2;
 
 #[derive(Deserialize)]
 struct Reference {
@@ -142,7 +148,7 @@ fn batched_runs_equal_samples_one_at_a_time() {
         .unwrap();
         let mut runs_of_many = 0;
         let lengths: Vec<usize> = prepared.iter().map(|p| p.ids.len()).collect();
-        for run in validator::eval::runs::plan(&lengths, 1 << 16, 2048) {
+        for run in validator::eval::runs::plan(&lengths, 1 << 16, 2048, 8) {
             runs_of_many += usize::from(run.members.len() > 1);
         }
         assert!(runs_of_many >= 1, "{name}: no run of several samples");
@@ -267,4 +273,206 @@ fn the_eval_command_prints_a_table_without_json() {
         text.contains("mean loss: inf (7 of 8 samples finite)"),
         "{text}"
     );
+}
+
+/// Every fixture's samples, tokenised, with its model.
+fn prepared(name: &str) -> (ModelDir, Vec<validator::eval::tokenize::Prepared>) {
+    let dir = fixtures().join(name);
+    let model = ModelDir::open(&dir).unwrap();
+    let prepared = TokenizerFiles::load(&dir)
+        .unwrap()
+        .prepare(&pairs(), 2048, options().date, &Isolation::InProcess)
+        .unwrap();
+    (model, prepared)
+}
+
+/// Each sample's loss from a graph exported with `export_options`, run alone on the CPU
+/// provider (`None` where nothing is scored).
+fn losses_of_graph(
+    model: &ModelDir,
+    prepared: &[validator::eval::tokenize::Prepared],
+    export_options: &ExportOptions,
+) -> Vec<Option<f64>> {
+    let graph = export(&model.config, &model.weights, export_options).unwrap();
+    let mut session = ModelSession::new(&graph, &model.path, Device::Cpu, 2).unwrap();
+    prepared
+        .iter()
+        .map(|sample| {
+            let result = session
+                .run(&sample.ids, &sample.labels(), 1, sample.ids.len())
+                .unwrap();
+            (result[0].target_count > 0).then(|| f64::from(result[0].loss_mean))
+        })
+        .collect()
+}
+
+/// The fused graph (GroupQueryAttention, rotary inside it or explicit, the residual add fused
+/// with RMSNorm) against the graph built from MatMul and Softmax, which CUDA runs in f32:
+/// both within 1e-5 of each other on every fixture (full and partial rotary, q/k norms, GQA).
+#[test]
+fn fused_and_explicit_attention_agree_in_f32() {
+    for name in ["llama-f32", "stablelm-f32", "llama-bf16", "stablelm-bf16"] {
+        let (model, prepared) = prepared(name);
+        let fused = ExportOptions::for_device(2048, Precision::F32, Device::Cpu);
+        assert!(fused.fused_attention);
+        let explicit = ExportOptions {
+            fused_attention: false,
+            ..fused
+        };
+        let a = losses_of_graph(&model, &prepared, &fused);
+        let b = losses_of_graph(&model, &prepared, &explicit);
+        for (index, (a, b)) in a.iter().zip(&b).enumerate() {
+            match (a, b) {
+                (Some(a), Some(b)) => assert!(
+                    (a - b).abs() <= 1e-5,
+                    "{name} sample {index}: fused {a}, explicit {b}"
+                ),
+                _ => assert_eq!(a, b, "{name} sample {index}"),
+            }
+        }
+    }
+}
+
+/// The float16 graph runs on the CPU provider (ONNX Runtime widens what it has no f16 kernel
+/// for) and stays near transformers' f32 losses, with both attention paths; its weights
+/// stored in f16 would be used with no Cast.
+#[test]
+fn the_f16_graph_runs_on_cpu_near_the_f32_reference() {
+    let reference = reference();
+    for name in ["llama-f32", "stablelm-f32", "llama-bf16", "stablelm-bf16"] {
+        let (model, prepared) = prepared(name);
+        let fused = ExportOptions::for_device(2048, Precision::F16, Device::Cpu);
+        let explicit = ExportOptions {
+            fused_attention: false,
+            ..fused
+        };
+        for options in [fused, explicit] {
+            let losses = losses_of_graph(&model, &prepared, &options);
+            for (index, (got, want)) in losses
+                .iter()
+                .zip(&reference.models[name].losses)
+                .enumerate()
+            {
+                match (got, want) {
+                    (Some(got), Some(want)) => assert!(
+                        (got - want).abs() <= F16_TOLERANCE,
+                        "{name} sample {index} ({options:?}): f16 {got}, transformers f32 {want}"
+                    ),
+                    _ => assert_eq!(got.is_some(), want.is_some(), "{name} sample {index}"),
+                }
+            }
+        }
+    }
+}
+
+/// Where the stored type is the compute type, no weight goes through a Cast: ONNX Runtime's
+/// constant folding would turn each into a widened copy of the model.
+#[test]
+fn sixteen_bit_weights_are_used_where_they_lie() {
+    use prost::Message;
+    use validator::eval::onnx::proto::ModelProto;
+    let casts_of_weights = |name: &str, precision: Precision| {
+        let model = ModelDir::open(&fixtures().join(name)).unwrap();
+        let options = ExportOptions::for_device(2048, precision, Device::Cuda { device_id: 0 });
+        let bytes = export(&model.config, &model.weights, &options).unwrap();
+        let graph = ModelProto::decode(bytes.as_slice()).unwrap().graph.unwrap();
+        let fused = graph
+            .node
+            .iter()
+            .filter(|n| n.op_type() == "GroupQueryAttention")
+            .count();
+        let casts = graph
+            .node
+            .iter()
+            .filter(|n| n.op_type() == "Cast" && n.input.iter().any(|i| i.starts_with("w:")))
+            .count();
+        (casts, fused)
+    };
+    // bf16 weights in bf16 (CUDA's default): no Cast, attention fused in every layer.
+    assert_eq!(casts_of_weights("llama-bf16", Precision::Bf16), (0, 2));
+    // f32 weights in bf16 are cast; bf16 weights in f32 too, and CUDA has no f32 fused kernel.
+    assert!(casts_of_weights("llama-f32", Precision::Bf16).0 > 0);
+    assert_eq!(casts_of_weights("llama-f32", Precision::F32), (0, 0));
+    assert!(casts_of_weights("stablelm-bf16", Precision::F32).0 > 0);
+}
+
+/// bf16 on the CPU provider is refused before anything is built, as the machine's fault (it
+/// is no model's), and the command says what to use instead.
+#[test]
+fn bf16_on_cpu_is_refused_with_what_to_use() {
+    let model = ModelDir::open(&fixtures().join("llama-bf16")).unwrap();
+    let error = Evaluator::new(
+        &model,
+        &EvalOptions {
+            precision: Precision::Bf16,
+            ..options()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(error.fault(), validator::eval::Fault::Machine);
+    assert!(
+        error.to_string().contains("--precision f32 or f16"),
+        "{error}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_validator"))
+        .args(["eval", "--precision", "bf16", "--model"])
+        .arg(fixtures().join("llama-bf16"))
+        .arg("--data")
+        .arg(fixtures().join("samples.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--precision bf16") && stderr.contains("CUDA"),
+        "{stderr}"
+    );
+}
+
+/// Postmortem: the per-sample sum was a ReduceSum over `[B, S - 1]` rows, whose vector lanes
+/// start where each row's address falls; rows of odd length fall anywhere, so a loss moved by
+/// an ulp with its place in the run (the fixtures' samples happened to pass at a padding of
+/// 64). On CPU every sample of a run must score exactly as it does alone at that length, with
+/// both attention forms, at lengths and run sizes the fixtures never hit.
+#[test]
+fn a_loss_does_not_move_with_its_place_in_the_run() {
+    let model = ModelDir::open(&fixtures().join("llama-bf16")).unwrap();
+    let vocab = i64::try_from(model.config.vocab_size).unwrap();
+    let mut state = 0x2545_f491_u64;
+    let mut next_id = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        i64::try_from(state >> 33).unwrap() % vocab
+    };
+    for fused_attention in [true, false] {
+        let options = ExportOptions {
+            fused_attention,
+            ..ExportOptions::for_device(2048, Precision::F32, Device::Cpu)
+        };
+        let graph = export(&model.config, &model.weights, &options).unwrap();
+        let mut session = ModelSession::new(&graph, &model.path, Device::Cpu, 2).unwrap();
+        for length in [8usize, 16, 24, 48, 64, 72, 96, 104] {
+            for batch in [2usize, 3] {
+                let ids: Vec<i64> = (0..batch * length).map(|_| next_id()).collect();
+                let labels: Vec<i64> = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &id)| if i % length < length / 3 { -100 } else { id })
+                    .collect();
+                let together = session.run(&ids, &labels, batch, length).unwrap();
+                for (member, packed) in together.iter().enumerate() {
+                    let rows = member * length..(member + 1) * length;
+                    let alone = session
+                        .run(&ids[rows.clone()], &labels[rows], 1, length)
+                        .unwrap();
+                    assert_eq!(
+                        alone[0].loss_mean.to_bits(),
+                        packed.loss_mean.to_bits(),
+                        "fused {fused_attention}, length {length}, member {member} of {batch}"
+                    );
+                }
+            }
+        }
+    }
 }

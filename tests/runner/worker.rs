@@ -99,7 +99,7 @@ fn the_worker_checks_tokenises_and_evaluates_as_transformers_does() {
             }
         }
         assert!(evaluated.session_seconds > 0.0 && evaluated.scoring_seconds > 0.0);
-        assert_eq!(evaluated.worker.device, "cpu");
+        assert_eq!(evaluated.worker.device, "cpu f32");
         assert!(evaluated.worker.build.starts_with("validator "));
     }
 }
