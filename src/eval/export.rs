@@ -589,12 +589,12 @@ impl Exporter<'_> {
             &[&self.batch, &self.length, &width],
             &[("axis", Attr::Int(0))],
         );
+        let before = matches!(rotary, Rotary::Before { .. });
         let mut rotated = Vec::new();
         for (x, heads, norm) in [
             (&q, c.num_heads, "q_layernorm"),
             (&k, c.num_kv_heads, "k_layernorm"),
         ] {
-            let before = matches!(rotary, Rotary::Before { .. });
             if !(c.qk_layernorm || before) {
                 rotated.push(self.graph.op("Reshape", &[x, &by_sequence], &[]));
                 continue;
@@ -609,14 +609,6 @@ impl Exporter<'_> {
             rotated.push(self.graph.op("Reshape", &[&x, &by_sequence], &[]));
         }
         let v = self.graph.op("Reshape", &[&v, &by_sequence], &[]);
-        let (do_rotary, cos_cache, sin_cache) = match rotary {
-            Rotary::Inside {
-                cos_cache,
-                sin_cache,
-            } => (1, cos_cache.as_str(), sin_cache.as_str()),
-            Rotary::Before { .. } => (0, "", ""),
-        };
-        let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let mut inputs = vec![
             rotated[0].as_str(),
             rotated[1].as_str(),
@@ -626,10 +618,19 @@ impl Exporter<'_> {
             seqlens_k,
             total_length,
         ];
-        if do_rotary == 1 {
-            inputs.extend([cos_cache, sin_cache]);
-        }
-        let outputs = self.graph.op_with_outputs(
+        let do_rotary = match rotary {
+            Rotary::Inside {
+                cos_cache,
+                sin_cache,
+            } => {
+                inputs.extend([cos_cache.as_str(), sin_cache.as_str()]);
+                1
+            }
+            Rotary::Before { .. } => 0,
+        };
+        let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        // Outputs: the context, and the present key and value (unused).
+        let outputs = self.graph.op_in(
             "com.microsoft",
             "GroupQueryAttention",
             &inputs,
@@ -639,7 +640,7 @@ impl Exporter<'_> {
                 ("do_rotary", Attr::Int(do_rotary)),
                 ("rotary_interleaved", Attr::Int(0)),
             ],
-            &[true, true, true],
+            3,
         );
         let flat = self
             .graph
