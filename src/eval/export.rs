@@ -71,11 +71,7 @@ impl Precision {
     }
 
     fn element(self) -> ElementType {
-        match self {
-            Precision::F32 => ElementType::F32,
-            Precision::F16 => ElementType::F16,
-            Precision::Bf16 => ElementType::BF16,
-        }
+        element_of(self.dtype()).unwrap_or(ElementType::F32)
     }
 
     fn dtype(self) -> Dtype {
@@ -116,6 +112,17 @@ impl std::fmt::Display for Precision {
             Precision::F16 => "f16",
             Precision::Bf16 => "bf16",
         })
+    }
+}
+
+/// The ONNX element type of a safetensors dtype, or the dtype's name where the graph takes
+/// no such type.
+fn element_of(dtype: Dtype) -> Result<ElementType, &'static str> {
+    match dtype {
+        Dtype::F32 => Ok(ElementType::F32),
+        Dtype::F16 => Ok(ElementType::F16),
+        Dtype::BF16 => Ok(ElementType::BF16),
+        Dtype::Other(name, _) => Err(name),
     }
 }
 
@@ -302,16 +309,11 @@ impl Exporter<'_> {
                 tensor.shape
             )));
         }
-        let element = match tensor.dtype {
-            Dtype::F32 => ElementType::F32,
-            Dtype::F16 => ElementType::F16,
-            Dtype::BF16 => ElementType::BF16,
-            Dtype::Other(dtype, _) => {
-                return Err(EvalError::Unsupported(format!(
-                    "weight {name} of dtype {dtype}; weights must be F32, F16 or BF16"
-                )));
-            }
-        };
+        let element = element_of(tensor.dtype).map_err(|dtype| {
+            EvalError::Unsupported(format!(
+                "weight {name} of dtype {dtype}; weights must be F32, F16 or BF16"
+            ))
+        })?;
         let location = self
             .weights
             .files
@@ -339,14 +341,20 @@ impl Exporter<'_> {
         Ok((initializer, dtype))
     }
 
-    /// `x`, stored as `dtype`, in the compute type (a Cast only where they differ).
-    fn in_compute_type(&mut self, x: &str, dtype: Dtype) -> String {
-        if dtype == self.precision.dtype() {
-            x.to_owned()
-        } else {
-            let to = Attr::Int(i64::from(self.precision.element().code()));
-            self.graph.op("Cast", &[x], &[("to", to)])
+    /// `x`, of `from`, as `to` (a Cast only where they differ).
+    fn cast(&mut self, x: &str, from: Dtype, to: Dtype) -> String {
+        match element_of(to) {
+            Ok(element) if from != to => {
+                let to = Attr::Int(i64::from(element.code()));
+                self.graph.op("Cast", &[x], &[("to", to)])
+            }
+            _ => x.to_owned(),
         }
+    }
+
+    /// `x`, stored as `dtype`, in the compute type.
+    fn in_compute_type(&mut self, x: &str, dtype: Dtype) -> String {
+        self.cast(x, dtype, self.precision.dtype())
     }
 
     /// A weight in the compute type (cast once where it is stored otherwise).
@@ -962,12 +970,7 @@ impl Exporter<'_> {
             .graph
             .op("Gemm", &[&rows, &head], &[("transB", Attr::Int(1))]);
         // The loss in float32, as transformers widens the logits (`logits.float()`).
-        let logits = if self.precision == Precision::F32 {
-            logits
-        } else {
-            let to = Attr::Int(i64::from(ElementType::F32.code()));
-            self.graph.op("Cast", &[&logits], &[("to", to)])
-        };
+        let logits = self.cast(&logits, self.precision.dtype(), Dtype::F32);
         let axis1 = self.graph.const_i64(&[1], &[1]);
         let normaliser = self.graph.op(
             "ReduceLogSumExp",
