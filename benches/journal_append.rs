@@ -10,8 +10,8 @@
 use std::io::Write;
 use std::time::Instant;
 
-use validator::codec;
 use validator::journal::Journal;
+use validator::journal::codec;
 use validator::machine::Event;
 use validator::synth::{Scenario, model_string};
 

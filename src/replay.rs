@@ -9,12 +9,13 @@
 //! the first divergence. It never writes.
 
 use std::fmt::Write as _;
+use std::ops::ControlFlow;
 
-use crate::codec;
-use crate::jsonl::Item;
+use crate::journal::codec;
+use crate::journal::jsonl::Item;
 use crate::machine::event::StepRecord;
 use crate::machine::params::WeightsCadence;
-use crate::machine::{Event, MechanismParams, Outcome, Position, Record, State, apply};
+use crate::machine::{Event, FoldDriver, FoldHook, Outcome, Position, Record, State};
 
 /// What to replay.
 #[derive(Debug, Clone, Copy)]
@@ -151,37 +152,79 @@ pub fn replay<E: std::error::Error + 'static>(
     checkpoints: impl Iterator<Item = Result<State, E>>,
     options: ReplayOptions,
 ) -> Result<ReplayReport, ReplayError<E>> {
-    let mut report = ReplayReport {
-        started_from: start.as_ref().and_then(|s| s.position),
-        ..ReplayReport::default()
+    let mut hook = Checks {
+        report: ReplayReport {
+            started_from: start.as_ref().and_then(|s| s.position),
+            ..ReplayReport::default()
+        },
+        genesis: start.is_none(),
+        first: true,
+        undue: false,
+        checkpoints: checkpoints.peekable(),
+        options,
     };
-    let genesis = start.is_none();
-    let mut state = start.unwrap_or_else(|| State::new(MechanismParams::genesis()));
-    let mut checkpoints = checkpoints.peekable();
-    let mut first = true;
-    for record in records {
-        let record = record?;
-        report.block_last = Some(record.block);
-        if state.position.is_some_and(|p| record.position() <= p) {
-            continue;
-        }
-        if first && genesis && record.seq != 0 {
-            return Err(ReplayError::NoStart {
+    let mut driver = FoldDriver::new(start);
+    match driver.fold_all(records, &mut hook)? {
+        ControlFlow::Break(Stop::Failed(error)) => Err(error),
+        ControlFlow::Break(Stop::Done) | ControlFlow::Continue(()) => Ok(hook.report),
+    }
+}
+
+/// Why replay stopped before the end of the records.
+enum Stop<E: std::error::Error + 'static> {
+    /// Past `to_block`, or at the first divergence: the report says which.
+    Done,
+    /// It could not go on.
+    Failed(ReplayError<E>),
+}
+
+/// What replay does around each record it folds.
+struct Checks<C: Iterator> {
+    report: ReplayReport,
+    /// Whether the fold started at genesis (the first record must then be the journal's).
+    genesis: bool,
+    /// Whether no record was folded yet.
+    first: bool,
+    /// Whether the record being folded submits weights the cadence did not have due.
+    undue: bool,
+    checkpoints: std::iter::Peekable<C>,
+    options: ReplayOptions,
+}
+
+impl<C, E> FoldHook for Checks<C>
+where
+    C: Iterator<Item = Result<State, E>>,
+    E: std::error::Error + 'static,
+{
+    type Stop = Stop<E>;
+
+    fn skipped(&mut self, record: &Record) {
+        self.report.block_last = Some(record.block);
+    }
+
+    fn before(&mut self, state: &State, record: &Record) -> ControlFlow<Stop<E>> {
+        self.report.block_last = Some(record.block);
+        if self.first && self.genesis && record.seq != 0 {
+            return ControlFlow::Break(Stop::Failed(ReplayError::NoStart {
                 block: record.block,
                 seq: record.seq,
-                from_block: options.from_block,
-            });
+                from_block: self.options.from_block,
+            }));
         }
-        first = false;
-        if options.to_block.is_some_and(|to| record.block > to) {
-            break;
+        self.first = false;
+        if self.options.to_block.is_some_and(|to| record.block > to) {
+            return ControlFlow::Break(Stop::Done);
         }
-        let undue = is_undue(&state, &record.event);
-        let outcome = apply(&mut state, &record);
+        self.undue = is_undue(state, &record.event);
+        ControlFlow::Continue(())
+    }
+
+    fn after(&mut self, state: &State, record: &Record, outcome: Outcome) -> ControlFlow<Stop<E>> {
+        let report = &mut self.report;
         report.records_folded += 1;
-        let checked = record.block >= options.from_block;
+        let checked = record.block >= self.options.from_block;
         report.records_checked += u64::from(checked);
-        if undue && checked {
+        if self.undue && checked {
             report.weights_undue.push(record.position());
         }
         if let Outcome::Rejected(why) = &outcome
@@ -190,9 +233,9 @@ pub fn replay<E: std::error::Error + 'static>(
             report.rejections.push((record.position(), why.to_string()));
         }
         if checked {
-            if let Some(divergence) = check_record(&record, &outcome) {
+            if let Some(divergence) = check_record(record, &outcome) {
                 report.divergence = Some(divergence);
-                return Ok(report);
+                return ControlFlow::Break(Stop::Done);
             }
             if let (Event::StepCompleted(event), Outcome::Scored(recomputed)) =
                 (&record.event, outcome)
@@ -210,31 +253,48 @@ pub fn replay<E: std::error::Error + 'static>(
                 report.weights_checked += 1;
             }
         }
-        while let Some(checkpoint) = checkpoints.next_if(|c| match c {
-            Ok(c) => c.position <= Some(record.position()),
+        self.check_checkpoints(state, record.position(), checked)
+    }
+}
+
+impl<C, E> Checks<C>
+where
+    C: Iterator<Item = Result<State, E>>,
+    E: std::error::Error + 'static,
+{
+    /// Compares the checkpoint taken at `position`, if any, with the recomputed `state`.
+    fn check_checkpoints(
+        &mut self,
+        state: &State,
+        position: Position,
+        checked: bool,
+    ) -> ControlFlow<Stop<E>> {
+        while let Some(checkpoint) = self.checkpoints.next_if(|c| match c {
+            Ok(c) => c.position <= Some(position),
             Err(_) => true,
         }) {
-            let checkpoint = checkpoint?;
-            if checkpoint.position != Some(record.position()) {
+            let checkpoint = match checkpoint {
+                Ok(checkpoint) => checkpoint,
+                Err(error) => return ControlFlow::Break(Stop::Failed(ReplayError::Source(error))),
+            };
+            if checkpoint.position != Some(position) || !checked {
                 continue;
             }
-            if checked {
-                report.checkpoints_checked += 1;
-                if codec::encode_state(&checkpoint) != codec::encode_state(&state) {
-                    report.divergence = Some(Divergence {
-                        position: record.position(),
-                        step: None,
-                        uid: None,
-                        field: "checkpoint".into(),
-                        journaled: "a stored state".into(),
-                        recomputed: "a different state".into(),
-                    });
-                    return Ok(report);
-                }
+            self.report.checkpoints_checked += 1;
+            if codec::encode_state(&checkpoint) != codec::encode_state(state) {
+                self.report.divergence = Some(Divergence {
+                    position,
+                    step: None,
+                    uid: None,
+                    field: "checkpoint".into(),
+                    journaled: "a stored state".into(),
+                    recomputed: "a different state".into(),
+                });
+                return ControlFlow::Break(Stop::Done);
             }
         }
+        ControlFlow::Continue(())
     }
-    Ok(report)
 }
 
 /// Whether `event` submits weights that the state's cadence does not have due: a

@@ -22,7 +22,7 @@ use crate::machine::preview::step_completion;
 use crate::machine::state::Entry;
 use crate::machine::weights::to_chain_weights;
 use crate::machine::wire::{LossVec, RawBytes, Samples, hex_encode};
-use crate::machine::{Event, MechanismParams, Outcome, Record, Rejection, State, apply};
+use crate::machine::{Event, FoldDriver, MechanismParams, Outcome, Record, Rejection, State};
 
 pub use crate::seed::SplitMix64;
 
@@ -39,8 +39,7 @@ pub fn model_string(namespace: &str, label: &str, competition: &str) -> String {
 pub struct Scenario {
     /// The records so far (since the last [`Scenario::drain`]).
     pub records: Vec<Record>,
-    /// The state after all of them.
-    pub state: State,
+    driver: FoldDriver,
     seq_next: u64,
 }
 
@@ -55,7 +54,7 @@ impl Scenario {
     pub fn new() -> Self {
         Self {
             records: Vec::new(),
-            state: State::new(MechanismParams::genesis()),
+            driver: FoldDriver::new(None),
             seq_next: 0,
         }
     }
@@ -68,9 +67,15 @@ impl Scenario {
             event,
         };
         self.seq_next += 1;
-        let outcome = apply(&mut self.state, &record);
+        // A scenario starts at genesis, so the driver folds every record it is given.
+        let outcome = self.driver.fold(&record).unwrap_or(Outcome::Unchanged);
         self.records.push(record);
         outcome
+    }
+
+    /// The state after every record added.
+    pub fn state(&self) -> &State {
+        self.driver.state()
     }
 
     /// Takes the records added so far.
@@ -149,7 +154,8 @@ impl Scenario {
     }
 
     fn current_commit_block(&self, hotkey: &str) -> u64 {
-        self.state
+        self.driver
+            .state()
             .hotkeys
             .get(hotkey)
             .and_then(|r| r.commitment.as_ref())
@@ -164,9 +170,10 @@ impl Scenario {
 
     /// Starts the next step with the competition the schedule gives.
     pub fn start_step(&mut self, block: u64) -> Outcome {
-        let step = self.state.step_next;
+        let step = self.driver.state().step_next;
         let competition = self
-            .state
+            .driver
+            .state()
             .params
             .competition_for_step(block, step)
             .map(|c| c.id.clone())
@@ -176,7 +183,7 @@ impl Scenario {
 
     /// The open step's batch: `size` short samples.
     pub fn batch(&mut self, block: u64, size: usize) -> Outcome {
-        let step = self.state.step_open.as_ref().map_or(0, |o| o.step);
+        let step = self.driver.state().step_open.as_ref().map_or(0, |o| o.step);
         let mut samples = Samples::new();
         for index in 0..size {
             // Short synthetic text cannot reach the 4 GiB batch limit.
@@ -199,9 +206,9 @@ impl Scenario {
     /// Losses (or a failure) for a participant of the open step, with its planned hotkey and
     /// hash.
     pub fn outcome(&mut self, block: u64, uid: u16, outcome: EvalOutcome) -> Outcome {
-        let Some(open) = self.state.step_open.as_ref() else {
+        let Some(open) = self.driver.state().step_open.as_ref() else {
             return Outcome::Rejected(Rejection::NoStepOpen {
-                step: self.state.step_next,
+                step: self.driver.state().step_next,
             });
         };
         let participant = open.participants.iter().find(|p| p.uid == uid);
@@ -232,12 +239,12 @@ impl Scenario {
 
     /// Completes the open step, recording what the fold computes.
     pub fn complete_step(&mut self, block: u64) -> Outcome {
-        let Some(recorded) = step_completion(&self.state, block) else {
+        let Some(recorded) = step_completion(self.driver.state(), block) else {
             return Outcome::Rejected(Rejection::NoStepOpen {
-                step: self.state.step_next,
+                step: self.driver.state().step_next,
             });
         };
-        let step = self.state.step_open.as_ref().map_or(0, |o| o.step);
+        let step = self.driver.state().step_open.as_ref().map_or(0, |o| o.step);
         self.push(
             block,
             Event::StepCompleted(StepCompleted { step, recorded }),
@@ -255,7 +262,8 @@ impl Scenario {
         self.start_step(block);
         self.batch(block, size);
         let with_models: Vec<u16> = self
-            .state
+            .driver
+            .state()
             .step_open
             .as_ref()
             .map(|o| {
@@ -278,7 +286,8 @@ impl Scenario {
 
     /// Submits the state's weights, as the chain edge would, and records inclusion.
     pub fn submit_weights(&mut self, block: u64) -> Outcome {
-        let (uids, weights) = to_chain_weights(self.state.weights_to_set()).unwrap_or_default();
+        let (uids, weights) =
+            to_chain_weights(self.driver.state().weights_to_set()).unwrap_or_default();
         self.push(
             block,
             Event::WeightsSubmitted(WeightsSubmitted {
@@ -374,11 +383,11 @@ pub fn generate_journal(path: &Path, spec: JournalSpec) -> Result<State, Journal
         }
         if (step + 1) % spec.checkpoint_every_steps.max(1) == 0 {
             journal.append_records(&scenario.drain())?;
-            journal.write_checkpoint(&scenario.state)?;
+            journal.write_checkpoint(scenario.state())?;
         }
     }
     journal.append_records(&scenario.drain())?;
-    Ok(scenario.state)
+    Ok(scenario.driver.into_state())
 }
 
 #[cfg(test)]
@@ -412,6 +421,6 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(scenario.state.step_next, 1);
+        assert_eq!(scenario.state().step_next, 1);
     }
 }

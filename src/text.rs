@@ -1,4 +1,5 @@
-//! Text helpers shared by the data and evaluation edges.
+//! Text helpers shared across the crate: Python's `strip`, text made safe for a terminal, and
+//! text made safe for HTML.
 
 /// Python's `str.strip()`: Unicode whitespace plus the ASCII separators 0x1c..=0x1f, which
 /// Python also treats as whitespace.
@@ -29,6 +30,24 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Escapes text for HTML element content and attribute values: miner-controlled strings
+/// (hotkeys, repository names, rejection reasons) never become markup.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +74,14 @@ mod tests {
         assert_eq!(python_strip("  a b \n\t"), "a b");
         assert_eq!(python_strip("\u{1c}\u{1f}x\u{a0}\u{3000}"), "x");
         assert_eq!(python_strip("\u{200b}x"), "\u{200b}x");
+    }
+
+    #[test]
+    fn miner_text_never_becomes_markup() {
+        let hostile = "</td><script>alert(1)</script>\"'&\u{1b}[2J";
+        let escaped = escape_html(hostile);
+        assert!(!escaped.contains('<') && !escaped.contains('>') && !escaped.contains('"'));
+        assert!(!escaped.contains('\u{1b}'));
+        assert_eq!(escape_html("a&b"), "a&amp;b");
     }
 }

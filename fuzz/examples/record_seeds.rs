@@ -9,7 +9,7 @@ use std::fs;
 use std::io::BufReader;
 use std::path::Path;
 
-use validator::{codec, jsonl};
+use validator::journal::{codec, jsonl};
 
 fn main() -> std::io::Result<()> {
     let out = Path::new("fuzz/corpus/record_codec");

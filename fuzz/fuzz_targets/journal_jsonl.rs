@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use validator::jsonl;
+use validator::journal::jsonl;
 
 fuzz_target!(|input: &[u8]| {
     let Ok(items) = jsonl::read(input) else {

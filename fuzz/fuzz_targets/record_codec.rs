@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use validator::codec;
+use validator::journal::codec;
 
 fn decode(bytes: &[u8]) {
     let _ = codec::check_envelope(bytes);

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use validator::journal::head::Head;
+use validator::journal::jsonl::{self, Item};
 use validator::journal::{Journal, JournalError};
-use validator::jsonl::{self, Item};
 use validator::machine::Position;
 use validator::replay::{ReplayOptions, ReplayReport, render_table, replay_items, replay_journal};
 

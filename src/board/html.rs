@@ -5,24 +5,7 @@ use std::fmt::Write;
 
 use super::svg::{Series, line_plot};
 use super::{CompetitionBoard, Leaderboard, Row, StepPoint};
-
-/// Escapes text for HTML element content and attribute values: miner-controlled strings
-/// (hotkeys, repository names, rejection reasons) never become markup.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::text::escape_html as escape;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}\
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}\
@@ -296,14 +279,5 @@ mod tests {
         assert!(drawn.len() <= PLOTTED_STEPS_MAX && drawn.len() > PLOTTED_STEPS_MAX / 2);
         assert_eq!(drawn.last().map(|s| s.step), Some(999));
         assert_eq!(thinned(&steps[..10]).len(), 10);
-    }
-
-    #[test]
-    fn miner_text_never_becomes_markup() {
-        let hostile = "</td><script>alert(1)</script>\"'&\u{1b}[2J";
-        let escaped = escape(hostile);
-        assert!(!escaped.contains('<') && !escaped.contains('>') && !escaped.contains('"'));
-        assert!(!escaped.contains('\u{1b}'));
-        assert_eq!(escape("a&b"), "a&amp;b");
     }
 }

@@ -13,12 +13,13 @@ pub mod step_log;
 pub mod svg;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::ControlFlow;
 
 use serde::Serialize;
 
 use crate::machine::event::{EvalOutcome, SubmitMethod, SubmitOutcome};
 use crate::machine::state::{CommitmentStatus, Entry};
-use crate::machine::{Event, MechanismParams, Outcome, Record, State};
+use crate::machine::{Event, FoldDriver, MechanismParams, Outcome, Record, State};
 
 /// Steps of history kept per competition for the plots (about a week of N's steps).
 pub const HISTORY_STEPS_MAX: usize = 2_000;
@@ -638,18 +639,13 @@ pub fn board_of<E>(
     start: Option<State>,
     records: impl Iterator<Item = Result<Record, E>>,
 ) -> Result<(Board, State), E> {
-    let mut state = start.unwrap_or_else(|| State::new(MechanismParams::genesis()));
+    let mut driver = FoldDriver::new(start);
     let mut board = Board::new();
-    board.params = state.params.clone();
-    for record in records {
-        let record = record?;
-        if state.position.is_some_and(|p| record.position() <= p) {
-            continue;
-        }
-        let outcome = crate::machine::apply(&mut state, &record);
-        board.observe(&record, &outcome);
-    }
-    Ok((board, state))
+    board.params = driver.state().params.clone();
+    let mut observe =
+        |_: &State, record: &Record, outcome: Outcome| board.observe(record, &outcome);
+    let ControlFlow::Continue(()) = driver.fold_all(records, &mut observe)?;
+    Ok((board, driver.into_state()))
 }
 
 /// [`board_of`] over a sled journal: from genesis, or from its earliest checkpoint when the

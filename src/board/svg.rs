@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::html::escape;
+use crate::text::escape_html as escape;
 
 /// One line: a label and its points `(x, y)`, in x order.
 #[derive(Debug, Clone, PartialEq)]

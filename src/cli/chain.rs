@@ -10,13 +10,13 @@ use serde::Serialize;
 use validator::chain::wallet::{Hotkey, WalletPath};
 use validator::chain::weights::{ChainWeights, Stage, raw_field, submit_outcome, version_key};
 use validator::chain::{Chain, ChainError, ChainOptions, endpoint_url};
+use validator::journal::recorder::Recorder;
 use validator::machine::event::{CommitmentField, WeightsSubmitted};
 use validator::machine::model_id::{ModelId, commitment_text};
 use validator::machine::params::ModelIdFormat;
 use validator::machine::state::CommitmentStatus;
 use validator::machine::weights::to_chain_weights;
-use validator::machine::{Event, MechanismParams, Record, State, apply};
-use validator::recorder::Recorder;
+use validator::machine::{Event, FoldDriver, MechanismParams, Record, State};
 
 use super::{Failure, Outcome, print_json_pretty, runtime};
 
@@ -374,11 +374,13 @@ fn fold_observation(
         model_id_format: format,
         ..MechanismParams::default()
     };
-    let mut state = State::new(params);
-    for (seq, (block, event)) in (0u64..).zip(events) {
-        apply(&mut state, &Record { block, seq, event });
-    }
-    Ok(state)
+    let mut driver = FoldDriver::new(Some(State::new(params)));
+    let records: Vec<Record> = (0u64..)
+        .zip(events)
+        .map(|(seq, (block, event))| Record { block, seq, event })
+        .collect();
+    driver.fold_records(&records);
+    Ok(driver.into_state())
 }
 
 /// Reads the metagraph and commitments of `netuid` at `block` (latest when `None`), folds

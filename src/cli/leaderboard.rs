@@ -8,7 +8,7 @@ use anyhow::anyhow;
 use validator::board::{Board, board_of, board_of_journal, html};
 use validator::journal::Journal;
 use validator::journal::head::Head;
-use validator::jsonl::{self, Item};
+use validator::journal::jsonl::{self, Item};
 use validator::machine::State;
 
 use super::{Failure, Outcome};

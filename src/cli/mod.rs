@@ -7,6 +7,7 @@
 
 pub mod chain;
 pub mod data;
+pub mod edges;
 pub mod eval;
 pub mod journal;
 pub mod leaderboard;

@@ -8,10 +8,10 @@ use anyhow::anyhow;
 use validator::dirhash::hash_of_directory;
 use validator::hub::cache::{scan, sweep};
 use validator::hub::{Fetched, Hub, HubOptions};
+use validator::journal::recorder::fold_existing;
 use validator::machine::MechanismParams;
 use validator::machine::model_id::ModelId;
 use validator::machine::params::{CompetitionId, ModelIdFormat, N_MAX_REPO_BYTES};
-use validator::recorder::fold_existing;
 
 use super::{Failure, Outcome, runtime};
 

@@ -10,9 +10,7 @@ use validator::chain::Chain;
 use validator::chain::wallet::WalletPath;
 use validator::data::spec::{Source, SourceOptions, SourceSpec};
 use validator::eval::runtime::Device;
-use validator::eval::worker::WorkerEvaluator;
 use validator::hub::local::LocalStore;
-use validator::hub::{Hub, HubOptions};
 use validator::journal::Journal;
 use validator::machine::MechanismParams;
 use validator::machine::params::{CompetitionId, WeightsCadence};
@@ -22,7 +20,7 @@ use validator::runner::config::{
     SUCCESSOR_VERSION_KEY,
 };
 use validator::runner::demo::{DEMO_STEPS, write_demo};
-use validator::runner::edges::{AnyChain, AnyEvaluator, AnyStore, LiveChain, LiveWeights};
+use validator::runner::live::{AnyChain, AnyEvaluator, AnyStore, LiveChain, LiveWeights};
 use validator::runner::pool::EvaluatorPool;
 use validator::runner::queue::QueueEvaluator;
 use validator::runner::snapshot::RecordedChain;
@@ -124,7 +122,7 @@ pub struct RunArgs {
     )]
     eval_shards_max: u16,
     #[command(flatten)]
-    queue: super::queue::QueueArgs,
+    queue: super::edges::QueueArgs,
     /// The model cache (derived data; the journal is kept apart in --db).
     #[arg(
         long = "model_dir",
@@ -443,7 +441,7 @@ async fn edges(args: &RunArgs, config: &RunConfig) -> Result<RunEdges, Failure> 
             )
         }
     };
-    let store = store_of(
+    let store = super::edges::store_of(
         args.hub.as_deref(),
         &config.model_dir,
         args.disk_free_min_bytes,
@@ -532,59 +530,6 @@ async fn weights_chain(
     })
 }
 
-/// The model store `--hub` names: a local directory (`local:DIR`) or a Hugging Face-compatible
-/// hub, caching into `model_dir`.
-pub fn store_of(
-    hub: Option<&str>,
-    model_dir: &Path,
-    disk_free_min_bytes: u64,
-    progress: bool,
-) -> Result<AnyStore, Failure> {
-    Ok(match hub {
-        Some(hub) if hub.starts_with("local:") => {
-            let root = PathBuf::from(hub.trim_start_matches("local:"));
-            if !root.is_dir() {
-                return Err(Failure::Invalid(anyhow!(
-                    "--hub {hub}: {} is not a directory",
-                    root.display()
-                )));
-            }
-            let mut store = LocalStore::new(root, model_dir.to_owned());
-            store.disk_free_min_bytes = disk_free_min_bytes;
-            AnyStore::Local(store)
-        }
-        endpoint => {
-            let mut options = HubOptions::new(model_dir.to_owned());
-            options.endpoint = endpoint.map(str::to_owned);
-            options.disk_free_min_bytes = disk_free_min_bytes;
-            options.progress = progress;
-            AnyStore::Hub(Hub::new(options).map_err(Failure::invalid)?)
-        }
-    })
-}
-
-/// An evaluation worker on `device`: children of this very executable.
-pub fn worker_on(
-    device: Device,
-    eval_timeout_s: u64,
-    memory_max_bytes: Option<u64>,
-    threads: Option<u16>,
-    engine: &super::eval::EngineArgs,
-) -> Result<WorkerEvaluator, Failure> {
-    let program = std::env::current_exe()
-        .map_err(|e| Failure::Failed(anyhow!("cannot find our own executable: {e}")))?;
-    let mut worker =
-        WorkerEvaluator::new(program, device, Duration::from_secs(eval_timeout_s.max(1)));
-    if let Some(bytes) = memory_max_bytes {
-        worker.memory_max_bytes = bytes;
-    }
-    if let Some(threads) = threads {
-        worker.threads = usize::from(threads);
-    }
-    engine.configure(&mut worker)?;
-    Ok(worker)
-}
-
 /// The devices of `--devices`, in order (`cuda`: every card nvidia-smi lists).
 fn devices_of(list: &[String]) -> Result<Vec<Device>, Failure> {
     let mut devices = Vec::new();
@@ -628,7 +573,7 @@ async fn evaluator(args: &RunArgs) -> Result<AnyEvaluator, Failure> {
     let share = u16::try_from((cores / devices.len()).max(1)).unwrap_or(u16::MAX);
     let threads = Some(args.threads.unwrap_or(share));
     let make = |device| {
-        worker_on(
+        super::edges::worker_on(
             device,
             args.eval_timeout_s,
             args.eval_memory_max_bytes,
@@ -658,28 +603,12 @@ async fn evaluator(args: &RunArgs) -> Result<AnyEvaluator, Failure> {
     Ok(AnyEvaluator::Pool(EvaluatorPool::new(members)))
 }
 
-/// Returns when SIGTERM or SIGINT arrives.
-pub async fn stop_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-}
-
 /// Runs the loop until it is done or SIGTERM / SIGINT asks it to stop (it then stops the
 /// evaluation child, lets the journal write in progress finish, and returns).
 async fn run_until_stopped(config: RunConfig, edges: RunEdges) -> Result<RunSummary, Failure> {
     let (stop, stop_seen) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        stop_signal().await;
+        super::edges::stop_signal().await;
         tracing::info!("stopping (the journal keeps everything done so far)");
         let _ = stop.send(true);
     });

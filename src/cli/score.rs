@@ -1,7 +1,7 @@
 //! `validator score`: one scoring step, JSON in, JSON out.
 
 use anyhow::Context;
-use validator::whatif;
+use validator::score;
 
 use super::{Failure, Outcome, print_json_pretty};
 
@@ -16,20 +16,20 @@ pub struct ScoreArgs {
 /// Reads the input, scores it, prints the result.
 pub fn run(args: &ScoreArgs) -> Outcome {
     let bytes = if args.input == "-" {
-        validator::bounded::read_at_most(std::io::stdin().lock(), whatif::INPUT_BYTES_MAX)
+        validator::bounded::read_at_most(std::io::stdin().lock(), score::INPUT_BYTES_MAX)
     } else {
         // A FIFO or a device would block or never end: only a regular file is read.
-        validator::bounded::read_regular(std::path::Path::new(&args.input), whatif::INPUT_BYTES_MAX)
+        validator::bounded::read_regular(std::path::Path::new(&args.input), score::INPUT_BYTES_MAX)
     }
     .with_context(|| format!("reading {}", what(&args.input)))
     .map_err(Failure::Invalid)?;
     let text = String::from_utf8(bytes)
         .with_context(|| format!("reading {}: not UTF-8", what(&args.input)))
         .map_err(Failure::Invalid)?;
-    for key in whatif::unknown_keys(&text) {
+    for key in score::unknown_keys(&text) {
         eprintln!("validator: ignoring unknown input key {key:?}");
     }
-    let output = whatif::score_json(&text).map_err(Failure::invalid)?;
+    let output = score::score_json(&text).map_err(Failure::invalid)?;
     print_json_pretty(&output)
 }
 

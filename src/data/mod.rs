@@ -113,7 +113,7 @@ impl BatchOutcome {
         };
         let mut line = Vec::new();
         // Writing into a Vec cannot fail; an encoding failure would show as a null batch.
-        let _ = crate::jsonl::write_record(&mut line, &record);
+        let _ = crate::journal::jsonl::write_record(&mut line, &record);
         let event: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
         serde_json::json!({"batch_fetched": event["event"]["batch_fetched"], "report": self.report})
     }

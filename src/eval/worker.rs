@@ -11,7 +11,6 @@
 
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,13 +22,9 @@ use super::runtime::Device;
 use super::template::{CivilDate, Isolation};
 use super::tokenize::Prepared;
 use super::{EvalError, EvalOptions, Fault, ModelDir};
-use crate::machine::event::{EvalOutcome, RejectionCode};
+use crate::machine::event::RejectionCode;
 use crate::machine::params::Competition;
 use crate::machine::wire::LossVec;
-use crate::runner::edges::{
-    EdgeError, EvalRequest, Evaluated, ModelEvaluator, Refusal, TokenizedBatch, Verdict,
-    this_worker,
-};
 
 /// The largest job a worker reads (a tokenised batch of 400 samples of 2048 tokens is ~6 MB).
 const JOB_BYTES_MAX: u64 = 512 * 1024 * 1024;
@@ -535,128 +530,6 @@ impl WorkerEvaluator {
                     })
             }
             other => other,
-        }
-    }
-}
-
-/// A failure of the worker on a model's files: the model's fault, as a refusal.
-fn refusal_of_failure(failure: &WorkerFailure, what: &str) -> Result<Refusal, EdgeError> {
-    match failure {
-        WorkerFailure::Timeout(limit) => Ok(Refusal::new(
-            RejectionCode::MalformedRepo,
-            format!("{what} did not finish within {} s", limit.as_secs()),
-        )),
-        WorkerFailure::Crashed(why) => Ok(Refusal::new(
-            RejectionCode::MalformedRepo,
-            format!("{what} crashed the evaluation worker {why}"),
-        )),
-        WorkerFailure::Spawn(why) => Err(EdgeError::Operator(format!(
-            "cannot start the evaluation worker: {why}"
-        ))),
-    }
-}
-
-fn unexpected(reply: &Reply) -> EdgeError {
-    EdgeError::Operator(format!(
-        "the evaluation worker answered out of turn: {reply:?}"
-    ))
-}
-
-impl ModelEvaluator for WorkerEvaluator {
-    async fn check(
-        &self,
-        dir: &Path,
-        competition: &Competition,
-    ) -> Result<Verdict<ModelChecked>, EdgeError> {
-        let job = Job::Check {
-            dir: dir.to_owned(),
-            competition: competition.clone(),
-            max_seq_len: self.max_seq_len,
-            memory_max_bytes: self.memory_max_bytes,
-        };
-        match self.run(&job, self.prepare_timeout).await {
-            Ok(Reply::Checked(checked)) => Ok(Verdict::Accepted(checked)),
-            Ok(Reply::CheckFailed(failed)) => {
-                Ok(Verdict::Rejected(Refusal::new(failed.code, failed.detail)))
-            }
-            Ok(Reply::ModelFailed { code, detail }) => {
-                Ok(Verdict::Rejected(Refusal::new(code, detail)))
-            }
-            Ok(Reply::Unavailable(why)) => Err(EdgeError::Unavailable(why)),
-            Ok(Reply::DeviceUnavailable(why)) => Err(EdgeError::Operator(why)),
-            Ok(other) => Err(unexpected(&other)),
-            Err(failure) => {
-                refusal_of_failure(&failure, "checking the model").map(Verdict::Rejected)
-            }
-        }
-    }
-
-    async fn tokenize(
-        &self,
-        dir: &Path,
-        pairs: Arc<[(String, String)]>,
-    ) -> Result<Verdict<TokenizedBatch>, EdgeError> {
-        let job = Job::Tokenize {
-            dir: dir.to_owned(),
-            pairs: pairs.to_vec(),
-            max_seq_len: self.max_seq_len,
-            date: self.date,
-        };
-        match self.run(&job, self.prepare_timeout).await {
-            Ok(Reply::Tokenized(prepared)) => Ok(Verdict::Accepted(prepared.into())),
-            Ok(Reply::ModelFailed { code, detail }) => {
-                Ok(Verdict::Rejected(Refusal::new(code, detail)))
-            }
-            Ok(Reply::Unavailable(why)) => Err(EdgeError::Unavailable(why)),
-            Ok(Reply::DeviceUnavailable(why)) => Err(EdgeError::Operator(why)),
-            Ok(other) => Err(unexpected(&other)),
-            Err(failure) => {
-                refusal_of_failure(&failure, "tokenising the batch").map(Verdict::Rejected)
-            }
-        }
-    }
-
-    async fn evaluate(&self, request: &EvalRequest) -> Result<Evaluated, EdgeError> {
-        let job = Job::Evaluate {
-            dir: request.dir.clone(),
-            device: self.device.to_string(),
-            threads: self.threads,
-            max_seq_len: self.max_seq_len,
-            memory_max_bytes: self.memory_max_bytes,
-            tokens_per_run: self.tokens_per_run,
-            precision: self.precision,
-            batch: request.batch.to_vec(),
-        };
-        let worker = this_worker(&format!("{} {}", self.device, self.precision));
-        let failed = |why: String| Ok(Evaluated::new(EvalOutcome::Failed(why), worker.clone()));
-        match self.run(&job, self.eval_timeout).await {
-            Ok(Reply::Losses {
-                losses,
-                session_seconds,
-                evaluate_seconds,
-                ..
-            }) => Ok(Evaluated {
-                session_seconds,
-                scoring_seconds: evaluate_seconds,
-                ..Evaluated::new(EvalOutcome::Losses(losses), worker.clone())
-            }),
-            Ok(Reply::ModelFailed { detail, .. }) => failed(detail),
-            Ok(Reply::Unavailable(why)) => Err(EdgeError::Unavailable(why)),
-            Ok(Reply::DeviceUnavailable(why)) => Err(EdgeError::Device(format!(
-                "the evaluation device {} cannot be used: {why}",
-                self.device
-            ))),
-            Ok(other) => Err(unexpected(&other)),
-            Err(WorkerFailure::Timeout(limit)) => failed(format!(
-                "timeout: the evaluation took longer than {} s",
-                limit.as_secs()
-            )),
-            Err(WorkerFailure::Crashed(why)) => {
-                failed(format!("the evaluation worker crashed {why}"))
-            }
-            Err(WorkerFailure::Spawn(why)) => Err(EdgeError::Operator(format!(
-                "cannot start the evaluation worker: {why}"
-            ))),
         }
     }
 }

@@ -11,14 +11,26 @@
 //! files once closed) is checked on every open, and anything missing or changed is
 //! [`JournalError::Corrupt`]. Readers never let sled open the journal they check: they open a
 //! private copy, so an audit leaves the files it audits byte for byte as it found them.
+//!
+//! Everything about the journal lives here:
+//! - this module: the sled journal (trees, atomic append + flush, checkpoints, locks, opening
+//!   a private copy for readers);
+//! - [`codec`]: the binary form of records and checkpoints (keys, envelopes, schema versions)
+//!   and the upgrade of older schemas;
+//! - [`head`]: the hash chain over the records and the seal of a closed journal;
+//! - [`jsonl`]: the JSON Lines form (exports, imports, golden journals);
+//! - [`recorder`]: append, then fold: the one way events enter a journal and the state.
 
+pub mod codec;
 pub mod head;
+pub mod jsonl;
+pub mod recorder;
 
 use std::path::{Path, PathBuf};
 
-use crate::codec::{self, CodecError};
 use crate::machine::event::{SCHEMA_VERSION_OLDEST_READ, schema_version_is_readable};
 use crate::machine::{Event, Position, Record, SCHEMA_VERSION, State};
+use codec::CodecError;
 use head::{Chain, CheckpointDigest, Head, HeadError};
 
 const TREE_EVENTS: &str = "events";

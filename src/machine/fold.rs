@@ -78,13 +78,6 @@ pub fn apply(state: &mut State, record: &Record) -> Outcome {
     outcome
 }
 
-/// Folds records in order, discarding outcomes.
-pub fn fold<'a>(state: &mut State, records: impl IntoIterator<Item = &'a Record>) {
-    for record in records {
-        apply(state, record);
-    }
-}
-
 fn reject(why: Rejection) -> Outcome {
     Outcome::Rejected(why)
 }

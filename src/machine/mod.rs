@@ -37,6 +37,7 @@
     )
 )]
 
+pub mod driver;
 pub mod event;
 pub mod fold;
 pub mod model_id;
@@ -52,8 +53,9 @@ pub mod torch_f32;
 pub mod weights;
 pub mod wire;
 
+pub use driver::{FoldDriver, FoldHook};
 pub use event::{Event, Position, Record, SCHEMA_VERSION, StepRecord};
-pub use fold::{Outcome, apply, fold};
+pub use fold::{Outcome, apply};
 pub use params::{CompetitionId, MechanismParams};
 pub use rejection::Rejection;
 pub use state::State;

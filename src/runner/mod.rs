@@ -26,6 +26,8 @@ pub mod edges;
 pub mod failpoint;
 pub mod fetch;
 pub mod http;
+pub mod identity;
+pub mod live;
 pub mod metered;
 pub mod monitor;
 pub mod pool;
@@ -137,10 +139,10 @@ where
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let writer = Writer::open_monitored(
+    let writer = Writer::open_published(
         &config.db,
         config.checkpoint_every_steps,
-        Some(monitor.clone()),
+        vec![monitor.clone()],
     )?;
     let handle = writer.handle();
     let (serve_stop, serve_stop_seen) = watch::channel(false);

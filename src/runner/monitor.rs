@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use crate::board::step_log::{self, StepLogContext};
 use crate::board::{Board, Leaderboard};
-use crate::journal::Journal;
+use crate::journal::head::Head;
+use crate::journal::{Journal, JournalError};
 use crate::machine::{Event, Outcome, Record, State};
 
 use super::fetch::SharedStatus;
+use super::writer::Subscriber;
 
 /// Upper bounds of the step duration histogram, in seconds.
 const STEP_BUCKETS_S: [f64; 11] = [
@@ -164,70 +166,6 @@ impl Monitor {
             .unwrap_or_else(PoisonError::into_inner) = Some(status);
     }
 
-    /// The writer opened `journal` at `state`: the board folds every record so far (from
-    /// genesis, or the earliest checkpoint of an imported journal), each with the fold's
-    /// verdict.
-    pub fn opened(
-        &self,
-        journal: &Journal,
-        state: &State,
-    ) -> Result<(), crate::journal::JournalError> {
-        let (board, _) = crate::board::board_of_journal(journal)?;
-        let mut inner = self.inner();
-        inner.board = board;
-        inner.state = Arc::new(state.clone());
-        inner.last_record_at = Instant::now();
-        snapshot_step(&mut inner, state);
-        Ok(())
-    }
-
-    /// The writer journaled `written`, folding to `state` (the very state it published).
-    pub fn written(&self, written: &[(Record, Outcome)], state: Arc<State>) {
-        let mut lines = Vec::new();
-        {
-            let mut inner = self.inner();
-            for (record, outcome) in written {
-                let completed = match (&record.event, outcome) {
-                    (Event::StepCompleted(completed), Outcome::Scored(_)) => Some(completed),
-                    _ => None,
-                };
-                let pages = completed.map(|_| inner.board.open_pages().to_vec());
-                inner.board.observe(record, outcome);
-                if let (Some(completed), Some(pages), true) =
-                    (completed, pages, self.config.step_log.is_some())
-                {
-                    let competition = completed.recorded.competition.as_str().to_owned();
-                    if let Some(point) = inner.board.history(&competition).last() {
-                        let time_s = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0.0, |d| d.as_secs_f64());
-                        let context = StepLogContext {
-                            time_s,
-                            competition: &competition,
-                            block: record.block,
-                            pages: &pages,
-                            block_commit: &inner.step_commits,
-                            perf: [None, None, None],
-                        };
-                        lines.push(step_log::line(point, &context));
-                    }
-                }
-            }
-            if !written.is_empty() {
-                inner.last_record_at = Instant::now();
-            }
-            snapshot_step(&mut inner, &state);
-            inner.state = state;
-        }
-        if let (Some(path), false) = (&self.config.step_log, lines.is_empty()) {
-            let appended = append_lines(path, &lines);
-            if let Err(error) = &appended {
-                tracing::warn!("cannot append to the step log {}: {error}", path.display());
-            }
-            self.inner().step_log_error = appended.err().map(|e| e.to_string());
-        }
-    }
-
     /// The chain's head as just read.
     pub fn head_read(&self, block: u64) {
         let mut inner = self.inner();
@@ -259,16 +197,8 @@ impl Monitor {
     pub fn leaderboard(&self) -> Leaderboard {
         let inner = self.inner();
         let mut leaderboard = inner.board.view(&inner.state, inner.head_block);
-        leaderboard.validator.journal_head = inner
-            .journal_head
-            .as_ref()
-            .map(crate::journal::head::Head::summary);
+        leaderboard.validator.journal_head = inner.journal_head.as_ref().map(Head::summary);
         leaderboard
-    }
-
-    /// The journal's head after the latest write.
-    pub fn journal_head(&self, head: Option<&crate::journal::head::Head>) {
-        self.inner().journal_head = head.cloned();
     }
 
     /// Whether the loop is making progress: `Err` says why not.
@@ -609,6 +539,71 @@ fn blocks_since_weights(inner: &Inner) -> Option<u64> {
         (included, first) => included.or(first).unwrap_or(head),
     };
     Some(head.saturating_sub(since))
+}
+
+/// The monitor hears every write the journal writer publishes.
+impl Subscriber for Monitor {
+    /// The writer opened `journal` at `state`: the board folds every record so far (from
+    /// genesis, or the earliest checkpoint of an imported journal), each with the fold's
+    /// verdict.
+    fn opened(&self, journal: &Journal, state: &State) -> Result<(), JournalError> {
+        let (board, _) = crate::board::board_of_journal(journal)?;
+        let mut inner = self.inner();
+        inner.board = board;
+        inner.state = Arc::new(state.clone());
+        inner.journal_head = journal.head().cloned();
+        inner.last_record_at = Instant::now();
+        snapshot_step(&mut inner, state);
+        Ok(())
+    }
+
+    /// The writer journaled `written`, folding to `state` (the very state it published).
+    fn written(&self, written: &[(Record, Outcome)], state: Arc<State>, head: Option<&Head>) {
+        let mut lines = Vec::new();
+        {
+            let mut inner = self.inner();
+            for (record, outcome) in written {
+                let completed = match (&record.event, outcome) {
+                    (Event::StepCompleted(completed), Outcome::Scored(_)) => Some(completed),
+                    _ => None,
+                };
+                let pages = completed.map(|_| inner.board.open_pages().to_vec());
+                inner.board.observe(record, outcome);
+                if let (Some(completed), Some(pages), true) =
+                    (completed, pages, self.config.step_log.is_some())
+                {
+                    let competition = completed.recorded.competition.as_str().to_owned();
+                    if let Some(point) = inner.board.history(&competition).last() {
+                        let time_s = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0.0, |d| d.as_secs_f64());
+                        let context = StepLogContext {
+                            time_s,
+                            competition: &competition,
+                            block: record.block,
+                            pages: &pages,
+                            block_commit: &inner.step_commits,
+                            perf: [None, None, None],
+                        };
+                        lines.push(step_log::line(point, &context));
+                    }
+                }
+            }
+            if !written.is_empty() {
+                inner.last_record_at = Instant::now();
+            }
+            snapshot_step(&mut inner, &state);
+            inner.state = state;
+            inner.journal_head = head.cloned();
+        }
+        if let (Some(path), false) = (&self.config.step_log, lines.is_empty()) {
+            let appended = append_lines(path, &lines);
+            if let Err(error) = &appended {
+                tracing::warn!("cannot append to the step log {}: {error}", path.display());
+            }
+            self.inner().step_log_error = appended.err().map(|e| e.to_string());
+        }
+    }
 }
 
 /// Keeps the open step's commit blocks for the step log (the completed step's participants

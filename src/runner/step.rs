@@ -25,9 +25,10 @@ use super::RunError;
 use super::config::RunConfig;
 use super::edges::{
     ChainEdge, EdgeError, EvalRequest, Evaluated, ModelEvaluator, ModelStore, Observation,
-    TokenizedBatch, Verdict, batch_digest, this_worker,
+    TokenizedBatch, Verdict, batch_digest,
 };
 use super::fetch::unresolved;
+use super::identity::this_worker;
 use super::table::step_table;
 use super::writer::{WriteError, WriterHandle};
 use crate::data::{BatchRequest, DataSource, Seed};

@@ -12,13 +12,24 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::journal::JournalError;
+use crate::journal::head::Head;
+use crate::journal::recorder::Recorder;
+use crate::journal::{Journal, JournalError};
 use crate::machine::event::BatchFetched;
 use crate::machine::preview::observation_news;
 use crate::machine::{Event, Outcome, Position, Record, State};
-use crate::recorder::Recorder;
 
-use super::monitor::Monitor;
+/// Who hears what the writer journals: told of the journal once it is open, then of each
+/// write once it is flushed and folded. The writer publishes; it names no consumer (the
+/// monitor is one).
+pub trait Subscriber: Send + Sync {
+    /// The journal as opened, and the state it folds to.
+    fn opened(&self, journal: &Journal, state: &State) -> Result<(), JournalError>;
+
+    /// One write: each record with the fold's outcome, the state after it, and the journal's
+    /// head after it.
+    fn written(&self, written: &[(Record, Outcome)], state: Arc<State>, head: Option<&Head>);
+}
 
 /// What one request wrote: each record with the fold's outcome.
 pub type Written = Vec<(Record, Outcome)>;
@@ -90,26 +101,25 @@ impl Writer {
     /// Opens the journal at `path` (folding it from its latest checkpoint) and starts the
     /// writer thread. A journal another process holds, or of another schema, is refused here.
     pub fn open(path: &Path, checkpoint_every_steps: u64) -> Result<Self, JournalError> {
-        Self::open_monitored(path, checkpoint_every_steps, None)
+        Self::open_published(path, checkpoint_every_steps, Vec::new())
     }
 
-    /// As [`Writer::open`], feeding `monitor` every record: those the journal holds, now, then
-    /// each write as it is folded.
-    pub fn open_monitored(
+    /// As [`Writer::open`], telling each of `subscribers` of the journal as opened, now, then
+    /// of each write as it is folded.
+    pub fn open_published(
         path: &Path,
         checkpoint_every_steps: u64,
-        monitor: Option<Arc<Monitor>>,
+        subscribers: Vec<Arc<dyn Subscriber>>,
     ) -> Result<Self, JournalError> {
         let recorder = Recorder::open(path, checkpoint_every_steps)?;
-        if let Some(monitor) = &monitor {
-            monitor.opened(recorder.journal(), recorder.state())?;
-            monitor.journal_head(recorder.journal().head());
+        for subscriber in &subscribers {
+            subscriber.opened(recorder.journal(), recorder.state())?;
         }
         let (state_sender, state) = watch::channel(Arc::new(recorder.state().clone()));
         let (requests, receiver) = mpsc::channel(64);
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || serve(recorder, receiver, &state_sender, monitor.as_deref()))
+            .spawn(move || serve(recorder, receiver, &state_sender, &subscribers))
             .map_err(|source| JournalError::Storage {
                 path: path.to_owned(),
                 source: sled::Error::Io(source),
@@ -138,14 +148,15 @@ fn serve(
     mut recorder: Recorder,
     mut requests: mpsc::Receiver<Request>,
     state: &watch::Sender<Arc<State>>,
-    monitor: Option<&Monitor>,
+    subscribers: &[Arc<dyn Subscriber>],
 ) {
     let write = |recorder: &mut Recorder, events| {
         let written = write(recorder, events, state);
-        if let (Some(monitor), Ok(written)) = (monitor, &written) {
+        if let Ok(written) = &written {
             let folded = state.borrow().clone();
-            monitor.written(written, folded);
-            monitor.journal_head(recorder.journal().head());
+            for subscriber in subscribers {
+                subscriber.written(written, folded.clone(), recorder.journal().head());
+            }
         }
         written
     };

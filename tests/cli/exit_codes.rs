@@ -283,7 +283,7 @@ fn set_weights_refuses_a_journal_with_unanswered_weights_before_signing() {
     let dir = tempfile::tempdir().unwrap();
     // A journal left by a validator that died between its intent and the chain's answer.
     let db = dir.path().join("journal");
-    let mut recorder = validator::recorder::Recorder::open(&db, 100).unwrap();
+    let mut recorder = validator::journal::recorder::Recorder::open(&db, 100).unwrap();
     recorder
         .record(&[(
             10,

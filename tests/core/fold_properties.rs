@@ -3,8 +3,8 @@
 use super::support;
 
 use proptest::prelude::*;
-use validator::codec;
-use validator::jsonl::{self, Item};
+use validator::journal::codec;
+use validator::journal::jsonl::{self, Item};
 use validator::machine::params::EpsilonRule;
 use validator::machine::scoring::{Contestant, Tally, compute_wins, compute_wins_reference};
 use validator::machine::weights::{step_weights_softmax, sum_ordered};
@@ -176,7 +176,7 @@ proptest! {
         for record in &scenario.records {
             apply(&mut again, record);
         }
-        prop_assert_eq!(state_bytes(&scenario.state), state_bytes(&again));
+        prop_assert_eq!(state_bytes(scenario.state()), state_bytes(&again));
     }
 
     #[test]
@@ -189,7 +189,7 @@ proptest! {
             prop_assert_eq!(codec::encode_event(&back), bytes);
             jsonl::write_record(&mut json, record).unwrap();
         }
-        jsonl::write_checkpoint(&mut json, &scenario.state).unwrap();
+        jsonl::write_checkpoint(&mut json, scenario.state()).unwrap();
         let items = jsonl::read(json.as_slice()).unwrap();
         let mut again = Vec::new();
         for item in &items {
@@ -197,7 +197,7 @@ proptest! {
         }
         prop_assert_eq!(String::from_utf8(json).unwrap(), String::from_utf8(again).unwrap());
         let Some(Item::Checkpoint(state)) = items.last() else { panic!("no checkpoint") };
-        prop_assert_eq!(state_bytes(state), state_bytes(&scenario.state));
+        prop_assert_eq!(state_bytes(state), state_bytes(scenario.state()));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use validator::jsonl::{self, Item};
+use validator::journal::jsonl::{self, Item};
 use validator::machine::event::{EvalOutcome, RejectionCode, StepFailed};
 use validator::machine::model_id::HashKind;
 use validator::machine::params::{EpsilonRule, ScheduleEntry, WeightsMode};
@@ -595,7 +595,7 @@ fn an_answer_is_checked_against_its_intent_even_after_a_step_moved_the_weights()
 
     let journal = |tamper_prepared: bool, answer_with_new_weights: bool| {
         let mut s = two_competitions();
-        let (uids, mut weights) = to_chain_weights(&s.state.weights).unwrap();
+        let (uids, mut weights) = to_chain_weights(&s.state().weights).unwrap();
         let sent = weights.clone();
         if tamper_prepared {
             weights[0] = weights[0].wrapping_sub(1);
@@ -619,7 +619,7 @@ fn an_answer_is_checked_against_its_intent_even_after_a_step_moved_the_weights()
                 (4, &[1.0, 1.0, 1.0, 1.0]),
             ]),
         );
-        let (new_uids, new_weights) = to_chain_weights(&s.state.weights).unwrap();
+        let (new_uids, new_weights) = to_chain_weights(&s.state().weights).unwrap();
         assert_ne!(new_weights, sent, "the step must move the weights");
         let (uids, weights) = if answer_with_new_weights {
             (new_uids, new_weights)

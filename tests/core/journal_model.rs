@@ -2,11 +2,11 @@
 //! Also: checkpoints restore the fold, and damage is reported as corruption.
 
 use proptest::prelude::*;
-use validator::codec;
+use validator::journal::codec;
+use validator::journal::recorder::Recorder;
 use validator::journal::{Journal, JournalError, head};
 use validator::machine::event::StepAbandoned;
 use validator::machine::{Event, Position, Record};
-use validator::recorder::Recorder;
 use validator::synth::{Scenario, model_string};
 
 #[derive(Debug, Clone)]
@@ -125,14 +125,14 @@ fn a_recorder_restarts_from_its_checkpoint_to_the_same_state() {
         }
         assert_eq!(
             codec::encode_state(recorder.state()),
-            codec::encode_state(&scenario.state)
+            codec::encode_state(scenario.state())
         );
         assert!(recorder.journal().checkpoints().count() >= 2);
     }
     let reopened = Recorder::open(&path, 2).unwrap();
     assert_eq!(
         codec::encode_state(reopened.state()),
-        codec::encode_state(&scenario.state)
+        codec::encode_state(scenario.state())
     );
 }
 

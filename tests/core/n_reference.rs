@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use validator::whatif::score_json;
+use validator::score::score_json;
 
 #[derive(Deserialize)]
 struct Cases {

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use validator::jsonl::{self, Item};
+use validator::journal::jsonl::{self, Item};
 use validator::machine::Event;
 use validator::machine::params::LoopRules;
 use validator::replay::{ReplayOptions, replay_items};

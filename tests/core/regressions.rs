@@ -82,7 +82,7 @@ fn a_step_without_data_runs_the_same_competition_again() {
     };
     scenario.push(20, fail(0));
     scenario.push(21, fail(0));
-    let state = &scenario.state;
+    let state = scenario.state();
     assert_eq!(state.step_next, 0);
     let next = state
         .params
@@ -95,13 +95,13 @@ fn a_step_without_data_runs_the_same_competition_again() {
 /// version-2 reader takes every version-1 record unchanged.
 #[test]
 fn schema_one_records_still_read() {
-    let bytes = validator::codec::encode_event(&Event::StepAbandoned(StepAbandoned {
+    let bytes = validator::journal::codec::encode_event(&Event::StepAbandoned(StepAbandoned {
         step: 3,
         reason: "x".into(),
     }));
     let mut old = bytes.clone();
     old[..2].copy_from_slice(&1u16.to_be_bytes());
-    let event = validator::codec::decode_event(&old).unwrap();
+    let event = validator::journal::codec::decode_event(&old).unwrap();
     let mut state = State::new(MechanismParams::default());
     apply(
         &mut state,
@@ -164,18 +164,19 @@ fn a_submission_after_later_steps_carries_the_vector_that_was_due() {
     s.run_step(110, 2, losses);
     s.run_step(205, 2, losses);
     let due = s
-        .state
+        .state()
         .weights_due
         .clone()
         .expect("an epoch passed: weights are due");
     s.run_step(210, 2, losses);
     s.run_step(220, 2, losses);
     assert_ne!(
-        s.state.weights, due.weights,
+        s.state().weights,
+        due.weights,
         "later steps moved the weights"
     );
     s.submit_weights(230);
-    assert!(s.state.weights_due.is_none());
+    assert!(s.state().weights_due.is_none());
     let mut replayed = State::new(MechanismParams::genesis());
     for record in &s.records {
         if let validator::machine::Outcome::WeightsChecked(Ok((uids, weights))) =

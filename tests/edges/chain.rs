@@ -17,12 +17,12 @@ use subxt_signer::sr25519::Keypair;
 use validator::chain::wallet::{Hotkey, WalletPath, hotkey_from_uri, load_hotkey};
 use validator::chain::weights::{ChainWeights, raw_field, submit_outcome, version_key};
 use validator::chain::{Chain, ChainError, ChainOptions, WeightsRule};
+use validator::journal::recorder::Recorder;
 use validator::machine::Event;
 use validator::machine::event::{CommitmentField, SubmitOutcome, WeightsSubmitted};
 use validator::machine::model_id::CommitmentInvalid;
 use validator::machine::state::CommitmentStatus;
 use validator::machine::wire::RawBytes;
-use validator::recorder::Recorder;
 
 use harness::DevChain;
 
@@ -584,7 +584,7 @@ async fn the_cli_commits_and_shows_the_commitment_with_its_block() {
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["uids"], serde_json::json!([uid_miner]));
     assert_eq!(report["weights"], serde_json::json!([65535]));
-    let state = validator::recorder::fold_existing(&db).unwrap();
+    let state = validator::journal::recorder::fold_existing(&db).unwrap();
     assert_eq!(state.block_weights_included, report["block"].as_u64());
 
     // A world-readable key file is refused with a message, and nothing is sent.

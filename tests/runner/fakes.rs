@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use validator::data::DataError;
 use validator::journal::Journal;
+use validator::journal::recorder::fold_existing;
 use validator::machine::event::{
     CommitmentField, CommitmentObserved, EvalOutcome, MetagraphObserved, RejectionCode,
 };
 use validator::machine::params::WeightsCadence;
 use validator::machine::wire::RawBytes;
 use validator::machine::{Event, State};
-use validator::recorder::fold_existing;
 use validator::runner::config::{Backoff, RunConfig};
 use validator::runner::edges::{EdgeError, Observation, Refusal, StoredModel, Verdict};
 use validator::runner::weights::NoWeights;

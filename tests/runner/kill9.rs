@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use validator::journal::Journal;
+use validator::journal::recorder::fold_existing;
 use validator::machine::Event;
-use validator::recorder::fold_existing;
 use validator::runner::demo::{DemoFiles, write_demo};
 use validator::synth::SplitMix64;
 

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use validator::journal::recorder::{Recorder, fold_existing};
 use validator::machine::event::{
     SubmitMethod, SubmitOutcome, WeightsCommitted, WeightsPrepared, WeightsSubmitted,
 };
 use validator::machine::params::WeightsCadence;
 use validator::machine::weights::to_chain_weights;
 use validator::machine::{Event, State};
-use validator::recorder::{Recorder, fold_existing};
 use validator::runner::config::RunConfig;
 use validator::runner::{RunError, RunSummary};
 use validator::testing::{FakeSend, FakeWeights, Script};

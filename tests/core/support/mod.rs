@@ -144,7 +144,7 @@ pub fn build(script: &[Op]) -> Scenario {
             }
             Op::Abandon => {
                 scenario.start_step(block);
-                let step = scenario.state.step_next;
+                let step = scenario.state().step_next;
                 scenario.push(
                     block,
                     Event::StepAbandoned(StepAbandoned {

@@ -5,20 +5,22 @@
 //! rebuilt from the latest checkpoint and the records after it; checkpoints are written every
 //! `checkpoint_every_steps` completed steps.
 
+use std::ops::ControlFlow::Continue;
 use std::path::Path;
 
-use crate::journal::{Journal, JournalError};
-use crate::machine::{Event, MechanismParams, Outcome, Record, State, apply};
+use super::{Journal, JournalError};
+use crate::machine::{Event, FoldDriver, Outcome, Record, State};
 
 /// The state `journal` folds to: its latest checkpoint (or the genesis parameters on a journal
 /// without one) with every record after it applied.
 pub fn fold_from_latest_checkpoint(journal: &Journal) -> Result<State, JournalError> {
     let (start, from) = journal.start_before(u64::MAX)?;
-    let mut state = start.unwrap_or_else(|| State::new(MechanismParams::genesis()));
-    for record in journal.records(from, None) {
-        apply(&mut state, &record?);
-    }
-    Ok(state)
+    let mut driver = FoldDriver::new(start);
+    let Continue(()) = driver.fold_all(
+        journal.records(from, None),
+        &mut |_: &State, _: &Record, _| {},
+    )?;
+    Ok(driver.into_state())
 }
 
 /// The state of the existing journal at `path` (never creates one): for tools that read a
@@ -31,7 +33,7 @@ pub fn fold_existing(path: &Path) -> Result<State, JournalError> {
 #[derive(Debug)]
 pub struct Recorder {
     journal: Journal,
-    state: State,
+    driver: FoldDriver,
     checkpoint_every_steps: u64,
     steps_since_checkpoint: u64,
 }
@@ -42,10 +44,10 @@ impl Recorder {
     /// as a `ParamsChanged` event when they differ.
     pub fn open(path: &Path, checkpoint_every_steps: u64) -> Result<Self, JournalError> {
         let journal = Journal::open(path)?;
-        let state = fold_from_latest_checkpoint(&journal)?;
+        let driver = FoldDriver::new(Some(fold_from_latest_checkpoint(&journal)?));
         Ok(Self {
             journal,
-            state,
+            driver,
             checkpoint_every_steps: checkpoint_every_steps.max(1),
             steps_since_checkpoint: 0,
         })
@@ -53,7 +55,7 @@ impl Recorder {
 
     /// The folded state.
     pub fn state(&self) -> &State {
-        &self.state
+        self.driver.state()
     }
 
     /// The journal.
@@ -84,14 +86,17 @@ impl Recorder {
         let records = self.journal.append(events)?;
         let mut results = Vec::with_capacity(records.len());
         for record in records {
-            let outcome = apply(&mut self.state, &record);
+            // Appended records follow everything the state holds, so the driver folds each.
+            let Some(outcome) = self.driver.fold(&record) else {
+                continue;
+            };
             if matches!(record.event, Event::StepCompleted(_)) {
                 self.steps_since_checkpoint += 1;
             }
             results.push((record, outcome));
         }
         if self.steps_since_checkpoint >= self.checkpoint_every_steps {
-            self.journal.write_checkpoint(&self.state)?;
+            self.journal.write_checkpoint(self.driver.state())?;
             self.steps_since_checkpoint = 0;
         }
         Ok(results)

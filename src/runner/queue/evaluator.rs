@@ -1,0 +1,387 @@
+//! The runner's side of the queue: an evaluator edge that uploads each batch once, publishes
+//! a job per evaluation and waits for the first result that answers it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{
+    Connected, JobMessage, MESSAGE_VERSION, PULL_EXPIRES, QueueError, QueueOptions, RETRY_PAUSE,
+    ResultMessage, batch_object, connect, durable, publish_until,
+};
+use crate::eval::batch::ModelChecked;
+use crate::machine::event::{EvalOutcome, EvaluationReported, ReportVerdict};
+use crate::machine::params::Competition;
+use crate::runner::edges::{
+    EdgeError, EvalRequest, Evaluated, ModelEvaluator, TokenizedBatch, Verdict,
+};
+
+/// Results kept that arrived before anybody waited for them (a restarted runner's open step).
+const EARLY_RESULTS_MAX: usize = 4096;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// (step, uid, shard): one evaluation, or one shard of it.
+type Key = (u64, u16, usize);
+
+/// What the runner's evaluator shares with its result receiver.
+#[derive(Debug)]
+struct Shared {
+    connected: Connected,
+    waiters: Mutex<BTreeMap<Key, mpsc::UnboundedSender<ResultMessage>>>,
+    early: Mutex<VecDeque<ResultMessage>>,
+    /// One upload at a time, so jobs of one batch never put it twice at once.
+    uploading: tokio::sync::Mutex<()>,
+    nonce: String,
+}
+
+impl Shared {
+    /// Hands a result to whoever waits for its (step, uid), or keeps it for later.
+    fn route(&self, payload: &[u8]) {
+        let result: ResultMessage = match serde_json::from_slice(payload) {
+            Ok(result) => result,
+            Err(error) => {
+                tracing::warn!("an unreadable evaluation result was dropped: {error}");
+                return;
+            }
+        };
+        let key = (result.step, result.uid, result.shard);
+        // The waiters' lock is held until the result is handed over or kept, in the order
+        // `wait_for` takes both locks, so a waiter registering meanwhile cannot miss it.
+        let waiters = lock(&self.waiters);
+        if let Some(waiter) = waiters.get(&key) {
+            let _ = waiter.send(result);
+            return;
+        }
+        tracing::debug!(
+            "a result for step {} uid {} (job {}) arrived with nobody waiting: kept a while, \
+             then dropped (a duplicate, or a stale step)",
+            result.step,
+            result.uid,
+            result.job_id
+        );
+        let mut early = lock(&self.early);
+        early.push_back(result);
+        while early.len() > EARLY_RESULTS_MAX {
+            early.pop_front();
+        }
+        drop(early);
+        drop(waiters);
+    }
+}
+
+/// Removes a waiter when its evaluation ends, however it ends.
+struct Waiting<'a> {
+    shared: &'a Shared,
+    key: Key,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.waiters).remove(&self.key);
+    }
+}
+
+/// The evaluator edge over remote workers. Checks and tokenising stay local (`local`): they
+/// decide what is journaled before evaluation, and the batch travels tokenised.
+#[derive(Debug)]
+pub struct QueueEvaluator<L> {
+    /// The local evaluator for checks and tokenising.
+    pub local: L,
+    options: QueueOptions,
+    shared: Arc<Shared>,
+    receiving: tokio::task::JoinHandle<()>,
+}
+
+impl<L> Drop for QueueEvaluator<L> {
+    fn drop(&mut self) {
+        self.receiving.abort();
+    }
+}
+
+impl<L> QueueEvaluator<L> {
+    /// Connects to the queue and starts receiving results.
+    pub async fn connect(options: QueueOptions, local: L) -> Result<Self, QueueError> {
+        let connected = connect(&options, "validator-runner").await?;
+        let consumer = durable(&connected.results, "runner", &options).await?;
+        // The workers' consumer too, so its ack wait and deliveries are the runner's when the
+        // runner starts first (a consumer keeps the settings it was made with).
+        durable(&connected.jobs, "workers", &options).await?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let shared = Arc::new(Shared {
+            connected,
+            waiters: Mutex::new(BTreeMap::new()),
+            early: Mutex::new(VecDeque::new()),
+            uploading: tokio::sync::Mutex::new(()),
+            nonce: format!(
+                "{}-{}-{nanos}",
+                crate::runner::identity::host_name(),
+                std::process::id()
+            ),
+        });
+        let receiving = tokio::spawn(receive_results(shared.clone(), consumer));
+        Ok(Self {
+            local,
+            options,
+            shared,
+            receiving,
+        })
+    }
+
+    /// Puts the batch in the object store unless the server already holds it: asked of the
+    /// server each time (an object past its age is gone), one upload at a time (a second put
+    /// of the same name would replace chunks a worker may be reading).
+    async fn upload(&self, request: &EvalRequest, deadline: Instant) -> Result<(), EdgeError> {
+        let name = batch_object(&request.batch_digest);
+        let _one_at_a_time = self.shared.uploading.lock().await;
+        let bytes = serde_json::to_vec(&*request.batch)
+            .map_err(|e| EdgeError::Operator(format!("encoding the batch: {e}")))?;
+        let store = &self.shared.connected.batches;
+        loop {
+            let stored = match store.info(&name).await {
+                Ok(info) => info.size == bytes.len(),
+                Err(_) => false,
+            };
+            let put = if stored {
+                Ok(())
+            } else {
+                store
+                    .put(name.as_str(), &mut bytes.as_slice())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            match put {
+                Ok(()) => return Ok(()),
+                Err(why) if Instant::now() < deadline => {
+                    tracing::warn!("putting batch {name} in the queue's store: {why}; again");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(why) => {
+                    return Err(EdgeError::Operator(format!(
+                        "the evaluation queue {} did not take the batch: {why}",
+                        self.options.server()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Publishes a job, again until the server acknowledges it (its id makes a repeat of a
+    /// publication the server did take harmless).
+    async fn publish(&self, job: &JobMessage, deadline: Instant) -> Result<(), EdgeError> {
+        let payload = serde_json::to_vec(job)
+            .map_err(|e| EdgeError::Operator(format!("encoding the job: {e}")))?;
+        let what = format!("job {}", job.job_id);
+        publish_until(
+            &self.shared.connected.js,
+            self.options.jobs_subject(),
+            &payload,
+            &job.job_id,
+            &what,
+            deadline,
+        )
+        .await
+        .map_err(|why| {
+            EdgeError::Operator(format!(
+                "the evaluation queue {} did not take job {}: {why}",
+                self.options.server(),
+                job.job_id
+            ))
+        })
+    }
+
+    /// Registers a waiter for `key`, first handing it the results that came early.
+    fn wait_for(&self, key: Key) -> (Waiting<'_>, mpsc::UnboundedReceiver<ResultMessage>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let mut waiters = lock(&self.shared.waiters);
+        let mut early = lock(&self.shared.early);
+        early.retain(|result| {
+            let mine = (result.step, result.uid, result.shard) == key;
+            if mine {
+                let _ = sender.send(result.clone());
+            }
+            !mine
+        });
+        drop(early);
+        waiters.insert(key, sender);
+        (
+            Waiting {
+                shared: &self.shared,
+                key,
+            },
+            receiver,
+        )
+    }
+}
+
+/// Why a result does not answer `request`, if it does not.
+fn mismatch(request: &EvalRequest, result: &ResultMessage) -> Option<String> {
+    if result.version != MESSAGE_VERSION {
+        return Some(format!("message version {}", result.version));
+    }
+    if result.batch_digest != request.batch_digest {
+        return Some(format!(
+            "batch digest {} is not the step's {}",
+            result.batch_digest, request.batch_digest
+        ));
+    }
+    if result.model_hash != request.model_hash {
+        return Some(format!(
+            "model hash {} is not the committed {}",
+            result.model_hash, request.model_hash
+        ));
+    }
+    match &result.outcome {
+        EvalOutcome::Losses(losses) if losses.0.len() != request.batch.len() => Some(format!(
+            "{} losses for {} samples",
+            losses.0.len(),
+            request.batch.len()
+        )),
+        _ => None,
+    }
+}
+
+/// Pulls results and routes them, across server restarts.
+async fn receive_results(shared: Arc<Shared>, consumer: PullConsumer) {
+    loop {
+        let messages = consumer
+            .fetch()
+            .max_messages(64)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await;
+        let mut messages = match messages {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::debug!("pulling results: {error}");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(message) => {
+                    shared.route(&message.payload);
+                    let _ = message.ack().await;
+                }
+                Err(error) => {
+                    tracing::debug!("pulling results: {error}");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl<L: ModelEvaluator> ModelEvaluator for QueueEvaluator<L> {
+    async fn check(
+        &self,
+        dir: &std::path::Path,
+        competition: &Competition,
+    ) -> Result<Verdict<ModelChecked>, EdgeError> {
+        self.local.check(dir, competition).await
+    }
+
+    async fn tokenize(
+        &self,
+        dir: &std::path::Path,
+        pairs: Arc<[(String, String)]>,
+    ) -> Result<Verdict<TokenizedBatch>, EdgeError> {
+        self.local.tokenize(dir, pairs).await
+    }
+
+    async fn evaluate(&self, request: &EvalRequest) -> Result<Evaluated, EdgeError> {
+        let deadline = Instant::now() + self.options.job_deadline;
+        self.upload(request, deadline).await?;
+        let key = (request.step, request.uid, request.shard);
+        let (_waiting, mut results) = self.wait_for(key);
+        let job = JobMessage {
+            version: MESSAGE_VERSION,
+            // The digest too: a retried step may cut its shards differently, and the server
+            // drops a repeated id within its deduplication window.
+            job_id: format!(
+                "{}-{}-{}-{}-{}",
+                self.shared.nonce,
+                request.step,
+                request.uid,
+                request.shard,
+                batch_object(&request.batch_digest)
+                    .chars()
+                    .skip(6)
+                    .take(12)
+                    .collect::<String>()
+            ),
+            step: request.step,
+            uid: request.uid,
+            hotkey: request.hotkey.clone(),
+            model: request.model.clone(),
+            model_hash: request.model_hash.clone(),
+            repo_bytes_max: request.repo_bytes_max,
+            batch_digest: request.batch_digest.clone(),
+            shard: request.shard,
+        };
+        self.publish(&job, deadline).await?;
+        let mut refused = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some(result)) = tokio::time::timeout(left, results.recv()).await else {
+                return Err(EdgeError::Operator(format!(
+                    "no evaluation worker returned a result for uid {} of step {} within {} s: \
+                     is a `validator eval-worker` pulling from {} (queue {})?",
+                    request.uid,
+                    request.step,
+                    self.options.job_deadline.as_secs(),
+                    self.options.server(),
+                    self.options.name
+                )));
+            };
+            if let Some(why) = mismatch(request, &result) {
+                tracing::warn!(
+                    "refused a result for step {} uid {} from {} on {}: {why}",
+                    request.step,
+                    request.uid,
+                    result.worker.host,
+                    result.worker.device
+                );
+                refused.push(EvaluationReported {
+                    step: request.step,
+                    uid: request.uid,
+                    model_hash: result.model_hash,
+                    batch_digest: result.batch_digest,
+                    worker: result.worker,
+                    verdict: ReportVerdict::Refused(why),
+                });
+                continue;
+            }
+            return Ok(Evaluated {
+                outcome: result.outcome,
+                worker: result.worker,
+                session_seconds: result.session_seconds,
+                scoring_seconds: result.scoring_seconds,
+                refused,
+            });
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.options.in_flight_max.max(1)
+    }
+
+    fn workers(&self) -> usize {
+        self.options.workers.max(1)
+    }
+
+    fn reads_files_here(&self) -> bool {
+        false
+    }
+}
