@@ -10,7 +10,7 @@
 //! weights (beyond [`ACTIVATIONS_FLOOR_BYTES`], which every small test model stays under) is
 //! built to exhaust the validator, not to be scored.
 //!
-//! The estimate follows the graph [`super::export`] builds in float32, whatever precision the
+//! The estimate follows the graph [`super::export`](mod@super::export) builds in float32, whatever precision the
 //! evaluation computes in, so that a refusal never depends on the precision (on CUDA, where
 //! bf16 is the default, the card holds 16-bit weights and activations, well under the figure),
 //! one decoder layer live at a time (ONNX Runtime frees each layer's intermediates once consumed): the weights as held
@@ -215,7 +215,7 @@ impl MemoryEstimate {
 /// The default budget: three quarters of the machine's memory (`MemTotal` in `text`, the
 /// contents of `/proc/meminfo`), leaving room for the validator, the page cache and the
 /// operating system; [`BUDGET_FALLBACK_BYTES`] when it cannot be read. On CUDA the card's memory
-/// bounds instead: see [`device_budget_bytes`].
+/// bounds instead: see [`cuda_device_budget_bytes`].
 pub fn default_budget_bytes(meminfo: Option<&str>) -> u64 {
     meminfo
         .and_then(|text| {

@@ -3,7 +3,7 @@
 //!
 //! - [`safetensors`]: hostile-safe headers, shards, streaming reads.
 //! - [`config`]: `config.json` in both styles, checked.
-//! - [`onnx`] and [`export`]: the graph, weights as external data into the safetensors files.
+//! - [`onnx`] and [`export`](mod@export): the graph, weights as external data into the safetensors files.
 //! - [`template`] and [`tokenize`]: chat templates and N's tokenisation.
 //! - [`runs`]: samples packed into padded runs of a token budget.
 //! - [`runtime`]: ONNX Runtime sessions on CPU or CUDA.

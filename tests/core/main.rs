@@ -3,6 +3,7 @@
 //! binary, so the crate links once for all of them.
 
 mod cpython_set;
+mod docs;
 mod fold_properties;
 mod fold_table;
 mod golden_journals;
