@@ -1,6 +1,7 @@
 //! The `validator` command line as a process: each command's output and documented exit codes,
 //! and `--help` of every command.
 
+mod documented_flags;
 mod exit_codes;
 mod model_hash;
 mod score_cli;
