@@ -13,6 +13,7 @@ use std::ops::ControlFlow;
 
 use crate::journal::codec;
 use crate::journal::jsonl::Item;
+use crate::machine::cadence;
 use crate::machine::event::StepRecord;
 use crate::machine::params::WeightsCadence;
 use crate::machine::{Event, FoldDriver, FoldHook, Outcome, Position, Record, State};
@@ -97,7 +98,8 @@ pub struct ReplayReport {
     /// Records the fold refused (deterministically; listed for audits).
     pub rejections: Vec<(Position, String)>,
     /// Weight submissions journaled when the mechanism's cadence did not have weights due
-    /// (N's `AfterStep` cadence; the live runner waits for it, so its journals have none).
+    /// (judged on the chain reading each intent carries, under either cadence; the live
+    /// runner judges the same reading before it journals, so its journals have none).
     pub weights_undue: Vec<Position>,
     /// The first divergence, if any.
     pub divergence: Option<Divergence>,
@@ -297,20 +299,26 @@ where
     }
 }
 
-/// Whether `event` submits weights that the state's cadence does not have due: a
-/// `WeightsPrepared`, or a `WeightsSubmitted` that answers no intent.
+/// Whether `event` submits weights that the state's cadence does not have due. A
+/// `WeightsPrepared` that carries the chain reading it was judged on (schema 6) is judged
+/// again on it, under either cadence (`machine::cadence`). Without one (weights set by hand,
+/// older journals), and for a `WeightsSubmitted` that answers no intent, N's cadence is judged
+/// as it can be without a reading: a step must have made weights due.
 fn is_undue(state: &State, event: &Event) -> bool {
-    let submits = match event {
-        Event::WeightsPrepared(_) => true,
-        Event::WeightsSubmitted(_) => state.weights_intent.is_none(),
-        _ => false,
-    };
-    submits
-        && matches!(
+    let legacy = || {
+        matches!(
             state.params.rules.weights_cadence,
             WeightsCadence::AfterStep { .. }
-        )
-        && state.weights_due.is_none()
+        ) && state.weights_due.is_none()
+    };
+    match event {
+        Event::WeightsPrepared(prepared) => match &prepared.due {
+            Some(reading) => !cadence::is_due(state, reading),
+            None => legacy(),
+        },
+        Event::WeightsSubmitted(_) => state.weights_intent.is_none() && legacy(),
+        _ => false,
+    }
 }
 
 /// Replays a JSON Lines journal, starting from its latest checkpoint before `from_block` when

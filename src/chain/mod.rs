@@ -8,6 +8,7 @@
 //! (journaled), [`ChainError::Unavailable`] means try again.
 
 pub mod timelock;
+pub mod transactions;
 pub mod wallet;
 pub mod weights;
 

@@ -1,16 +1,15 @@
-//! Writing to the chain: weights (plain, and commit-reveal), model commitments, and the
-//! registration and transfer calls miners and tests need. Each call is signed, submitted,
-//! followed to its block, and its outcome decoded: the chain's refusals by name.
+//! The weight rules: how weights go on chain by whatever rule the subnet has (plain
+//! `set_weights`, hash commit-reveal, drand-timelocked commits), what a submission needs
+//! decided before anything is signed (the salt, the drand round), and where a validator
+//! stands (its uid, permit, `LastUpdate`, `Weights`, the rate limit). Signing and following a
+//! transaction is [`super::transactions`]'s.
 
-use subxt::dynamic::{self, Value};
-use subxt::error::DispatchError;
+use subxt::dynamic;
 use subxt::ext::codec::Encode;
-use subxt::tx::Payload;
 use subxt_signer::sr25519::Keypair;
 
 use super::{Chain, ChainError, client_at, read_value, timelock};
-use crate::machine::event::{SubmitMethod, SubmitOutcome, WeightsCommitted, WeightsPrepared};
-use crate::machine::model_id::MAX_METADATA_BYTES;
+use crate::machine::event::{SubmitMethod, WeightsCommitted, WeightsPrepared};
 
 /// `version_key` of this release: `1000·major + 10·minor + patch`, as N computes its own.
 pub fn version_key() -> u64 {
@@ -25,179 +24,7 @@ pub fn version_key() -> u64 {
     1000 * major + 10 * minor + patch
 }
 
-/// The journal's record of a submission's result.
-pub fn submit_outcome(result: &Result<u64, ChainError>) -> SubmitOutcome {
-    match result {
-        Ok(block) => SubmitOutcome::Included { block: *block },
-        Err(ChainError::Refused { name, detail }) => {
-            SubmitOutcome::Refused(refusal_reason(name, detail))
-        }
-        Err(other) => SubmitOutcome::Failed(other.to_string()),
-    }
-}
-
-/// A refusal as the journal records it: the runtime error's name, then its detail if any.
-pub fn refusal_reason(name: &str, detail: &str) -> String {
-    if detail.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{name}: {detail}")
-    }
-}
-
-/// Subtensor's `InvalidTransaction::Custom` codes (current runtimes' numbering).
-fn custom_validity_name(code: u8) -> Option<&'static str> {
-    Some(match code {
-        0 => "ColdkeyInSwapSchedule",
-        1 => "StakeAmountTooLow",
-        2 => "BalanceTooLow",
-        3 => "SubnetNotExists",
-        4 => "HotkeyAccountDoesntExist",
-        5 => "NotEnoughStakeToWithdraw",
-        6 => "RateLimitExceeded",
-        10 => "HotKeyNotRegisteredInNetwork",
-        14 => "BadRequest",
-        16 => "InvalidRevealRound",
-        17 => "CommitNotFound",
-        18 => "CommitBlockNotInRevealRange",
-        19 => "InputLengthsUnequal",
-        _ => return None,
-    })
-}
-
-/// Sorts a submission error: the transaction pool's "invalid" answers and the runtime's
-/// dispatch errors are refusals; transport trouble is unavailability.
-fn classify(message: String) -> ChainError {
-    let lower = message.to_lowercase();
-    if lower.contains("invalid transaction")
-        || lower.contains("transaction is not valid")
-        || lower.contains("1010")
-    {
-        let code = message.split("Custom error: ").nth(1).and_then(|rest| {
-            rest.chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-                .parse::<u8>()
-                .ok()
-        });
-        let name = match code {
-            Some(code) => custom_validity_name(code).map_or_else(
-                || format!("InvalidTransaction::Custom({code})"),
-                str::to_owned,
-            ),
-            None => "InvalidTransaction".into(),
-        };
-        return ChainError::Refused {
-            name,
-            detail: message,
-        };
-    }
-    if lower.contains("priority is too low")
-        || lower.contains("temporarily banned")
-        || lower.contains("outdated")
-    {
-        return ChainError::Refused {
-            name: "TransactionPool".into(),
-            detail: message,
-        };
-    }
-    ChainError::Unavailable(message)
-}
-
-fn dispatch_refusal(error: &DispatchError) -> ChainError {
-    match error {
-        DispatchError::Module(module) => match module.details() {
-            Ok(details) => ChainError::Refused {
-                name: details.variant.name.clone(),
-                detail: format!(
-                    "{}: {}",
-                    details.pallet.name(),
-                    details.variant.docs.join(" ").trim()
-                ),
-            },
-            Err(_) => ChainError::Refused {
-                name: "ModuleError".into(),
-                detail: module.to_string(),
-            },
-        },
-        other => ChainError::Refused {
-            name: format!("{other:?}"),
-            detail: other.to_string(),
-        },
-    }
-}
-
 impl Chain {
-    /// Signs and submits `payload`, waits for it to be in a block, and returns that block's
-    /// number, or the chain's refusal.
-    pub async fn submit<P: Payload + Send + Sync>(
-        &self,
-        what: &str,
-        payload: P,
-        signer: &Keypair,
-    ) -> Result<u64, ChainError> {
-        self.call(what, |client| async move {
-            let at = client_at(&client, None).await?;
-            let mut progress = at
-                .transactions()
-                .sign_and_submit_then_watch_default(&payload, signer)
-                .await
-                .map_err(|e| classify(e.to_string()))?;
-            let in_block = loop {
-                use subxt::tx::TransactionStatus;
-                match progress.next().await {
-                    Some(Ok(
-                        TransactionStatus::InBestBlock(block)
-                        | TransactionStatus::InFinalizedBlock(block),
-                    )) => break block,
-                    Some(Ok(
-                        TransactionStatus::Invalid { message }
-                        | TransactionStatus::Dropped { message },
-                    )) => {
-                        return Err(classify(format!("invalid transaction: {message}")));
-                    }
-                    Some(Ok(TransactionStatus::Error { message })) => {
-                        return Err(ChainError::Unavailable(message));
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => return Err(classify(error.to_string())),
-                    None => {
-                        return Err(ChainError::Unavailable(
-                            "the transaction's status stream ended".into(),
-                        ));
-                    }
-                }
-            };
-            let block_hash = in_block.block_hash();
-            let events = match in_block.wait_for_success().await {
-                Ok(events) => events,
-                Err(subxt::error::TransactionEventsError::ExtrinsicFailed(error)) => {
-                    return Err(dispatch_refusal(&error));
-                }
-                Err(error) => return Err(ChainError::Unavailable(error.to_string())),
-            };
-            // `Sudo.sudo` succeeds as an extrinsic even when the call inside fails: its
-            // `Sudid { sudo_result }` event carries the inner result.
-            for event in events.iter() {
-                let event = event.map_err(|e| ChainError::Decode(e.to_string()))?;
-                if event.pallet_name() == "Sudo"
-                    && event.event_name() == "Sudid"
-                    && let [1, error @ ..] = event.field_bytes()
-                {
-                    let error = DispatchError::decode_from(error.to_vec(), at.metadata())
-                        .map_err(|e| ChainError::Decode(format!("Sudid's error: {e}")))?;
-                    return Err(dispatch_refusal(&error));
-                }
-            }
-            let block = client
-                .at_block(block_hash)
-                .await
-                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
-            Ok(block.block_number())
-        })
-        .await
-    }
-
     /// `SubtensorModule.set_weights` with a bounded retry of transport failures (a refusal is
     /// final). `uids` must be sorted and unique; `weights` are already in u16 form.
     pub async fn set_weights(
@@ -247,77 +74,6 @@ impl Chain {
             }
         }
         Err(last)
-    }
-
-    /// `Commitments.set_commitment` of one `Raw` field: a miner's model id. Refused before
-    /// sending when over 128 bytes.
-    pub async fn set_commitment(
-        &self,
-        hotkey: &Keypair,
-        netuid: u16,
-        bytes: &[u8],
-    ) -> Result<u64, ChainError> {
-        if bytes.len() > MAX_METADATA_BYTES {
-            return Err(ChainError::Invalid(format!(
-                "the commitment is {} bytes; the limit is {MAX_METADATA_BYTES}",
-                bytes.len()
-            )));
-        }
-        self.set_commitment_field(hotkey, netuid, raw_field(bytes))
-            .await
-    }
-
-    /// `Commitments.set_commitment` with any one `Data` field (tests write malformed ones).
-    pub async fn set_commitment_field(
-        &self,
-        hotkey: &Keypair,
-        netuid: u16,
-        field: Value,
-    ) -> Result<u64, ChainError> {
-        let info = Value::named_composite([("fields", Value::unnamed_composite([field]))]);
-        self.submit(
-            "set_commitment",
-            dynamic::tx("Commitments", "set_commitment", (netuid, info)),
-            hotkey,
-        )
-        .await
-    }
-
-    /// `SubtensorModule.burned_register(netuid, hotkey)`, paid by `coldkey`.
-    pub async fn burned_register(
-        &self,
-        coldkey: &Keypair,
-        netuid: u16,
-        hotkey: [u8; 32],
-    ) -> Result<u64, ChainError> {
-        self.submit(
-            "burned_register",
-            dynamic::tx("SubtensorModule", "burned_register", (netuid, hotkey)),
-            coldkey,
-        )
-        .await
-    }
-
-    /// `Balances.transfer_keep_alive`.
-    pub async fn transfer(
-        &self,
-        from: &Keypair,
-        to: [u8; 32],
-        amount: u128,
-    ) -> Result<u64, ChainError> {
-        let destination = Value::unnamed_variant("Id", [Value::from_bytes(to)]);
-        self.submit(
-            "transfer",
-            dynamic::tx("Balances", "transfer_keep_alive", (destination, amount)),
-            from,
-        )
-        .await
-    }
-
-    /// `Sudo.sudo(call)` for development chains (the call as a dynamic value).
-    pub async fn sudo(&self, sudo: &Keypair, call: Value) -> Result<u64, ChainError> {
-        self.submit("sudo", dynamic::tx("Sudo", "sudo", (call,)), sudo)
-            .await
     }
 
     /// `SubtensorModule.commit_weights(netuid, hash)` (commit-reveal v2).
@@ -411,6 +167,7 @@ impl Chain {
                 salt: salt.to_vec(),
             },
             block_head: 0,
+            due: None,
         };
         match self.send_prepared(hotkey, netuid, &prepared).await? {
             Sent::Committed(committed) => {
@@ -750,6 +507,7 @@ impl Chain {
             version_key: weights.version_key,
             method,
             block_head: self.block_number().await?,
+            due: None,
         };
         journal(Stage::Prepared(&prepared))?;
         let result = match self.send_prepared(hotkey, netuid, &prepared).await {
@@ -844,11 +602,6 @@ impl ChainWeights {
     }
 }
 
-/// A `Data::Raw{len}` commitment field.
-pub fn raw_field(bytes: &[u8]) -> Value {
-    Value::unnamed_variant(format!("Raw{}", bytes.len()), [Value::from_bytes(bytes)])
-}
-
 /// The commit-reveal v2 hash subtensor checks on reveal: `blake2_256` of the SCALE encoding of
 /// `(account, netuid, uids, values, salt, version_key)` (bittensor's `generate_weight_hash`).
 pub fn weights_commit_hash(
@@ -885,31 +638,6 @@ mod tests {
         let version = env!("CARGO_PKG_VERSION");
         let parts: Vec<u64> = version.split('.').map(|p| p.parse().unwrap()).collect();
         assert_eq!(version_key(), 1000 * parts[0] + 10 * parts[1] + parts[2]);
-    }
-
-    #[test]
-    fn refusals_are_named() {
-        let error = classify("Invalid Transaction: Custom error: 6".into());
-        assert!(
-            matches!(error, ChainError::Refused { ref name, .. } if name == "RateLimitExceeded"),
-            "{error}"
-        );
-        let error = classify("rpc error: 1010: Invalid Transaction: Custom error: 99".into());
-        assert!(
-            matches!(error, ChainError::Refused { ref name, .. } if name == "InvalidTransaction::Custom(99)")
-        );
-        assert!(matches!(
-            classify("connection reset".into()),
-            ChainError::Unavailable(_)
-        ));
-        assert_eq!(
-            submit_outcome(&Err(ChainError::Refused {
-                name: "SettingWeightsTooFast".into(),
-                detail: String::new()
-            })),
-            SubmitOutcome::Refused("SettingWeightsTooFast".into())
-        );
-        assert_eq!(submit_outcome(&Ok(7)), SubmitOutcome::Included { block: 7 });
     }
 
     #[test]

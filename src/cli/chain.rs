@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use serde::Serialize;
+use validator::chain::transactions::{raw_field, submit_outcome};
 use validator::chain::wallet::{Hotkey, WalletPath};
-use validator::chain::weights::{ChainWeights, Stage, raw_field, submit_outcome, version_key};
+use validator::chain::weights::{ChainWeights, Stage, version_key};
 use validator::chain::{Chain, ChainError, ChainOptions, endpoint_url};
 use validator::journal::recorder::Recorder;
 use validator::machine::event::{CommitmentField, WeightsSubmitted};

@@ -19,7 +19,10 @@ use super::wire::{LossVec, RawBytes, Samples};
 /// `rules` at the end of the mechanism parameters and keeps eval sets as CPython sets; older
 /// records and checkpoints upgrade with the legacy rules they were folded with. Version 5 added
 /// [`Event::EvaluationReported`] at the end of the enum; every older record reads unchanged.
-pub const SCHEMA_VERSION: u16 = 5;
+/// Version 6 added `due` (what the weight setter read of the chain) at the end of
+/// [`WeightsPrepared`]; an older record of it reads with none, and the state keeps an intent
+/// without it, so checkpoints are unchanged.
+pub const SCHEMA_VERSION: u16 = 6;
 
 /// The oldest schema version this build reads.
 pub const SCHEMA_VERSION_OLDEST_READ: u16 = 1;
@@ -447,6 +450,20 @@ impl SubmitMethod {
     }
 }
 
+/// What the weight setter read of the chain when it judged weights due, journaled in
+/// `WeightsPrepared` so that replay judges the same decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueReading {
+    /// The chain's head.
+    pub head: u64,
+    /// `LastUpdate` of the validator's uid (0: never).
+    pub last_update: u64,
+    /// `WeightsSetRateLimit`: blocks between weight changes.
+    pub rate_limit: u64,
+    /// Blocks between submissions (the operator's `--blocks_per_epoch`).
+    pub blocks_per_epoch: u64,
+}
+
 /// Weights the validator is about to sign and send, in the chain's u16 form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightsPrepared {
@@ -460,6 +477,10 @@ pub struct WeightsPrepared {
     pub method: SubmitMethod,
     /// The chain's head when they were prepared: anything on chain after it is newer.
     pub block_head: u64,
+    /// What the weight setter read of the chain when it found them due, so replay judges the
+    /// cadence again (schema 6; `None` for weights set by hand and for older records).
+    #[serde(default)]
+    pub due: Option<DueReading>,
 }
 
 impl WeightsPrepared {

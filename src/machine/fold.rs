@@ -602,9 +602,13 @@ fn weights_prepared(state: &mut State, block: u64, event: &WeightsPrepared) -> O
             block_prepared: open.block_prepared,
         });
     }
+    // The reading the intent was judged due on is the record's, not the state's.
     state.weights_intent = Some(WeightsIntent {
         block_prepared: block,
-        prepared: event.clone(),
+        prepared: WeightsPrepared {
+            due: None,
+            ..event.clone()
+        },
         committed: None,
     });
     let checked = to_chain_weights(state.weights_to_set());

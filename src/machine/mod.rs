@@ -37,6 +37,7 @@
     )
 )]
 
+pub mod cadence;
 pub mod driver;
 pub mod event;
 pub mod fold;

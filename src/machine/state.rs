@@ -67,10 +67,57 @@ pub struct WeightsDue {
 pub struct WeightsIntent {
     /// The block of the `WeightsPrepared` record.
     pub block_prepared: u64,
-    /// What is being sent.
+    /// What is being sent (without the chain reading it was judged due on, which matters
+    /// only when it is journaled: the state keeps the shape checkpoints have always had).
+    #[serde(with = "prepared_as_stored")]
     pub prepared: WeightsPrepared,
     /// The included hash commit, for commit-reveal v2.
     pub committed: Option<WeightsCommitted>,
+}
+
+/// An intent's `WeightsPrepared` in the state as checkpoints of every schema store it: the
+/// five fields of schemas 3 to 5, without the reading schema 6 added to the event.
+mod prepared_as_stored {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::machine::event::{SubmitMethod, WeightsPrepared};
+
+    #[derive(Serialize, Deserialize)]
+    struct Stored {
+        uids: Vec<u16>,
+        weights: Vec<u16>,
+        version_key: u64,
+        method: SubmitMethod,
+        block_head: u64,
+    }
+
+    pub fn serialize<S: Serializer>(
+        prepared: &WeightsPrepared,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        Stored {
+            uids: prepared.uids.clone(),
+            weights: prepared.weights.clone(),
+            version_key: prepared.version_key,
+            method: prepared.method.clone(),
+            block_head: prepared.block_head,
+        }
+        .serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<WeightsPrepared, D::Error> {
+        let stored = Stored::deserialize(deserializer)?;
+        Ok(WeightsPrepared {
+            uids: stored.uids,
+            weights: stored.weights,
+            version_key: stored.version_key,
+            method: stored.method,
+            block_head: stored.block_head,
+            due: None,
+        })
+    }
 }
 
 /// The latest metagraph and the block it was read at.

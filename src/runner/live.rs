@@ -11,7 +11,8 @@ use super::edges::{
     Observation, Refusal, StoredModel, TokenizedBatch, Verdict, WeightsChain,
 };
 use super::identity::this_worker;
-use crate::chain::weights::{Sent, Standing, refusal_reason};
+use crate::chain::transactions::refusal_reason;
+use crate::chain::weights::{Sent, Standing};
 use crate::chain::{Chain, ChainError};
 use crate::eval::batch::ModelChecked;
 use crate::eval::worker::{Job, Reply, WorkerEvaluator, WorkerFailure};

@@ -26,10 +26,11 @@ use super::edges::{ChainRefusal, EdgeError, Verdict, WeightsChain};
 use super::failpoint;
 use super::writer::{WriteError, WriterHandle};
 use crate::chain::weights::{Sent, Standing};
+use crate::machine::cadence;
+use crate::machine::event::DueReading;
 use crate::machine::event::{
     SubmitMethod, SubmitOutcome, WeightsCommitted, WeightsPrepared, WeightsSubmitted,
 };
-use crate::machine::params::WeightsCadence;
 use crate::machine::state::WeightsIntent;
 use crate::machine::weights::to_chain_weights;
 use crate::machine::{Event, Outcome};
@@ -219,30 +220,6 @@ impl<W: WeightsChain> WeightSetter<W> {
         self.prepare_and_send(&standing, finishing).await.map(Some)
     }
 
-    /// The block at which weights are due, given the chain's standing.
-    fn due_block(&self, standing: &Standing) -> u64 {
-        let state = self.writer.state();
-        // An inclusion past the head is another chain's (a journal reused on a reset chain):
-        // the chain's own `LastUpdate` decides then.
-        let included = state
-            .block_weights_included
-            .filter(|block| *block <= standing.head)
-            .unwrap_or(0);
-        let last = included.max(standing.last_update);
-        if last == 0 {
-            return 0;
-        }
-        last.saturating_add(self.config.blocks_per_epoch.max(standing.rate_limit))
-    }
-
-    /// The first block the chain's rate limit lets us set weights at.
-    fn rate_limit_block(&self, standing: &Standing) -> u64 {
-        if standing.last_update == 0 {
-            return 0;
-        }
-        standing.last_update.saturating_add(standing.rate_limit)
-    }
-
     async fn prepare_and_send(
         &mut self,
         standing: &Standing,
@@ -254,17 +231,16 @@ impl<W: WeightsChain> WeightSetter<W> {
         {
             return Ok(if persistent { Due::Decided } else { Due::Held });
         }
-        let cadence = self.writer.state().params.rules.weights_cadence;
-        let due = match cadence {
-            WeightsCadence::Chain => self.due_block(standing),
-            // N's cadence: the fold says when a step made weights due; the chain's rate
-            // limit still holds.
-            WeightsCadence::AfterStep { .. } => {
-                if self.writer.state().weights_due.is_none() {
-                    return Ok(Due::Decided);
-                }
-                self.rate_limit_block(standing)
-            }
+        // The cadence is the machine's: what was read here is journaled with the intent, and
+        // replay judges the same reading again.
+        let reading = DueReading {
+            head,
+            last_update: standing.last_update,
+            rate_limit: standing.rate_limit,
+            blocks_per_epoch: self.config.blocks_per_epoch,
+        };
+        let Some(due) = cadence::due_block(&self.writer.state(), &reading) else {
+            return Ok(Due::Decided);
         };
         if head < due {
             return Ok(Due::Decided);
@@ -323,27 +299,30 @@ impl<W: WeightsChain> WeightSetter<W> {
             return Ok(Due::Decided);
         }
         // The vector is read in the writer, from the state it journals the intent against, so
-        // no step can complete between the two.
+        // no step can complete between the two; the cadence is judged there again, on that
+        // very state, so what is journaled is what replay will judge.
         let version_key = self.config.version_key;
         let written = self
             .writer
-            .record_from_state(
-                move |state| match to_chain_weights(state.weights_to_set()) {
-                    Ok((uids, weights)) if !uids.is_empty() && state.weights_intent.is_none() => {
-                        vec![(
-                            head,
-                            Event::WeightsPrepared(WeightsPrepared {
-                                uids,
-                                weights,
-                                version_key,
-                                method,
-                                block_head: head,
-                            }),
-                        )]
-                    }
+            .record_from_state(move |state| {
+                if state.weights_intent.is_some() || !cadence::is_due(state, &reading) {
+                    return Vec::new();
+                }
+                match to_chain_weights(state.weights_to_set()) {
+                    Ok((uids, weights)) if !uids.is_empty() => vec![(
+                        head,
+                        Event::WeightsPrepared(WeightsPrepared {
+                            uids,
+                            weights,
+                            version_key,
+                            method,
+                            block_head: head,
+                            due: Some(reading),
+                        }),
+                    )],
                     _ => Vec::new(),
-                },
-            )
+                }
+            })
             .await?;
         if let Some((_, Outcome::Rejected(why))) = written.first() {
             tracing::warn!("the journal refused the prepared weights: {why}");

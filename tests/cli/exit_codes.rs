@@ -301,6 +301,7 @@ fn set_weights_refuses_a_journal_with_unanswered_weights_before_signing() {
                 version_key: 27,
                 method: SubmitMethod::Plain,
                 block_head: 12,
+                due: None,
             }),
         )])
         .unwrap();

@@ -304,3 +304,30 @@ fn the_module_map_names_every_public_module_and_no_other() {
          in the map but not declared: {stale:?}"
     );
 }
+
+/// Every JSON Lines record the audit guide shows is one this build reads, at this schema.
+#[test]
+fn the_journal_examples_in_the_audit_guide_read() {
+    let guide = read(&root().join("docs/audit.md"));
+    let mut fenced = false;
+    let mut examples = Vec::new();
+    for line in guide.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced && line.starts_with("{\"v\":") {
+            examples.push(line);
+        }
+    }
+    assert!(examples.len() >= 2, "docs/audit.md shows no records?");
+    for example in examples {
+        let items = validator::journal::jsonl::read(std::io::Cursor::new(example))
+            .unwrap_or_else(|e| panic!("docs/audit.md: {example}: {e}"));
+        assert_eq!(items.len(), 1);
+        assert!(
+            example.starts_with(&format!("{{\"v\":{}", validator::machine::SCHEMA_VERSION)),
+            "docs/audit.md shows an old schema: {example}"
+        );
+    }
+}

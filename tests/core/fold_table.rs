@@ -5,7 +5,9 @@
 //! A line is `BLOCK COMMAND ARGS... => EXPECTED`, where EXPECTED is `applied`, `unchanged`,
 //! `scored`, `weights` or `rejected VARIANT`. `assert` lines check the state instead:
 //! `assert step_next N`, `assert eval_set COMPETITION UIDS`, `assert pending COMPETITION UIDS`,
-//! `assert open STEP|none`, `assert status HOTKEY STATUS`.
+//! `assert open STEP|none`, `assert status HOTKEY STATUS`, and `assert due HEAD LAST_UPDATE
+//! RATE_LIMIT BLOCKS_PER_EPOCH yes|no|none` (whether the cadence has weights due on that
+//! reading of the chain; `none`: N's cadence has none due at any head).
 //!
 //! Commands: `metagraph HOTKEYS...`, `metagraph-size N`, `metagraph-short`,
 //! `commit HOTKEY BLOCK_COMMIT COMPETITION LABEL` (a valid id derived from LABEL),
@@ -13,10 +15,13 @@
 //! `reject HOTKEY BLOCK_COMMIT`, `seed`, `start STEP COMPETITION`, `batch STEP SIZE`,
 //! `losses STEP UID [HOTKEY [HASH]] LOSSES` (LOSSES comma-separated; HOTKEY and HASH default
 //! to the participant's), `eval-failed STEP UID`, `complete STEP`, `abandon STEP`,
-//! `fail STEP`, `weights`, `params n|successor|later|bad|legacy`.
+//! `fail STEP`, `weights`, `prepare`, `prepare-hash`, `committed`, `answer included BLOCK`,
+//! `answer refused`, `params n|successor|later|bad|legacy|chain`.
 
 use std::collections::BTreeSet;
 
+use validator::machine::cadence;
+use validator::machine::event::DueReading;
 use validator::machine::event::{
     BatchFetched, CommitmentField, CommitmentObserved, ConsensusSeeded, EvalOutcome,
     LossesComputed, MetagraphObserved, ModelRejected, ModelVerified, ParamsChanged, Provenance,
@@ -24,7 +29,7 @@ use validator::machine::event::{
     SubmitOutcome, WeightsCommitted, WeightsPrepared, WeightsSubmitted,
 };
 use validator::machine::model_id::HashKind;
-use validator::machine::params::{CompetitionId, ModelIdFormat};
+use validator::machine::params::{CompetitionId, ModelIdFormat, WeightsCadence};
 use validator::machine::state::{CommitmentStatus, Entry};
 use validator::machine::weights::to_chain_weights;
 use validator::machine::wire::{LossVec, RawBytes, Samples};
@@ -53,6 +58,7 @@ fn params(variant: &str) -> MechanismParams {
         "later" => params.schedule[0].block_start = 1_000,
         "bad" => params.temperature = 0.0,
         "legacy" => params.rules = validator::machine::params::LoopRules::legacy(),
+        "chain" => params.rules.weights_cadence = WeightsCadence::Chain,
         other => panic!("unknown params {other}"),
     }
     params
@@ -202,6 +208,7 @@ fn event_of(state: &State, words: &[&str]) -> Event {
                     SubmitMethod::CommitRevealHash { salt: vec![1, 2] }
                 },
                 block_head: 0,
+                due: None,
             })
         }
         ["committed"] => Event::WeightsCommitted(WeightsCommitted {
@@ -305,6 +312,27 @@ fn check_assertion(state: &State, words: &[&str], line: &str) {
             Some(block.parse().unwrap()),
             "{line}"
         ),
+        [
+            "due",
+            head,
+            last_update,
+            rate_limit,
+            blocks_per_epoch,
+            expected,
+        ] => {
+            let reading = DueReading {
+                head: head.parse().unwrap(),
+                last_update: last_update.parse().unwrap(),
+                rate_limit: rate_limit.parse().unwrap(),
+                blocks_per_epoch: blocks_per_epoch.parse().unwrap(),
+            };
+            let found = match cadence::due_block(state, &reading) {
+                None => "none",
+                Some(_) if cadence::is_due(state, &reading) => "yes",
+                Some(_) => "no",
+            };
+            assert_eq!(found, *expected, "{line}");
+        }
         other => panic!("unknown assertion {other:?}"),
     }
 }
@@ -496,6 +524,42 @@ const WEIGHTS: &str = "
 #[test]
 fn weights_intents_commits_and_answers() {
     check(WEIGHTS);
+}
+
+/// When weights are due, under each cadence, from what the weight setter read of the chain
+/// (head, `LastUpdate`, the rate limit, `--blocks_per_epoch`): the judgement the setter makes
+/// before it journals an intent and replay makes again of every `WeightsPrepared`.
+const CADENCE: &str = "
+    10 metagraph 5A 5B                       => applied
+    11 commit 5A 11 l3 a                     => applied
+    11 verify 5A 11 plain                    => applied
+    assert due 50 0 10 100 none
+    60 start 0 l3                            => applied
+    60 batch 0 1                             => applied
+    61 losses 0 0 2.0                        => applied
+    62 complete 0                            => scored
+    assert due 70 0 10 100 none
+    120 fail 1                               => applied
+    assert due 130 0 10 100 yes
+    assert due 130 125 10 100 no
+    assert due 135 125 10 100 yes
+    135 prepare                              => weights
+    assert due 500 0 10 100 none
+    136 answer included 136                  => weights
+    assert due 500 0 10 100 none
+    200 params chain                         => applied
+    assert due 200 0 10 100 no
+    assert due 236 0 10 100 yes
+    assert due 300 250 10 100 no
+    assert due 350 250 10 100 yes
+    assert due 350 250 200 100 no
+    assert due 450 250 200 100 yes
+    assert due 100 0 10 100 yes
+";
+
+#[test]
+fn weights_are_due_by_each_cadence() {
+    check(CADENCE);
 }
 
 #[test]

@@ -457,6 +457,28 @@ fn schema_3_journals_replay_as_they_were_folded() {
     }
 }
 
+/// Journals written under schema 5 (before intents carried their chain reading) replay
+/// unchanged: the same results, the same tables as the current goldens give.
+#[test]
+fn schema_5_journals_replay_unchanged() {
+    for name in ["n_loop_rules", "two_competitions"] {
+        let path = golden_dir().join("schema5").join(format!("{name}.jsonl"));
+        let file = std::fs::File::open(&path).unwrap();
+        let old = jsonl::read(std::io::BufReader::new(file)).unwrap();
+        let current = read_golden(name);
+        let options = ReplayOptions {
+            from_block: 0,
+            to_block: None,
+            use_checkpoints: true,
+        };
+        let report = replay_items(&old, options).unwrap();
+        assert_eq!(report.divergence, None, "{name}");
+        let expected = replay_items(&current, options).unwrap();
+        assert_eq!(render_table(&report), render_table(&expected), "{name}");
+        assert_eq!(report.steps, expected.steps, "{name}");
+    }
+}
+
 #[test]
 fn golden_journals_are_current() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
@@ -608,6 +630,7 @@ fn an_answer_is_checked_against_its_intent_even_after_a_step_moved_the_weights()
                 version_key: 27,
                 method: SubmitMethod::Plain,
                 block_head: 210,
+                due: None,
             }),
         );
         s.run_step(
@@ -656,4 +679,56 @@ fn an_answer_is_checked_against_its_intent_even_after_a_step_moved_the_weights()
         .divergence
         .expect("an answer to another vector");
     assert_eq!(divergence.position.block, 235);
+}
+
+/// Replay judges the cadence of every intent on the chain reading journaled with it, under
+/// either cadence: a reading the cadence did not have due is reported, one it had is not.
+#[test]
+fn replay_judges_each_intent_on_its_journaled_reading_under_both_cadences() {
+    use validator::machine::event::DueReading;
+    use validator::machine::event::{SubmitMethod, WeightsPrepared};
+    use validator::machine::params::WeightsCadence;
+    use validator::machine::weights::to_chain_weights;
+
+    let undue = |cadence: WeightsCadence, head: u64, last_update: u64| {
+        let mut s = two_competitions();
+        let mut params = s.state().params.clone();
+        params.rules.weights_cadence = cadence;
+        s.params(205, params);
+        let (uids, weights) = to_chain_weights(s.state().weights_to_set()).unwrap();
+        s.push(
+            head,
+            Event::WeightsPrepared(WeightsPrepared {
+                uids,
+                weights,
+                version_key: 27,
+                method: SubmitMethod::Plain,
+                block_head: head,
+                due: Some(DueReading {
+                    head,
+                    last_update,
+                    rate_limit: 10,
+                    blocks_per_epoch: 100,
+                }),
+            }),
+        );
+        let items: Vec<Item> = s.drain().into_iter().map(Item::Record).collect();
+        let options = ReplayOptions {
+            from_block: 0,
+            to_block: None,
+            use_checkpoints: false,
+        };
+        let report = replay_items(&items, options).unwrap();
+        assert!(report.divergence.is_none(), "{:?}", report.divergence);
+        report.weights_undue.len()
+    };
+    // The chain's clock: due a hundred blocks after LastUpdate (past the journal's inclusions).
+    assert_eq!(undue(WeightsCadence::Chain, 360, 300), 1);
+    assert_eq!(undue(WeightsCadence::Chain, 400, 300), 0);
+    // N's: due after a step made them due, once the rate limit passed. `two_competitions`
+    // runs its steps within one epoch, so no step made them due.
+    let after_step = WeightsCadence::AfterStep {
+        blocks_per_epoch: 100,
+    };
+    assert_eq!(undue(after_step, 300, 0), 1);
 }

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use subxt::dynamic::Value;
 use subxt::ext::scale_value::Composite;
 use subxt_signer::sr25519::Keypair;
+use validator::chain::transactions::{raw_field, submit_outcome};
 use validator::chain::wallet::{Hotkey, WalletPath, hotkey_from_uri, load_hotkey};
-use validator::chain::weights::{ChainWeights, raw_field, submit_outcome, version_key};
+use validator::chain::weights::{ChainWeights, version_key};
 use validator::chain::{Chain, ChainError, ChainOptions, WeightsRule};
 use validator::journal::recorder::Recorder;
 use validator::machine::Event;
@@ -24,7 +25,7 @@ use validator::machine::model_id::CommitmentInvalid;
 use validator::machine::state::CommitmentStatus;
 use validator::machine::wire::RawBytes;
 
-use harness::DevChain;
+use harness::{DevCalls, DevChain};
 
 pub(super) const NETUID: u16 = 1;
 pub(super) const TAO: u128 = 1_000_000_000;

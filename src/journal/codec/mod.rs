@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 mod schema3;
 
-use crate::machine::event::schema_version_is_readable;
+use crate::machine::event::{SubmitMethod, WeightsPrepared, schema_version_is_readable};
 use crate::machine::{Event, Position, SCHEMA_VERSION, State};
 
 /// Bytes in an envelope header.
@@ -134,9 +134,38 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
 /// The first schema version whose parameters carry `rules` and whose sets are CPython's.
 const SCHEMA_WITH_RULES: u16 = 4;
 
+/// The first schema version whose `WeightsPrepared` ends with the chain reading `due`.
+const SCHEMA_WITH_DUE_READING: u16 = 6;
+
+/// The first byte of a `WeightsPrepared` record's payload: its variant's index, which bincode
+/// writes as a one-byte varint (the same index in every schema's enum).
+fn weights_prepared_tag() -> Option<u8> {
+    let sample = Event::WeightsPrepared(WeightsPrepared {
+        uids: Vec::new(),
+        weights: Vec::new(),
+        version_key: 0,
+        method: SubmitMethod::Plain,
+        block_head: 0,
+        due: None,
+    });
+    encode(&sample).get(HEADER_BYTES).copied()
+}
+
 /// Decodes a record value, upgrading one of an older schema.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
     let (version, payload) = checked_payload(bytes)?;
+    // Before schema 6 a `WeightsPrepared` ended before `due`, which is the record's last
+    // field: bincode writes `None` as one zero byte, so appending it reads the old record
+    // exactly, with no reading.
+    let upgraded;
+    let payload = if version < SCHEMA_WITH_DUE_READING
+        && payload.first().copied() == weights_prepared_tag()
+    {
+        upgraded = [payload, &[0]].concat();
+        upgraded.as_slice()
+    } else {
+        payload
+    };
     if version >= SCHEMA_WITH_RULES {
         return decode_payload(payload);
     }
@@ -240,6 +269,60 @@ mod tests {
         };
         params.rules = LoopRules::legacy();
         assert_eq!(read.params, params);
+    }
+
+    /// Postmortem (schema 6): `WeightsPrepared` gained the chain reading `due` as its last
+    /// field; a record written before reads with none, and an intent in a checkpoint keeps
+    /// the five fields it always had, so older checkpoints read unchanged.
+    #[test]
+    fn weights_prepared_of_schema_5_reads_with_no_reading_and_checkpoints_keep_their_shape() {
+        use crate::machine::event::DueReading;
+        use crate::machine::state::WeightsIntent;
+        let prepared = WeightsPrepared {
+            uids: vec![1, 3],
+            weights: vec![65535, 7],
+            version_key: 27,
+            method: SubmitMethod::CommitRevealHash { salt: vec![9] },
+            block_head: 40,
+            due: Some(DueReading {
+                head: 40,
+                last_update: 12,
+                rate_limit: 10,
+                blocks_per_epoch: 100,
+            }),
+        };
+        let current = encode_event(&Event::WeightsPrepared(prepared.clone()));
+        let payload = &current[HEADER_BYTES..];
+        // Schema 5 wrote the same bytes without the reading's `Some` and its four varints.
+        let without = WeightsPrepared {
+            due: None,
+            ..prepared.clone()
+        };
+        let new_none = encode_event(&Event::WeightsPrepared(without.clone()));
+        let old = envelope(5, &new_none[HEADER_BYTES..new_none.len() - 1]);
+        assert_eq!(
+            decode_event(&old).unwrap(),
+            Event::WeightsPrepared(without.clone())
+        );
+        assert_eq!(
+            decode_event(&current).unwrap(),
+            Event::WeightsPrepared(prepared.clone())
+        );
+        assert!(payload.len() > new_none.len() - HEADER_BYTES);
+        // A state holding the intent encodes without the reading, as before schema 6.
+        let state = State {
+            weights_intent: Some(WeightsIntent {
+                block_prepared: 41,
+                prepared: prepared.clone(),
+                committed: None,
+            }),
+            ..State::default()
+        };
+        let read = decode_state(&encode_state(&state)).unwrap();
+        assert_eq!(read.weights_intent.unwrap().prepared, without);
+        let mut old_state = state.clone();
+        old_state.weights_intent.as_mut().unwrap().prepared = without;
+        assert_eq!(encode_state(&old_state), encode_state(&state));
     }
 
     #[test]

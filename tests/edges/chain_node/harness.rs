@@ -405,3 +405,73 @@ impl Drop for Ticker {
         }
     }
 }
+
+#[cfg(feature = "chain")]
+pub use dev_calls::DevCalls;
+
+#[cfg(feature = "chain")]
+mod dev_calls {
+    use subxt::dynamic::{self, Value};
+    use subxt_signer::sr25519::Keypair;
+    use validator::chain::{Chain, ChainError};
+
+    /// The calls only tests make on a development chain: funding, registration by burn, and sudo
+    /// (they were the chain edge's once; the validator itself never makes them).
+    pub trait DevCalls {
+        /// `SubtensorModule.burned_register(netuid, hotkey)`, paid by `coldkey`.
+        async fn burned_register(
+            &self,
+            coldkey: &Keypair,
+            netuid: u16,
+            hotkey: [u8; 32],
+        ) -> Result<u64, ChainError>;
+
+        /// `Balances.transfer_keep_alive`.
+        async fn transfer(
+            &self,
+            from: &Keypair,
+            to: [u8; 32],
+            amount: u128,
+        ) -> Result<u64, ChainError>;
+
+        /// `Sudo.sudo(call)` (the call as a dynamic value).
+        async fn sudo(&self, sudo: &Keypair, call: Value) -> Result<u64, ChainError>;
+    }
+
+    impl DevCalls for Chain {
+        async fn burned_register(
+            &self,
+            coldkey: &Keypair,
+            netuid: u16,
+            hotkey: [u8; 32],
+        ) -> Result<u64, ChainError> {
+            Chain::submit(
+                self,
+                "burned_register",
+                dynamic::tx("SubtensorModule", "burned_register", (netuid, hotkey)),
+                coldkey,
+            )
+            .await
+        }
+
+        async fn transfer(
+            &self,
+            from: &Keypair,
+            to: [u8; 32],
+            amount: u128,
+        ) -> Result<u64, ChainError> {
+            let destination = Value::unnamed_variant("Id", [Value::from_bytes(to)]);
+            Chain::submit(
+                self,
+                "transfer",
+                dynamic::tx("Balances", "transfer_keep_alive", (destination, amount)),
+                from,
+            )
+            .await
+        }
+
+        async fn sudo(&self, sudo: &Keypair, call: Value) -> Result<u64, ChainError> {
+            Chain::submit(self, "sudo", dynamic::tx("Sudo", "sudo", (call,)), sudo).await
+        }
+    }
+}
