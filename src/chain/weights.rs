@@ -147,36 +147,6 @@ impl Chain {
         })
         .await
     }
-
-    /// Commit-reveal v2: commits the hash of the weights with `salt`, waits (polling every
-    /// `poll`) for the reveal window the chain assigned, and reveals. Returns the reveal's
-    /// block. Gives up when the window has passed.
-    pub async fn commit_and_reveal_weights(
-        &self,
-        hotkey: &Keypair,
-        netuid: u16,
-        weights: &ChainWeights,
-        salt: &[u16],
-        poll: std::time::Duration,
-    ) -> Result<u64, ChainError> {
-        let prepared = WeightsPrepared {
-            uids: weights.uids.clone(),
-            weights: weights.values.clone(),
-            version_key: weights.version_key,
-            method: SubmitMethod::CommitRevealHash {
-                salt: salt.to_vec(),
-            },
-            block_head: 0,
-            due: None,
-        };
-        match self.send_prepared(hotkey, netuid, &prepared).await? {
-            Sent::Committed(committed) => {
-                self.reveal_in_window(hotkey, netuid, &prepared, &committed, poll)
-                    .await
-            }
-            Sent::Included(block) => Ok(block),
-        }
-    }
 }
 
 /// Seconds per block on subtensor (what bittensor assumes when it picks a drand round).
@@ -487,78 +457,6 @@ impl Chain {
         })
         .await
     }
-
-    /// Sends `weights` for `netuid` by whatever rule the subnet has now, start to finish (a
-    /// hash commit is revealed in its window, polled every `poll`). `journal` is told each
-    /// stage before it happens or as soon as it is known: the prepared weights before
-    /// anything is signed, then the commit, if any.
-    pub async fn submit_weights(
-        &self,
-        hotkey: &Keypair,
-        netuid: u16,
-        weights: &ChainWeights,
-        poll: std::time::Duration,
-        mut journal: impl FnMut(Stage<'_>) -> Result<(), ChainError>,
-    ) -> Result<(WeightsPrepared, Result<u64, ChainError>), ChainError> {
-        let method = self.plan_submission(netuid).await?;
-        let prepared = WeightsPrepared {
-            uids: weights.uids.clone(),
-            weights: weights.values.clone(),
-            version_key: weights.version_key,
-            method,
-            block_head: self.block_number().await?,
-            due: None,
-        };
-        journal(Stage::Prepared(&prepared))?;
-        let result = match self.send_prepared(hotkey, netuid, &prepared).await {
-            Ok(Sent::Included(block)) => Ok(block),
-            Ok(Sent::Committed(committed)) => {
-                journal(Stage::Committed(&committed))?;
-                self.reveal_in_window(hotkey, netuid, &prepared, &committed, poll)
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        Ok((prepared, result))
-    }
-
-    /// Waits for the reveal window of `committed` and reveals `prepared` in it.
-    pub async fn reveal_in_window(
-        &self,
-        hotkey: &Keypair,
-        netuid: u16,
-        prepared: &WeightsPrepared,
-        committed: &WeightsCommitted,
-        poll: std::time::Duration,
-    ) -> Result<u64, ChainError> {
-        loop {
-            let block = self.block_number().await?;
-            if block > committed.block_reveal_last {
-                return Err(ChainError::Refused {
-                    name: "ExpiredWeightCommit".into(),
-                    detail: format!(
-                        "the reveal window ended at block {}",
-                        committed.block_reveal_last
-                    ),
-                });
-            }
-            // The reveal is included in the next block, so it may go out one block early.
-            if block.saturating_add(1) >= committed.block_reveal_first {
-                break;
-            }
-            tokio::time::sleep(poll).await;
-        }
-        self.reveal_prepared(hotkey, netuid, prepared).await
-    }
-}
-
-/// A stage of a submission, as [`Chain::submit_weights`] reports it for journaling.
-#[derive(Debug, Clone, Copy)]
-pub enum Stage<'a> {
-    /// The weights and method, before anything is signed.
-    Prepared(&'a WeightsPrepared),
-    /// The hash commit was included.
-    Committed(&'a WeightsCommitted),
 }
 
 /// Where a validator's hotkey stands on a subnet.

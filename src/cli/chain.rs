@@ -7,17 +7,21 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use serde::Serialize;
-use validator::chain::transactions::{raw_field, submit_outcome};
+use validator::chain::transactions::raw_field;
 use validator::chain::wallet::{Hotkey, WalletPath};
-use validator::chain::weights::{ChainWeights, Stage, version_key};
+use validator::chain::weights::version_key;
 use validator::chain::{Chain, ChainError, ChainOptions, endpoint_url};
 use validator::journal::recorder::Recorder;
-use validator::machine::event::{CommitmentField, WeightsSubmitted};
+use validator::machine::event::{CommitmentField, SubmitOutcome};
 use validator::machine::model_id::{ModelId, commitment_text};
 use validator::machine::params::ModelIdFormat;
 use validator::machine::state::CommitmentStatus;
 use validator::machine::weights::to_chain_weights;
 use validator::machine::{Event, FoldDriver, MechanismParams, Record, State};
+use validator::runner::edges::EdgeError;
+use validator::runner::live::LiveWeights;
+use validator::runner::weights::{OnceError, WeightSetter, WeightsConfig};
+use validator::runner::writer::Writer;
 
 use super::{Failure, Outcome, print_json_pretty, runtime};
 
@@ -538,8 +542,10 @@ struct SetWeightsReport {
     block: u64,
 }
 
-/// Sets weights from `dense` (one per uid) on `netuid` by whatever rule the subnet has;
-/// journals the outcome into `db` when given.
+/// Sets weights from `dense` (one per uid) on `netuid` by whatever rule the subnet has, as a
+/// one-shot of the runner's weight setter: the same write-ahead path (the intent journaled
+/// before anything is signed, the chain's answer after), into the journal `db` when given,
+/// else into a scratch journal that is removed after.
 async fn set_weights(
     endpoint: &EndpointArgs,
     wallet: &WalletArgs,
@@ -554,97 +560,69 @@ async fn set_weights(
             "every weight is zero: nothing to set"
         )));
     }
-    let weights = ChainWeights {
-        uids,
-        values,
-        version_key: version_key_override.unwrap_or_else(version_key),
-    };
+    let version_key = version_key_override.unwrap_or_else(version_key);
     let hotkey = wallet.load()?;
-    // The journal is opened (and locked) before anything is signed, and each stage is
-    // journaled and flushed before the next: the intent first, the answer last.
-    let mut recorder = db.map(|path| Recorder::open(path, 100)).transpose()?;
-    if let Some(intent) = recorder
-        .as_ref()
-        .and_then(|r| r.state().weights_intent.clone())
-    {
+    // The journal is opened (and locked) before anything is signed.
+    let scratch;
+    let path = match db {
+        Some(db) => db.to_owned(),
+        None => {
+            scratch = tempfile::tempdir().map_err(Failure::failed)?;
+            scratch.path().join("journal")
+        }
+    };
+    let writer = Writer::open(&path, 100)?;
+    if let Some(intent) = writer.handle().state().weights_intent.clone() {
+        writer.close();
         return Err(Failure::Invalid(anyhow!(
             "the journal holds weights prepared at block {} and not yet answered: run \
              `validator run` on it to settle them with the chain before sending others",
             intent.block_prepared
         )));
     }
-    let mut journal = |block: u64, event: Event| -> Result<(), ChainError> {
-        let Some(recorder) = recorder.as_mut() else {
-            return Ok(());
-        };
-        let written = recorder
-            .record_in_order(vec![(block, event)])
-            .map_err(|e| ChainError::Invalid(format!("journaling the submission: {e}")))?;
-        // A refused intent stops the submission before anything is signed.
-        match written.first() {
-            Some((_, validator::machine::Outcome::Rejected(why))) => Err(ChainError::Invalid(
-                format!("the journal refused the submission: {why}"),
-            )),
-            _ => Ok(()),
+    let chain = match endpoint.connect().await {
+        Ok(chain) => chain,
+        Err(error) => {
+            writer.close();
+            return Err(fail(error));
         }
     };
-    let chain = endpoint.connect().await.map_err(fail)?;
-    let (prepared, result) = chain
-        .submit_weights(
-            &hotkey.keypair,
-            netuid,
-            &weights,
-            Duration::from_secs(6),
-            |stage| match stage {
-                Stage::Prepared(prepared) => journal(
-                    prepared.block_head,
-                    Event::WeightsPrepared(prepared.clone()),
-                ),
-                Stage::Committed(committed) => journal(
-                    committed.block_commit,
-                    Event::WeightsCommitted(committed.clone()),
-                ),
-            },
-        )
-        .await
-        .map_err(fail)?;
-    let block = match &result {
-        Ok(block) => *block,
-        // The chain's head when it answered, or at least the block the intent was journaled at.
-        Err(_) => chain
-            .block_number()
-            .await
-            .unwrap_or(prepared.block_head)
-            .max(prepared.block_head),
+    let live = LiveWeights {
+        chain,
+        netuid,
+        hotkey: std::sync::Arc::new(hotkey),
     };
-    if matches!(result, Err(ChainError::Unavailable(_))) {
-        // Its fate is unknown: the intent stays open for `validator run` to settle from the
-        // chain, rather than be recorded as failed while it may still land.
-        if db.is_some() {
+    let mut config = WeightsConfig::new(version_key);
+    // A hash commit's reveal window is watched every 6 s (half a block).
+    config.tick = Duration::from_secs(6);
+    let mut setter = WeightSetter::new(writer.handle(), std::sync::Arc::new(live), config);
+    let sent = setter.send_once(uids.clone(), values.clone()).await;
+    drop(setter);
+    writer.close();
+    let report = match sent {
+        Ok(report) => report,
+        Err(OnceError::Undecided(error @ EdgeError::Unavailable(_))) if db.is_some() => {
+            // Its fate may be unknown: the intent stays open for `validator run` to settle
+            // from the chain, rather than be recorded as failed while it may still land.
             eprintln!(
                 "validator: the submission's fate is unknown; the journal keeps it open for \
                  `validator run` to settle from the chain"
             );
+            return Err(Failure::failed(error));
         }
-    } else {
-        journal(
-            block,
-            Event::WeightsSubmitted(WeightsSubmitted {
-                uids: weights.uids.clone(),
-                weights: weights.values.clone(),
-                version_key: weights.version_key,
-                outcome: submit_outcome(&result),
-            }),
-        )
-        .map_err(fail)?;
-    }
-    let method = prepared.method.name();
-    let block = result.map_err(fail)?;
+        Err(OnceError::JournalRefused(why)) => return Err(Failure::Invalid(anyhow!(why))),
+        Err(OnceError::Write(error)) => return Err(Failure::failed(error)),
+        Err(other) => return Err(Failure::failed(other)),
+    };
+    let block = match report.outcome {
+        SubmitOutcome::Included { block } => block,
+        _ => report.block_prepared,
+    };
     Ok(SetWeightsReport {
-        uids: weights.uids,
-        weights: weights.values,
-        version_key: weights.version_key,
-        method,
+        uids,
+        weights: values,
+        version_key,
+        method: report.method,
         block,
     })
 }

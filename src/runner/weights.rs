@@ -105,6 +105,27 @@ impl SubmissionReport {
     }
 }
 
+/// How a one-shot submission ([`WeightSetter::send_once`]) ended without its weights on chain.
+#[derive(Debug, thiserror::Error)]
+pub enum OnceError {
+    /// The journal could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The journal refused the intent (nothing was signed).
+    #[error("the journal refused the submission: {0}")]
+    JournalRefused(String),
+    /// The chain refused it; the refusal is journaled.
+    #[error("the chain refused it: {0}")]
+    Refused(String),
+    /// It failed for good; the failure is journaled.
+    #[error("{0}")]
+    Failed(String),
+    /// Nothing was decided: the chain could not be read before anything was signed, or the
+    /// send's fate is unknown (the intent then stays open for `validator run` to settle).
+    #[error("{0}")]
+    Undecided(EdgeError),
+}
+
 /// The weight setter's task.
 #[derive(Debug)]
 pub struct WeightSetter<W> {
@@ -193,6 +214,82 @@ impl<W: WeightsChain> WeightSetter<W> {
                     sender_gone = changed.is_err();
                 }
             }
+        }
+    }
+
+    /// Sends `uids` and `weights` once, now, by the same write-ahead path as the loop's own
+    /// weights (`validator chain set-weights`): the intent is journaled before anything is
+    /// signed, sent once, a hash commit is revealed inside its window, and the chain's answer
+    /// is journaled. No cadence applies: the chain's rate limit is the chain's to enforce.
+    pub async fn send_once(
+        &mut self,
+        uids: Vec<u16>,
+        weights: Vec<u16>,
+    ) -> Result<SubmissionReport, OnceError> {
+        let head = self
+            .chain
+            .standing()
+            .await
+            .map_err(OnceError::Undecided)?
+            .head;
+        let method = self.chain.plan().await.map_err(OnceError::Undecided)?;
+        let version_key = self.config.version_key;
+        let written = self
+            .writer
+            .record_from_state(move |state| {
+                if state.weights_intent.is_some() {
+                    return Vec::new();
+                }
+                let prepared = WeightsPrepared {
+                    uids,
+                    weights,
+                    version_key,
+                    method,
+                    block_head: head,
+                    due: None,
+                };
+                vec![(head, Event::WeightsPrepared(prepared))]
+            })
+            .await?;
+        if let Some((_, Outcome::Rejected(why))) = written.first() {
+            return Err(OnceError::JournalRefused(why.to_string()));
+        }
+        let Some(intent) = written
+            .first()
+            .and_then(|_| self.writer.state().weights_intent.clone())
+        else {
+            return Err(OnceError::JournalRefused(
+                "weights prepared earlier are not answered yet".into(),
+            ));
+        };
+        self.block_due = Some(head);
+        match self.chain.send(&intent.prepared).await {
+            Err(error @ EdgeError::Unavailable(_)) => return Err(OnceError::Undecided(error)),
+            Err(error) => {
+                let why = error.to_string();
+                self.answer(&intent, head, SubmitOutcome::Failed(why.clone()))
+                    .await?;
+                return Err(OnceError::Failed(why));
+            }
+            sent => self.answer_send(&intent, head, sent).await?,
+        }
+        // A hash commit is revealed inside its window, as the loop reveals it.
+        while let Some(intent) = self.writer.state().weights_intent.clone() {
+            tokio::time::sleep(self.config.tick).await;
+            match self.chain.standing().await {
+                Ok(standing) => self.reconcile(&intent, &standing).await?,
+                Err(error) => {
+                    tracing::warn!("cannot read the chain to reveal the weights: {error}")
+                }
+            }
+        }
+        let report = self.reports.pop().ok_or_else(|| {
+            OnceError::Failed("the submission was answered without a report".into())
+        })?;
+        match &report.outcome {
+            SubmitOutcome::Included { .. } => Ok(report),
+            SubmitOutcome::Refused(why) => Err(OnceError::Refused(why.clone())),
+            SubmitOutcome::Failed(why) => Err(OnceError::Failed(why.clone())),
         }
     }
 

@@ -449,10 +449,81 @@ async fn commit_reveal_of_a_weights_hash_end_to_end() {
             Duration::from_millis(300),
         )
         .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    ticker.join().unwrap();
     let block_reveal = revealed.unwrap();
     assert!(started.elapsed() < Duration::from_secs(120));
+
+    // `validator chain set-weights` is a one-shot of the runner's weight setter: it journals
+    // the intent, commits, journals the commit, reveals inside the window and journals the
+    // chain's answer. It looks at the chain every 6 s (half a mainnet block), so the tempo
+    // is made long enough for a reveal window to outlast that at this chain's 5 blocks a
+    // second.
+    for (name, args) in [
+        (
+            "sudo_set_weights_set_rate_limit",
+            vec![Value::u128(1), Value::u128(0)],
+        ),
+        ("sudo_set_tempo", vec![Value::u128(1), Value::u128(60)]),
+    ] {
+        admin(&client, name, args).await.unwrap();
+    }
+    let weights_file = wallets.path().join("weights.json");
+    std::fs::write(&weights_file, format!(r#"{{"{}": 0.5}}"#, uid(&miner))).unwrap();
+    let db = wallets.path().join("journal");
+    let args = [
+        "chain".to_owned(),
+        "set-weights".into(),
+        "--netuid".into(),
+        "1".into(),
+        "--weights".into(),
+        weights_file.display().to_string(),
+        "--wallet.path".into(),
+        wallets.path().display().to_string(),
+        "--wallet.name".into(),
+        "validator".into(),
+        "--db".into(),
+        db.display().to_string(),
+        "--json".into(),
+        "--subtensor.chain_endpoint".into(),
+        chain.url(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_validator"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    ticker.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["method"], "commit_weights+reveal_weights");
+    let journal = validator::journal::Journal::open_existing(&db).unwrap();
+    let events: Vec<Event> = journal
+        .records(validator::machine::Position { block: 0, seq: 0 }, None)
+        .map(|record| record.unwrap().event)
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|event| match event {
+            Event::WeightsPrepared(_) => "prepared",
+            Event::WeightsCommitted(_) => "committed",
+            Event::WeightsSubmitted(_) => "submitted",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["prepared", "committed", "submitted"], "{events:?}");
+    let Some(Event::WeightsSubmitted(answer)) = events.last() else {
+        unreachable!()
+    };
+    assert_eq!(
+        answer.outcome,
+        SubmitOutcome::Included {
+            block: report["block"].as_u64().unwrap()
+        }
+    );
     let stored = client
         .weights(NETUID, uid(&validator), Some(block_reveal))
         .await

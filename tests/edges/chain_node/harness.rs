@@ -411,13 +411,29 @@ pub use dev_calls::DevCalls;
 
 #[cfg(feature = "chain")]
 mod dev_calls {
+    use std::time::Duration;
+
     use subxt::dynamic::{self, Value};
     use subxt_signer::sr25519::Keypair;
+    use validator::chain::weights::{ChainWeights, Sent};
     use validator::chain::{Chain, ChainError};
+    use validator::machine::event::{SubmitMethod, WeightsPrepared};
 
     /// The calls only tests make on a development chain: funding, registration by burn, and sudo
     /// (they were the chain edge's once; the validator itself never makes them).
     pub trait DevCalls {
+        /// Commit-reveal v2 in one call: commits the hash of `weights` with `salt`, waits
+        /// (polling every `poll`) for the reveal window the chain assigned, and reveals.
+        /// Returns the reveal's block.
+        async fn commit_and_reveal_weights(
+            &self,
+            hotkey: &Keypair,
+            netuid: u16,
+            weights: &ChainWeights,
+            salt: &[u16],
+            poll: Duration,
+        ) -> Result<u64, ChainError>;
+
         /// `SubtensorModule.burned_register(netuid, hotkey)`, paid by `coldkey`.
         async fn burned_register(
             &self,
@@ -439,6 +455,35 @@ mod dev_calls {
     }
 
     impl DevCalls for Chain {
+        async fn commit_and_reveal_weights(
+            &self,
+            hotkey: &Keypair,
+            netuid: u16,
+            weights: &ChainWeights,
+            salt: &[u16],
+            poll: Duration,
+        ) -> Result<u64, ChainError> {
+            let prepared = WeightsPrepared {
+                uids: weights.uids.clone(),
+                weights: weights.values.clone(),
+                version_key: weights.version_key,
+                method: SubmitMethod::CommitRevealHash {
+                    salt: salt.to_vec(),
+                },
+                block_head: 0,
+                due: None,
+            };
+            let committed = match self.send_prepared(hotkey, netuid, &prepared).await? {
+                Sent::Committed(committed) => committed,
+                Sent::Included(block) => return Ok(block),
+            };
+            // The reveal is included in the next block, so it may go out one block early.
+            while self.block_number().await?.saturating_add(1) < committed.block_reveal_first {
+                tokio::time::sleep(poll).await;
+            }
+            self.reveal_prepared(hotkey, netuid, &prepared).await
+        }
+
         async fn burned_register(
             &self,
             coldkey: &Keypair,
