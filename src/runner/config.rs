@@ -48,7 +48,7 @@ pub struct RunConfig {
     /// Stop cleanly once the journal holds this many completed steps (a total).
     pub max_steps: Option<u64>,
     /// The most shards a model's batch is cut into, so that several workers share a step's
-    /// last models rather than idle (see `step::shard_count`); 1 never cuts.
+    /// last models rather than idle (see `schedule::shard_count`); 1 never cuts.
     pub eval_shards_max: usize,
     /// How weights are set (when the run is given a chain to set them on).
     pub weights: WeightsConfig,

@@ -262,7 +262,7 @@ pub trait ModelEvaluator: Send + Sync {
     }
 
     /// How many workers share the step's evaluations, for cutting the last models into
-    /// shards (see `step::shard_count`): the devices of a pool; for remote workers, what the
+    /// shards (see `schedule::shard_count`): the devices of a pool; for remote workers, what the
     /// operator says (the queue cannot count them).
     fn workers(&self) -> usize {
         self.capacity()

@@ -33,6 +33,7 @@ pub mod monitor;
 pub mod pool;
 pub mod prefetch;
 pub mod queue;
+pub mod schedule;
 pub mod snapshot;
 pub mod step;
 pub mod table;

@@ -29,10 +29,10 @@ use super::edges::{
 };
 use super::fetch::unresolved;
 use super::identity::this_worker;
+use super::schedule::{Plan, Queued, by_size, dispatch, shard_count, weights_bytes};
 use super::table::step_table;
 use super::writer::{WriteError, WriterHandle};
 use crate::data::{BatchRequest, DataSource, Seed};
-use crate::eval::tokenize::Prepared;
 use crate::machine::event::{
     EvalOutcome, EvaluationReported, LossesComputed, ReportVerdict, StepCompleted, StepFailed,
     StepStarted,
@@ -345,7 +345,9 @@ where
     /// Evaluates every participant of `open` with a model and no outcome, keeping as many
     /// evaluations in flight as the evaluator has room for (devices in a pool, remote workers)
     /// and dispatching the largest models first, so the longest evaluation does not start last.
-    /// Each outcome is journaled as it arrives; the fold does not care in which order.
+    /// Each outcome is journaled as it arrives; the fold does not care in which order. In
+    /// phases: the batch, the dispatch order, every request (the batch tokenised once per
+    /// tokenizer), the plan of shards, then the evaluations themselves.
     async fn evaluate(
         &mut self,
         open: &OpenStep,
@@ -374,6 +376,42 @@ where
             .iter()
             .map(|s| (s.prompt.to_owned(), s.response.to_owned()))
             .collect();
+        let queue = self.dispatch_order(todo).await;
+        let bar = self
+            .config
+            .progress_bars
+            .then(|| evaluation_bar(open, queue.len()));
+        let phase_at = Instant::now();
+        let (tokenize_before, journal_before) = (timing.tokenize_seconds, timing.journal_seconds);
+        let requests = match self.requests(open, queue, &pairs, timing).await? {
+            Ok(requests) => requests,
+            Err(pass) => return Ok(pass),
+        };
+        let capacity = self.evaluator.capacity().max(1);
+        let workers = self.evaluator.workers().clamp(1, capacity);
+        let shards = shard_count(requests.len(), workers, self.config.eval_shards_max);
+        let plan = Plan::of(requests, shards);
+        if let Some(pass) = self.run_plan(open, plan, bar.as_ref(), timing).await? {
+            return Ok(pass);
+        }
+        // The wall time of the evaluations, less the tokenising and journaling done meanwhile:
+        // with several in flight, a sum of per-model times would count the overlap twice.
+        let phase_seconds = phase_at.elapsed().as_secs_f64()
+            - (timing.tokenize_seconds - tokenize_before)
+            - (timing.journal_seconds - journal_before);
+        timing.evaluate_seconds += phase_seconds.max(0.0);
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        Ok(Pass::Completed(StepTiming::default()))
+    }
+
+    /// The participants to evaluate, each with its model's directory (or why it has none),
+    /// largest model first: [`by_size`] of the bytes of their weights.
+    async fn dispatch_order<'a>(
+        &self,
+        todo: Vec<&'a Participant>,
+    ) -> Vec<Queued<'a, Result<PathBuf, String>>> {
         let mut queue = Vec::with_capacity(todo.len());
         for participant in todo {
             let Entry::Model { model_id, .. } = &participant.entry else {
@@ -383,22 +421,24 @@ where
             let bytes = dir.as_ref().map_or(0, |dir| weights_bytes(dir));
             queue.push((bytes, participant, dir));
         }
-        // Largest first; equal sizes in uid order, so dispatch is a function of the step.
-        queue.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.uid.cmp(&b.1.uid)));
-        let capacity = self.evaluator.capacity().max(1);
-        let bar = self
-            .config
-            .progress_bars
-            .then(|| evaluation_bar(open, queue.len()));
-        let phase_at = Instant::now();
-        let (tokenize_before, journal_before) = (timing.tokenize_seconds, timing.journal_seconds);
-        // Every model's request first (the batch tokenised once per tokenizer), so the step's
-        // work is known before any of it is dispatched.
+        by_size(queue)
+    }
+
+    /// Every model's request, so the step's work is known before any of it is dispatched; a
+    /// model that cannot be evaluated has its outcome journaled here. `Err`: how the step must
+    /// end instead.
+    async fn requests<'a>(
+        &mut self,
+        open: &OpenStep,
+        queue: Vec<Queued<'a, Result<PathBuf, String>>>,
+        pairs: &Arc<[(String, String)]>,
+        timing: &mut StepTiming,
+    ) -> Result<Result<Vec<Queued<'a, EvalRequest>>, Pass>, RunError> {
         let mut tokenized: BTreeMap<String, Verdict<TokenizedBatch>> = BTreeMap::new();
         let mut requests = Vec::with_capacity(queue.len());
         for (bytes, participant, dir) in queue {
             if self.stopping() {
-                return Ok(Pass::Stopped);
+                return Ok(Err(Pass::Stopped));
             }
             let dir = match dir {
                 Ok(dir) => dir,
@@ -410,7 +450,7 @@ where
                 }
             };
             match self
-                .request_for(open, participant, dir, &pairs, &mut tokenized, timing)
+                .request_for(open, participant, dir, pairs, &mut tokenized, timing)
                 .await?
             {
                 Ok(Ok(request)) => requests.push((bytes, participant, request)),
@@ -418,30 +458,27 @@ where
                     self.record_outcome(open, participant, outcome, Vec::new(), timing)
                         .await?;
                 }
-                Err(pass) => return Ok(pass),
+                Err(pass) => return Ok(Err(pass)),
             }
         }
-        // Cut into shards when the models do not share the workers evenly, then the longest
-        // work first (weight bytes × the shard's sample cost estimates it), each to whichever
-        // worker is free.
-        let workers = self.evaluator.workers().clamp(1, capacity);
-        let shards = shard_count(requests.len(), workers, self.config.eval_shards_max);
-        let mut assembling: BTreeMap<u16, Assembly> = BTreeMap::new();
-        let mut units = Vec::new();
-        for (bytes, participant, request) in requests {
-            let (parts, indices): (Vec<_>, Vec<_>) = split(&request, shards).into_iter().unzip();
-            assembling.insert(participant.uid, Assembly::new(request.batch.len(), indices));
-            for part in parts {
-                let samples: u128 = part.batch.iter().map(sample_cost).sum();
-                let cost = u128::from(bytes.max(1)) * samples.max(1);
-                units.push((cost, participant, part));
-            }
-        }
-        units.sort_by(|a, b| {
-            b.0.cmp(&a.0)
-                .then(a.1.uid.cmp(&b.1.uid))
-                .then(a.2.shard.cmp(&b.2.shard))
-        });
+        Ok(Ok(requests))
+    }
+
+    /// Runs `plan`'s units, as many in flight as the evaluator has room for, the next model
+    /// read ahead while they run, and journals each model's outcome once its shards are back.
+    /// `Some`: how the step must end instead.
+    async fn run_plan(
+        &mut self,
+        open: &OpenStep,
+        plan: Plan<'_>,
+        bar: Option<&indicatif::ProgressBar>,
+        timing: &mut StepTiming,
+    ) -> Result<Option<Pass>, RunError> {
+        let Plan {
+            mut assembling,
+            units,
+        } = plan;
+        let capacity = self.evaluator.capacity().max(1);
         let mut units = units.into_iter().peekable();
         let mut in_flight = futures::stream::FuturesUnordered::new();
         let mut prefetched = std::collections::BTreeSet::new();
@@ -464,10 +501,10 @@ where
             }
             let next = tokio::select! {
                 next = futures::StreamExt::next(&mut in_flight) => next,
-                _ = self.stop.changed() => return Ok(Pass::Stopped),
+                _ = self.stop.changed() => return Ok(Some(Pass::Stopped)),
             };
             let Some((participant, shard, digest, evaluated, seconds)) = next else {
-                break;
+                return Ok(None);
             };
             self.monitor.evaluation_took(seconds);
             let evaluated = match evaluated {
@@ -479,7 +516,7 @@ where
                 Err(error) => {
                     let reason = format!("ACTION NEEDED: {error}");
                     self.fail_open(open, &reason, timing).await?;
-                    return Ok(Pass::Failed(reason));
+                    return Ok(Some(Pass::Failed(reason)));
                 }
             };
             timing.session_seconds += evaluated.session_seconds;
@@ -494,7 +531,7 @@ where
             let Some(assembly) = assembling.remove(&participant.uid) else {
                 continue;
             };
-            if let Some(bar) = &bar {
+            if let Some(bar) = bar {
                 bar.set_message(format!("uid {}", participant.uid));
                 bar.inc(1);
             }
@@ -502,16 +539,6 @@ where
             self.record_outcome(open, participant, outcome, parts, timing)
                 .await?;
         }
-        // The wall time of the evaluations, less the tokenising and journaling done meanwhile:
-        // with several in flight, a sum of per-model times would count the overlap twice.
-        let phase_seconds = phase_at.elapsed().as_secs_f64()
-            - (timing.tokenize_seconds - tokenize_before)
-            - (timing.journal_seconds - journal_before);
-        timing.evaluate_seconds += phase_seconds.max(0.0);
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        Ok(Pass::Completed(StepTiming::default()))
     }
 
     /// Journals one participant's outcome, with the workers' reports of it (one per shard, and
@@ -737,195 +764,6 @@ where
     }
 }
 
-/// A progress bar over a step's evaluations, on a terminal only (hidden elsewhere, so a log
-/// file or JSON logging never receives one).
-fn evaluation_bar(open: &OpenStep, models: usize) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    let bar = indicatif::ProgressBar::new(u64::try_from(models).unwrap_or(u64::MAX));
-    if !std::io::stderr().is_terminal() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
-        "step {} · {} {{bar:30}} {{pos}}/{{len}} models · {{msg}}",
-        open.step, open.competition
-    )) {
-        bar.set_style(style);
-    }
-    bar
-}
-
-/// One evaluation, as a future that owns what it needs, so several can be in flight.
-async fn dispatch<E: ModelEvaluator>(
-    evaluator: Arc<E>,
-    participant: &Participant,
-    request: EvalRequest,
-) -> Dispatched<'_> {
-    let started = Instant::now();
-    let evaluated = evaluator.evaluate(&request).await;
-    let seconds = started.elapsed().as_secs_f64();
-    tracing::debug!(
-        "evaluated uid {} shard {} ({} samples) in {seconds:.3} s",
-        participant.uid,
-        request.shard,
-        request.batch.len()
-    );
-    (
-        participant,
-        request.shard,
-        request.batch_digest,
-        evaluated,
-        seconds,
-    )
-}
-
-/// What an evaluation in flight gives back: whose, which shard, the digest
-/// of what was sent, the result and the seconds it took.
-type Dispatched<'a> = (
-    &'a Participant,
-    usize,
-    String,
-    Result<Evaluated, EdgeError>,
-    f64,
-);
-
-/// How many shards each model's batch is cut into when `models` evaluations share `capacity`
-/// workers: the count in 1..=`shards_max` that ends the step soonest for evaluations of equal
-/// length (in model lengths, `ceil(models × k / capacity) / k`), the smallest such count since
-/// each shard builds its own session. Three models on two workers: halves (one and a half
-/// model lengths instead of two). Models that divide evenly among the workers are never cut.
-pub fn shard_count(models: usize, capacity: usize, shards_max: usize) -> usize {
-    if models == 0 || capacity <= 1 {
-        return 1;
-    }
-    // (rounds, k) of the best so far; rounds / k compared by cross-multiplying.
-    let mut best = (models.div_ceil(capacity), 1);
-    for k in 2..=shards_max {
-        let rounds = (models * k).div_ceil(capacity);
-        if rounds * best.1 < best.0 * k {
-            best = (rounds, k);
-        }
-    }
-    best.1
-}
-
-/// `request` cut into at most `shards` requests of about equal cost ([`sample_cost`]), with the
-/// samples each holds: the costliest sample first, each to the lightest shard so far (one long response can
-/// outweigh every short one, so shards are not runs of consecutive samples). Within a shard the
-/// samples keep the batch's order.
-fn split(request: &EvalRequest, shards: usize) -> Vec<(EvalRequest, Vec<usize>)> {
-    let samples = request.batch.len();
-    let shards = shards.clamp(1, samples.max(1));
-    if shards == 1 {
-        return vec![(request.clone(), (0..samples).collect())];
-    }
-    let mut order: Vec<usize> = (0..samples).collect();
-    // Costliest first; equal costs in batch order, so the cut is a function of the batch.
-    order.sort_by_key(|&i| (std::cmp::Reverse(sample_cost(&request.batch[i])), i));
-    let mut members: Vec<(u128, Vec<usize>)> = vec![(0, Vec::new()); shards];
-    for index in order {
-        let lightest = (0..shards).min_by_key(|&s| (members[s].0, s)).unwrap_or(0);
-        members[lightest].0 += sample_cost(&request.batch[index]);
-        members[lightest].1.push(index);
-    }
-    members
-        .into_iter()
-        .map(|(_, mut indices)| {
-            indices.sort_unstable();
-            indices
-        })
-        .filter(|indices| !indices.is_empty())
-        .enumerate()
-        .map(|(shard, indices)| {
-            let batch: TokenizedBatch = indices
-                .iter()
-                .map(|&i| request.batch[i].clone())
-                .collect::<Vec<_>>()
-                .into();
-            let part = EvalRequest {
-                shard,
-                batch_digest: batch_digest(&batch),
-                batch,
-                ..request.clone()
-            };
-            (part, indices)
-        })
-        .collect()
-}
-
-/// What a sample costs to evaluate, relatively: attention grows with the square of its tokens
-/// and everything else with the tokens (measured on the demo: a 2,048-token sample costs as
-/// much as about 300 of 70 tokens, not 30).
-fn sample_cost(sample: &Prepared) -> u128 {
-    let tokens = u128::try_from(sample.ids.len()).unwrap_or(u128::MAX);
-    tokens.saturating_mul(tokens.saturating_add(256))
-}
-
-/// The shards of one model's evaluation as they come back.
-struct Assembly {
-    /// Samples in the step's batch.
-    samples: usize,
-    /// The samples of each shard, by shard.
-    indices: Vec<Vec<usize>>,
-    /// What came back, by shard, with the digest sent.
-    parts: BTreeMap<usize, (Evaluated, String)>,
-}
-
-impl Assembly {
-    fn new(samples: usize, indices: Vec<Vec<usize>>) -> Self {
-        Self {
-            samples,
-            indices,
-            parts: BTreeMap::new(),
-        }
-    }
-
-    fn complete(&self) -> bool {
-        (0..self.indices.len()).all(|shard| self.parts.contains_key(&shard))
-    }
-
-    /// The model's outcome: every shard's losses back in the batch's order, or the first
-    /// shard's failure; and each shard's report.
-    fn merged(self) -> (EvalOutcome, Vec<(Evaluated, String)>) {
-        let mut losses = vec![f32::INFINITY; self.samples];
-        let mut failed = None;
-        for (shard, (evaluated, _)) in &self.parts {
-            let indices = self.indices.get(*shard).map_or(&[][..], Vec::as_slice);
-            match &evaluated.outcome {
-                EvalOutcome::Losses(part) if part.0.len() == indices.len() => {
-                    for (&index, &loss) in indices.iter().zip(&part.0) {
-                        losses[index] = loss;
-                    }
-                }
-                EvalOutcome::Losses(part) => {
-                    failed.get_or_insert_with(|| {
-                        format!(
-                            "shard {shard}: {} losses for {} samples",
-                            part.0.len(),
-                            indices.len()
-                        )
-                    });
-                }
-                EvalOutcome::Failed(why) => {
-                    failed.get_or_insert_with(|| why.clone());
-                }
-            }
-        }
-        let outcome = match failed {
-            Some(why) => EvalOutcome::Failed(why),
-            None => EvalOutcome::Losses(crate::machine::wire::LossVec(losses)),
-        };
-        (outcome, self.parts.into_values().collect())
-    }
-}
-
-/// Bytes of a model's weight files, the order of dispatch: evaluation time grows with them.
-fn weights_bytes(dir: &Path) -> u64 {
-    super::prefetch::safetensors_entries(dir)
-        .filter_map(|entry| entry.metadata().ok())
-        .map(|metadata| metadata.len())
-        .sum()
-}
-
 /// Whether `hotkey`'s uid is in an eval set (or pending for one).
 fn in_eval_set(state: &State, hotkey: &str) -> bool {
     let uid = state.metagraph.as_ref().and_then(|m| m.uid_of(hotkey));
@@ -953,78 +791,19 @@ fn tokenizer_digest(dir: &Path) -> String {
     crate::hashing::hash_of_bytes(parts.join("\n").as_bytes())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(lengths: &[usize]) -> EvalRequest {
-        let batch: TokenizedBatch = lengths
-            .iter()
-            .map(|&n| Prepared {
-                ids: vec![1; n],
-                prompt_len: 1,
-            })
-            .collect::<Vec<_>>()
-            .into();
-        EvalRequest::of_dir(Path::new("/m"), batch)
+/// A progress bar over a step's evaluations, on a terminal only (hidden elsewhere, so a log
+/// file or JSON logging never receives one).
+fn evaluation_bar(open: &OpenStep, models: usize) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let bar = indicatif::ProgressBar::new(u64::try_from(models).unwrap_or(u64::MAX));
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-
-    #[test]
-    fn models_are_cut_only_when_they_do_not_share_the_workers_evenly() {
-        assert_eq!(shard_count(3, 2, 2), 2);
-        assert_eq!(shard_count(2, 2, 2), 1);
-        assert_eq!(shard_count(4, 2, 4), 1);
-        assert_eq!(shard_count(10, 8, 2), 2);
-        assert_eq!(shard_count(5, 1, 4), 1);
-        assert_eq!(shard_count(0, 4, 4), 1);
-        // One model and four idle workers: four quarters.
-        assert_eq!(shard_count(1, 4, 4), 4);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "step {} · {} {{bar:30}} {{pos}}/{{len}} models · {{msg}}",
+        open.step, open.competition
+    )) {
+        bar.set_style(style);
     }
-
-    #[test]
-    fn a_long_sample_gets_a_shard_of_its_own_and_the_merge_puts_every_loss_back() {
-        let request = request(&[70, 2048, 70, 70, 70]);
-        let parts = split(&request, 2);
-        assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0].1, vec![1]);
-        assert_eq!(parts[1].1, vec![0, 2, 3, 4]);
-        let indices: Vec<Vec<usize>> = parts.iter().map(|(_, i)| i.clone()).collect();
-        let mut assembly = Assembly::new(5, indices);
-        for (part, indices) in &parts {
-            let losses = indices
-                .iter()
-                .map(|&i| f32::from(u8::try_from(i).unwrap()))
-                .collect();
-            let evaluated = Evaluated::new(
-                EvalOutcome::Losses(crate::machine::wire::LossVec(losses)),
-                this_worker("cpu"),
-            );
-            assembly
-                .parts
-                .insert(part.shard, (evaluated, part.batch_digest.clone()));
-        }
-        assert!(assembly.complete());
-        let (outcome, reports) = assembly.merged();
-        assert_eq!(
-            outcome,
-            EvalOutcome::Losses(crate::machine::wire::LossVec(vec![0.0, 1.0, 2.0, 3.0, 4.0]))
-        );
-        assert_eq!(reports.len(), 2);
-    }
-
-    #[test]
-    fn a_failed_shard_fails_the_model() {
-        let request = request(&[5, 5, 5, 5]);
-        let parts = split(&request, 2);
-        let indices: Vec<Vec<usize>> = parts.iter().map(|(_, i)| i.clone()).collect();
-        let mut assembly = Assembly::new(4, indices);
-        let ok = Evaluated::new(
-            EvalOutcome::Losses(crate::machine::wire::LossVec(vec![1.0, 1.0])),
-            this_worker("cpu"),
-        );
-        let failed = Evaluated::new(EvalOutcome::Failed("timeout".into()), this_worker("cpu"));
-        assembly.parts.insert(0, (ok, String::new()));
-        assembly.parts.insert(1, (failed, String::new()));
-        assert_eq!(assembly.merged().0, EvalOutcome::Failed("timeout".into()));
-    }
+    bar
 }
