@@ -42,6 +42,9 @@ pub struct FetchStatus {
     pub in_flight: BTreeSet<CommitmentKey>,
     /// Fetches that failed and wait for their retry.
     pub failed: BTreeMap<CommitmentKey, FetchFailure>,
+    /// How many times the model cache may have changed (a fetch ended, a sweep ran): the
+    /// monitor walks the cache for its size again only when this moved.
+    pub cache_changes: u64,
 }
 
 /// Shared fetch status.
@@ -276,7 +279,11 @@ where
         {
             self.sweep().await;
         }
-        lock(&self.status).in_flight.remove(&todo.key);
+        {
+            let mut status = lock(&self.status);
+            status.in_flight.remove(&todo.key);
+            status.cache_changes = status.cache_changes.wrapping_add(1);
+        }
         self.progress
             .send_modify(|count| *count = count.wrapping_add(1));
         Ok(())
@@ -330,6 +337,10 @@ where
             crate::hub::cache::sweep(&cache, &referenced, grace, SystemTime::now())
         })
         .await;
+        {
+            let mut status = lock(&self.status);
+            status.cache_changes = status.cache_changes.wrapping_add(1);
+        }
         match swept {
             Ok(Ok(report)) if !report.deleted.is_empty() => tracing::info!(
                 "swept {} cached models ({} bytes)",

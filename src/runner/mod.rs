@@ -29,6 +29,7 @@ pub mod http;
 pub mod identity;
 pub mod live;
 pub mod metered;
+pub mod metrics;
 pub mod monitor;
 pub mod pool;
 pub mod prefetch;

@@ -4,7 +4,6 @@
 //! calls, the fetch queue, the disk).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,17 +16,8 @@ use crate::journal::{Journal, JournalError};
 use crate::machine::{Event, Outcome, Record, State};
 
 use super::fetch::SharedStatus;
+use super::metrics::{EVAL_BUCKETS_S, Histogram, STEP_BUCKETS_S, Scrape};
 use super::writer::Subscriber;
-
-/// Upper bounds of the step duration histogram, in seconds.
-const STEP_BUCKETS_S: [f64; 11] = [
-    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
-];
-
-/// Upper bounds of the per-model evaluation histogram, in seconds (N's timeout is 720).
-const EVAL_BUCKETS_S: [f64; 11] = [
-    0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 720.0,
-];
 
 /// What the monitor is told.
 #[derive(Debug, Clone)]
@@ -43,67 +33,6 @@ pub struct MonitorConfig {
     pub model_dir: PathBuf,
     /// Where N's step log goes, one line per step.
     pub step_log: Option<PathBuf>,
-}
-
-/// A histogram with fixed buckets, as Prometheus exposes it.
-#[derive(Debug, Clone)]
-struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    fn observe(&mut self, value: f64) {
-        for (bound, count) in self.bounds.iter().zip(&mut self.counts) {
-            if value <= *bound {
-                *count += 1;
-            }
-        }
-        self.sum += value;
-        self.count += 1;
-    }
-
-    fn write(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum {}", float(self.sum));
-        let _ = writeln!(out, "{name}_count {}", self.count);
-    }
-}
-
-/// A sample value as the text format writes it.
-fn float(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".into()
-    } else if value == f64::INFINITY {
-        "+Inf".into()
-    } else if value == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{value}")
-    }
-}
-
-/// A label value, escaped as the text format requires.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[derive(Debug)]
@@ -130,6 +59,8 @@ pub struct Monitor {
     config: MonitorConfig,
     inner: Mutex<Inner>,
     fetch_status: Mutex<Option<SharedStatus>>,
+    /// The model cache's size and the fetcher's count of cache changes it was walked at.
+    cache_size: Mutex<Option<(u64, u64)>>,
 }
 
 impl Monitor {
@@ -151,6 +82,7 @@ impl Monitor {
                 journal_head: None,
             }),
             fetch_status: Mutex::new(None),
+            cache_size: Mutex::new(None),
         }
     }
 
@@ -231,302 +163,56 @@ impl Monitor {
 
     /// Every metric, in Prometheus' text format.
     pub fn metrics_text(&self) -> String {
-        let fetch_queue = self
+        let (fetch_queue, cache_changes) = self
             .fetch_status
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .map(|status| {
+            .map_or((None, 0), |status| {
                 let status = status.lock().unwrap_or_else(PoisonError::into_inner);
-                status.in_flight.len() + status.failed.len()
+                (
+                    Some(status.in_flight.len() + status.failed.len()),
+                    status.cache_changes,
+                )
             });
-        let cache_bytes = dir_bytes(&self.config.model_dir);
+        let cache_bytes = self.cache_bytes(cache_changes);
         let disk_free = fs2::available_space(existing_ancestor(&self.config.model_dir)).ok();
         let healthy = self.health().is_ok();
         let inner = self.inner();
-        let state = &inner.state;
-        let counts = inner.board.counts();
-        let mut out = String::new();
-        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        family(
-            &mut out,
-            "validator_build_info",
-            "gauge",
-            "The validator's build: version and journal schema.",
-        );
-        let _ = writeln!(
-            out,
-            "validator_build_info{{version=\"{}\",schema=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION"),
-            crate::machine::SCHEMA_VERSION
-        );
-        family(
-            &mut out,
-            "validator_healthy",
-            "gauge",
-            "1 while /healthz answers 200, else 0.",
-        );
-        let _ = writeln!(out, "validator_healthy {}", u8::from(healthy));
-        family(
-            &mut out,
-            "validator_chain_head_block",
-            "gauge",
-            "The chain's head as last read.",
-        );
-        if let Some(head) = inner.head_block {
-            let _ = writeln!(out, "validator_chain_head_block {head}");
-        }
-        family(
-            &mut out,
-            "validator_journal_block",
-            "gauge",
-            "The block of the journal's last record.",
-        );
-        if let Some(position) = state.position {
-            let _ = writeln!(out, "validator_journal_block {}", position.block);
-        }
-        family(
-            &mut out,
-            "validator_journal_records_total",
-            "counter",
-            "Records in the journal.",
-        );
-        let _ = writeln!(out, "validator_journal_records_total {}", counts.records);
-        family(
-            &mut out,
-            "validator_journal_head_info",
-            "gauge",
-            "The journal's head (records, last position, hash chain), as replay prints the head it verified.",
-        );
-        if let Some(head) = &inner.journal_head {
-            let (block, seq) = head.last.map_or((String::new(), String::new()), |p| {
-                (p.block.to_string(), p.seq.to_string())
-            });
-            let _ = writeln!(
-                out,
-                "validator_journal_head_info{{records=\"{}\",block=\"{block}\",seq=\"{seq}\",chain_sha256=\"{}\"}} 1",
-                head.records,
-                label(&head.chain_sha256)
-            );
-        }
-        family(
-            &mut out,
-            "validator_steps_completed",
-            "gauge",
-            "Completed steps (the next step's number).",
-        );
-        let _ = writeln!(out, "validator_steps_completed {}", state.step_next);
-        family(
-            &mut out,
-            "validator_steps_total",
-            "counter",
-            "Steps ended, by competition and outcome (completed, abandoned, failed).",
-        );
-        for ((competition, end), count) in &counts.steps {
-            let _ = writeln!(
-                out,
-                "validator_steps_total{{competition=\"{}\",outcome=\"{}\"}} {count}",
-                label(competition),
-                end.as_str()
-            );
-        }
-        inner.step_seconds.write(
-            &mut out,
-            "validator_step_duration_seconds",
-            "Duration of each completed step run by this process.",
-        );
-        inner.eval_seconds.write(
-            &mut out,
-            "validator_model_evaluation_duration_seconds",
-            "Duration of each model's evaluation in this process (child start, session, scoring).",
-        );
-        family(
-            &mut out,
-            "validator_evaluations_total",
-            "counter",
-            "Model evaluations journaled, by outcome (losses, failed).",
-        );
-        for (outcome, count) in &counts.evaluations {
-            let _ = writeln!(
-                out,
-                "validator_evaluations_total{{outcome=\"{outcome}\"}} {count}"
-            );
-        }
-        family(
-            &mut out,
-            "validator_models_verified_total",
-            "counter",
-            "Models verified.",
-        );
-        let _ = writeln!(
-            out,
-            "validator_models_verified_total {}",
-            counts.models_verified
-        );
-        family(
-            &mut out,
-            "validator_models_rejected_total",
-            "counter",
-            "Models rejected, by rejection code.",
-        );
-        for (code, count) in &counts.models_rejected {
-            let _ = writeln!(
-                out,
-                "validator_models_rejected_total{{code=\"{}\"}} {count}",
-                label(code)
-            );
-        }
-        family(
-            &mut out,
-            "validator_fetch_queue_length",
-            "gauge",
-            "Model fetches under way or waiting for a retry.",
-        );
-        if let Some(queue) = fetch_queue {
-            let _ = writeln!(out, "validator_fetch_queue_length {queue}");
-        }
-        family(
-            &mut out,
-            "validator_eval_set_size",
-            "gauge",
-            "Uids in each competition's eval set.",
-        );
-        for (id, competition) in &state.competitions {
-            let _ = writeln!(
-                out,
-                "validator_eval_set_size{{competition=\"{}\"}} {}",
-                label(id.as_str()),
-                competition.eval_set.len()
-            );
-        }
-        family(
-            &mut out,
-            "validator_pending_size",
-            "gauge",
-            "Uids waiting to join each competition's eval set.",
-        );
-        for (id, competition) in &state.competitions {
-            let _ = writeln!(
-                out,
-                "validator_pending_size{{competition=\"{}\"}} {}",
-                label(id.as_str()),
-                competition.pending.len()
-            );
-        }
-        let mut per_uid = [String::new(), String::new(), String::new()];
-        for (competition, last) in inner.board.latest() {
-            let id = label(competition);
-            for point in &last.uids {
-                let labels = format!("competition=\"{id}\",uid=\"{}\"", point.uid);
-                let loss = point.loss_mean.unwrap_or(f64::INFINITY);
-                let weight = crate::board::weight_of(&state.weights, point.uid);
-                let _ = writeln!(
-                    per_uid[0],
-                    "validator_uid_win_rate{{{labels}}} {}",
-                    float(point.win_rate)
-                );
-                let _ = writeln!(
-                    per_uid[1],
-                    "validator_uid_loss_mean{{{labels}}} {}",
-                    float(loss)
-                );
-                let _ = writeln!(
-                    per_uid[2],
-                    "validator_uid_weight{{{labels}}} {}",
-                    float(weight)
-                );
+        super::metrics::render(&Scrape {
+            healthy,
+            state: &inner.state,
+            board: &inner.board,
+            counts: inner.board.counts(),
+            head_block: inner.head_block,
+            journal_head: inner.journal_head.as_ref(),
+            step_seconds: &inner.step_seconds,
+            eval_seconds: &inner.eval_seconds,
+            chain_calls: &inner.chain_calls,
+            blocks_since_weights: blocks_since_weights(&inner),
+            fetch_queue,
+            cache_bytes,
+            disk_free,
+            step_log_failed: inner.step_log_error.is_some(),
+        })
+    }
+
+    /// The model cache's size, walked again only when the fetcher says the cache changed
+    /// (a fetch ended, a sweep ran) since the last walk: a scrape never walks an unchanged
+    /// cache.
+    fn cache_bytes(&self, changes: u64) -> u64 {
+        let mut known = self
+            .cache_size
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match *known {
+            Some((seen, bytes)) if seen == changes => bytes,
+            _ => {
+                let bytes = dir_bytes(&self.config.model_dir);
+                *known = Some((changes, bytes));
+                bytes
             }
         }
-        let helps = [
-            (
-                "validator_uid_win_rate",
-                "Each uid's win rate at its competition's latest step.",
-            ),
-            (
-                "validator_uid_loss_mean",
-                "Each uid's mean loss at its competition's latest step (+Inf: no losses).",
-            ),
-            ("validator_uid_weight", "Each uid's weight now."),
-        ];
-        for ((name, help), samples) in helps.iter().zip(&per_uid) {
-            family(&mut out, name, "gauge", help);
-            out.push_str(samples);
-        }
-        family(
-            &mut out,
-            "validator_weight_submissions_total",
-            "counter",
-            "Weight submissions answered, by method and outcome.",
-        );
-        for ((method, outcome), count) in &counts.weights {
-            let _ = writeln!(
-                out,
-                "validator_weight_submissions_total{{method=\"{method}\",outcome=\"{outcome}\"}} {count}"
-            );
-        }
-        family(
-            &mut out,
-            "validator_blocks_since_weights_included",
-            "gauge",
-            "Head less the block the last weights were included in (or this run's first head, before any).",
-        );
-        if let Some(blocks) = blocks_since_weights(&inner) {
-            let _ = writeln!(out, "validator_blocks_since_weights_included {blocks}");
-        }
-        family(
-            &mut out,
-            "validator_chain_calls_total",
-            "counter",
-            "Chain calls made, by call.",
-        );
-        for (call, (calls, _)) in &inner.chain_calls {
-            let _ = writeln!(
-                out,
-                "validator_chain_calls_total{{call=\"{call}\"}} {calls}"
-            );
-        }
-        family(
-            &mut out,
-            "validator_chain_errors_total",
-            "counter",
-            "Chain calls that failed, by call.",
-        );
-        for (call, (_, errors)) in &inner.chain_calls {
-            let _ = writeln!(
-                out,
-                "validator_chain_errors_total{{call=\"{call}\"}} {errors}"
-            );
-        }
-        family(
-            &mut out,
-            "validator_model_cache_bytes",
-            "gauge",
-            "Bytes in the model cache.",
-        );
-        let _ = writeln!(out, "validator_model_cache_bytes {cache_bytes}");
-        family(
-            &mut out,
-            "validator_disk_free_bytes",
-            "gauge",
-            "Free bytes on the model cache's disk.",
-        );
-        if let Some(free) = disk_free {
-            let _ = writeln!(out, "validator_disk_free_bytes {free}");
-        }
-        family(
-            &mut out,
-            "validator_step_log_errors",
-            "gauge",
-            "1 when the last append to the step log failed.",
-        );
-        let _ = writeln!(
-            out,
-            "validator_step_log_errors {}",
-            u8::from(inner.step_log_error.is_some())
-        );
-        out
     }
 }
 
@@ -654,4 +340,41 @@ fn existing_ancestor(path: &Path) -> &Path {
     path.ancestors()
         .find(|p| p.exists())
         .unwrap_or_else(|| Path::new("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Postmortem (issue 32): every scrape of `/metrics` walked the whole model cache for its
+    /// size, hundreds of gigabytes of files at production scale. The size is walked again only
+    /// when the fetcher says the cache changed.
+    #[test]
+    fn a_scrape_walks_the_model_cache_only_after_it_changed() {
+        let cache = tempfile::tempdir().unwrap();
+        let monitor = Monitor::new(MonitorConfig {
+            stall: Duration::from_secs(60),
+            weights_set: false,
+            blocks_per_epoch: 100,
+            model_dir: cache.path().to_owned(),
+            step_log: None,
+        });
+        let status = SharedStatus::default();
+        monitor.watch_fetches(status.clone());
+        let size = |monitor: &Monitor| {
+            let text = monitor.metrics_text();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("validator_model_cache_bytes "))
+                .unwrap()
+                .to_owned();
+            line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        };
+        std::fs::write(cache.path().join("a"), [0u8; 100]).unwrap();
+        assert_eq!(size(&monitor), 100);
+        std::fs::write(cache.path().join("b"), [0u8; 50]).unwrap();
+        assert_eq!(size(&monitor), 100, "an unchanged cache is not walked again");
+        status.lock().unwrap().cache_changes += 1;
+        assert_eq!(size(&monitor), 150);
+    }
 }
