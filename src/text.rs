@@ -52,6 +52,8 @@ pub fn escape_html(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Postmortem (dbc9bd9): a miner's text (a template's error, a rejection reason) reached
+    /// the terminal raw, so ESC sequences could retitle, clear or overwrite it.
     #[test]
     fn terminal_escapes_become_visible() {
         let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J\rall checks passed\u{202e}\u{9b}x\nline\tend";

@@ -109,6 +109,8 @@ fn the_pristine_journal_is_sealed_and_replays() {
     assert!(files(&db) == before, "replay changed the journal");
 }
 
+/// Postmortem (15140d2): sled's recovery took a flipped bit for a torn tail, truncated the log
+/// there and opened the prefix, so replay said "match" on a journal that had lost records.
 #[test]
 fn a_flipped_bit_anywhere_is_exit_3_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();

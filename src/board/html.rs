@@ -266,6 +266,9 @@ fn recent_steps(out: &mut String, board: &Leaderboard) {
 mod tests {
     use super::*;
 
+    /// Postmortem (a1e8d6f): a plot drew every step of the history, so a year-long journal
+    /// made a page of megabytes; it is thinned to at most `PLOTTED_STEPS_MAX` points, keeping
+    /// the latest step.
     #[test]
     fn a_long_history_is_thinned_keeping_the_latest_step() {
         let steps: Vec<StepPoint> = (0..1_000)

@@ -588,6 +588,8 @@ mod tests {
         assert_eq!(parse(&format!("{{{base}}}")).unwrap().rotary_dim, 4);
     }
 
+    /// Postmortem (5815bbb): values transformers refuses (zero heads, `rope_scaling` as a list,
+    /// `hidden_act: null`) were read as defaults and the model scored as one it does not name.
     #[test]
     fn nonsense_is_refused_with_a_reason() {
         let error = |json: String| parse(&json).unwrap_err().to_string();

@@ -318,6 +318,8 @@ pub fn cuda_device_budget_bytes(device_id: i32) -> Result<u64, String> {
 mod tests {
     use super::*;
 
+    /// Postmortem (1b617f8): on CUDA the default budget was the host's memory, which bounds
+    /// the wrong thing on a host with less (or more) RAM than its card.
     #[test]
     fn the_cuda_budget_is_nine_tenths_of_the_card() {
         // An H200 as nvidia-smi reports it.
@@ -395,6 +397,8 @@ mod cases {
         estimate.check(GIB).unwrap();
     }
 
+    /// Postmortem (b54ad4c): a model of a few kilobytes with 128 heads of size 2 asked ONNX
+    /// Runtime for gigabytes of attention scores; the estimate refuses it before any graph.
     #[test]
     fn many_tiny_heads_are_refused_for_their_attention_scores() {
         let heads = config(

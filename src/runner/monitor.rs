@@ -373,8 +373,35 @@ mod tests {
         std::fs::write(cache.path().join("a"), [0u8; 100]).unwrap();
         assert_eq!(size(&monitor), 100);
         std::fs::write(cache.path().join("b"), [0u8; 50]).unwrap();
-        assert_eq!(size(&monitor), 100, "an unchanged cache is not walked again");
+        assert_eq!(
+            size(&monitor),
+            100,
+            "an unchanged cache is not walked again"
+        );
         status.lock().unwrap().cache_changes += 1;
         assert_eq!(size(&monitor), 150);
+    }
+
+    /// Postmortem (a1e8d6f): health counted blocks since the last inclusion from the journal
+    /// alone, so a validator restarted after a long outage was "stuck" at once, judged on
+    /// blocks it could not act in. It counts from this run's first head at the latest.
+    #[test]
+    fn a_restarted_run_is_judged_from_its_first_head() {
+        let monitor = Monitor::new(MonitorConfig {
+            stall: Duration::from_secs(60),
+            weights_set: true,
+            blocks_per_epoch: 100,
+            model_dir: PathBuf::from("/nonexistent"),
+            step_log: None,
+        });
+        monitor.inner().state = Arc::new(State {
+            block_weights_included: Some(1_000),
+            ..State::default()
+        });
+        monitor.head_read(50_000);
+        assert!(monitor.health().is_ok(), "{:?}", monitor.health());
+        monitor.head_read(50_301);
+        let why = monitor.health().unwrap_err();
+        assert!(why.contains("301 blocks"), "{why}");
     }
 }

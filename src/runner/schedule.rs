@@ -310,4 +310,20 @@ mod tests {
         assembly.parts.insert(1, (failed, String::new()));
         assert_eq!(assembly.merged().0, EvalOutcome::Failed("timeout".into()));
     }
+
+    /// Postmortem (1eefe02): the merge did not check that every shard came back, so a model
+    /// whose second shard was lost would have been journaled with infinite losses for it.
+    #[test]
+    fn an_assembly_missing_a_shard_is_not_complete() {
+        let request = request(&[5, 5, 5, 5]);
+        let parts = split(&request, 2);
+        let indices: Vec<Vec<usize>> = parts.iter().map(|(_, i)| i.clone()).collect();
+        let mut assembly = Assembly::new(4, indices);
+        let ok = Evaluated::new(
+            EvalOutcome::Losses(crate::machine::wire::LossVec(vec![1.0, 1.0])),
+            crate::runner::identity::this_worker("cpu"),
+        );
+        assembly.parts.insert(1, (ok, String::new()));
+        assert!(!assembly.complete());
+    }
 }

@@ -168,8 +168,15 @@ fn eval_exits_2_for_the_models_or_the_datas_fault() {
         2,
         "data line 1",
     );
-    // Postmortem (hostile-input round): --threads 100000 made ONNX Runtime spin for minutes
-    // on a tiny model; the flag is bounded before anything starts.
+}
+
+/// Postmortem (0173843, hostile-input round): --threads 100000 made ONNX Runtime spin for
+/// minutes on a tiny model; the flag is bounded before anything starts.
+#[test]
+fn eval_threads_outside_1_to_256_are_refused_before_anything_starts() {
+    let model = fixtures().join("models").join("llama-f32");
+    let data = fixtures().join("models").join("samples.jsonl");
+    let data = data.to_str().unwrap();
     for threads in ["0", "257", "100000"] {
         expect(
             &[

@@ -62,6 +62,8 @@ fn a_flag_beats_the_environment_which_beats_the_file() {
     assert_eq!(setting(&output, "wallet.name"), "from-env (environment)");
 }
 
+/// Postmortem (a1e8d6f): a list given for a single-valued key was taken (its first value),
+/// and an unknown key was ignored. Both are exit 2, naming the key and where it came from.
 #[test]
 fn a_bad_setting_is_exit_2_naming_its_key_and_source() {
     let dir = tempfile::tempdir().unwrap();

@@ -497,6 +497,8 @@ const SUPERSEDED: &str = "
     22 verify 5A 18 plain                    => rejected VerificationStale
 ";
 
+/// Postmortem (9e4eeb7): a download that verified after the miner committed again was refused
+/// as stale, so the uid played with no model where N plays it with the verified one.
 #[test]
 fn a_superseded_download_is_tracked_under_ns_rules() {
     check(SUPERSEDED);

@@ -169,6 +169,8 @@ fn a_damaged_record_is_reported_as_corruption_with_its_position() {
     );
 }
 
+/// Postmortem (15140d2): readers (replay, exports) let sled open the journal they audited,
+/// and sled's recovery rewrites what it opens. They open a private copy.
 #[test]
 fn a_journal_opened_to_be_read_refuses_changes_and_leaves_the_original_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,6 +192,7 @@ fn a_journal_opened_to_be_read_refuses_changes_and_leaves_the_original_alone() {
     assert_eq!(journal.all_records().count(), 1);
 }
 
+/// Postmortem (15140d2): a restarted validator appended after the hole sled's recovery left.
 /// A writer that finds its journal shorter than its head says stops: it must never append
 /// after a hole that sled's recovery left.
 #[test]

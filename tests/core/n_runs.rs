@@ -109,8 +109,9 @@ fn each_rule_is_exercised_by_some_run() {
     }
 }
 
-/// N's run loop set weights where the runs journal them: under a longer epoch the same
-/// submissions are reported as not due.
+/// Postmortem (9e4eeb7): replay had no notion of when weights were due, so a submission out
+/// of N's cadence passed unnoticed. N's run loop set weights where the runs journal them:
+/// under a longer epoch the same submissions are reported as not due.
 #[test]
 fn replay_says_whether_each_submission_was_due() {
     use validator::machine::params::WeightsCadence;

@@ -317,8 +317,9 @@ fn a_stalled_hub_is_retried_until_it_answers() {
     assert_eq!(losses_of(&events, 1).len(), 1);
 }
 
-/// Miners commit while their repository is private: a `NotFound` inside the window is looked
-/// for again, and one that lasts past it is recorded.
+/// Postmortem (9e4eeb7): a repository not found was refused for good at once, but miners
+/// commit while it is still private and publish right after. A `NotFound` inside the window is
+/// looked for again, and one that lasts past it is recorded.
 #[test]
 fn a_repository_not_there_yet_is_looked_for_again_then_refused_after_the_window() {
     let not_found = || {

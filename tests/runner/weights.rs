@@ -141,6 +141,8 @@ fn weights_are_set_on_cadence_while_a_long_step_runs() {
     replay_clean(&db);
 }
 
+/// Postmortem (9e4eeb7): weights went out on the chain's clock whatever the steps did, so
+/// they differed from N's, which sets them after the step that starts an epoch past the last.
 /// N's cadence: weights are due after a step that starts an epoch after the last, they carry
 /// the vector that step left, and replay finds every submission due.
 #[test]

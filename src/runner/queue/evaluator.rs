@@ -30,19 +30,26 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// (step, uid, shard): one evaluation, or one shard of it.
 type Key = (u64, u16, usize);
 
-/// What the runner's evaluator shares with its result receiver.
-#[derive(Debug)]
-struct Shared {
-    connected: Connected,
-    waiters: Mutex<BTreeMap<Key, mpsc::UnboundedSender<ResultMessage>>>,
-    early: Mutex<VecDeque<ResultMessage>>,
-    /// One upload at a time, so jobs of one batch never put it twice at once.
-    uploading: tokio::sync::Mutex<()>,
-    nonce: String,
+/// Where results go: to whoever waits for their (step, uid, shard), or kept a while for a
+/// waiter that has not registered yet (a restarted runner's open step) until newer ones push
+/// them out. A duplicate (a slow worker overtaken by a redelivery) finds nobody waiting.
+///
+/// Waiters and early results sit behind one lock, so a result routed while its waiter
+/// registers reaches it whichever goes first: there is no moment between "nobody waits" and
+/// "kept" for a waiter to slip into.
+#[derive(Debug, Default)]
+struct Router {
+    routes: Mutex<Routes>,
 }
 
-impl Shared {
-    /// Hands a result to whoever waits for its (step, uid), or keeps it for later.
+#[derive(Debug, Default)]
+struct Routes {
+    waiters: BTreeMap<Key, mpsc::UnboundedSender<ResultMessage>>,
+    early: VecDeque<ResultMessage>,
+}
+
+impl Router {
+    /// Hands a result to whoever waits for its (step, uid, shard), or keeps it for later.
     fn route(&self, payload: &[u8]) {
         let result: ResultMessage = match serde_json::from_slice(payload) {
             Ok(result) => result,
@@ -52,10 +59,8 @@ impl Shared {
             }
         };
         let key = (result.step, result.uid, result.shard);
-        // The waiters' lock is held until the result is handed over or kept, in the order
-        // `wait_for` takes both locks, so a waiter registering meanwhile cannot miss it.
-        let waiters = lock(&self.waiters);
-        if let Some(waiter) = waiters.get(&key) {
+        let mut routes = lock(&self.routes);
+        if let Some(waiter) = routes.waiters.get(&key) {
             let _ = waiter.send(result);
             return;
         }
@@ -66,25 +71,47 @@ impl Shared {
             result.uid,
             result.job_id
         );
-        let mut early = lock(&self.early);
-        early.push_back(result);
-        while early.len() > EARLY_RESULTS_MAX {
-            early.pop_front();
+        routes.early.push_back(result);
+        while routes.early.len() > EARLY_RESULTS_MAX {
+            routes.early.pop_front();
         }
-        drop(early);
-        drop(waiters);
     }
+
+    /// Registers a waiter for `key`, first handing it the results that came early.
+    fn wait_for(&self, key: Key) -> (Waiting<'_>, mpsc::UnboundedReceiver<ResultMessage>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let mut routes = lock(&self.routes);
+        routes.early.retain(|result| {
+            let mine = (result.step, result.uid, result.shard) == key;
+            if mine {
+                let _ = sender.send(result.clone());
+            }
+            !mine
+        });
+        routes.waiters.insert(key, sender);
+        (Waiting { router: self, key }, receiver)
+    }
+}
+
+/// What the runner's evaluator shares with its result receiver.
+#[derive(Debug)]
+struct Shared {
+    connected: Connected,
+    router: Router,
+    /// One upload at a time, so jobs of one batch never put it twice at once.
+    uploading: tokio::sync::Mutex<()>,
+    nonce: String,
 }
 
 /// Removes a waiter when its evaluation ends, however it ends.
 struct Waiting<'a> {
-    shared: &'a Shared,
+    router: &'a Router,
     key: Key,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        lock(&self.shared.waiters).remove(&self.key);
+        lock(&self.router.routes).waiters.remove(&self.key);
     }
 }
 
@@ -118,8 +145,7 @@ impl<L> QueueEvaluator<L> {
             .map_or(0, |d| d.as_nanos());
         let shared = Arc::new(Shared {
             connected,
-            waiters: Mutex::new(BTreeMap::new()),
-            early: Mutex::new(VecDeque::new()),
+            router: Router::default(),
             uploading: tokio::sync::Mutex::new(()),
             nonce: format!(
                 "{}-{}-{nanos}",
@@ -198,29 +224,6 @@ impl<L> QueueEvaluator<L> {
             ))
         })
     }
-
-    /// Registers a waiter for `key`, first handing it the results that came early.
-    fn wait_for(&self, key: Key) -> (Waiting<'_>, mpsc::UnboundedReceiver<ResultMessage>) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let mut waiters = lock(&self.shared.waiters);
-        let mut early = lock(&self.shared.early);
-        early.retain(|result| {
-            let mine = (result.step, result.uid, result.shard) == key;
-            if mine {
-                let _ = sender.send(result.clone());
-            }
-            !mine
-        });
-        drop(early);
-        waiters.insert(key, sender);
-        (
-            Waiting {
-                shared: &self.shared,
-                key,
-            },
-            receiver,
-        )
-    }
 }
 
 /// Why a result does not answer `request`, if it does not.
@@ -270,7 +273,7 @@ async fn receive_results(shared: Arc<Shared>, consumer: PullConsumer) {
         while let Some(message) = messages.next().await {
             match message {
                 Ok(message) => {
-                    shared.route(&message.payload);
+                    shared.router.route(&message.payload);
                     let _ = message.ack().await;
                 }
                 Err(error) => {
@@ -304,7 +307,7 @@ impl<L: ModelEvaluator> ModelEvaluator for QueueEvaluator<L> {
         let deadline = Instant::now() + self.options.job_deadline;
         self.upload(request, deadline).await?;
         let key = (request.step, request.uid, request.shard);
-        let (_waiting, mut results) = self.wait_for(key);
+        let (_waiting, mut results) = self.shared.router.wait_for(key);
         let job = JobMessage {
             version: MESSAGE_VERSION,
             // The digest too: a retried step may cut its shards differently, and the server
@@ -383,5 +386,70 @@ impl<L: ModelEvaluator> ModelEvaluator for QueueEvaluator<L> {
 
     fn reads_files_here(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::event::EvaluatedBy;
+
+    fn result(step: u64, uid: u16, job: &str) -> Vec<u8> {
+        serde_json::to_vec(&ResultMessage {
+            version: MESSAGE_VERSION,
+            job_id: job.into(),
+            step,
+            uid,
+            model_hash: "h".into(),
+            batch_digest: "d".into(),
+            shard: 0,
+            outcome: EvalOutcome::Failed("x".into()),
+            worker: EvaluatedBy {
+                host: "h".into(),
+                device: "cpu".into(),
+                build: "b".into(),
+            },
+            session_seconds: 0.0,
+            scoring_seconds: 0.0,
+        })
+        .unwrap()
+    }
+
+    /// Postmortem (1eefe02): a result that arrived while its waiter was registering (a fast
+    /// worker, a restarted runner's open step) could be missed, and the step then waited for
+    /// its deadline. Waiters and early results now share one lock (see `Router`); a result
+    /// with nobody waiting is kept, handed over when its waiter registers, to that waiter only.
+    #[test]
+    fn a_result_that_arrives_before_its_waiter_is_not_missed() {
+        let router = Router::default();
+        router.route(&result(3, 7, "early"));
+        router.route(&result(3, 8, "other"));
+        let (waiting, mut results) = router.wait_for((3, 7, 0));
+        assert_eq!(results.try_recv().unwrap().job_id, "early");
+        assert!(
+            results.try_recv().is_err(),
+            "another uid's result was handed over"
+        );
+        router.route(&result(3, 7, "on time"));
+        assert_eq!(results.try_recv().unwrap().job_id, "on time");
+        drop(waiting);
+        // The waiter is gone: a late duplicate is kept, not sent to a closed channel.
+        router.route(&result(3, 7, "duplicate"));
+        let (_again, mut again) = router.wait_for((3, 7, 0));
+        assert_eq!(again.try_recv().unwrap().job_id, "duplicate");
+        let (_other, mut other) = router.wait_for((3, 8, 0));
+        assert_eq!(other.try_recv().unwrap().job_id, "other");
+    }
+
+    /// Early results are bounded: a flood of results nobody waits for keeps the newest.
+    #[test]
+    fn early_results_are_bounded() {
+        let router = Router::default();
+        for uid in 0..=u16::try_from(EARLY_RESULTS_MAX).unwrap() {
+            router.route(&result(1, uid, "flood"));
+        }
+        assert_eq!(lock(&router.routes).early.len(), EARLY_RESULTS_MAX);
+        let (_gone, mut gone) = router.wait_for((1, 0, 0));
+        assert!(gone.try_recv().is_err(), "the oldest was dropped");
     }
 }

@@ -261,6 +261,29 @@ mod tests {
             ("nats://127.0.0.1:4222".to_owned(), None)
         );
     }
+
+    /// Postmortem (1eefe02): a password holding '/' or '@' was cut at the wrong place, and
+    /// the options' `Debug` printed the URL with its credentials.
+    #[test]
+    fn a_password_with_slashes_and_ats_stays_whole_and_out_of_debug() {
+        assert_eq!(
+            split_credentials("nats://runner:p/ss@w@rd@queue:4222"),
+            (
+                "nats://queue:4222".to_owned(),
+                Some(("runner".to_owned(), Some("p/ss@w@rd".to_owned())))
+            )
+        );
+        let options = super::QueueOptions::new(
+            "nats://runner:p/ss@w@rd@queue:4222",
+            std::time::Duration::from_secs(1),
+        );
+        let shown = format!("{options:?}");
+        assert!(
+            !shown.contains("p/ss") && !shown.contains("w@rd"),
+            "{shown}"
+        );
+        assert_eq!(options.server(), "nats://***@queue:4222");
+    }
 }
 
 /// The server's streams, consumers and object store.
