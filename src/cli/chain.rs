@@ -572,7 +572,9 @@ async fn set_weights(
         }
     };
     let writer = Writer::open(&path, 100)?;
-    if let Some(intent) = writer.handle().state().weights_intent.clone() {
+    // Read before the block: a handle alive inside it would keep `close` waiting for it.
+    let open_intent = writer.handle().state().weights_intent.clone();
+    if let Some(intent) = open_intent {
         writer.close();
         return Err(Failure::Invalid(anyhow!(
             "the journal holds weights prepared at block {} and not yet answered: run \
