@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::anyhow;
 use validator::dirhash::hash_of_directory;
-use validator::hub::cache::{scan, sweep};
+use validator::hub::cache::{scan_reporting, sweep};
 use validator::hub::{Fetched, Hub, HubOptions};
 use validator::journal::recorder::fold_existing;
 use validator::machine::MechanismParams;
@@ -170,7 +170,8 @@ fn cache_report(
     sweep_asked: bool,
     grace: Duration,
 ) -> Outcome {
-    let entries = scan(cache).map_err(|e| Failure::Failed(anyhow!("{}: {e}", cache.display())))?;
+    let (entries, foreign) =
+        scan_reporting(cache).map_err(|e| Failure::Failed(anyhow!("{}: {e}", cache.display())))?;
     let total: u64 = entries.iter().map(|e| e.bytes).sum();
     println!(
         "{} snapshots, {total} bytes in {}",
@@ -186,6 +187,7 @@ fn cache_report(
             if entry.partial { " (partial)" } else { "" }
         );
     }
+    report_foreign(&foreign);
     if !sweep_asked {
         return Ok(());
     }
@@ -203,5 +205,16 @@ fn cache_report(
         report.bytes_freed,
         report.bytes_kept
     );
+    report_foreign(&report.foreign);
     Ok(())
+}
+
+/// What the cache holds that the validator did not put there: left alone, said.
+fn report_foreign(foreign: &[validator::hub::cache::Foreign]) {
+    for item in foreign {
+        eprintln!(
+            "validator: left alone, not followed: {}",
+            validator::text::printable(&item.to_string())
+        );
+    }
 }

@@ -8,8 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    Fetched, HubError, Plan, Target, discard, files, io_error, plan_of_listing, rejected,
-    snapshot_dir,
+    Fetched, HubError, Plan, Target, files, io_error, plan_of_listing, rejected, snapshot_dir,
 };
 use crate::machine::event::RejectionCode;
 use crate::machine::model_id::ModelId;
@@ -75,11 +74,10 @@ impl LocalStore {
             Ok(plan) => plan,
             Err(verdict) => return Ok(verdict),
         };
-        let staging = target.staging();
-        std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
+        let staging = target.make_staging()?;
         match copy_plan(&source, plan, &staging)? {
             Ok((wanted, copied)) => target.settle(&staging, &wanted, copied),
-            Err(verdict) => Ok(discard(&staging, verdict)),
+            Err(verdict) => Ok(target.discard(&staging, verdict)),
         }
     }
 
@@ -94,20 +92,38 @@ impl LocalStore {
                 ));
             }
         }
-        let repo = self.root.join(&model.namespace).join(&model.name);
         let repo_id = format!("{}/{}", model.namespace, model.name);
-        if !repo.is_dir() {
-            return Err(rejected(
-                RejectionCode::NotFound,
+        // Every level is a plain directory of the store: a link at the namespace, the name or
+        // the commit would lead out of it, and a hub serves no links.
+        let mut source = self.root.clone();
+        for (part, missing) in [
+            (
+                model.namespace.as_str(),
                 format!("repository {repo_id} does not exist"),
-            ));
-        }
-        let source = repo.join(commit);
-        if !source.is_dir() {
-            return Err(rejected(
-                RejectionCode::NotFound,
+            ),
+            (
+                model.name.as_str(),
+                format!("repository {repo_id} does not exist"),
+            ),
+            (
+                commit,
                 format!("revision {commit} does not exist in {repo_id}"),
-            ));
+            ),
+        ] {
+            source.push(part);
+            match std::fs::symlink_metadata(&source) {
+                Ok(metadata) if metadata.file_type().is_symlink() => {
+                    return Err(rejected(
+                        RejectionCode::MalformedRepo,
+                        format!(
+                            "{} in the local store is a link, which the store refuses",
+                            source.strip_prefix(&self.root).unwrap_or(&source).display()
+                        ),
+                    ));
+                }
+                Ok(metadata) if metadata.is_dir() => {}
+                _ => return Err(rejected(RejectionCode::NotFound, missing)),
+            }
         }
         Ok(source)
     }

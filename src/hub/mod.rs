@@ -287,16 +287,13 @@ impl Hub {
             Ok(plan) => plan,
             Err(verdict) => return Ok(verdict),
         };
-        let staging = target.staging();
-        tokio::fs::create_dir_all(&staging)
-            .await
-            .map_err(io_error(&staging))?;
+        let staging = target.make_staging()?;
         let fetched = self
             .download_all(model, &target.commit, plan, &staging)
             .await?;
         let (wanted, downloaded) = match fetched {
             Ok(done) => done,
-            Err(verdict) => return Ok(discard(&staging, verdict)),
+            Err(verdict) => return Ok(target.discard(&staging, verdict)),
         };
         target.settle(&staging, &wanted, downloaded)
     }
@@ -378,6 +375,8 @@ pub(crate) struct Target<'a> {
     expected: Expected<'a>,
     /// The commit.
     pub(crate) commit: String,
+    /// The model cache's root.
+    pub(crate) cache: PathBuf,
     /// The snapshot directory in the cache.
     pub(crate) final_dir: PathBuf,
 }
@@ -410,6 +409,7 @@ impl<'a> Target<'a> {
                 rule: model.hash_rule,
             },
             commit: commit.to_owned(),
+            cache: cache.to_owned(),
             final_dir: snapshot_dir(cache, hotkey, model),
         }))
     }
@@ -420,11 +420,27 @@ impl<'a> Target<'a> {
             .with_file_name(format!("{}{PARTIAL_SUFFIX}", self.commit))
     }
 
+    /// Makes the staging directory, every directory on the way reached without following a
+    /// link (a link planted in the cache is refused, not written through).
+    pub(crate) fn make_staging(&self) -> Result<PathBuf, HubError> {
+        let staging = self.staging();
+        cache::create_inside(&self.cache, &staging).map_err(io_error(&staging))?;
+        Ok(staging)
+    }
+
+    /// Removes the staging directory (inside the cache, following no link) and passes the
+    /// verdict on.
+    pub(crate) fn discard(&self, staging: &Path, verdict: Fetched) -> Fetched {
+        let _ = cache::remove_inside(&self.cache, staging);
+        verdict
+    }
+
     /// A snapshot already in the cache: its verdict when it still matches; otherwise it is
     /// deleted (edited by hand?) and `None` says fetch it again.
     pub(crate) fn verify_cached(&self) -> Result<Option<Fetched>, HubError> {
         let final_dir = &self.final_dir;
-        if !final_dir.is_dir() {
+        // A link anywhere on the way is refused: the cache follows none.
+        if !cache::plain_directory_inside(&self.cache, final_dir).map_err(io_error(final_dir))? {
             return Ok(None);
         }
         let files = crate::dirhash::walk_order(final_dir)
@@ -442,7 +458,7 @@ impl<'a> Target<'a> {
         if let Some(verdict) = verify::verify(final_dir, &files, &self.expected, 0)? {
             return Ok(Some(verdict));
         }
-        std::fs::remove_dir_all(final_dir).map_err(io_error(final_dir))?;
+        cache::remove_inside(&self.cache, final_dir).map_err(io_error(final_dir))?;
         Ok(None)
     }
 
@@ -471,19 +487,10 @@ impl<'a> Target<'a> {
                     hash_of_two_strings(&plain, self.expected.hotkey),
                     self.expected.hash
                 );
-                Ok(discard(
-                    staging,
-                    rejected(RejectionCode::HashMismatch, detail),
-                ))
+                Ok(self.discard(staging, rejected(RejectionCode::HashMismatch, detail)))
             }
         }
     }
-}
-
-/// Removes a staging directory and passes the verdict on.
-pub(crate) fn discard(staging: &Path, verdict: Fetched) -> Fetched {
-    let _ = std::fs::remove_dir_all(staging);
-    verdict
 }
 
 /// Decides what to fetch from a listing: hostile names, the size cap and the disk's room are

@@ -341,6 +341,16 @@ where
             let mut status = lock(&self.status);
             status.cache_changes = status.cache_changes.wrapping_add(1);
         }
+        if let Ok(Ok(report)) = &swept
+            && !report.foreign.is_empty()
+        {
+            let listed: Vec<String> = report.foreign.iter().map(ToString::to_string).collect();
+            tracing::warn!(
+                "ACTION NEEDED: the model cache holds what the validator did not put there; \
+                 left alone, never followed: {}",
+                listed.join(", ")
+            );
+        }
         match swept {
             Ok(Ok(report)) if !report.deleted.is_empty() => tracing::info!(
                 "swept {} cached models ({} bytes)",

@@ -2,6 +2,7 @@
 //! against olah, the data sources against recorded wandb exchanges and dataset files, and the
 //! evaluation engine on the fixture models, and `validator run` on the real runtime with olah. One binary, so the crate links once.
 
+mod cache_links;
 mod chain;
 mod data;
 mod eval_hostile;
