@@ -22,7 +22,7 @@
 //! TLS, per-user permissions), not the runner's.
 //!
 //! This module is what both ends share: the options, the messages, the connection and the
-//! server's streams. The runner's side is [`evaluator`], the worker's [`worker`].
+//! server's streams. The runner's side is [`QueueEvaluator`], the worker's [`RemoteWorker`].
 
 mod evaluator;
 mod worker;
