@@ -128,6 +128,7 @@ pub fn worker_on(
         worker.threads = usize::from(threads);
     }
     engine.configure(&mut worker)?;
+    resource_limits(&worker)?;
     Ok(worker)
 }
 
@@ -145,4 +146,45 @@ pub async fn stop_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
+}
+
+/// Raises the open-files limit to the hard one, says once what this process may use, and
+/// warns when the evaluation's children would run under less than they ask for (then a model
+/// that fails under the lower limit is not blamed: the step fails instead). Too few open files
+/// for the validator at all is a clear exit, not a loop of failed spawns.
+pub fn resource_limits(worker: &WorkerEvaluator) -> Result<(), Failure> {
+    use validator::eval::limits::{OPEN_FILES_MIN, describe_inherited, raise_open_files};
+    let open_files = raise_open_files();
+    tracing::info!("resource limits: {}", describe_inherited());
+    if open_files < OPEN_FILES_MIN {
+        return Err(Failure::Failed(anyhow!(
+            "ACTION NEEDED: the open-files limit is {open_files}; the validator needs at least \
+             {OPEN_FILES_MIN} (raise it: ulimit -n, or LimitNOFILE= in its systemd unit)"
+        )));
+    }
+    let asked = |value: Option<u64>, unit: &str| {
+        value.map_or_else(|| "no limit".to_owned(), |v| format!("{v}{unit}"))
+    };
+    let lowered: Vec<String> = worker
+        .limits_asked()
+        .iter()
+        .filter(|limits| limits.are_lowered_here())
+        .map(|limits| {
+            format!(
+                "{} of address space and {} of CPU time",
+                asked(limits.address_space_bytes, " bytes"),
+                asked(limits.cpu_seconds, " s")
+            )
+        })
+        .collect();
+    if !lowered.is_empty() {
+        tracing::warn!(
+            "ACTION NEEDED: the evaluation's children ask for {}, above this machine's hard \
+             limits; they run under those, and a model that fails under them is not blamed: \
+             the step fails instead. Raise the limits (LimitAS=, LimitCPU=, prlimit) to \
+             evaluate every model",
+            lowered.join(", and ")
+        );
+    }
+    Ok(())
 }

@@ -230,7 +230,8 @@ pub fn run(args: &EvalArgs) -> Outcome {
     Ok(())
 }
 
-/// A worker that gave no answer: a crash or a timeout is the model's doing (exit 2).
+/// A worker that gave no answer: a crash or a timeout is the model's doing (exit 2), unless
+/// the machine's own lower limits may have caused it (exit 1).
 fn job_failure(failure: WorkerFailure) -> Failure {
     match failure {
         WorkerFailure::Timeout(limit) => Failure::invalid(anyhow::anyhow!(
@@ -243,6 +244,8 @@ fn job_failure(failure: WorkerFailure) -> Failure {
         WorkerFailure::Spawn(why) => {
             Failure::failed(anyhow::anyhow!("cannot start the evaluation worker: {why}"))
         }
+        // Under the operator's lower limits the machine, not the model, stopped it (exit 1).
+        WorkerFailure::Limited(why) => Failure::failed(anyhow::anyhow!("{why}")),
     }
 }
 
@@ -253,7 +256,9 @@ fn reply_failure(reply: Reply) -> Failure {
             Failure::invalid(anyhow::anyhow!("{detail}"))
         }
         Reply::CheckFailed(failed) => Failure::invalid(anyhow::anyhow!("{}", failed.detail)),
-        Reply::DeviceUnavailable(why) => Failure::failed(anyhow::anyhow!("{why}")),
+        Reply::DeviceUnavailable(why) | Reply::MachineFault(why) => {
+            Failure::failed(anyhow::anyhow!("{why}"))
+        }
         other => Failure::failed(anyhow::anyhow!(
             "the evaluation worker answered out of turn: {other:?}"
         )),

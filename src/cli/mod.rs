@@ -72,10 +72,19 @@ enum Command {
     RemoteWorker(queue::EvalWorkerArgs),
     /// Renders chat templates for `eval` in an isolated child process (internal).
     #[command(name = "__render-chat-template", hide = true)]
-    RenderChatTemplate,
+    RenderChatTemplate {
+        /// The limits the child sets on itself first (`--address-space-bytes N`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        limits: Vec<String>,
+    },
     /// Runs one evaluation job from stdin in this child process (internal).
     #[command(name = "__eval-worker", hide = true)]
-    EvalWorker,
+    EvalWorker {
+        /// The limits the child sets on itself first (`--address-space-bytes N`,
+        /// `--cpu-seconds S`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        limits: Vec<String>,
+    },
 }
 
 /// Why a command failed, by who must act.
@@ -187,10 +196,12 @@ pub fn dispatch(cli: Cli, settings: Vec<String>) -> ExitCode {
         Command::Data { command } => data::run(command),
         Command::Chain { command } => chain::run(command),
         Command::RemoteWorker(args) => queue::run(&args),
-        Command::RenderChatTemplate => {
-            validator::eval::template::serve_render_request().map_err(Failure::failed)
+        Command::RenderChatTemplate { limits } => {
+            validator::eval::template::serve_render_request(&limits).map_err(Failure::failed)
         }
-        Command::EvalWorker => validator::eval::worker::serve().map_err(Failure::failed),
+        Command::EvalWorker { limits } => {
+            validator::eval::worker::serve(&limits).map_err(Failure::failed)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ pub mod checks;
 pub mod config;
 pub mod estimate;
 pub mod export;
+pub mod limits;
 pub mod onnx;
 pub mod runs;
 pub mod runtime;
@@ -96,6 +97,9 @@ pub enum EvalError {
     /// CUDA was asked for but cannot be used.
     #[error("CUDA is not available: {0}")]
     CudaUnavailable(String),
+    /// This machine's resource limits, lower than the evaluation asks for, stopped it.
+    #[error("{0}")]
+    Limits(String),
     /// The evaluation data is unusable.
     #[error("data line {line}: {detail}")]
     Data {
@@ -132,7 +136,9 @@ impl EvalError {
             | EvalError::Resources(_) => Fault::Model(RejectionCode::MalformedRepo),
             EvalError::Unsupported(_) => Fault::Model(RejectionCode::UnsupportedArchitecture),
             EvalError::Io { .. } | EvalError::Data { .. } => Fault::Input,
-            EvalError::Runtime(_) | EvalError::CudaUnavailable(_) => Fault::Machine,
+            EvalError::Runtime(_) | EvalError::CudaUnavailable(_) | EvalError::Limits(_) => {
+                Fault::Machine
+            }
         }
     }
 }

@@ -14,6 +14,8 @@ use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, context};
 use serde::{Deserialize, Serialize};
 
+use super::limits::ChildLimits;
+
 use super::EvalError;
 
 /// Instructions one render may execute before it is stopped (a loop that never ends, or a
@@ -394,10 +396,24 @@ pub enum RenderResponse {
     Rendered(Vec<String>),
     /// Why rendering failed.
     Error(String),
+    /// The machine stopped the renderer (it could not limit itself): nobody's template is
+    /// at fault.
+    Machine(String),
 }
 
-/// Serves one [`RenderRequest`] from stdin to stdout (the `__render-chat-template` command).
-pub fn serve_render_request() -> std::io::Result<()> {
+/// Serves one [`RenderRequest`] from stdin to stdout (the `__render-chat-template [LIMITS]`
+/// command), under the limits its command line gives, which it sets on itself first.
+pub fn serve_render_request(limits: &[String]) -> std::io::Result<()> {
+    let limited = super::limits::from_args(limits).and_then(|limits| {
+        limits
+            .apply()
+            .map_err(|e| format!("the template renderer cannot limit itself: {e}"))
+    });
+    if let Err(why) = limited {
+        let mut stdout = std::io::stdout().lock();
+        serde_json::to_writer(&mut stdout, &RenderResponse::Machine(why))?;
+        return stdout.flush();
+    }
     let mut input = String::new();
     std::io::stdin()
         .take(256 * 1024 * 1024)
@@ -438,14 +454,16 @@ pub fn render(
         conversations: conversations.to_vec(),
     })
     .map_err(|e| EvalError::Template(format!("encoding the render request: {e}")))?;
-    // `ulimit -v` bounds the child's address space without any unsafe code here.
-    let limit_kib = (memory_limit_bytes / 1024).max(65_536);
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -v {limit_kib} && exec \"$0\" __render-chat-template"
-        ))
-        .arg(program)
+    // The child sets its own address-space limit first, never above this process's hard
+    // limit; when that is lower than asked, a renderer that dies is the machine's fault.
+    let limits = ChildLimits {
+        address_space_bytes: Some(memory_limit_bytes),
+        cpu_seconds: None,
+    };
+    let lowered = limits.are_lowered_here();
+    let mut child = Command::new(program)
+        .arg("__render-chat-template")
+        .args(limits.args())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -491,6 +509,13 @@ pub fn render(
             "the renderer returned the wrong number of conversations".into(),
         )),
         Ok(RenderResponse::Error(why)) => Err(EvalError::Template(why)),
+        Ok(RenderResponse::Machine(why)) => Err(EvalError::Limits(why)),
+        Err(_) if !status.success() && lowered => Err(EvalError::Limits(format!(
+            "the template renderer died under this machine's resource limits, lower than its \
+             {} MiB ({}; {status})",
+            memory_limit_bytes / (1024 * 1024),
+            super::limits::describe_inherited()
+        ))),
         Err(_) if !status.success() => Err(EvalError::Template(format!(
             "the chat template exhausted the renderer's {} MiB memory limit or crashed it ({status})",
             memory_limit_bytes / (1024 * 1024)

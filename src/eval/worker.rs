@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::batch::{CheckFailed, ModelChecked, check_model, evaluate_prepared, tokenize_pairs};
 use super::export::Precision;
+use super::limits::ChildLimits;
 use super::runtime::Device;
 use super::template::{CivilDate, Isolation};
 use super::tokenize::Prepared;
@@ -135,6 +136,9 @@ pub enum Reply {
     Unavailable(String),
     /// The evaluation device cannot be opened: the machine's fault, nobody's model.
     DeviceUnavailable(String),
+    /// The machine stopped the job (the child could not be limited, or it failed under
+    /// resource limits lower than the evaluation asks for): nobody's model is at fault.
+    MachineFault(String),
 }
 
 /// What `validator eval` reports of a model, read in the worker.
@@ -152,7 +156,10 @@ pub struct ModelSummary {
     pub norm_soft_fraction_mean: Option<f64>,
 }
 
-fn reply_of_error(error: &EvalError) -> Reply {
+/// A job's error as the reply's verdict. In a child whose limits were `lowered` below what
+/// the evaluation asks for, a runtime failure (an allocation the limit refused) is the
+/// machine's, not the model's.
+fn reply_of_error_under(error: &EvalError, lowered: bool) -> Reply {
     match error.fault() {
         Fault::Model(code) => Reply::ModelFailed {
             code,
@@ -161,6 +168,12 @@ fn reply_of_error(error: &EvalError) -> Reply {
         Fault::Input => Reply::Unavailable(error.to_string()),
         Fault::Machine => match error {
             EvalError::CudaUnavailable(_) => Reply::DeviceUnavailable(error.to_string()),
+            EvalError::Limits(_) => Reply::MachineFault(error.to_string()),
+            _ if lowered => Reply::MachineFault(format!(
+                "{error} (under this machine's resource limits, lower than the evaluation asks \
+                 for: {})",
+                super::limits::describe_inherited()
+            )),
             // ONNX Runtime failing on one model (its shapes, its size) is that model's
             // failure; the device itself was probed before the model was touched.
             _ => Reply::ModelFailed {
@@ -173,6 +186,12 @@ fn reply_of_error(error: &EvalError) -> Reply {
 
 /// Runs one job in this process.
 pub fn perform(job: Job) -> Reply {
+    perform_under(job, false)
+}
+
+/// Runs one job in this process, whose resource limits were `lowered` below what it asks
+/// for (then a failure that is not plainly the model's is the machine's).
+fn perform_under(job: Job, lowered: bool) -> Reply {
     match job {
         Job::Check {
             dir,
@@ -182,7 +201,7 @@ pub fn perform(job: Job) -> Reply {
         } => match check_model(&dir, &competition, max_seq_len, memory_max_bytes) {
             Ok(Ok(checked)) => Reply::Checked(checked),
             Ok(Err(failed)) => Reply::CheckFailed(failed),
-            Err(error) => reply_of_error(&error),
+            Err(error) => reply_of_error_under(&error, lowered),
         },
         Job::Tokenize {
             dir,
@@ -202,7 +221,7 @@ pub fn perform(job: Job) -> Reply {
             };
             match tokenize_pairs(&dir, &pairs, &options) {
                 Ok(prepared) => Reply::Tokenized(prepared),
-                Err(error) => reply_of_error(&error),
+                Err(error) => reply_of_error_under(&error, lowered),
             }
         }
         Job::Inspect {
@@ -211,7 +230,7 @@ pub fn perform(job: Job) -> Reply {
             memory_max_bytes,
         } => match inspect_job(&dir, max_seq_len, memory_max_bytes) {
             Ok(summary) => Reply::Inspected(summary),
-            Err(error) => reply_of_error(&error),
+            Err(error) => reply_of_error_under(&error, lowered),
         },
         Job::Evaluate {
             dir,
@@ -233,6 +252,7 @@ pub fn perform(job: Job) -> Reply {
                 precision,
             },
             &batch,
+            lowered,
         ),
     }
 }
@@ -265,18 +285,27 @@ struct EngineSettings {
     precision: Precision,
 }
 
-fn evaluate_job(dir: &Path, device: &str, engine: EngineSettings, batch: &[Prepared]) -> Reply {
+fn evaluate_job(
+    dir: &Path,
+    device: &str,
+    engine: EngineSettings,
+    batch: &[Prepared],
+    lowered: bool,
+) -> Reply {
     let device: Device = match device.parse() {
         Ok(device) => device,
         Err(why) => return Reply::DeviceUnavailable(why),
     };
     // The device first: if it cannot be opened, no model is at fault.
     if let Err(error) = super::runtime::probe(device) {
-        return Reply::DeviceUnavailable(error.to_string());
+        return match reply_of_error_under(&error, lowered) {
+            Reply::MachineFault(why) => Reply::MachineFault(why),
+            _ => Reply::DeviceUnavailable(error.to_string()),
+        };
     }
     let model = match ModelDir::open(dir) {
         Ok(model) => model,
-        Err(error) => return reply_of_error(&error),
+        Err(error) => return reply_of_error_under(&error, lowered),
     };
     let options = EvalOptions {
         device,
@@ -296,12 +325,20 @@ fn evaluate_job(dir: &Path, device: &str, engine: EngineSettings, batch: &[Prepa
             session_seconds: evaluation.session_seconds,
             evaluate_seconds: evaluation.evaluate_seconds,
         },
-        Err(error) => reply_of_error(&error),
+        Err(error) => reply_of_error_under(&error, lowered),
     }
 }
 
-/// Serves one job from stdin to stdout (`validator __eval-worker`).
-pub fn serve() -> std::io::Result<()> {
+/// Serves one job from stdin to stdout (`validator __eval-worker [LIMITS]`), under the limits
+/// its command line gives, which it sets on itself before anything else.
+pub fn serve(limits: &[String]) -> std::io::Result<()> {
+    let limited = super::limits::from_args(limits)
+        .map_err(|why| format!("the evaluation worker's limits: {why}"))
+        .and_then(|limits| {
+            limits
+                .apply()
+                .map_err(|e| format!("the evaluation worker cannot limit itself: {e}"))
+        });
     let mut line = String::new();
     let mut stdin = std::io::stdin().lock();
     (&mut stdin).take(JOB_BYTES_MAX).read_line(&mut line)?;
@@ -313,10 +350,11 @@ pub fn serve() -> std::io::Result<()> {
         while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
         std::process::exit(70);
     });
-    let reply = match serde_json::from_str::<Job>(&line) {
-        Ok(job) => {
+    let reply = match (serde_json::from_str::<Job>(&line), limited) {
+        (_, Err(why)) => Reply::MachineFault(why),
+        (Ok(job), Ok(lowered)) => {
             // A panic in a parser of the miner's files is that model's failure, not a crash.
-            std::panic::catch_unwind(|| perform(job)).unwrap_or_else(|panic| {
+            std::panic::catch_unwind(|| perform_under(job, lowered)).unwrap_or_else(|panic| {
                 let what = panic
                     .downcast_ref::<String>()
                     .cloned()
@@ -328,7 +366,7 @@ pub fn serve() -> std::io::Result<()> {
                 }
             })
         }
-        Err(error) => Reply::Unavailable(format!("unreadable job: {error}")),
+        (Err(error), Ok(_)) => Reply::Unavailable(format!("unreadable job: {error}")),
     };
     let mut stdout = std::io::stdout().lock();
     serde_json::to_writer(&mut stdout, &reply)?;
@@ -345,6 +383,9 @@ pub enum WorkerFailure {
     Crashed(String),
     /// It could not be started.
     Spawn(String),
+    /// It died or ran out of time under resource limits lower than the evaluation asks for
+    /// (inherited from the operator's environment): the machine's fault, not the model's.
+    Limited(String),
 }
 
 /// Kills a child's process group when dropped: a worker abandoned by a timeout, a stop
@@ -423,27 +464,17 @@ impl WorkerEvaluator {
     pub async fn run_once(&self, job: &Job, timeout: Duration) -> Result<Reply, WorkerFailure> {
         let request = serde_json::to_vec(job)
             .map_err(|e| WorkerFailure::Spawn(format!("encoding the job: {e}")))?;
-        // `ulimit` bounds the child without unsafe code here: its address space (so a file
-        // built to exhaust memory fails in the child) and its CPU time (a backstop behind the
-        // wall-clock timeout). A CUDA evaluation maps the card's memory into the address
-        // space, so there the memory estimate alone bounds it. Fewer malloc arenas keep
-        // what glibc reserves, but never touches, from counting against the limit.
-        let address_space_bytes = self.address_space_bytes(job);
-        let cpu_seconds = timeout.as_secs().saturating_add(1).saturating_mul(
-            u64::try_from(self.threads.max(1))
-                .unwrap_or(1)
-                .saturating_add(1),
-        );
-        let limits = match address_space_bytes {
-            Some(bytes) => format!("ulimit -v {} && ", (bytes / 1024).max(65_536)),
-            None => String::new(),
-        };
-        let mut child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "{limits}ulimit -t {cpu_seconds} && exec \"$0\" __eval-worker"
-            ))
-            .arg(&self.program)
+        // The child sets its own limits, from its command line, before anything else: its
+        // address space (so a file built to exhaust memory fails in the child) and its CPU
+        // time (a backstop behind the wall-clock timeout), never above the hard limits this
+        // process inherited. A CUDA evaluation maps the card's memory into the address space,
+        // so there the memory estimate alone bounds it. Fewer malloc arenas keep what glibc
+        // reserves, but never touches, from counting against the limit.
+        let limits = self.child_limits(job, timeout);
+        let lowered = limits.are_lowered_here();
+        let mut child = tokio::process::Command::new(&self.program)
+            .arg("__eval-worker")
+            .args(limits.args())
             .env("MALLOC_ARENA_MAX", "2")
             // The report keeps the end of the child's stderr: the reason, not a backtrace.
             .env("RUST_BACKTRACE", "0")
@@ -495,9 +526,59 @@ impl WorkerEvaluator {
             let tail_from = err.len().saturating_sub(STDERR_TAIL_BYTES);
             let tail = String::from_utf8_lossy(err.get(tail_from..).unwrap_or_default());
             let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-            WorkerFailure::Crashed(format!("{status}: {}", tail.trim()))
+            let why = format!("{status}: {}", tail.trim());
+            if lowered {
+                // It may have died of the operator's limit, not of the model.
+                WorkerFailure::Limited(format!(
+                    "the evaluation worker died under this machine's resource limits, lower \
+                     than it asks for ({}): {why}",
+                    super::limits::describe_inherited()
+                ))
+            } else {
+                WorkerFailure::Crashed(why)
+            }
         })?;
         Ok(reply)
+    }
+
+    /// The limits of the child that runs `job` within `timeout`: its address space, and CPU
+    /// time enough for every thread through the whole timeout.
+    fn child_limits(&self, job: &Job, timeout: Duration) -> ChildLimits {
+        ChildLimits {
+            address_space_bytes: self.address_space_bytes(job),
+            cpu_seconds: Some(
+                timeout.as_secs().saturating_add(1).saturating_mul(
+                    u64::try_from(self.threads.max(1))
+                        .unwrap_or(1)
+                        .saturating_add(1),
+                ),
+            ),
+        }
+    }
+
+    /// The limits its children ask for, for the checks and tokenising and for an
+    /// evaluation: what the start-up log compares with the limits this process inherited.
+    pub fn limits_asked(&self) -> [ChildLimits; 2] {
+        let prepare = Job::Tokenize {
+            dir: PathBuf::new(),
+            pairs: Vec::new(),
+            max_seq_len: self.max_seq_len,
+            date: self.date,
+        };
+        let evaluate = Job::Evaluate {
+            dir: PathBuf::new(),
+            device: self.device.to_string(),
+            threads: self.threads,
+            max_seq_len: self.max_seq_len,
+            memory_max_bytes: self.memory_max_bytes,
+            tokens_per_run: self.tokens_per_run,
+            precision: self.precision,
+            batch: Vec::new(),
+        };
+        [
+            self.child_limits(&prepare, self.prepare_timeout),
+            self.child_limits(&evaluate, self.eval_timeout),
+        ]
     }
 
     /// The address-space limit of the child that runs `job` (`None`: unlimited).

@@ -325,6 +325,7 @@ fn refusal_of_failure(failure: &WorkerFailure, what: &str) -> Result<Refusal, Ed
         WorkerFailure::Spawn(why) => Err(EdgeError::Operator(format!(
             "cannot start the evaluation worker: {why}"
         ))),
+        WorkerFailure::Limited(why) => Err(EdgeError::Operator(why.clone())),
     }
 }
 
@@ -355,7 +356,9 @@ impl ModelEvaluator for WorkerEvaluator {
                 Ok(Verdict::Rejected(Refusal::new(code, detail)))
             }
             Ok(Reply::Unavailable(why)) => Err(EdgeError::Unavailable(why)),
-            Ok(Reply::DeviceUnavailable(why)) => Err(EdgeError::Operator(why)),
+            Ok(Reply::DeviceUnavailable(why) | Reply::MachineFault(why)) => {
+                Err(EdgeError::Operator(why))
+            }
             Ok(other) => Err(unexpected(&other)),
             Err(failure) => {
                 refusal_of_failure(&failure, "checking the model").map(Verdict::Rejected)
@@ -380,7 +383,9 @@ impl ModelEvaluator for WorkerEvaluator {
                 Ok(Verdict::Rejected(Refusal::new(code, detail)))
             }
             Ok(Reply::Unavailable(why)) => Err(EdgeError::Unavailable(why)),
-            Ok(Reply::DeviceUnavailable(why)) => Err(EdgeError::Operator(why)),
+            Ok(Reply::DeviceUnavailable(why) | Reply::MachineFault(why)) => {
+                Err(EdgeError::Operator(why))
+            }
             Ok(other) => Err(unexpected(&other)),
             Err(failure) => {
                 refusal_of_failure(&failure, "tokenising the batch").map(Verdict::Rejected)
@@ -418,6 +423,7 @@ impl ModelEvaluator for WorkerEvaluator {
                 "the evaluation device {} cannot be used: {why}",
                 self.device
             ))),
+            Ok(Reply::MachineFault(why)) => Err(EdgeError::Operator(why)),
             Ok(other) => Err(unexpected(&other)),
             Err(WorkerFailure::Timeout(limit)) => failed(format!(
                 "timeout: the evaluation took longer than {} s",
@@ -429,6 +435,7 @@ impl ModelEvaluator for WorkerEvaluator {
             Err(WorkerFailure::Spawn(why)) => Err(EdgeError::Operator(format!(
                 "cannot start the evaluation worker: {why}"
             ))),
+            Err(WorkerFailure::Limited(why)) => Err(EdgeError::Operator(why)),
         }
     }
 }

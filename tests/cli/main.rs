@@ -3,6 +3,7 @@
 
 mod documented_flags;
 mod exit_codes;
+mod limits;
 mod model_hash;
 mod score_cli;
 mod settings;

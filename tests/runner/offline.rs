@@ -184,3 +184,87 @@ fn the_demo_runs_and_replays_its_own_journal() {
     assert!(stderr.contains("HashMismatch"), "{stderr}");
     assert!(stderr.contains("verified 5DemoFrank's model"), "{stderr}");
 }
+
+/// Postmortem (issue 33, class 2): under a container's or systemd's lower hard limits the
+/// children's `ulimit` failed and every check crashed, so models were rejected for good (6
+/// under one such limit) and evaluations failed (9 of 9). Under hard limits below what the
+/// children ask for, the demo gives the same verdicts and weights as without them, and the
+/// start-up log says what the limits are.
+#[test]
+fn lower_inherited_limits_reject_and_fail_no_model() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "prlimit is missing"
+        );
+        return;
+    }
+    let run = |limits: &[&str]| {
+        let mut command = Command::new("prlimit");
+        command
+            .args(limits)
+            .arg(env!("CARGO_BIN_EXE_validator"))
+            .args(["run", "--demo"])
+            .env("TMPDIR", tempfile::tempdir().unwrap().keep());
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        (stdout, stderr)
+    };
+    let (free, _) = run(&[]);
+    let (limited, log) = run(&["--as=400000000:400000000", "--cpu=60:60"]);
+    let final_weights = |stdout: &str| {
+        stdout
+            .lines()
+            .find(|line| line.starts_with("final weights"))
+            .map(str::to_owned)
+    };
+    assert_eq!(final_weights(&limited), final_weights(&free), "{limited}");
+    assert!(limited.contains("all recorded results match"), "{limited}");
+    let rejected = |log: &str| log.lines().filter(|l| l.contains("rejected ")).count();
+    assert_eq!(
+        rejected(&log),
+        1,
+        "only the demo's own hash mismatch: {log}"
+    );
+    assert!(
+        log.contains("resource limits: address space 400000000"),
+        "{log}"
+    );
+    assert!(
+        log.contains("ACTION NEEDED: the evaluation's children ask for"),
+        "{log}"
+    );
+}
+
+/// Postmortem (issue 33, class 2): under a low open-files limit every spawn failed with "Too
+/// many open files" and the loop retried forever. The soft limit is raised to the hard one at
+/// start-up; a hard limit too low for the validator is a clear exit naming what it needs.
+#[test]
+fn a_low_open_files_limit_is_raised_or_a_clear_exit() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "prlimit is missing"
+        );
+        return;
+    }
+    let run = |limit: &str| {
+        Command::new("prlimit")
+            .arg(limit)
+            .arg(env!("CARGO_BIN_EXE_validator"))
+            .args(["run", "--demo"])
+            .env("TMPDIR", tempfile::tempdir().unwrap().keep())
+            .output()
+            .unwrap()
+    };
+    let raised = run("--nofile=64:4096");
+    let stdout = String::from_utf8_lossy(&raised.stdout);
+    assert!(raised.status.success(), "{stdout}");
+    assert!(stdout.contains("all recorded results match"), "{stdout}");
+    let refused = run("--nofile=64:64");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("open-files limit is 64"), "{stderr}");
+}
