@@ -78,7 +78,14 @@ def run_demo(work, extra, workers=0, server=None):
                     if time.time() > deadline:
                         raise RuntimeError("nats-server did not start")
                     time.sleep(0.05)
-            extra = extra + ["--eval-queue", url, "--queue-workers", str(workers)]
+            # Each worker's key, made now, and the list of them the runner trusts.
+            keys = [os.path.join(work, f"w{index}.nk") for index in range(workers)]
+            trusted = os.path.join(work, "trusted")
+            with open(trusted, "w") as listing:
+                for key in keys:
+                    listing.write(worker_public_key(key) + "\n")
+            extra = extra + ["--eval-queue", url, "--queue-workers", str(workers),
+                             "--queue-trusted-workers", trusted, "--eval-queue-insecure"]
         runner = subprocess.Popen([VALIDATOR, "run", "--demo", "--demo-dir", demo, "--threads", "1"]
                                   + extra, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                   text=True)
@@ -94,7 +101,7 @@ def run_demo(work, extra, workers=0, server=None):
                 children.append(subprocess.Popen(
                     [VALIDATOR, "eval-worker", "--queue", url, "--threads", "1",
                      "--hub", f"local:{hub}", "--model-dir", os.path.join(work, f"w{index}"),
-                     "--disk-free-min-bytes", "0"],
+                     "--disk-free-min-bytes", "0", "--worker-key", keys[index]],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         out, _ = runner.communicate(timeout=600)
         if runner.returncode != 0 or "all recorded results match" not in out:
@@ -108,6 +115,18 @@ def run_demo(work, extra, workers=0, server=None):
         if nats:
             nats.kill()
             nats.wait()
+
+
+def worker_public_key(path):
+    """Makes the worker key at `path` and returns its public key: a worker logs it when it
+    starts, before it connects (here to nothing, so it stops at once)."""
+    done = subprocess.run([VALIDATOR, "eval-worker", "--queue", "nats://127.0.0.1:1",
+                           "--worker-key", path, "--jobs-max", "0"],
+                          capture_output=True, text=True)
+    match = re.search(r"public key: (U[A-Z0-9]+)", done.stderr)
+    if not match:
+        raise RuntimeError(f"no public key for {path}:\n{done.stderr}")
+    return match.group(1)
 
 
 def main():

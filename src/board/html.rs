@@ -101,6 +101,9 @@ fn status(out: &mut String, board: &Leaderboard, live: bool) {
         ),
     );
     line("journal records", v.records.to_string());
+    for warning in &v.warnings {
+        line("warning", escape(warning));
+    }
     if let Some(head) = &v.journal_head {
         line("journal head", escape(head));
     }

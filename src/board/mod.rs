@@ -486,6 +486,7 @@ impl Board {
                 weights_last: self.weights_last.clone(),
                 records: self.counts.records,
                 journal_head: None,
+                warnings: Vec::new(),
             },
             competitions,
             unassigned,
@@ -535,6 +536,9 @@ pub struct ValidatorStatus {
     /// The journal's head (records, last position, hash chain), as `replay` prints the head it
     /// verified; set by whoever holds the journal.
     pub journal_head: Option<String>,
+    /// What the operator accepted that weakens the validator (set by the runner).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One competition's table and history.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use validator::eval::runtime::Device;
-use validator::runner::queue::RemoteWorker;
+use validator::runner::queue::{RemoteWorker, WorkerKey};
 
 use super::{Failure, Outcome, runtime};
 
@@ -56,6 +56,12 @@ pub struct EvalWorkerArgs {
     /// Stop after this many jobs.
     #[arg(long = "jobs-max")]
     jobs_max: Option<u64>,
+    /// This worker's key: a file holding its nkey seed (SU..., mode 0600), made when it does
+    /// not exist. The worker signs every result with it (the runner takes only results of
+    /// the keys in its --queue-trusted-workers) and, without other credentials,
+    /// authenticates to the server with it.
+    #[arg(long = "worker-key")]
+    worker_key: PathBuf,
     /// Log as JSON lines.
     #[arg(long = "logging.json", visible_alias = "logging-json")]
     logging_json: bool,
@@ -78,14 +84,27 @@ pub fn run(args: &EvalWorkerArgs) -> Outcome {
         args.threads,
         &args.engine,
     )?;
-    let options = args
+    let mut options = args
         .queue_args
         .options(&args.queue, Duration::from_secs(args.eval_timeout_s.max(1)));
+    let (key, made) = WorkerKey::load_or_create(&args.worker_key).map_err(Failure::invalid)?;
+    if made {
+        tracing::warn!(
+            "a new worker key is in {}; add its public key to the runner's \
+             --queue-trusted-workers",
+            args.worker_key.display()
+        );
+    }
+    tracing::info!("this worker's public key: {}", key.public_key());
+    if !options.has_credentials() {
+        options.nkey_seed = key.seed();
+    }
     let worker = RemoteWorker {
         options,
         store,
         evaluator,
         jobs_max: args.jobs_max,
+        key,
     };
     runtime()?.block_on(async move {
         let (stop, stop_seen) = tokio::sync::watch::channel(false);

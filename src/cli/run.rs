@@ -22,7 +22,7 @@ use validator::runner::config::{
 use validator::runner::demo::{DEMO_STEPS, write_demo};
 use validator::runner::live::{AnyChain, AnyEvaluator, AnyStore, LiveChain, LiveWeights};
 use validator::runner::pool::EvaluatorPool;
-use validator::runner::queue::QueueEvaluator;
+use validator::runner::queue::{QueueEvaluator, QueueOptions, TrustedWorkers};
 use validator::runner::snapshot::RecordedChain;
 use validator::runner::table::weights_line;
 use validator::runner::weights::WeightsConfig;
@@ -112,6 +112,19 @@ pub struct RunArgs {
     /// stay here.
     #[arg(long = "eval-queue", visible_alias = "eval_queue")]
     eval_queue: Option<String>,
+    /// The remote workers whose results are taken: a file of their public nkeys (U...), one a
+    /// line with an optional name (each `validator eval-worker` logs its own at start). A
+    /// result is taken only when a worker listed here signed it. Needed with --eval-queue.
+    #[arg(
+        long = "queue-trusted-workers",
+        visible_alias = "queue_trusted_workers"
+    )]
+    queue_trusted_workers: Option<PathBuf>,
+    /// Use an evaluation queue the runner cannot authenticate to (no user and password in
+    /// the URL, no credentials file, no client certificate): anyone who reaches the server
+    /// may then delete the queue or fill it (results stay signed). The page says so.
+    #[arg(long = "eval-queue-insecure", visible_alias = "eval_queue_insecure")]
+    eval_queue_insecure: bool,
     /// The most shards a model's batch is cut into when the step's models do not share the
     /// workers evenly (three models on two devices: halves, the longest work first); each
     /// shard builds its own session, and 1 never cuts.
@@ -355,6 +368,13 @@ impl RunArgs {
         config.max_steps = self.max_steps;
         config.eval_shards_max = usize::from(self.eval_shards_max);
         config.not_found_retry_blocks = self.not_found_retry_blocks;
+        if self.eval_queue.is_some() && self.eval_queue_insecure {
+            config.warnings.push(
+                "the evaluation queue is used without credentials (--eval-queue-insecure): \
+                 anyone who reaches its server may delete or fill it (results stay signed)"
+                    .into(),
+            );
+        }
         config.weights = WeightsConfig::new(self.version_key());
         config.weights.blocks_per_epoch = self.blocks_per_epoch.max(1);
         config.weights.tick = Duration::from_secs_f64(self.weights_check_s.clamp(0.05, 3600.0));
@@ -560,6 +580,30 @@ fn devices_of(list: &[String]) -> Result<Vec<Device>, Failure> {
     Ok(devices)
 }
 
+/// The workers whose results the queue takes, refusing a queue the runner cannot
+/// authenticate to unless `--eval-queue-insecure` says the operator accepts it.
+fn trusted_workers(args: &RunArgs, options: &QueueOptions) -> Result<TrustedWorkers, Failure> {
+    if !options.has_credentials() && !args.eval_queue_insecure {
+        return Err(Failure::Invalid(anyhow!(
+            "--eval-queue {} has no credentials (no user and password in the URL, no \
+             --queue-credentials, no --queue-tls-cert): anyone who reaches the server could \
+             delete or fill the queue. Give credentials (docs/operating.md shows a server \
+             configuration), or pass --eval-queue-insecure to accept it",
+            options.server()
+        )));
+    }
+    let Some(path) = &args.queue_trusted_workers else {
+        return Err(Failure::Invalid(anyhow!(
+            "--eval-queue needs --queue-trusted-workers FILE: the public keys (U...) of the \
+             workers whose results are taken, one a line (each `validator eval-worker` logs its \
+             own when it starts)"
+        )));
+    };
+    let trusted = TrustedWorkers::read(path).map_err(Failure::invalid)?;
+    tracing::info!("taking results signed by {} trusted workers", trusted.len());
+    Ok(trusted)
+}
+
 /// The evaluator the flags ask for: a pool over `--devices` (or the one `--device`), or remote
 /// workers through `--eval-queue`.
 async fn evaluator(args: &RunArgs) -> Result<AnyEvaluator, Failure> {
@@ -586,7 +630,8 @@ async fn evaluator(args: &RunArgs) -> Result<AnyEvaluator, Failure> {
             .queue
             .options(url, Duration::from_secs(args.eval_timeout_s.max(1)));
         let options_server = options.server();
-        let queue = QueueEvaluator::connect(options, make(Device::Cpu)?)
+        let trusted = trusted_workers(args, &options)?;
+        let queue = QueueEvaluator::connect(options, make(Device::Cpu)?, trusted)
             .await
             .map_err(Failure::failed)?;
         tracing::info!(
@@ -618,6 +663,7 @@ async fn run_until_stopped(config: RunConfig, edges: RunEdges) -> Result<RunSumm
             RunError::Config(_) => Failure::invalid(error),
             RunError::Journal(error) => Failure::from(error),
             RunError::WriterStopped => Failure::Journal(error.into()),
+            RunError::Fatal(_) => Failure::failed(error),
         })
 }
 

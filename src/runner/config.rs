@@ -88,6 +88,9 @@ pub struct RunConfig {
     pub step_log: Option<PathBuf>,
     /// Progress bars on a terminal (never in JSON logging).
     pub progress_bars: bool,
+    /// What the operator accepted that weakens the validator (an evaluation queue without
+    /// credentials): said on the page and in `/api/leaderboard`.
+    pub warnings: Vec<String>,
 }
 
 /// Where `validator run` serves its page and metrics unless told otherwise.
@@ -134,6 +137,7 @@ impl RunConfig {
             health_stall: Duration::from_secs(HEALTH_STALL_S_DEFAULT),
             step_log: None,
             progress_bars: false,
+            warnings: Vec::new(),
         }
     }
 }

@@ -74,6 +74,10 @@ pub enum EdgeError {
     /// others.
     #[error("{0}")]
     Device(String),
+    /// Something the run must not go on with: an edge found what it relies on changed
+    /// behind its back (the evaluation queue's streams). The run stops with the reason.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 impl EdgeError {

@@ -72,6 +72,10 @@ pub enum RunError {
     /// The journal writer stopped after an earlier error.
     #[error("the journal writer stopped")]
     WriterStopped,
+    /// An edge found what the run relies on changed behind its back (the evaluation queue's
+    /// streams): the run stops rather than trust it.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 impl From<WriteError> for RunError {
@@ -134,6 +138,7 @@ where
         blocks_per_epoch: config.weights.blocks_per_epoch,
         model_dir: config.model_dir.clone(),
         step_log: config.step_log.clone(),
+        warnings: config.warnings.clone(),
     }));
     // Bind before the journal is opened: a taken port is the operator's to fix, and should
     // not cost a fold of the journal first.

@@ -33,6 +33,8 @@ pub struct MonitorConfig {
     pub model_dir: PathBuf,
     /// Where N's step log goes, one line per step.
     pub step_log: Option<PathBuf>,
+    /// What the operator accepted that weakens the validator, said on the page.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -358,6 +360,7 @@ mod tests {
             blocks_per_epoch: 100,
             model_dir: cache.path().to_owned(),
             step_log: None,
+            warnings: Vec::new(),
         });
         let status = SharedStatus::default();
         monitor.watch_fetches(status.clone());
@@ -393,6 +396,7 @@ mod tests {
             blocks_per_epoch: 100,
             model_dir: PathBuf::from("/nonexistent"),
             step_log: None,
+            warnings: Vec::new(),
         });
         monitor.inner().state = Arc::new(State {
             block_weights_included: Some(1_000),

@@ -513,6 +513,11 @@ where
                     EvalOutcome::Failed(format!("the model could not be read: {why}")),
                     this_worker("-"),
                 ),
+                Err(EdgeError::Fatal(why)) => {
+                    let reason = format!("the run stops: {why}");
+                    self.fail_open(open, &reason, timing).await?;
+                    return Err(RunError::Fatal(why));
+                }
                 Err(error) => {
                     let reason = format!("ACTION NEEDED: {error}");
                     self.fail_open(open, &reason, timing).await?;

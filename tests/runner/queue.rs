@@ -16,8 +16,35 @@ use validator::machine::Event;
 use validator::machine::event::{EvalOutcome, ReportVerdict};
 use validator::runner::demo::{DemoFiles, write_demo};
 use validator::runner::queue::{
-    JobMessage, MESSAGE_VERSION, QueueOptions, ResultMessage, results_subject, workers_consumer,
+    JobMessage, MESSAGE_VERSION, QueueOptions, ResultMessage, WorkerKey, results_subject,
+    workers_consumer,
 };
+
+/// The workers every test trusts, by name: their keys are made once, in `work`, before the
+/// runner starts (it reads the list of trusted public keys then).
+const TRUSTED: [&str; 6] = ["one", "two", "doomed", "survivor", "stalled", "other"];
+
+/// `work/NAME.nk`, the key of the worker `name` (made when missing).
+fn key_file(work: &Path, name: &str) -> PathBuf {
+    std::fs::create_dir_all(work).unwrap();
+    let path = work.join(format!("{name}.nk"));
+    WorkerKey::load_or_create(&path).unwrap();
+    path
+}
+
+/// `work/trusted`: the public keys of `names`' workers, one a line.
+fn trusted_list(work: &Path, names: &[&str]) -> PathBuf {
+    let lines: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let (key, _) = WorkerKey::load_or_create(&key_file(work, name)).unwrap();
+            format!("{} {name}", key.public_key())
+        })
+        .collect();
+    let path = work.join("trusted");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
 
 /// Steps each queued run goes through: one of each competition.
 const STEPS: u64 = 2;
@@ -209,9 +236,19 @@ fn runner(files: &DemoFiles, work: &Path, queue: Option<(&str, u64)>, steps: u64
         .arg("--model_dir")
         .arg(work.join("cache"));
     if let Some((url, ack_wait_s)) = queue {
+        let trusted: Vec<&str> = TRUSTED
+            .iter()
+            .copied()
+            .chain(["honest", "intruder"])
+            .collect();
         command
             .args(["--eval-queue", url])
-            .args(["--queue-ack-wait-s", &ack_wait_s.to_string()]);
+            .args(["--queue-ack-wait-s", &ack_wait_s.to_string()])
+            .arg("--queue-trusted-workers")
+            .arg(trusted_list(work, &trusted));
+        if !url.contains('@') {
+            command.arg("--eval-queue-insecure");
+        }
     }
     std::fs::create_dir_all(work).unwrap();
     spawn_logged(command, work.join("runner.log"))
@@ -233,7 +270,9 @@ fn worker(files: &DemoFiles, work: &Path, name: &str, url: &str, ack_wait_s: u64
         .arg("--hub")
         .arg(format!("local:{}", files.hub.display()))
         .arg("--model-dir")
-        .arg(work.join(format!("{name}-cache")));
+        .arg(work.join(format!("{name}-cache")))
+        .arg("--worker-key")
+        .arg(key_file(work, name));
     command
 }
 
@@ -376,6 +415,11 @@ fn two_remote_workers_share_the_steps_and_agree_with_a_local_run() {
     }
 }
 
+/// A worker killed mid-job hands its job to another within the runner's ack wait. Postmortem
+/// (issue 33, class 1): the `workers` consumer kept the settings of whoever made it first, so
+/// a worker started before the runner set its own ack wait and the runner's
+/// `--queue-ack-wait-s` was silently ignored: here the doomed worker asks for 600 s and makes
+/// the consumer, and the job must still come back after the runner's 3 s.
 #[test]
 fn a_worker_killed_mid_job_hands_its_job_to_another() {
     let (_, files, _) = reference();
@@ -384,9 +428,10 @@ fn a_worker_killed_mid_job_hands_its_job_to_another() {
     let work = dir.path().join("queued");
     std::fs::create_dir_all(&work).unwrap();
     // This worker kills itself (SIGKILL) after evaluating its first job, before publishing.
-    let mut doomed = worker(files, &work, "doomed", &nats.url(), 3);
+    let mut doomed = worker(files, &work, "doomed", &nats.url(), 600);
     doomed.env("VALIDATOR_FAILPOINT", "eval-worker-before-publishing");
     let mut doomed = spawn_logged(doomed, work.join("doomed.log"));
+    doomed.wait_for("pulling evaluation jobs", Duration::from_secs(60));
     let run = runner(files, &work, Some((&nats.url(), 3)), STEPS);
     let status = doomed.child.wait().unwrap();
     assert!(
@@ -395,7 +440,7 @@ fn a_worker_killed_mid_job_hands_its_job_to_another() {
         doomed.log_text()
     );
     let survivor = spawn_worker(files, &work, "survivor", &nats.url(), 3);
-    finish(run, Duration::from_secs(300));
+    finish(run, Duration::from_secs(120));
     assert!(
         survivor.log_text().contains("(delivery 2)"),
         "the killed worker's job was not delivered again:\n{}",
@@ -438,15 +483,27 @@ fn a_queue_server_restarted_mid_step_loses_and_duplicates_nothing() {
     check_against_reference(&work.join("journal"));
 }
 
+/// Postmortem (issue 33, class 1): without queue credentials any client could publish
+/// results, and 8 of 8 forged results were journaled as `LossesComputed` (losses of 0.001 for
+/// chosen uids): the runner took the first result naming the job's batch digest and model
+/// hash, both public to every queue client. A result now counts only when a worker the
+/// runner trusts signed it, for the very job the runner published. Unsigned results, results
+/// signed by a stranger's key and signed results changed after signing are dropped, never
+/// journaled; a trusted worker's result for another batch is refused and journaled once,
+/// however often it comes; the honest worker's result is taken.
 #[test]
-fn a_forged_result_is_refused_recorded_and_the_real_one_taken() {
+fn forged_unsigned_and_tampered_results_are_never_journaled() {
     let (_, files, _) = reference();
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(dir.path());
     let work = dir.path().join("queued");
     let run = runner(files, &work, Some((&nats.url(), 30)), STEPS);
-    // A hostile worker takes the first job, answers it with losses for another batch, and
-    // gives the job back.
+    let (trusted_key, _) = WorkerKey::load_or_create(&key_file(&work, "one")).unwrap();
+    let stranger = WorkerKey::load_or_create(&work.join("stranger.nk"))
+        .unwrap()
+        .0;
+    // A hostile client takes the first job, answers it in every forged way it can, and gives
+    // the job back.
     let mut options = QueueOptions::new(&nats.url(), Duration::from_secs(30));
     options.ack_wait = Duration::from_secs(30);
     let forged_key = tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -466,15 +523,15 @@ fn a_forged_result_is_refused_recorded_and_the_real_one_taken() {
             };
             let message = message.unwrap();
             let job: JobMessage = serde_json::from_slice(&message.payload).unwrap();
-            let forged = ResultMessage {
+            let result = |batch_digest: &str| ResultMessage {
                 version: MESSAGE_VERSION,
                 job_id: job.job_id.clone(),
                 step: job.step,
                 uid: job.uid,
                 model_hash: job.model_hash.clone(),
-                batch_digest: "forged".into(),
+                batch_digest: batch_digest.to_owned(),
                 shard: job.shard,
-                outcome: EvalOutcome::Losses(validator::machine::wire::LossVec(vec![0.0; 50])),
+                outcome: EvalOutcome::Losses(validator::machine::wire::LossVec(vec![0.001; 50])),
                 worker: validator::machine::event::EvaluatedBy {
                     host: "mallory".into(),
                     device: "cuda:0".into(),
@@ -482,15 +539,34 @@ fn a_forged_result_is_refused_recorded_and_the_real_one_taken() {
                 },
                 session_seconds: 0.0,
                 scoring_seconds: 0.0,
+                worker_key: String::new(),
+                signature: String::new(),
             };
-            js.publish(
-                results_subject(&options),
-                serde_json::to_vec(&forged).unwrap().into(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+            let unsigned = result(&job.batch_digest);
+            let mut by_stranger = result(&job.batch_digest);
+            stranger.sign(&mut by_stranger);
+            let mut tampered = result(&job.batch_digest);
+            trusted_key.sign(&mut tampered);
+            tampered.outcome =
+                EvalOutcome::Losses(validator::machine::wire::LossVec(vec![0.0001; 50]));
+            let mut other_batch = result("another-batch");
+            trusted_key.sign(&mut other_batch);
+            for forged in [
+                &unsigned,
+                &by_stranger,
+                &tampered,
+                &other_batch,
+                &other_batch,
+            ] {
+                js.publish(
+                    results_subject(&options),
+                    serde_json::to_vec(forged).unwrap().into(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            }
             // Confirmed by the server before this client goes away.
             message
                 .double_ack_with(async_nats::jetstream::AckKind::Nak(None))
@@ -505,7 +581,7 @@ fn a_forged_result_is_refused_recorded_and_the_real_one_taken() {
     assert_eq!(journaled.refused.len(), 1, "{:?}", journaled.refused);
     let (key, why) = &journaled.refused[0];
     assert_eq!(*key, forged_key);
-    assert!(why.contains("batch digest forged"), "{why}");
+    assert!(why.contains("batch digest another-batch"), "{why}");
 }
 
 #[test]
@@ -566,4 +642,191 @@ fn a_worker_without_permission_to_publish_results_is_refused_by_the_server() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("authorization violation"), "{stderr}");
     assert!(!stderr.contains("not-the-secret"), "{stderr}");
+}
+
+/// Postmortem (issue 33, class 1): the queue's streams were made once, at connect, so a
+/// deleted results stream failed every step until the runner restarted. It is made again
+/// (and the runner's consumer with it), and the run goes on.
+#[test]
+fn a_deleted_results_stream_is_made_again_and_the_run_goes_on() {
+    let (_, files, _) = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let work = dir.path().join("queued");
+    let one = spawn_worker(files, &work, "one", &nats.url(), 10);
+    let run = runner(files, &work, Some((&nats.url(), 10)), STEPS);
+    one.wait_for("result published", Duration::from_secs(120));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.delete_stream("VALIDATOR_RESULTS").await.unwrap();
+    });
+    finish(run, Duration::from_secs(300));
+    check_against_reference(&work.join("journal"));
+}
+
+/// Postmortem (issue 33, class 1): a client allowed to manage streams could add its own
+/// subject to the results stream and answer through it, and nothing noticed. A stream changed
+/// behind the runner's back stops the run with the reason (exit 1), before another result
+/// from it is taken.
+#[test]
+fn a_results_stream_changed_behind_our_back_stops_the_run() {
+    let (_, files, _) = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let work = dir.path().join("queued");
+    let one = spawn_worker(files, &work, "one", &nats.url(), 10);
+    let mut run = runner(files, &work, Some((&nats.url(), 10)), 50);
+    one.wait_for("result published", Duration::from_secs(120));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("VALIDATOR_RESULTS").await.unwrap();
+        let mut config = stream.info().await.unwrap().config.clone();
+        config.subjects.push("mallory.answers".into());
+        js.update_stream(config).await.unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run went on:\n{}",
+            run.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1), "{}", run.log_text());
+    let log = run.log_text();
+    assert!(log.contains("changed behind our back"), "{log}");
+    assert!(log.contains("mallory.answers"), "{log}");
+}
+
+/// The server configuration `docs/operating.md` documents, with this test's port, store,
+/// runner password and worker key put in place of the documented ones.
+fn documented_config(port: u16, store: &Path, worker_key: &str) -> String {
+    let guide =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operating.md"))
+            .unwrap();
+    let start = guide
+        .find("```conf\n# /etc/nats/validator.conf")
+        .expect("docs/operating.md has no server configuration");
+    let block = &guide[start + "```conf\n".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    let replaced = block
+        .replace("\"0.0.0.0:4222\"", &format!("\"127.0.0.1:{port}\""))
+        .replace(
+            "\"/var/lib/nats\"",
+            &format!("{:?}", store.display().to_string()),
+        )
+        .replace("$RUNNER_PASSWORD", "runner-secret")
+        .replace("UWORKERPUBLICKEYFROMITSLOG", worker_key);
+    assert_ne!(
+        replaced, block,
+        "the documented configuration changed its placeholders"
+    );
+    replaced
+}
+
+/// Postmortem (issue 33, class 1): with the documented server configuration a user meant to
+/// evaluate could add its own subject to the results stream and answer, and could delete the
+/// results stream, after which every step failed. The documented roles are now checked on a
+/// real server: a run with the runner's password and a worker's key completes, and the
+/// worker, with its own key, can make, change, purge or delete no stream, publish no job and
+/// read no result; a client without credentials is refused.
+#[test]
+fn the_documented_server_roles_run_the_queue_and_nothing_more() {
+    let (_, files, _) = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("queued");
+    let (worker_key, _) = WorkerKey::load_or_create(&key_file(&work, "one")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("nats.conf");
+    std::fs::write(
+        &config,
+        documented_config(
+            port,
+            &dir.path().join("jetstream"),
+            &worker_key.public_key(),
+        ),
+    )
+    .unwrap();
+    let nats = Nats {
+        child: Nats::spawn(port, &config),
+        port,
+        config,
+    };
+    let runner_url = format!("nats://runner:runner-secret@127.0.0.1:{port}");
+    let run = runner(files, &work, Some((&runner_url, 30)), STEPS);
+    // The worker authenticates with its key alone.
+    let _one = spawn_worker(files, &work, "one", &nats.url(), 30);
+    finish(run, Duration::from_secs(300));
+    check_against_reference(&work.join("journal"));
+
+    let seed = worker_key.seed().unwrap();
+    let url = nats.url();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let client = async_nats::ConnectOptions::with_nkey(seed)
+                .connect(&url)
+                .await
+                .unwrap();
+            let js = async_nats::jetstream::new(client.clone());
+            let refused = |what: &str, denied: bool| assert!(denied, "a worker could {what}");
+            refused(
+                "delete the results stream",
+                js.delete_stream("VALIDATOR_RESULTS").await.is_err(),
+            );
+            let mut results = js.get_stream("VALIDATOR_RESULTS").await.unwrap();
+            let mut config = results.info().await.unwrap().config.clone();
+            config.subjects.push("mallory.answers".into());
+            refused(
+                "add a subject to the results stream",
+                js.update_stream(config).await.is_err(),
+            );
+            refused("purge the jobs stream", {
+                let jobs = js.get_stream("VALIDATOR_JOBS").await.unwrap();
+                jobs.purge().await.is_err()
+            });
+            refused(
+                "make a stream of its own over the results",
+                js.create_stream(async_nats::jetstream::stream::Config {
+                    name: "MALLORY".into(),
+                    subjects: vec!["validator.results.>".into()],
+                    ..Default::default()
+                })
+                .await
+                .is_err(),
+            );
+            refused(
+                "read the results",
+                results
+                    .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                        durable_name: Some("mallory".into()),
+                        ..Default::default()
+                    })
+                    .await
+                    .is_err(),
+            );
+            refused(
+                "delete the workers' consumer",
+                js.delete_consumer_from_stream("workers", "VALIDATOR_JOBS")
+                    .await
+                    .is_err(),
+            );
+            let published = tokio::time::timeout(Duration::from_secs(5), async {
+                js.publish("validator.jobs", "{}".into()).await?.await
+            })
+            .await;
+            refused("publish a job", !matches!(published, Ok(Ok(_))));
+            // Without credentials, nothing at all.
+            assert!(async_nats::connect(&url).await.is_err());
+        });
 }

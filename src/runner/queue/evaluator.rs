@@ -10,8 +10,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{
-    Connected, JobMessage, MESSAGE_VERSION, PULL_EXPIRES, QueueError, QueueOptions, RETRY_PAUSE,
-    ResultMessage, batch_object, connect, durable, publish_until,
+    Connected, FIELD_CHARS_MAX, JobMessage, MESSAGE_VERSION, PULL_EXPIRES, QueueError,
+    QueueOptions, RETRY_PAUSE, ResultMessage, TrustedWorkers, assert_streams, batch_object,
+    connect, durable, publish_until, workers_consumer_as_runner,
 };
 use crate::eval::batch::ModelChecked;
 use crate::machine::event::{EvalOutcome, EvaluationReported, ReportVerdict};
@@ -22,6 +23,13 @@ use crate::runner::edges::{
 
 /// Results kept that arrived before anybody waited for them (a restarted runner's open step).
 const EARLY_RESULTS_MAX: usize = 4096;
+/// Refused results journaled for one evaluation at most (each once per worker).
+const REFUSED_REPORTS_MAX: usize = 8;
+
+/// A field of a refused result as it is journaled: at most [`FIELD_CHARS_MAX`] characters.
+fn bounded(text: &str) -> String {
+    text.chars().take(FIELD_CHARS_MAX).collect()
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -100,7 +108,13 @@ struct Shared {
     router: Router,
     /// One upload at a time, so jobs of one batch never put it twice at once.
     uploading: tokio::sync::Mutex<()>,
+    /// This process's prefix of every job id.
     nonce: String,
+    /// Jobs published by this process: each publication has an id of its own, so a step
+    /// tried again inside the server's deduplication window is not dropped as a repeat.
+    published: std::sync::atomic::AtomicU64,
+    /// The workers whose signed results are taken.
+    trusted: TrustedWorkers,
 }
 
 /// Removes a waiter when its evaluation ends, however it ends.
@@ -133,13 +147,22 @@ impl<L> Drop for QueueEvaluator<L> {
 }
 
 impl<L> QueueEvaluator<L> {
-    /// Connects to the queue and starts receiving results.
-    pub async fn connect(options: QueueOptions, local: L) -> Result<Self, QueueError> {
+    /// Connects to the queue and starts receiving results, taking them only from `trusted`.
+    pub async fn connect(
+        options: QueueOptions,
+        local: L,
+        trusted: TrustedWorkers,
+    ) -> Result<Self, QueueError> {
+        if trusted.is_empty() {
+            return Err(QueueError::Key(
+                "the runner trusts no worker, so it could take no result".into(),
+            ));
+        }
         let connected = connect(&options, "validator-runner").await?;
         let consumer = durable(&connected.results, "runner", &options).await?;
-        // The workers' consumer too, so its ack wait and deliveries are the runner's when the
-        // runner starts first (a consumer keeps the settings it was made with).
-        durable(&connected.jobs, "workers", &options).await?;
+        // The workers' consumer too, with the runner's ack wait and deliveries, whoever made
+        // it first (a consumer keeps the settings it was made with unless they are updated).
+        workers_consumer_as_runner(&connected.jobs, &options).await?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -152,8 +175,10 @@ impl<L> QueueEvaluator<L> {
                 crate::runner::identity::host_name(),
                 std::process::id()
             ),
+            published: std::sync::atomic::AtomicU64::new(0),
+            trusted,
         });
-        let receiving = tokio::spawn(receive_results(shared.clone(), consumer));
+        let receiving = tokio::spawn(receive_results(shared.clone(), consumer, options.clone()));
         Ok(Self {
             local,
             options,
@@ -165,7 +190,8 @@ impl<L> QueueEvaluator<L> {
     /// Puts the batch in the object store unless the server already holds it: asked of the
     /// server each time (an object past its age is gone), one upload at a time (a second put
     /// of the same name would replace chunks a worker may be reading).
-    async fn upload(&self, request: &EvalRequest, deadline: Instant) -> Result<(), EdgeError> {
+    /// Returns the batch's bytes, which the job declares.
+    async fn upload(&self, request: &EvalRequest, deadline: Instant) -> Result<u64, EdgeError> {
         let name = batch_object(&request.batch_digest);
         let _one_at_a_time = self.shared.uploading.lock().await;
         let bytes = serde_json::to_vec(&*request.batch)
@@ -186,7 +212,7 @@ impl<L> QueueEvaluator<L> {
                     .map_err(|e| e.to_string())
             };
             match put {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(u64::try_from(bytes.len()).unwrap_or(u64::MAX)),
                 Err(why) if Instant::now() < deadline => {
                     tracing::warn!("putting batch {name} in the queue's store: {why}; again");
                     tokio::time::sleep(RETRY_PAUSE).await;
@@ -254,7 +280,8 @@ fn mismatch(request: &EvalRequest, result: &ResultMessage) -> Option<String> {
 }
 
 /// Pulls results and routes them, across server restarts.
-async fn receive_results(shared: Arc<Shared>, consumer: PullConsumer) {
+async fn receive_results(shared: Arc<Shared>, consumer: PullConsumer, options: QueueOptions) {
+    let mut consumer = consumer;
     loop {
         let messages = consumer
             .fetch()
@@ -265,14 +292,24 @@ async fn receive_results(shared: Arc<Shared>, consumer: PullConsumer) {
         let mut messages = match messages {
             Ok(messages) => messages,
             Err(error) => {
+                // The stream may be gone (deleted, a server that lost its store): made again
+                // as it was, and the consumer with it; a stream changed is the evaluator's to
+                // report, which asserts the streams before every job.
                 tracing::debug!("pulling results: {error}");
                 tokio::time::sleep(RETRY_PAUSE).await;
+                if let Ok((_, results)) = assert_streams(&shared.connected.js, &options).await
+                    && let Ok(again) = durable(&results, "runner", &options).await
+                {
+                    consumer = again;
+                }
                 continue;
             }
         };
+        let mut received = 0usize;
         while let Some(message) = messages.next().await {
             match message {
                 Ok(message) => {
+                    received += 1;
                     shared.router.route(&message.payload);
                     let _ = message.ack().await;
                 }
@@ -282,6 +319,16 @@ async fn receive_results(shared: Arc<Shared>, consumer: PullConsumer) {
                     break;
                 }
             }
+        }
+        // A quiet round: is the consumer still there? A deleted stream takes its consumer
+        // with it, and pulling from it then just stays quiet.
+        if received == 0
+            && consumer.info().await.is_err()
+            && let Ok((_, results)) = assert_streams(&shared.connected.js, &options).await
+            && let Ok(again) = durable(&results, "runner", &options).await
+        {
+            tracing::warn!("the results stream was gone: made again, with the runner's consumer");
+            consumer = again;
         }
     }
 }
@@ -304,16 +351,29 @@ impl<L: ModelEvaluator> ModelEvaluator for QueueEvaluator<L> {
     }
 
     async fn evaluate(&self, request: &EvalRequest) -> Result<Evaluated, EdgeError> {
+        // The streams as the runner made them, every job: one deleted is made again, one
+        // changed behind our back stops the run.
+        match assert_streams(&self.shared.connected.js, &self.options).await {
+            Ok(_) => {}
+            Err(error @ QueueError::Tampered { .. }) => {
+                return Err(EdgeError::Fatal(format!("ACTION NEEDED: {error}")));
+            }
+            Err(error) => return Err(EdgeError::Operator(error.to_string())),
+        }
         let deadline = Instant::now() + self.options.job_deadline;
-        self.upload(request, deadline).await?;
+        let batch_bytes = self.upload(request, deadline).await?;
+        let publication = self
+            .shared
+            .published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key = (request.step, request.uid, request.shard);
         let (_waiting, mut results) = self.shared.router.wait_for(key);
         let job = JobMessage {
             version: MESSAGE_VERSION,
-            // The digest too: a retried step may cut its shards differently, and the server
-            // drops a repeated id within its deduplication window.
+            // Unique per publication: a retried step publishes the same (step, uid, shard)
+            // again, and the server drops a repeated id within its deduplication window.
             job_id: format!(
-                "{}-{}-{}-{}-{}",
+                "{}-{publication}-{}-{}-{}-{}",
                 self.shared.nonce,
                 request.step,
                 request.uid,
@@ -332,6 +392,7 @@ impl<L: ModelEvaluator> ModelEvaluator for QueueEvaluator<L> {
             repo_bytes_max: request.repo_bytes_max,
             batch_digest: request.batch_digest.clone(),
             shard: request.shard,
+            batch_bytes,
         };
         self.publish(&job, deadline).await?;
         let mut refused = Vec::new();
@@ -348,22 +409,49 @@ impl<L: ModelEvaluator> ModelEvaluator for QueueEvaluator<L> {
                     self.options.name
                 )));
             };
+            // Only a trusted worker's signed answer to this very publication counts; anything
+            // else is said in the log and never journaled (its sender is not known).
+            let worker = match self.shared.trusted.verify(&result) {
+                Ok(name) if result.job_id == job.job_id => name.to_owned(),
+                Ok(_) => {
+                    tracing::debug!(
+                        "a result of an earlier publication for step {} uid {} was dropped",
+                        request.step,
+                        request.uid
+                    );
+                    continue;
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        "an unauthenticated result for step {} uid {} was dropped: {why}",
+                        request.step,
+                        request.uid
+                    );
+                    continue;
+                }
+            };
             if let Some(why) = mismatch(request, &result) {
                 tracing::warn!(
-                    "refused a result for step {} uid {} from {} on {}: {why}",
+                    "refused a result for step {} uid {} from worker {worker} ({} on {}): {why}",
                     request.step,
                     request.uid,
                     result.worker.host,
                     result.worker.device
                 );
-                refused.push(EvaluationReported {
-                    step: request.step,
-                    uid: request.uid,
-                    model_hash: result.model_hash,
-                    batch_digest: result.batch_digest,
-                    worker: result.worker,
-                    verdict: ReportVerdict::Refused(why),
-                });
+                // Journaled once per worker for this job, with bounded fields.
+                let already = refused
+                    .iter()
+                    .any(|r: &EvaluationReported| r.worker == result.worker);
+                if !already && refused.len() < REFUSED_REPORTS_MAX {
+                    refused.push(EvaluationReported {
+                        step: request.step,
+                        uid: request.uid,
+                        model_hash: bounded(&result.model_hash),
+                        batch_digest: bounded(&result.batch_digest),
+                        worker: result.worker,
+                        verdict: ReportVerdict::Refused(why),
+                    });
+                }
                 continue;
             }
             return Ok(Evaluated {
@@ -411,6 +499,8 @@ mod tests {
             },
             session_seconds: 0.0,
             scoring_seconds: 0.0,
+            worker_key: String::new(),
+            signature: String::new(),
         })
         .unwrap()
     }

@@ -25,6 +25,7 @@
 //! server's streams. The runner's side is [`QueueEvaluator`], the worker's [`RemoteWorker`].
 
 mod evaluator;
+mod signing;
 mod worker;
 
 use std::path::PathBuf;
@@ -41,10 +42,11 @@ use crate::machine::event::{EvalOutcome, EvaluatedBy};
 use crate::machine::model_id::ModelId;
 
 pub use evaluator::QueueEvaluator;
+pub use signing::{TrustedWorkers, WorkerKey};
 pub use worker::RemoteWorker;
 
 /// The version of the job and result messages; a worker refuses (terminates) a job of another.
-pub const MESSAGE_VERSION: u32 = 1;
+pub const MESSAGE_VERSION: u32 = 2;
 /// How long a pull waits on the server for a message before asking again.
 pub(super) const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// The pause after a failed call to the server (it is restarting, the network is down).
@@ -74,6 +76,9 @@ pub struct QueueOptions {
     pub in_flight_max: usize,
     /// The workers the operator runs, for cutting a step's last models into shards (1: never).
     pub workers: usize,
+    /// An nkey seed to authenticate with when the URL and the credentials file give nothing
+    /// (a worker's own key). Never printed.
+    pub nkey_seed: Option<String>,
 }
 
 impl std::fmt::Debug for QueueOptions {
@@ -109,7 +114,17 @@ impl QueueOptions {
                 .saturating_add(Duration::from_secs(60)),
             in_flight_max: 256,
             workers: 1,
+            nkey_seed: None,
         }
+    }
+
+    /// Whether this client authenticates to the server: a user and password (or token) in
+    /// the URL, a credentials file, a client certificate, or an nkey.
+    pub fn has_credentials(&self) -> bool {
+        split_credentials(&self.url).1.is_some()
+            || self.credentials_file.is_some()
+            || self.tls_client.is_some()
+            || self.nkey_seed.is_some()
     }
 
     /// The server's URL without its credentials, for messages and logs.
@@ -158,6 +173,18 @@ pub enum QueueError {
     /// The worker cannot go on (its device is gone, its store is misconfigured).
     #[error("the evaluation worker stops: {0}")]
     Worker(String),
+    /// A worker's key, or the list of trusted workers, cannot be used.
+    #[error("worker keys: {0}")]
+    Key(String),
+    /// The queue's streams or consumers are not as the runner made them: changed behind its
+    /// back (a subject added, a stream replaced). Nothing from them is trusted.
+    #[error("the evaluation queue {url} was changed behind our back: {why}")]
+    Tampered {
+        /// The server.
+        url: String,
+        /// What differs.
+        why: String,
+    },
 }
 
 /// One evaluation job, as published.
@@ -184,7 +211,49 @@ pub struct JobMessage {
     /// Which shard of the model's evaluation this is (0 when it was not cut).
     #[serde(default)]
     pub shard: usize,
+    /// The bytes of the batch's object: a worker reads no more (a job naming a bigger
+    /// object is refused before it is read).
+    #[serde(default)]
+    pub batch_bytes: u64,
 }
+
+/// The longest hash, digest or job id a message may carry: what the runner and the workers
+/// produce is far shorter, and anything longer is refused before it is used or journaled.
+pub const FIELD_CHARS_MAX: usize = 128;
+
+impl JobMessage {
+    /// Why a worker cannot take this job, whoever sent it: a field of the wrong shape or past
+    /// its bound (the job is dropped for good, and the worker goes on with the next).
+    pub fn refusal(&self) -> Option<String> {
+        if self.version != MESSAGE_VERSION {
+            return Some(format!("message version {}", self.version));
+        }
+        let long = [&self.job_id, &self.model_hash, &self.batch_digest]
+            .into_iter()
+            .any(|field| field.chars().count() > FIELD_CHARS_MAX);
+        if long {
+            return Some(format!(
+                "a field is longer than {FIELD_CHARS_MAX} characters"
+            ));
+        }
+        if !crate::hub::cache::safe_hotkey(&self.hotkey) {
+            return Some("its hotkey is not an SS58 address".into());
+        }
+        if let Err(why) = self.model.check_evaluable() {
+            return Some(format!("its model cannot be evaluated: {why}"));
+        }
+        if self.batch_bytes == 0 || self.batch_bytes > BATCH_BYTES_MAX {
+            return Some(format!(
+                "its batch of {} bytes is not in 1..={BATCH_BYTES_MAX}",
+                self.batch_bytes
+            ));
+        }
+        None
+    }
+}
+
+/// The largest tokenised batch a job may name.
+pub const BATCH_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 /// A worker's result, as published.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +281,12 @@ pub struct ResultMessage {
     pub session_seconds: f64,
     /// Seconds scoring.
     pub scoring_seconds: f64,
+    /// The public nkey (`U...`) of the worker that signed this result.
+    #[serde(default)]
+    pub worker_key: String,
+    /// Its Ed25519 signature over everything else here (see `signing`), base64.
+    #[serde(default)]
+    pub signature: String,
 }
 
 /// The name of a batch's object: its digest, in the URL-safe alphabet.
@@ -308,6 +383,85 @@ fn server(options: &QueueOptions) -> impl Fn(String) -> QueueError + '_ {
     }
 }
 
+/// The work-queue stream `name` on `subject`, as this validator makes it.
+fn work_queue(name: String, subject: String) -> stream::Config {
+    stream::Config {
+        name,
+        subjects: vec![subject],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        max_age: Duration::from_secs(24 * 3600),
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
+/// The queue's two streams, made again if they are gone (a deleted stream is an operational
+/// fault, mended here), and checked to be as this validator makes them: each holds exactly
+/// its subject, a file-backed work queue. A stream changed behind our back (a subject added
+/// by a client that may publish there) is [`QueueError::Tampered`]: nothing from it is
+/// trusted, and the run stops with the reason.
+pub(super) async fn assert_streams(
+    js: &Context,
+    options: &QueueOptions,
+) -> Result<(stream::Stream, stream::Stream), QueueError> {
+    let server = server(options);
+    let upper = options.upper();
+    let mut made = Vec::new();
+    for (name, subject) in [
+        (format!("{upper}_JOBS"), options.jobs_subject()),
+        (format!("{upper}_RESULTS"), options.results_subject()),
+    ] {
+        let mut stream = js
+            .get_or_create_stream(work_queue(name.clone(), subject.clone()))
+            .await
+            .map_err(|e| server(format!("the stream {name}: {e}")))?;
+        let config = &stream
+            .info()
+            .await
+            .map_err(|e| server(format!("the stream {name}: {e}")))?
+            .config;
+        let as_made = config.subjects == [subject.clone()]
+            && config.retention == RetentionPolicy::WorkQueue
+            && config.storage == StorageType::File;
+        if !as_made {
+            return Err(QueueError::Tampered {
+                url: options.server(),
+                why: format!(
+                    "the stream {name} takes {:?} as a {:?} {:?} stream, not [{subject:?}] as a \
+                     file-backed work queue",
+                    config.subjects, config.storage, config.retention
+                ),
+            });
+        }
+        made.push(stream);
+    }
+    let results = made.pop();
+    let jobs = made.pop();
+    jobs.zip(results)
+        .ok_or_else(|| server("the streams could not be made".into()))
+}
+
+/// The workers' consumer with the runner's settings (its ack wait, its deliveries), made or
+/// updated: a worker that started first made it with its own.
+pub(super) async fn workers_consumer_as_runner(
+    jobs: &stream::Stream,
+    options: &QueueOptions,
+) -> Result<PullConsumer, QueueError> {
+    let config = pull::Config {
+        durable_name: Some("workers".to_owned()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: options.ack_wait,
+        max_deliver: options.max_deliver,
+        ..Default::default()
+    };
+    // A durable's create with another configuration updates what the server lets change
+    // (the ack wait, the deliveries).
+    jobs.create_consumer(config)
+        .await
+        .map_err(|e| server(options)(format!("the consumer workers: {e}")))
+}
+
 /// Connects and makes (or finds) the queue's streams and object store.
 pub(super) async fn connect(
     options: &QueueOptions,
@@ -330,10 +484,11 @@ pub(super) async fn connect(
         .connection_timeout(Duration::from_secs(10));
     // The client reads no credentials from the URL itself: they are taken out of it here.
     let (url, credentials) = split_credentials(&options.url);
-    match credentials {
-        Some((user, Some(password))) => connect = connect.user_and_password(user, password),
-        Some((token, None)) => connect = connect.token(token),
-        None => {}
+    match (credentials, &options.nkey_seed, &options.credentials_file) {
+        (Some((user, Some(password))), _, _) => connect = connect.user_and_password(user, password),
+        (Some((token, None)), _, _) => connect = connect.token(token),
+        (None, Some(seed), None) => connect = connect.nkey(seed.clone()),
+        (None, _, _) => {}
     }
     if let Some(path) = &options.credentials_file {
         connect = connect
@@ -356,26 +511,7 @@ pub(super) async fn connect(
     let js = jetstream::new(client);
     let server = server(options);
     let upper = options.upper();
-    let work_queue = |name: String, subject: String| stream::Config {
-        name,
-        subjects: vec![subject],
-        retention: RetentionPolicy::WorkQueue,
-        storage: StorageType::File,
-        max_age: Duration::from_secs(24 * 3600),
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    };
-    let jobs = js
-        .get_or_create_stream(work_queue(format!("{upper}_JOBS"), options.jobs_subject()))
-        .await
-        .map_err(|e| server(format!("the jobs stream: {e}")))?;
-    let results = js
-        .get_or_create_stream(work_queue(
-            format!("{upper}_RESULTS"),
-            options.results_subject(),
-        ))
-        .await
-        .map_err(|e| server(format!("the results stream: {e}")))?;
+    let (jobs, results) = assert_streams(&js, options).await?;
     let bucket = format!("{upper}_BATCHES");
     let batches = match js.get_object_store(&bucket).await {
         Ok(store) => store,

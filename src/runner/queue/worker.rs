@@ -10,8 +10,9 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use super::{
-    Connected, JobMessage, MESSAGE_VERSION, PULL_EXPIRES, QueueError, QueueOptions, RETRY_PAUSE,
-    ResultMessage, batch_object, connect, durable, publish_until,
+    BATCH_BYTES_MAX, Connected, JobMessage, MESSAGE_VERSION, PULL_EXPIRES, QueueError,
+    QueueOptions, RETRY_PAUSE, ResultMessage, WorkerKey, batch_object, connect, durable,
+    publish_until,
 };
 use crate::eval::tokenize::Prepared;
 use crate::machine::event::EvalOutcome;
@@ -19,9 +20,6 @@ use crate::runner::edges::{
     EdgeError, EvalRequest, Evaluated, ModelEvaluator, ModelStore, TokenizedBatch, Verdict,
     batch_digest,
 };
-
-/// The largest tokenised batch a worker reads from the object store.
-const BATCH_BYTES_MAX: u64 = 512 * 1024 * 1024;
 
 /// A remote evaluation worker: pulls jobs, fetches and verifies each model through its own
 /// store, evaluates with its own evaluator (a worker child per model), publishes the result,
@@ -36,6 +34,16 @@ pub struct RemoteWorker<S, E> {
     pub evaluator: E,
     /// Stop after this many jobs (tests, drained hosts).
     pub jobs_max: Option<u64>,
+    /// This worker's key: it signs every result (the runner takes only trusted signatures).
+    pub key: WorkerKey,
+}
+
+/// Why a job's batch could not be had.
+enum BatchError {
+    /// Not now (the store is restarting, the object not there yet): the job goes back.
+    Unavailable(String),
+    /// The job and its batch do not agree (its size, its digest): the job is dropped.
+    Refused(String),
 }
 
 /// What became of a job.
@@ -49,8 +57,29 @@ enum Handled {
 impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
     /// Serves jobs until `stop` turns true or `jobs_max` is reached: the jobs completed.
     pub async fn serve(&self, mut stop: watch::Receiver<bool>) -> Result<u64, QueueError> {
-        let connected = connect(&self.options, "validator-eval-worker").await?;
-        let consumer = durable(&connected.jobs, "workers", &self.options).await?;
+        // A worker may not make the queue (a server that grants it only what a worker needs
+        // refuses that): until the runner has made it, it waits.
+        let (connected, consumer) = loop {
+            let ready = async {
+                let connected = connect(&self.options, "validator-eval-worker").await?;
+                let consumer = durable(&connected.jobs, "workers", &self.options).await?;
+                Ok::<_, QueueError>((connected, consumer))
+            };
+            match ready.await {
+                Ok(ready) => break ready,
+                Err(QueueError::Server { why, .. }) => {
+                    tracing::warn!(
+                        "the evaluation queue is not ready ({why}): is the runner up? trying \
+                         again in 5 s"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = stop.changed() => return Ok(0),
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        };
         let mut batches: Option<(String, TokenizedBatch)> = None;
         let mut done = 0u64;
         tracing::info!(
@@ -119,9 +148,14 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
         );
         let batch = match self.batch(connected, &job, batches).await {
             Ok(batch) => batch,
-            Err(why) => {
+            Err(BatchError::Unavailable(why)) => {
                 tracing::warn!("job {}: {why}; given back", job.job_id);
                 give_back(message, Some(Duration::from_secs(5))).await;
+                return Ok(Handled::Returned);
+            }
+            Err(BatchError::Refused(why)) => {
+                tracing::warn!("job {}: {why}; dropped", job.job_id);
+                let _ = message.double_ack_with(AckKind::Term).await;
                 return Ok(Handled::Returned);
             }
         };
@@ -206,7 +240,7 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
         batch: &TokenizedBatch,
         evaluated: Evaluated,
     ) -> Result<Handled, QueueError> {
-        let result = ResultMessage {
+        let mut result = ResultMessage {
             version: MESSAGE_VERSION,
             job_id: job.job_id.clone(),
             step: job.step,
@@ -219,7 +253,10 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
             worker: evaluated.worker,
             session_seconds: evaluated.session_seconds,
             scoring_seconds: evaluated.scoring_seconds,
+            worker_key: String::new(),
+            signature: String::new(),
         };
+        self.key.sign(&mut result);
         let payload = serde_json::to_vec(&result)
             .map_err(|e| QueueError::Worker(format!("encoding a result: {e}")))?;
         crate::runner::failpoint::hit("eval-worker-before-publishing");
@@ -252,7 +289,7 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
         connected: &Connected,
         job: &JobMessage,
         cached: &mut Option<(String, TokenizedBatch)>,
-    ) -> Result<TokenizedBatch, String> {
+    ) -> Result<TokenizedBatch, BatchError> {
         if let Some((digest, batch)) = cached.as_ref()
             && *digest == job.batch_digest
         {
@@ -263,18 +300,29 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
             .batches
             .get(&name)
             .await
-            .map_err(|e| format!("batch {name}: {e}"))?;
+            .map_err(|e| BatchError::Unavailable(format!("batch {name}: {e}")))?;
+        // No more than the job declared (itself bounded): a job naming a huge object is
+        // refused before a byte of it is read.
+        let declared = job.batch_bytes.min(BATCH_BYTES_MAX);
+        let size = u64::try_from(object.info.size).unwrap_or(u64::MAX);
+        if size != declared {
+            return Err(BatchError::Refused(format!(
+                "batch {name} holds {size} bytes, not the {declared} its job declares"
+            )));
+        }
         let mut bytes = Vec::new();
         object
-            .take(BATCH_BYTES_MAX)
+            .take(declared)
             .read_to_end(&mut bytes)
             .await
-            .map_err(|e| format!("reading batch {name}: {e}"))?;
-        let batch: Vec<Prepared> =
-            serde_json::from_slice(&bytes).map_err(|e| format!("batch {name}: {e}"))?;
+            .map_err(|e| BatchError::Unavailable(format!("reading batch {name}: {e}")))?;
+        let batch: Vec<Prepared> = serde_json::from_slice(&bytes)
+            .map_err(|e| BatchError::Refused(format!("batch {name}: {e}")))?;
         let digest = batch_digest(&batch);
         if digest != job.batch_digest {
-            return Err(format!("batch {name} has digest {digest}"));
+            return Err(BatchError::Refused(format!(
+                "batch {name} has digest {digest}"
+            )));
         }
         let batch = TokenizedBatch::from(batch);
         *cached = Some((digest, batch.clone()));
@@ -282,16 +330,14 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
     }
 }
 
-/// The job a message carries, of this version; `None` when it is unreadable or of another
-/// version, which is dropped for good (no worker of this build can do it).
+/// The job a message carries; `None` when it is unreadable, of another version or refused
+/// (see [`JobMessage::refusal`]): it is dropped for good, and the worker goes on.
 async fn read_job(message: &jetstream::Message) -> Option<JobMessage> {
     match serde_json::from_slice::<JobMessage>(&message.payload) {
-        Ok(job) if job.version == MESSAGE_VERSION => return Some(job),
-        Ok(job) => tracing::warn!(
-            "job {}: message version {}, dropped",
-            job.job_id,
-            job.version
-        ),
+        Ok(job) => match job.refusal() {
+            None => return Some(job),
+            Some(why) => tracing::warn!("a job was refused and dropped: {why}"),
+        },
         Err(error) => tracing::warn!("an unreadable job was dropped: {error}"),
     }
     let _ = message.double_ack_with(AckKind::Term).await;
