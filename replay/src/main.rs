@@ -14,6 +14,7 @@ use validator::journal::jsonl::{self, Item};
 use validator::journal::{Journal, JournalError};
 use validator::machine::Position;
 use validator::replay::{ReplayOptions, ReplayReport, render_table, replay_items, replay_journal};
+use validator::text::printable;
 
 /// Re-fold a validator journal and check every recorded step and weight submission.
 #[derive(Debug, Parser)]
@@ -45,6 +46,10 @@ struct CheckArgs {
     /// Fold from genesis instead of the latest checkpoint before --from-block.
     #[arg(long)]
     no_checkpoints: bool,
+    /// Audit a --db journal that has no head (one written before journals kept heads): its
+    /// completeness cannot be checked, and the report says so.
+    #[arg(long)]
+    accept_no_head: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,12 +99,14 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
+        // Errors echo what they refused (a JSON Lines field, a path), which may hold any
+        // byte: escaped before they reach a terminal.
         Err(Failure::Usage(error)) => {
-            eprintln!("replay: {error:#}");
+            eprintln!("replay: {}", printable(&format!("{error:#}")));
             ExitCode::from(2)
         }
         Err(Failure::Journal(error)) => {
-            eprintln!("replay: {error:#}");
+            eprintln!("replay: {}", printable(&format!("{error:#}")));
             ExitCode::from(3)
         }
     }
@@ -121,8 +128,20 @@ fn check(args: &CheckArgs) -> Result<bool, Failure> {
     let report = match (&args.db, &args.events) {
         (Some(db), _) => {
             let journal = Journal::open_existing(db)?;
+            // Without a head nothing says the journal is whole (a deleted head and a
+            // truncated log look just like this): it is not audited unless the auditor says
+            // it is a journal from before heads and reads the report as unchecked.
+            if journal.head().is_none() && !args.accept_no_head {
+                return Err(Failure::Journal(anyhow::anyhow!(
+                    "the journal at {} has no head, so nothing says it is whole (a head \
+                     deleted and its log truncated look the same); a journal written before \
+                     journals kept heads is audited with --accept-no-head, its completeness \
+                     unchecked",
+                    db.display()
+                )));
+            }
             head = Some(journal.head().map_or_else(
-                || "none (written before journals kept one; a validator adds it when it next opens the journal)".to_owned(),
+                || "none: completeness unchecked (--accept-no-head)".to_owned(),
                 Head::summary,
             ));
             replay_journal(&journal, options).map_err(|e| Failure::Journal(e.into()))?
@@ -134,7 +153,12 @@ fn check(args: &CheckArgs) -> Result<bool, Failure> {
         (None, None) => return Err(Failure::Usage(anyhow::anyhow!("give --db or --events"))),
     };
     // A range with nothing in it checks nothing: saying "match" there would pass an audit of
-    // blocks the journal does not hold.
+    // blocks the journal does not hold; an empty journal likewise.
+    if report.records_checked == 0 && report.block_last.is_none() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "the journal holds no record: nothing checked is not a match"
+        )));
+    }
     if report.records_checked == 0 && (args.from_block > 0 || args.to_block.is_some()) {
         let range = match args.to_block {
             Some(to_block) => format!("blocks {}..={to_block}", args.from_block),
@@ -164,7 +188,8 @@ fn print_report(report: &ReplayReport, head: Option<&str>, json: bool) -> std::i
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     if !json {
-        out.write_all(render_table(report).as_bytes())?;
+        // Miners' strings (hotkeys, reasons) may hold any byte: escaped for the terminal.
+        out.write_all(printable(&render_table(report)).as_bytes())?;
         if let Some(head) = head {
             writeln!(out, "journal head: {head}")?;
         }
@@ -244,6 +269,18 @@ fn export(db: &Path, from_block: u64) -> Result<(), Failure> {
 }
 
 fn import(db: &Path) -> Result<(), Failure> {
+    // Refused before anything opens it: sled rewrites what it opens, and a journal there
+    // must be left as it was found.
+    let occupied = match std::fs::read_dir(db) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(error) => error.kind() != std::io::ErrorKind::NotFound,
+    };
+    if occupied {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "{} is not a new or empty directory; import into a new directory",
+            db.display()
+        )));
+    }
     let stdin = std::io::stdin();
     let items = jsonl::read(stdin.lock())
         .context("stdin is not a valid journal")

@@ -356,15 +356,108 @@ fn missing_damaged_and_foreign_journals_are_named() {
     assert!(text(&output.stderr).contains("line 1"));
 }
 
+/// Every file under `dir` with its bytes.
+fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Postmortem (issue 33, class 9): `replay import` into an existing journal refused, but only
+/// after it had opened it, and sled rewrites what it opens: the journal changed. A directory
+/// that is not new or empty is refused before anything opens it.
 #[test]
-fn import_refuses_a_journal_that_exists() {
+fn import_refuses_a_journal_that_exists_and_leaves_it_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("journal");
     let golden = std::fs::read(goldens()[0].clone()).unwrap();
     import(&db, &golden);
+    let before = files(&db);
     let output = replay(&["import", "--db", db.to_str().unwrap()], Some(&golden));
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("already holds a journal"));
+    assert!(text(&output.stderr).contains("not a new or empty directory"));
+    assert!(
+        files(&db) == before,
+        "import changed the journal it refused"
+    );
+}
+
+/// Postmortem (issue 33, class 9): an empty journal audited as "all recorded results match"
+/// (exit 0); nothing checked is not a match.
+#[test]
+fn an_empty_journal_is_not_a_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal");
+    import(&db, b"");
+    let output = replay(&["--from-block", "0", "--db", db.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stdout));
+    assert!(text(&output.stderr).contains("holds no record"));
+}
+
+/// Postmortem (issue 33, class 9): a journal without a head passed an audit silently, so a
+/// deleted head (and a truncated log) could pass too. A journal without a head is not
+/// audited (exit 3) unless the auditor says it is from before heads (`--accept-no-head`),
+/// and then the report says its completeness is unchecked; one whose head was deleted is
+/// corrupt either way.
+#[test]
+fn a_journal_without_a_head_is_not_audited_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal");
+    import(&db, &std::fs::read(goldens()[0].clone()).unwrap());
+    let db_arg = db.to_str().unwrap();
+    std::fs::remove_file(db.join("journal.head")).unwrap();
+    let deleted = replay(&["--db", db_arg, "--accept-no-head"], None);
+    assert_eq!(deleted.status.code(), Some(3), "{}", text(&deleted.stdout));
+    assert!(text(&deleted.stderr).contains("head"));
+    // As a journal from before heads kept them: no head, and no mark that it ever had one.
+    {
+        let sled = open_raw(&db);
+        sled.open_tree("meta").unwrap().remove("head").unwrap();
+        sled.flush().unwrap();
+    }
+    let silent = replay(&["--db", db_arg], None);
+    assert_eq!(silent.status.code(), Some(3), "{}", text(&silent.stdout));
+    assert!(text(&silent.stderr).contains("--accept-no-head"));
+    let accepted = replay(&["--db", db_arg, "--accept-no-head"], None);
+    assert_eq!(
+        accepted.status.code(),
+        Some(0),
+        "{}",
+        text(&accepted.stderr)
+    );
+    assert!(text(&accepted.stdout).contains("completeness unchecked"));
+}
+
+/// Postmortem (issue 33, class 9): a raw ESC in a JSON Lines field reached the terminal in
+/// replay's error. Every echoed byte is escaped.
+#[test]
+fn a_hostile_field_cannot_drive_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.jsonl");
+    std::fs::write(
+        &path,
+        "{\"v\":6,\"block\":1,\"seq\":0,\"event\":{\"\\u001b]0;pwned\\u0007\\u001b[2J\":{}}}\n",
+    )
+    .unwrap();
+    let output = replay(&["--events", path.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+        "{stderr:?}"
+    );
+    assert!(stderr.contains("\\u{1b}"), "{stderr}");
 }
 
 /// Postmortem: `--to-block` below `--from-block`, or a `--from-block` past the journal's end,

@@ -159,14 +159,35 @@ pub fn main() -> ExitCode {
                 command = command.mut_subcommand("run", |_| run);
             }
             Err(why) => {
-                eprintln!("validator: {why}");
+                // A key or value echoed from the file may hold any byte: escaped.
+                eprintln!(
+                    "validator: {}",
+                    validator::text::printable(&why.to_string())
+                );
                 return ExitCode::from(2);
             }
         }
     }
     let matches = match command.try_get_matches_from_mut(&argv) {
         Ok(matches) => matches,
-        Err(error) => error.exit(),
+        Err(error) => {
+            use clap::error::ErrorKind;
+            let shown = matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if shown {
+                error.exit();
+            }
+            // The error echoes the argument it refused, which may hold any byte: escaped.
+            eprint!(
+                "{}",
+                validator::text::printable(&error.render().to_string())
+            );
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
     };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

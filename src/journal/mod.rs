@@ -211,6 +211,12 @@ impl Journal {
         if !fresh {
             check_looks_like_sled(path)?;
             head = head::read(path).map_err(|e| corrupt_head(path, &e))?;
+            if head.is_none() {
+                // From before heads (opened, then given one), or with its head deleted
+                // (corrupt): which, is read off a private copy first, since sled rewrites what
+                // it opens and a corrupt journal must be left as it was found.
+                drop(Self::open_existing(path)?);
+            }
             if let Some(found) = &mut head
                 && let Some(seal) = found.seal.take()
             {

@@ -153,3 +153,24 @@ fn json_logging_writes_one_json_object_per_line() {
     assert!(stderr.contains("verified 5DemoAlice's model"), "{stderr}");
     assert!(messages > 10, "{stderr}");
 }
+
+/// Postmortem (issue 33, class 9): an unknown TOML key holding a raw ESC reached the terminal
+/// in the settings error, and so did one in a flag clap refused. Every echoed byte is escaped.
+#[test]
+fn a_hostile_setting_cannot_drive_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hostile.toml");
+    std::fs::write(&file, "\"\u{1b}]0;pwned\u{7}\u{1b}[2J\" = 1\n").unwrap();
+    let output = run(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+        "{stderr:?}"
+    );
+    assert!(stderr.contains("\\u{1b}"), "{stderr}");
+    let output = run(&["--\u{1b}[2Jbogus"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}

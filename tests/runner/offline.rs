@@ -268,3 +268,73 @@ fn a_low_open_files_limit_is_raised_or_a_clear_exit() {
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("open-files limit is 64"), "{stderr}");
 }
+
+/// Every file under `dir` with its bytes.
+fn files_of(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Postmortem (issue 33, class 9): `validator run` on a journal whose head was deleted said
+/// "head is missing" (exit 3), but only after sled had opened the journal and rewritten it
+/// (208 KB became 512 KB, and a new file appeared). Whether a journal without a head is one
+/// from before heads or a corrupt one is now read off a private copy: the journal is left
+/// byte for byte as it was found.
+#[test]
+fn a_run_on_a_journal_whose_head_was_deleted_leaves_it_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let made = Command::new(env!("CARGO_BIN_EXE_validator"))
+        .args(["run", "--demo", "--demo-dir"])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let journal = demo.join("journal");
+    std::fs::remove_file(journal.join("journal.head")).unwrap();
+    let before = files_of(&journal);
+    let output = Command::new(env!("CARGO_BIN_EXE_validator"))
+        .args([
+            "run",
+            "--offline",
+            "--metrics-addr",
+            "off",
+            "--max-steps",
+            "1",
+        ])
+        .arg("--chain-snapshot")
+        .arg(demo.join("snapshot.json"))
+        .arg("--hub")
+        .arg(format!("local:{}", demo.join("hub").display()))
+        .arg("--data-source")
+        .arg(format!("local:{}", demo.join("data.jsonl").display()))
+        .arg("--db")
+        .arg(&journal)
+        .arg("--model_dir")
+        .arg(dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("head"), "{stderr}");
+    assert!(
+        files_of(&journal) == before,
+        "the run changed the journal it refused"
+    );
+}
