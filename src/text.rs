@@ -48,6 +48,53 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
+/// `text` with every URL's secrets redacted: the user information (`scheme://user:pass@host`,
+/// whatever the password holds, `/` and `@` included: everything up to the last `@` of the
+/// URL goes) and the values of query parameters named like secrets (`?token=...`). The rest
+/// is kept, so an operator still sees which server is meant.
+pub fn redact_url(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_owned();
+    };
+    // The URL ends at the first whitespace (a message may go on after it).
+    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let (url, tail) = rest.split_at(end);
+    let url = match url.rfind('@') {
+        Some(at) => format!("<redacted>@{}", &url[at + 1..]),
+        None => url.to_owned(),
+    };
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((name, _)) if secret_name(name) => format!("{name}=<redacted>"),
+                    _ => param.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+        None => url,
+    };
+    format!("{scheme}://{url}{}", redact_url(tail))
+}
+
+/// Whether a name says its value is a secret (a token, a password, a key, a signature).
+pub fn secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "token",
+        "pass",
+        "secret",
+        "key",
+        "auth",
+        "credential",
+        "sig",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +132,39 @@ mod tests {
         assert!(!escaped.contains('<') && !escaped.contains('>') && !escaped.contains('"'));
         assert!(!escaped.contains('\u{1b}'));
         assert_eq!(escape_html("a&b"), "a&amp;b");
+    }
+
+    #[test]
+    fn url_secrets_are_redacted_whatever_they_hold() {
+        for (url, shown) in [
+            (
+                "nats://user:p/ss@queue:4222",
+                "nats://<redacted>@queue:4222",
+            ),
+            (
+                "wss://u:p@node.example:443/ws",
+                "wss://<redacted>@node.example:443/ws",
+            ),
+            (
+                "nats://runner:p@ss/w@rd@queue:4222",
+                "nats://<redacted>@queue:4222",
+            ),
+            ("nats://TOKEN@queue:4222", "nats://<redacted>@queue:4222"),
+            (
+                "wss://node/ws?token=abc&net=finney",
+                "wss://node/ws?token=<redacted>&net=finney",
+            ),
+            ("ws://127.0.0.1:9944", "ws://127.0.0.1:9944"),
+            ("plain text", "plain text"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+        let message = "cannot connect to wss://a:b@host: refused; then nats://c:d@q:1 too";
+        let redacted = redact_url(message);
+        assert!(
+            !redacted.contains("a:b") && !redacted.contains("c:d"),
+            "{redacted}"
+        );
+        assert!(redacted.ends_with("too"), "{redacted}");
     }
 }

@@ -138,7 +138,9 @@ impl Chain {
             let rpc = subxt::rpcs::RpcClient::from_insecure_url(&endpoint)
                 .await
                 .map_err(|e| {
-                    ChainError::Unavailable(format!("cannot connect to {endpoint}: {e}"))
+                    ChainError::Unavailable(crate::text::redact_url(&format!(
+                        "cannot connect to {endpoint}: {e}"
+                    )))
                 })?;
             // The legacy RPC methods: every node (and chopsticks) serves them.
             let backend = LegacyBackend::builder().build(rpc);

@@ -227,8 +227,9 @@ pub fn dispatch(cli: Cli, settings: Vec<String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            // Errors carry miners' text (template messages, file names): never raw escapes.
-            let message = format!("{:#}", failure.error());
+            // Errors carry miners' text (template messages, file names): never raw escapes;
+            // and a URL's secrets are never printed.
+            let message = validator::text::redact_url(&format!("{:#}", failure.error()));
             eprintln!("validator: {}", validator::text::printable(&message));
             ExitCode::from(failure.exit_code())
         }

@@ -171,6 +171,12 @@ pub fn configure_run(
             Some(arg) => {
                 for value in values {
                     if let Err(why) = check(arg, value) {
+                        // A refused value is echoed unless it may be a secret.
+                        let why = if is_secret(key) {
+                            "invalid value (not shown: it may be a secret)".to_owned()
+                        } else {
+                            validator::text::redact_url(&why)
+                        };
                         errors.push(format!("config file: key `{key}`: {why}"));
                     }
                 }
@@ -222,9 +228,17 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, Vec<String>>, String> {
     let bytes = validator::bounded::read_regular(path, 1 << 20)
         .map_err(|e| format!("--config {shown}: {e}"))?;
     let text = String::from_utf8(bytes).map_err(|_| format!("--config {shown}: not UTF-8"))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| format!("--config {shown}: {}", e.to_string().trim_end()))?;
+    // The file may hold a secret (a wallet file given by mistake): its text is never echoed,
+    // only where it stops being TOML.
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let at = e.span().map_or_else(String::new, |span| {
+            let before = text.get(..span.start).unwrap_or("");
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        format!("--config {shown}: not TOML{at}: {}", e.message().trim_end())
+    })?;
     let mut out = BTreeMap::new();
     flatten("", &table, &mut out).map_err(|e| format!("--config {shown}: {e}"))?;
     Ok(out)
@@ -243,19 +257,6 @@ fn is_secret(long: &str) -> bool {
     ]
     .iter()
     .any(|word| long.contains(word))
-}
-
-/// A value with any URL's user information (`wss://user:pass@host`) redacted.
-fn redact_url(value: &str) -> String {
-    match value.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) if !userinfo.contains('/') => {
-                format!("{scheme}://<redacted>@{host}")
-            }
-            _ => value.to_owned(),
-        },
-        None => value.to_owned(),
-    }
 }
 
 /// The effective settings of `run`, one `key = value (source)` per flag, secrets redacted.
@@ -280,7 +281,7 @@ pub fn effective(run: &Command, matches: &ArgMatches, from_file: &BTreeSet<Strin
             .get_raw(id)
             .into_iter()
             .flatten()
-            .map(|v| redact_url(&v.to_string_lossy()))
+            .map(|v| validator::text::redact_url(&v.to_string_lossy()))
             .collect();
         let value = if is_secret(long) {
             "<redacted>".to_owned()

@@ -160,7 +160,8 @@ fn json_logging_writes_one_json_object_per_line() {
 fn a_hostile_setting_cannot_drive_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hostile.toml");
-    std::fs::write(&file, "\"\u{1b}]0;pwned\u{7}\u{1b}[2J\" = 1\n").unwrap();
+    // Valid TOML: the key holds ESC and BEL through TOML's own escapes.
+    std::fs::write(&file, "\"\\u001b]0;pwned\\u0007\\u001b[2J\" = 1\n").unwrap();
     let output = run(&["--config", file.to_str().unwrap()], &[]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -173,4 +174,98 @@ fn a_hostile_setting_cannot_drive_the_terminal() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
+/// Postmortem (issue 33, class 5): a password in a URL holding `/` or `@`
+/// (`nats://user:p/ss@...`) was printed in the settings log, in text and JSON logs alike, and
+/// in errors. URLs are redacted by parsing them (everything up to the last `@`, and query
+/// tokens), from every setting source, in both log formats and in the error at exit.
+#[test]
+fn url_secrets_are_never_printed_from_any_source_in_either_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = "nats://runner:p/ss@w@rd@127.0.0.1:9";
+    let node = "wss://operator:hun/ter@2@127.0.0.1:9/ws?token=tok3n";
+    let file = dir.path().join("settings.toml");
+    std::fs::write(
+        &file,
+        format!("eval-queue = {queue:?}\n\"subtensor.chain_endpoint\" = {node:?}\n"),
+    )
+    .unwrap();
+    let trusted = dir.path().join("trusted");
+    std::fs::write(&trusted, "# none\n").unwrap();
+    let common = |args: &mut Vec<String>| {
+        args.extend(
+            [
+                "--offline",
+                "--metrics-addr",
+                "off",
+                "--db",
+                &dir.path().join("journal").display().to_string(),
+            ]
+            .map(String::from),
+        );
+    };
+    // Each source in turn: flags, the environment, the config file.
+    type Source<'a> = (Vec<String>, Vec<(&'a str, &'a str)>);
+    let runs: Vec<Source> = vec![
+        (
+            vec![
+                "--eval-queue".into(),
+                queue.into(),
+                "--subtensor.chain_endpoint".into(),
+                node.into(),
+            ],
+            vec![],
+        ),
+        (
+            vec![],
+            vec![
+                ("VALIDATOR_EVAL_QUEUE", queue),
+                ("VALIDATOR_SUBTENSOR_CHAIN_ENDPOINT", node),
+            ],
+        ),
+        (vec!["--config".into(), file.display().to_string()], vec![]),
+    ];
+    for (mut args, env) in runs {
+        common(&mut args);
+        for json in [false, true] {
+            let mut args = args.clone();
+            if json {
+                args.push("--logging.json".into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let output = run(&args, &env);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            for secret in ["p/ss", "w@rd", "hun/ter", "ter@2", "tok3n"] {
+                assert!(
+                    !stderr.contains(secret),
+                    "{secret} in {args:?} {env:?}:\n{stderr}"
+                );
+            }
+            assert!(stderr.contains("<redacted>@127.0.0.1"), "{stderr}");
+        }
+    }
+}
+
+/// Postmortem (issue 33, class 5): a hotkey file given as `--config` printed its secret phrase
+/// in the TOML error. An error about a file that may hold a secret says where it stops being
+/// TOML, never what it holds.
+#[test]
+fn a_wallet_file_given_as_config_keeps_its_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("default");
+    let phrase = "abandon ability able about above absent absorb abstract absurd abuse access";
+    std::fs::write(
+        &file,
+        format!(r#"{{"secretPhrase": "{phrase}", "secretSeed": "0x5eed5eed5eed"}}"#),
+    )
+    .unwrap();
+    let output = run(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("abandon") && !stderr.contains("5eed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not TOML at line 1"), "{stderr}");
 }
