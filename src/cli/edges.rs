@@ -86,6 +86,7 @@ pub fn store_of(
     disk_free_min_bytes: u64,
     progress: bool,
 ) -> Result<AnyStore, Failure> {
+    check_model_dir(model_dir)?;
     Ok(match hub {
         Some(hub) if hub.starts_with("local:") => {
             let root = PathBuf::from(hub.trim_start_matches("local:"));
@@ -187,4 +188,38 @@ pub fn resource_limits(worker: &WorkerEvaluator) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// The model cache, checked once at start: a directory this process can make and write in.
+/// A cache that is a file, `/dev/null` or not writable cannot be mended by retrying (exit 2,
+/// the setting); one on a full disk is the machine's (exit 1). Either would otherwise leave the
+/// loop retrying every fetch forever.
+pub fn check_model_dir(dir: &Path) -> Result<(), Failure> {
+    let refuse = |why: String| Failure::Invalid(anyhow!("--model_dir {}: {why}", dir.display()));
+    if let Err(error) = std::fs::create_dir_all(dir) {
+        return Err(refuse(format!("cannot be made a directory: {error}")));
+    }
+    let metadata = std::fs::metadata(dir).map_err(|e| refuse(e.to_string()))?;
+    if !metadata.is_dir() {
+        return Err(refuse("is not a directory".into()));
+    }
+    let probe = dir.join(format!(".validator-probe-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, b"probe")?;
+            file.sync_all()
+        });
+    let _ = std::fs::remove_file(&probe);
+    match written {
+        Ok(()) => Ok(()),
+        Err(error) if error.raw_os_error() == Some(28) => Err(Failure::Failed(anyhow!(
+            "ACTION NEEDED: the model cache's disk ({}) is full: free space (validator model \
+             cache --sweep) first",
+            dir.display()
+        ))),
+        Err(error) => Err(refuse(format!("cannot be written in: {error}"))),
+    }
 }

@@ -242,7 +242,8 @@ pub struct RunArgs {
     /// 127.0.0.1:9108; off with --demo].
     #[arg(long = "metrics-addr", visible_alias = "metrics_addr", value_parser = parse_metrics_addr)]
     metrics_addr: Option<MetricsAddr>,
-    /// Seconds without a new journal record before /healthz answers 503.
+    /// Seconds without a new journal record, or without a completed step, before /healthz
+    /// answers 503.
     #[arg(
         long = "health-stall-s",
         visible_alias = "health_stall_s",

@@ -392,8 +392,14 @@ impl<'a> Target<'a> {
             return Ok(Err(rejected(RejectionCode::MalformedRepo, why.to_string())));
         }
         if !safe_hotkey(hotkey) {
-            return Err(HubError::Config(format!(
-                "hotkey {hotkey:?} is not an SS58 address"
+            // The chain (or a recording of it) said so, and it will not change by asking
+            // again: a verdict, so nothing waits for it forever.
+            return Ok(Err(rejected(
+                RejectionCode::MalformedRepo,
+                format!(
+                    "hotkey {:?} is not an SS58 address and cannot name a cache directory",
+                    crate::text::printable(&hotkey.chars().take(64).collect::<String>())
+                ),
             )));
         }
         let (Some(commit), Some(hash)) = (model.commit.as_deref(), model.hash.as_deref()) else {

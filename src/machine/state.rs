@@ -328,7 +328,8 @@ impl State {
     /// Commitments that await download and verification, by hotkey, for the runner: evaluable,
     /// unverified, in a competition active at `block`, and not older than the minimum commit
     /// block (unless the hotkey's uid is already in that competition's eval set, as N syncs
-    /// consensus models before setting its minimum).
+    /// consensus models before setting its minimum), of hotkeys the latest metagraph
+    /// registers: one with no uid waits until it has one.
     pub fn commitments_to_verify(&self, block: u64) -> Vec<(&str, &CommitmentState)> {
         self.hotkeys
             .iter()
@@ -339,12 +340,13 @@ impl State {
                     return None;
                 }
                 self.params.competition_at(block, &model_id.competition)?;
+                // Only what the metagraph registers is fetched, as N's updater walks the
+                // metagraph's hotkeys: a commitment of a hotkey with no uid costs nothing.
+                let uid = self.metagraph.as_ref()?.uid_of(hotkey)?;
                 let in_eval_set = self
-                    .metagraph
-                    .as_ref()
-                    .and_then(|m| m.uid_of(hotkey))
-                    .zip(self.competitions.get(&model_id.competition))
-                    .is_some_and(|(uid, c)| c.eval_set.contains(uid));
+                    .competitions
+                    .get(&model_id.competition)
+                    .is_some_and(|c| c.eval_set.contains(uid));
                 let recent_enough = self
                     .block_commit_min
                     .is_none_or(|min| commitment.block_commit >= min);

@@ -54,6 +54,34 @@ fn lock(status: &SharedStatus) -> std::sync::MutexGuard<'_, FetchStatus> {
     status.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Whether a model whose evaluation failed was evaluated on the files that were verified:
+/// the store verifies its cache again, and fetches what no longer hashes as committed.
+/// `Ok(())`: the cache was whole, the failure stands as the model's. `Err(why)`: the files
+/// changed under the evaluation (an operator deleted the cache, a disk lost them), so the
+/// failure is the machine's; the model is whole again (or gets its own verdict) when the
+/// evaluation is retried.
+pub async fn failed_on_verified_files<S: ModelStore>(
+    store: &S,
+    hotkey: &str,
+    model: &ModelId,
+    repo_bytes_max: u64,
+) -> Result<(), String> {
+    let changed = format!(
+        "{hotkey}'s model ({}/{}) changed in the model cache during its evaluation (deleted \
+         or damaged there)",
+        model.namespace, model.name
+    );
+    match store.fetch(hotkey, model, repo_bytes_max).await {
+        Ok(Verdict::Accepted(stored)) if stored.bytes_downloaded == 0 => Ok(()),
+        Ok(Verdict::Accepted(_)) => Err(format!("{changed}; fetched again")),
+        Ok(Verdict::Rejected(refusal)) => Err(format!(
+            "{changed}; fetching it again was refused: {}",
+            refusal.detail
+        )),
+        Err(error) => Err(format!("{changed}; fetching it again failed: {error}")),
+    }
+}
+
 /// The commitments of `state` awaiting a verdict at `block`: the ones a step on a recorded
 /// chain waits for.
 pub fn unresolved(state: &State, block: u64) -> Vec<CommitmentKey> {

@@ -42,6 +42,9 @@ struct Inner {
     board: Board,
     state: Arc<State>,
     last_record_at: Instant,
+    /// When the last step completed, or this run started (a fresh run is given the stall time
+    /// to complete its first).
+    last_step_at: Instant,
     head_block: Option<u64>,
     head_first: Option<u64>,
     /// The open step's participants and their commit blocks.
@@ -74,6 +77,7 @@ impl Monitor {
                 board: Board::new(),
                 state: Arc::new(State::new(crate::machine::MechanismParams::genesis())),
                 last_record_at: Instant::now(),
+                last_step_at: Instant::now(),
                 head_block: None,
                 head_first: None,
                 step_commits: Vec::new(),
@@ -143,6 +147,16 @@ impl Monitor {
             return Err(format!(
                 "stuck: no journal record for {} s (limit {} s)",
                 quiet.as_secs(),
+                self.config.stall.as_secs()
+            ));
+        }
+        // Records alone are not progress: a loop that journals head readings while every
+        // step fails (a cache it cannot write, a model that never gets a verdict) is stuck.
+        let stepless = inner.last_step_at.elapsed();
+        if stepless > self.config.stall {
+            return Err(format!(
+                "stuck: no step completed for {} s (limit {} s, --health-stall-s)",
+                stepless.as_secs(),
                 self.config.stall.as_secs()
             ));
         }
@@ -241,6 +255,7 @@ impl Subscriber for Monitor {
         inner.state = Arc::new(state.clone());
         inner.journal_head = journal.head().cloned();
         inner.last_record_at = Instant::now();
+        inner.last_step_at = Instant::now();
         snapshot_step(&mut inner, state);
         Ok(())
     }
@@ -255,6 +270,9 @@ impl Subscriber for Monitor {
                     (Event::StepCompleted(completed), Outcome::Scored(_)) => Some(completed),
                     _ => None,
                 };
+                if completed.is_some() {
+                    inner.last_step_at = Instant::now();
+                }
                 let pages = completed.map(|_| inner.board.open_pages().to_vec());
                 inner.board.observe(record, outcome);
                 if let (Some(completed), Some(pages), true) =

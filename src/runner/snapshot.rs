@@ -30,6 +30,78 @@ use crate::machine::wire::{RawBytes, hex_decode};
 
 /// The largest snapshot file read.
 const SNAPSHOT_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// The most uids a metagraph has (a uid is a u16), and so the longest of its lists.
+const UIDS_MAX: usize = 1 << 16;
+/// The most entries a timeline holds.
+const TIMELINE_MAX: usize = 1 << 20;
+/// The longest hotkey: an SS58 address is 48 characters.
+const HOTKEY_CHARS_MAX: usize = 64;
+
+/// A list of at most `MAX` items, refused at the first item past it: counted as it is read,
+/// so a file of millions of tiny items is refused before it costs memory by the million.
+fn at_most<'de, D, T, const MAX: usize>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Bounded<T, const MAX: usize>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>, const MAX: usize> serde::de::Visitor<'de> for Bounded<T, MAX> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX} items")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if items.len() == MAX {
+                    return Err(serde::de::Error::custom(format!(
+                        "a list of more than {MAX} items"
+                    )));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    deserializer.deserialize_seq(Bounded::<T, MAX>(std::marker::PhantomData))
+}
+
+/// A map of at most [`UIDS_MAX`] commitments.
+fn commitments_at_most<'de, D>(
+    deserializer: D,
+) -> Result<BTreeMap<String, CommitmentFile>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = BTreeMap<String, CommitmentFile>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a map of at most {UIDS_MAX} commitments")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut found = BTreeMap::new();
+            while let Some((hotkey, commitment)) = map.next_entry::<String, CommitmentFile>()? {
+                if found.len() == UIDS_MAX {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {UIDS_MAX} commitments at one block"
+                    )));
+                }
+                if hotkey.chars().count() > HOTKEY_CHARS_MAX {
+                    return Err(serde::de::Error::custom(format!(
+                        "a hotkey of more than {HOTKEY_CHARS_MAX} characters"
+                    )));
+                }
+                found.insert(hotkey, commitment);
+            }
+            Ok(found)
+        }
+    }
+    deserializer.deserialize_map(Bounded)
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +109,7 @@ struct SnapshotFile {
     netuid: u16,
     start_block: u64,
     blocks_per_step: u64,
+    #[serde(deserialize_with = "at_most::<_, _, TIMELINE_MAX>")]
     timeline: Vec<EntryFile>,
 }
 
@@ -46,21 +119,24 @@ struct EntryFile {
     block: u64,
     #[serde(default)]
     metagraph: Option<MetagraphFile>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "commitments_at_most")]
     commitments: BTreeMap<String, CommitmentFile>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MetagraphFile {
+    #[serde(deserialize_with = "at_most::<_, _, UIDS_MAX>")]
     hotkeys: Vec<String>,
+    #[serde(deserialize_with = "at_most::<_, _, UIDS_MAX>")]
     consensus: Vec<u16>,
+    #[serde(deserialize_with = "at_most::<_, _, UIDS_MAX>")]
     stake: Vec<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<_, _, UIDS_MAX>")]
     incentive: Vec<u16>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<_, _, UIDS_MAX>")]
     validator_permit: Vec<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<_, _, UIDS_MAX>")]
     last_update: Vec<u64>,
     #[serde(default = "default_tempo")]
     tempo: u16,
@@ -182,6 +258,17 @@ impl RecordedChain {
 impl MetagraphFile {
     fn into_observed(self, netuid: u16, block: u64) -> Result<MetagraphObserved, String> {
         let size = self.hotkeys.len();
+        if let Some(long) = self
+            .hotkeys
+            .iter()
+            .find(|hotkey| hotkey.chars().count() > HOTKEY_CHARS_MAX)
+        {
+            return Err(format!(
+                "the metagraph at block {block} has a hotkey of {} characters (at most \
+                 {HOTKEY_CHARS_MAX})",
+                long.chars().count()
+            ));
+        }
         let lengths = [
             ("consensus", self.consensus.len(), false),
             ("stake", self.stake.len(), false),

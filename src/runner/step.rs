@@ -27,7 +27,7 @@ use super::edges::{
     ChainEdge, EdgeError, EvalRequest, Evaluated, ModelEvaluator, ModelStore, Observation,
     TokenizedBatch, Verdict, batch_digest,
 };
-use super::fetch::unresolved;
+use super::fetch::{failed_on_verified_files, unresolved};
 use super::identity::this_worker;
 use super::schedule::{Plan, Queued, by_size, dispatch, shard_count, weights_bytes};
 use super::table::step_table;
@@ -524,6 +524,13 @@ where
                     return Ok(Some(Pass::Failed(reason)));
                 }
             };
+            if let Err(reason) = self
+                .blamed_on_verified_files(participant, &evaluated)
+                .await
+            {
+                self.fail_open(open, &reason, timing).await?;
+                return Ok(Some(Pass::Failed(reason)));
+            }
             timing.session_seconds += evaluated.session_seconds;
             timing.scoring_seconds += evaluated.scoring_seconds;
             let Some(assembly) = assembling.get_mut(&participant.uid) else {
@@ -544,6 +551,26 @@ where
             self.record_outcome(open, participant, outcome, parts, timing)
                 .await?;
         }
+    }
+
+    /// A failed evaluation of files read here is the model's only if its files are still
+    /// the ones verified: else (the cache was deleted under it) the step fails as the
+    /// machine's fault, with the model fetched again for the retry.
+    async fn blamed_on_verified_files(
+        &self,
+        participant: &Participant,
+        evaluated: &Evaluated,
+    ) -> Result<(), String> {
+        let (EvalOutcome::Failed(_), Entry::Model { model_id, .. }) =
+            (&evaluated.outcome, &participant.entry)
+        else {
+            return Ok(());
+        };
+        if !self.evaluator.reads_files_here() {
+            return Ok(());
+        }
+        let repo_bytes_max = self.repo_bytes_max(model_id);
+        failed_on_verified_files(&*self.store, &participant.hotkey, model_id, repo_bytes_max).await
     }
 
     /// Journals one participant's outcome, with the workers' reports of it (one per shard, and

@@ -4,6 +4,7 @@
 //! links once.
 
 mod fakes;
+mod hostile;
 mod kill9;
 mod observe;
 mod offline;

@@ -473,3 +473,50 @@ fn the_step_log_has_a_line_per_step_in_n_wandb_shape() {
         assert_eq!(original["uids"], serde_json::json!(step.record.uids));
     }
 }
+
+/// Postmortem (issue 33, class 6): a loop that journals but never completes a step (every
+/// batch refused, a cache it cannot write, a model that never gets a verdict) kept `/healthz`
+/// at 200, because health only asked whether records were still written. It now also asks
+/// when a step last completed.
+#[test]
+fn health_turns_503_when_records_flow_but_no_step_completes() {
+    let world = crate::fakes::World::new();
+    let port = free_port();
+    let mut config = world.config(1_000);
+    config.metrics_addr = Some(([127, 0, 0, 1], port).into());
+    config.health_stall = Duration::from_secs(2);
+    let mut data = FakeData::new(4);
+    data.script = validator::testing::Script::new([Some(validator::data::DataError::Unavailable(
+        "the data source is down (test)".into(),
+    ))]);
+    let db = world.db();
+    let edges = Edges {
+        chain: world.chain,
+        store: world.store,
+        evaluator: world.evaluator,
+        data,
+        weights: None::<std::sync::Arc<validator::testing::FakeWeights>>,
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (stop, stop_seen) = tokio::sync::watch::channel(false);
+    let running = runtime.spawn(run(config, edges, stop_seen));
+    let started = Instant::now();
+    let stuck = loop {
+        if let Ok(answer) = get(port, "/healthz")
+            && (answer.0 == 503 || started.elapsed() > Duration::from_secs(60))
+        {
+            break answer;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never served");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(stuck.0, 503, "{}", stuck.1);
+    assert!(stuck.1.contains("no step completed"), "{}", stuck.1);
+    stop.send(true).unwrap();
+    let _ = runtime.block_on(running).unwrap();
+    let failed = crate::fakes::records(&db)
+        .iter()
+        .filter(|e| matches!(e, validator::machine::Event::StepFailed(_)))
+        .count();
+    assert!(failed > 2, "records kept flowing: {failed} failed steps");
+}

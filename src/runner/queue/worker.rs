@@ -186,6 +186,20 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
                 return Err(QueueError::Worker(error.to_string()));
             }
         };
+        if matches!(evaluated.outcome, EvalOutcome::Failed(_))
+            && let Err(why) = crate::runner::fetch::failed_on_verified_files(
+                &self.store,
+                &job.hotkey,
+                &job.model,
+                job.repo_bytes_max,
+            )
+            .await
+        {
+            // This host's cache changed under the job: nobody's model is at fault.
+            tracing::warn!("job {}: {why}; given back", job.job_id);
+            give_back(message, None).await;
+            return Ok(Handled::Returned);
+        }
         self.publish(connected, message, &job, &batch, evaluated)
             .await
     }
