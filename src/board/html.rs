@@ -9,8 +9,9 @@ use crate::text::escape_html as escape;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}\
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}\
-table{border-collapse:collapse;margin:.6em 0;font-size:.88em}\
-th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left}\
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em;max-width:100%}\
+th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;overflow-wrap:anywhere}\
+td.status-cell{min-width:14em}\
 th{background:#f2f2f2;cursor:pointer}td.num{text-align:right;font-variant-numeric:tabular-nums}\
 tr.rejected td,tr.invalid td{color:#a33}.plots{display:flex;flex-wrap:wrap;gap:.6em}\
 .status td:first-child{font-weight:bold}code{font-size:.95em}#page-errors{color:#a00}";
@@ -139,6 +140,13 @@ fn competition_section(out: &mut String, competition: &CompetitionBoard) {
         ("weight", "weight", |p: &super::UidPoint| Some(p.weight)),
     ];
     out.push_str("<div class=\"plots\">");
+    // An empty plot says why: no step yet, or steps whose every value was infinite (every
+    // model failed).
+    let empty = if steps.is_empty() {
+        "no completed steps yet"
+    } else {
+        "no finite value in the completed steps"
+    };
     for (title, class, value) in plots {
         let series = series_of(steps, value);
         out.push_str(&line_plot(
@@ -146,6 +154,7 @@ fn competition_section(out: &mut String, competition: &CompetitionBoard) {
             "step",
             class,
             &series,
+            empty,
         ));
     }
     out.push_str("</div></section>");

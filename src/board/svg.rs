@@ -28,8 +28,14 @@ const TOP: f64 = 26.0;
 const BOTTOM: f64 = 34.0;
 
 /// A line plot of `series` titled `title`, x labelled `x_label`; `class` names it for tests
-/// and styles.
-pub fn line_plot(title: &str, x_label: &str, class: &str, series: &[Series]) -> String {
+/// and styles; `empty` is said in its middle when it has no finite point.
+pub fn line_plot(
+    title: &str,
+    x_label: &str,
+    class: &str,
+    series: &[Series],
+    empty: &str,
+) -> String {
     let points = series
         .iter()
         .flat_map(|s| s.points.iter().flatten())
@@ -79,25 +85,29 @@ pub fn line_plot(title: &str, x_label: &str, class: &str, series: &[Series]) -> 
         LEFT,
         escape(title)
     );
-    for tick in 0..=4u8 {
-        let t = f64::from(tick) / 4.0;
-        let y = y_min + t * (y_max - y_min);
-        let py = sy(y);
+    let ticks = |min: f64, max: f64| -> Vec<f64> {
+        (0..=4u8)
+            .map(|tick| min + f64::from(tick) / 4.0 * (max - min))
+            .collect()
+    };
+    let (y_ticks, x_ticks) = (ticks(y_min, y_max), ticks(x_min, x_max));
+    let (y_labels, x_labels) = (tick_labels(&y_ticks), tick_labels(&x_ticks));
+    for (index, (y, x)) in y_ticks.iter().zip(&x_ticks).enumerate() {
+        let py = sy(*y);
         let _ = write!(
             out,
-            r##"<line x1="{LEFT}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#e5e5e5"/><text x="{}" y="{:.1}" font-size="10" text-anchor="end">{}</text>"##,
+            r##"<line x1="{LEFT}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#e5e5e5"/><text class="tick-y" x="{}" y="{:.1}" font-size="10" text-anchor="end">{}</text>"##,
             LEFT + plot_w,
             LEFT - 4.0,
             py + 3.0,
-            tick_label(y)
+            y_labels[index]
         );
-        let x = x_min + t * (x_max - x_min);
-        let px = sx(x);
+        let px = sx(*x);
         let _ = write!(
             out,
-            r#"<text x="{px:.1}" y="{:.1}" font-size="10" text-anchor="middle">{}</text>"#,
+            r#"<text class="tick-x" x="{px:.1}" y="{:.1}" font-size="10" text-anchor="middle">{}</text>"#,
             TOP + plot_h + 13.0,
-            tick_label(x)
+            x_labels[index]
         );
     }
     let _ = write!(
@@ -142,7 +152,7 @@ pub fn line_plot(title: &str, x_label: &str, class: &str, series: &[Series]) -> 
                     sx(x),
                     sy(y),
                     escape(&line.label),
-                    tick_label(y)
+                    y
                 );
             }
         }
@@ -162,27 +172,43 @@ pub fn line_plot(title: &str, x_label: &str, class: &str, series: &[Series]) -> 
     if !any {
         let _ = write!(
             out,
-            r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" fill="#888">no completed steps yet</text>"##,
+            r##"<text class="empty" x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" fill="#888">{}</text>"##,
             LEFT + plot_w / 2.0,
-            TOP + plot_h / 2.0
+            TOP + plot_h / 2.0,
+            escape(empty)
         );
     }
     out.push_str("</svg>");
     out
 }
 
-/// A short label for an axis value.
-fn tick_label(value: f64) -> String {
-    let magnitude = value.abs();
-    if value.fract() == 0.0 && magnitude < 1e9 {
-        format!("{value:.0}")
-    } else if magnitude >= 1e5 || (magnitude > 0.0 && magnitude < 1e-3) {
-        format!("{value:.2e}")
-    } else if magnitude >= 100.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.3}")
+/// Labels for evenly spaced axis values, with as many digits as it takes to tell neighbours
+/// apart (losses a few 1e-5 apart get that many decimals), and no more.
+fn tick_labels(values: &[f64]) -> Vec<String> {
+    let magnitude = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let scientific = magnitude >= 1e6 || (magnitude > 0.0 && magnitude < 1e-3);
+    let label = |value: f64, digits: usize| {
+        if scientific {
+            format!("{value:.digits$e}")
+        } else {
+            format!("{value:.digits$}")
+        }
+    };
+    let integral = !scientific && values.iter().all(|v| v.fract() == 0.0);
+    let start = match (integral, scientific) {
+        (true, _) => 0,
+        (false, true) => 2,
+        (false, false) if magnitude >= 100.0 => 0,
+        (false, false) => 3,
+    };
+    for digits in start..=15 {
+        let labels: Vec<String> = values.iter().map(|v| label(*v, digits)).collect();
+        let distinct = labels.windows(2).all(|pair| pair[0] != pair[1]);
+        if distinct {
+            return labels;
+        }
     }
+    values.iter().map(|v| label(*v, 15)).collect()
 }
 
 #[cfg(test)]
@@ -200,11 +226,33 @@ mod tests {
                 Some((3.0, 2.0)),
             ],
         }];
-        let svg = line_plot("t", "step", "loss", &series);
+        let svg = line_plot("t", "step", "loss", &series, "none");
         let path = svg.split("d=\"").nth(1).unwrap().split('"').next().unwrap();
         assert_eq!(path.matches('M').count(), 2, "{path}");
         assert!(!path.contains('L'), "{path}");
         assert!(svg.contains("uid &lt;1&gt;"));
-        assert!(line_plot("t", "step", "loss", &[]).contains("no completed steps yet"));
+        assert!(
+            line_plot("t", "step", "loss", &[], "no completed steps yet")
+                .contains("no completed steps yet")
+        );
+    }
+
+    /// Postmortem (issue 33, class 8): losses 2e-5 apart were labelled with three decimals,
+    /// five identical labels on the loss axis. The digits follow the range.
+    #[test]
+    fn tick_labels_tell_close_values_apart() {
+        let close: Vec<f64> = (0..=4).map(|i| 2.31 + f64::from(i) * 0.5e-5).collect();
+        let labels = tick_labels(&close);
+        assert_eq!(
+            labels,
+            ["2.310000", "2.310005", "2.310010", "2.310015", "2.310020"]
+        );
+        assert_eq!(tick_labels(&[0.0, 0.25, 0.5, 0.75, 1.0])[1], "0.250");
+        assert_eq!(
+            tick_labels(&[0.0, 1.0, 2.0, 3.0, 4.0]),
+            ["0", "1", "2", "3", "4"]
+        );
+        let tiny = tick_labels(&[1e-7, 1.5e-7, 2e-7, 2.5e-7, 3e-7]);
+        assert!(tiny.windows(2).all(|p| p[0] != p[1]), "{tiny:?}");
     }
 }

@@ -23,6 +23,37 @@ use super::EvalError;
 pub const FUEL: u64 = 20_000_000;
 /// The longest rendered conversation accepted.
 pub const RENDERED_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The most a batch's conversations may render to together.
+pub const RENDERED_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Instructions a whole batch may execute (each conversation also has [`FUEL`]): a template
+/// that burns almost all of its fuel on every conversation is stopped within seconds, not
+/// after one fuel tank per conversation.
+pub const FUEL_BATCH: u64 = 4 * FUEL;
+/// How long a batch may take to render, checked between conversations.
+pub const RENDER_BATCH_TIME_MAX: Duration = Duration::from_secs(15);
+
+/// Rendered output that refuses to grow past its limit, so a template that writes too much
+/// is stopped as it writes, not after it built the whole string.
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl Write for BoundedOutput {
+    fn write(&mut self, chunk: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(chunk.len()) > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("over the output limit"));
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(chunk.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,30 +350,57 @@ impl ChatTemplate {
         let template = env
             .template_from_str(&self.source)
             .map_err(|e| EvalError::Template(format!("the chat template does not parse: {e}")))?;
-        conversations
-            .iter()
-            .map(|conversation| {
-                let mut values: BTreeMap<String, Value> = self
-                    .special_tokens
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::from(v.clone())))
-                    .collect();
-                values.insert("messages".into(), Value::from(minijinja::value::Serde(&conversation.messages)));
-                values.insert("add_generation_prompt".into(), Value::from(conversation.add_generation_prompt));
-                values.insert("tools".into(), Value::from(()));
-                values.insert("documents".into(), Value::from(()));
-                let rendered = template
-                    .render(context! { ..Value::from(values) })
-                    .map_err(|e| EvalError::Template(format!("the chat template failed: {e}")))?;
-                if rendered.len() > RENDERED_BYTES_MAX {
-                    return Err(EvalError::Template(format!(
-                        "the chat template rendered {} bytes, over the {RENDERED_BYTES_MAX}-byte limit",
-                        rendered.len()
-                    )));
-                }
-                Ok(rendered)
-            })
-            .collect()
+        let started = std::time::Instant::now();
+        let (mut fuel_used, mut bytes_total) = (0u64, 0usize);
+        let mut rendered = Vec::with_capacity(conversations.len());
+        for (index, conversation) in conversations.iter().enumerate() {
+            if started.elapsed() > RENDER_BATCH_TIME_MAX || fuel_used > FUEL_BATCH {
+                return Err(EvalError::Template(format!(
+                    "the chat template took over {} s or {FUEL_BATCH} instructions for {index} \
+                     of {} conversations",
+                    RENDER_BATCH_TIME_MAX.as_secs(),
+                    conversations.len()
+                )));
+            }
+            let mut values: BTreeMap<String, Value> = self
+                .special_tokens
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+                .collect();
+            values.insert(
+                "messages".into(),
+                Value::from(minijinja::value::Serde(&conversation.messages)),
+            );
+            values.insert(
+                "add_generation_prompt".into(),
+                Value::from(conversation.add_generation_prompt),
+            );
+            values.insert("tools".into(), Value::from(()));
+            values.insert("documents".into(), Value::from(()));
+            let limit = RENDERED_BYTES_MAX.min(RENDERED_BATCH_BYTES_MAX - bytes_total);
+            let mut output = BoundedOutput {
+                bytes: Vec::new(),
+                limit,
+                over: false,
+            };
+            let captured =
+                template.render_captured_to(context! { ..Value::from(values) }, &mut output);
+            if output.over {
+                return Err(EvalError::Template(format!(
+                    "the chat template rendered over {limit} bytes for conversation {index} (at \
+                     most {RENDERED_BYTES_MAX} each, {RENDERED_BATCH_BYTES_MAX} a batch)"
+                )));
+            }
+            let captured = captured
+                .map_err(|e| EvalError::Template(format!("the chat template failed: {e}")))?;
+            fuel_used = fuel_used
+                .saturating_add(captured.state().fuel_levels().map_or(0, |(used, _)| used));
+            bytes_total += output.bytes.len();
+            rendered.push(String::from_utf8(output.bytes).map_err(|_| {
+                EvalError::Template("the chat template rendered bytes that are not UTF-8".into())
+            })?);
+        }
+        Ok(rendered)
     }
 }
 
@@ -480,7 +538,7 @@ pub fn render(
         let mut output = Vec::new();
         if let Some(stdout) = stdout.as_mut() {
             let _ = stdout
-                .take(u64::try_from(RENDERED_BYTES_MAX).unwrap_or(u64::MAX) * 4)
+                .take(u64::try_from(RENDERED_BATCH_BYTES_MAX).unwrap_or(u64::MAX) * 2)
                 .read_to_end(&mut output);
         }
         output

@@ -20,6 +20,12 @@ use crate::text::python_strip;
 const TOKENIZER_BYTES_MAX: u64 = 128 * 1024 * 1024;
 /// The largest `tokenizer_config.json` or template file read.
 const CONFIG_BYTES_MAX: u64 = 8 * 1024 * 1024;
+/// The most a tokenizer's normalizers may multiply a text's length by. Real ones stay within
+/// 18 (NFKC's longest expansion); a chain of replacements that doubles a text ten times would
+/// take the worker's memory before it took its time limit.
+const NORMALIZER_GROWTH_MAX: f64 = 64.0;
+/// The most bytes a tokenizer's normalizers may add to any text (a prepended marker).
+const NORMALIZER_ADDED_BYTES_MAX: f64 = 64.0 * 1024.0;
 
 /// The special tokens Hugging Face passes to templates.
 const SPECIAL_TOKEN_KEYS: [&str; 7] = [
@@ -144,6 +150,116 @@ fn choose_template(value: &Value, path: &Path) -> Result<Option<String>, EvalErr
     }
 }
 
+/// How long a normalizer can make a text: at most `factor` n + `added_bytes` bytes for a text
+/// of n bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Growth {
+    factor: f64,
+    added_bytes: f64,
+}
+
+impl Growth {
+    const NONE: Growth = Growth {
+        factor: 1.0,
+        added_bytes: 0.0,
+    };
+
+    fn times(factor: f64) -> Self {
+        Growth {
+            factor: factor.max(1.0),
+            added_bytes: 0.0,
+        }
+    }
+
+    /// `self`, then `next`.
+    fn then(self, next: Growth) -> Growth {
+        Growth {
+            factor: self.factor * next.factor,
+            added_bytes: self.added_bytes * next.factor + next.added_bytes,
+        }
+    }
+}
+
+/// A bound on how much the normalizer `config` (as tokenizers serialises it) can lengthen a
+/// text, read off its configuration before it ever runs: replacements multiply by their
+/// content's length over the shortest match (a regex may match one byte, or none, between
+/// every two), Unicode normal forms by their longest expansion, a precompiled character map by
+/// its longest replacement.
+fn normalizer_growth(config: &Value) -> Result<Growth, String> {
+    let text_bytes = |value: Option<&Value>| value.and_then(Value::as_str).map_or(0, str::len);
+    let kind = config.get("type").and_then(Value::as_str).unwrap_or("");
+    Ok(match kind {
+        "Sequence" => {
+            let mut growth = Growth::NONE;
+            for normalizer in config
+                .get("normalizers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                growth = growth.then(normalizer_growth(normalizer)?);
+            }
+            growth
+        }
+        "Replace" => {
+            let content = text_bytes(config.get("content"));
+            let pattern = config.get("pattern");
+            #[allow(clippy::cast_precision_loss)] // lengths far below 2^52
+            match pattern
+                .and_then(|p| p.get("String"))
+                .and_then(Value::as_str)
+            {
+                Some(literal) if !literal.is_empty() => {
+                    Growth::times(content as f64 / literal.len() as f64)
+                }
+                // A regex (or an empty literal) may match an empty string between every two
+                // bytes: each byte may gain the whole content.
+                _ => Growth::times(1.0 + content as f64),
+            }
+        }
+        "Prepend" => Growth {
+            factor: 1.0,
+            #[allow(clippy::cast_precision_loss)]
+            added_bytes: text_bytes(config.get("prepend")) as f64,
+        },
+        "NFKC" | "NFKD" => Growth::times(18.0),
+        "NFC" | "NFD" | "Lowercase" | "BertNormalizer" => Growth::times(3.0),
+        "ByteLevel" => Growth::times(2.0),
+        "Strip" | "StripAccents" => Growth::NONE,
+        "Precompiled" => Growth::times(precompiled_growth(
+            config.get("precompiled_charsmap").and_then(Value::as_str),
+        )?),
+        other => return Err(format!("an unknown normalizer {other:?}")),
+    })
+}
+
+/// The longest replacement of a SentencePiece precompiled character map (a little-endian u32
+/// trie size, the trie, then the replacements, each ending in a zero byte), over the one
+/// byte it may replace.
+fn precompiled_growth(charsmap: Option<&str>) -> Result<f64, String> {
+    use base64::Engine as _;
+    let Some(charsmap) = charsmap.filter(|c| !c.is_empty()) else {
+        return Ok(1.0);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(charsmap)
+        .map_err(|_| "the precompiled character map is not base64".to_owned())?;
+    let (size, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| "the precompiled character map is truncated".to_owned())?;
+    let trie_bytes = usize::try_from(u32::from_le_bytes(*size)).unwrap_or(usize::MAX);
+    let replacements = rest
+        .get(trie_bytes..)
+        .ok_or_else(|| "the precompiled character map is truncated".to_owned())?;
+    let longest = replacements
+        .split(|b| *b == 0)
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)]
+    Ok(longest as f64)
+}
+
 impl TokenizerFiles {
     /// Loads a tokenizer directory.
     pub fn load(dir: &Path) -> Result<Self, EvalError> {
@@ -156,6 +272,24 @@ impl TokenizerFiles {
         })?;
         let mut tokenizer = Tokenizer::from_bytes(&bytes)
             .map_err(|e| EvalError::Tokenizer(format!("{}: {e}", tokenizer_path.display())))?;
+        if let Some(normalizer) = tokenizer.get_normalizer() {
+            let config = serde_json::to_value(normalizer)
+                .map_err(|e| EvalError::Tokenizer(format!("{}: {e}", tokenizer_path.display())))?;
+            let growth = normalizer_growth(&config).map_err(|why| {
+                EvalError::Tokenizer(format!("{}: {why}", tokenizer_path.display()))
+            })?;
+            if growth.factor > NORMALIZER_GROWTH_MAX
+                || growth.added_bytes > NORMALIZER_ADDED_BYTES_MAX
+            {
+                return Err(EvalError::Tokenizer(format!(
+                    "{}: the normalizers can make a text of n bytes {:.0} n + {:.0} bytes long \
+                     (at most {NORMALIZER_GROWTH_MAX} n + {NORMALIZER_ADDED_BYTES_MAX})",
+                    tokenizer_path.display(),
+                    growth.factor.min(1e18),
+                    growth.added_bytes.min(1e18)
+                )));
+            }
+        }
         // The call decides truncation (and never pads), as transformers' apply_chat_template.
         tokenizer
             .with_truncation(None)
@@ -300,6 +434,29 @@ mod tests {
         );
         let no_default = serde_json::json!([{"name": "tool_use", "template": "tools"}]);
         assert!(choose_template(&no_default, path).is_err());
+    }
+
+    /// Postmortem (issue 33, class 11): a chain of replacements that doubled a text at each
+    /// link made tokenising take the worker's whole memory and a minute before the refusal.
+    /// The normalizers' growth is read off their configuration, and such a tokenizer is
+    /// refused before it runs.
+    #[test]
+    fn normalizer_growth_is_bounded_before_it_runs() {
+        let doubling =
+            serde_json::json!({"type": "Replace", "pattern": {"String": "a"}, "content": "aa"});
+        let chain =
+            serde_json::json!({"type": "Sequence", "normalizers": vec![doubling.clone(); 10]});
+        assert_eq!(normalizer_growth(&chain).unwrap().factor, 1024.0);
+        let gemma = serde_json::json!({"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u{2581}"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]});
+        let growth = normalizer_growth(&gemma).unwrap();
+        // The marker is prepended first, so the replacement may lengthen it too.
+        assert_eq!((growth.factor, growth.added_bytes), (3.0, 9.0));
+        let regex =
+            serde_json::json!({"type": "Replace", "pattern": {"Regex": ""}, "content": "xyz"});
+        assert_eq!(normalizer_growth(&regex).unwrap().factor, 4.0);
+        assert!(normalizer_growth(&serde_json::json!({"type": "Nope"})).is_err());
     }
 
     #[test]

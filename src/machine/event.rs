@@ -21,8 +21,9 @@ use super::wire::{LossVec, RawBytes, Samples};
 /// [`Event::EvaluationReported`] at the end of the enum; every older record reads unchanged.
 /// Version 6 added `due` (what the weight setter read of the chain) at the end of
 /// [`WeightsPrepared`]; an older record of it reads with none, and the state keeps an intent
-/// without it, so checkpoints are unchanged.
-pub const SCHEMA_VERSION: u16 = 6;
+/// without it, so checkpoints are unchanged. Version 7 added `worker_id` at the end of
+/// [`EvaluationReported`]; an older record of it reads with an empty id.
+pub const SCHEMA_VERSION: u16 = 7;
 
 /// The oldest schema version this build reads.
 pub const SCHEMA_VERSION_OLDEST_READ: u16 = 1;
@@ -380,6 +381,11 @@ pub struct EvaluationReported {
     pub worker: EvaluatedBy,
     /// Whether it was taken.
     pub verdict: ReportVerdict,
+    /// Which worker: a queue worker's name and public key as the runner verified them
+    /// (`NAME:KEY`), `local` for the runner's own children. Workers on one host and device
+    /// differ here. Empty in journals before schema 7.
+    #[serde(default)]
+    pub worker_id: String,
 }
 
 /// A step that could not run or be scored; it will be tried again under the same number.

@@ -346,6 +346,8 @@ pub struct Evaluated {
     pub scoring_seconds: f64,
     /// Results for this (step, uid) refused before this one was taken, to journal.
     pub refused: Vec<EvaluationReported>,
+    /// Which worker (see [`EvaluationReported::worker_id`]).
+    pub worker_id: String,
 }
 
 impl Evaluated {
@@ -357,6 +359,7 @@ impl Evaluated {
             session_seconds: 0.0,
             scoring_seconds: 0.0,
             refused: Vec::new(),
+            worker_id: "local".into(),
         }
     }
 }

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::board::step_log::{self, StepLogContext};
@@ -66,6 +67,47 @@ pub struct Monitor {
     fetch_status: Mutex<Option<SharedStatus>>,
     /// The model cache's size and the fetcher's count of cache changes it was walked at.
     cache_size: Mutex<Option<(u64, u64)>>,
+    /// Bumped whenever what the leaderboard shows may have changed (a journal write, a new
+    /// head): the page is rendered again only then.
+    version: AtomicU64,
+    /// The leaderboard as last rendered.
+    rendered: Mutex<Option<Arc<Page>>>,
+    /// Held while rendering, so concurrent requests of a stale page render it once.
+    rendering: Mutex<()>,
+}
+
+/// The leaderboard at one version, rendered as HTML and JSON on first request.
+#[derive(Debug)]
+pub struct Page {
+    version: u64,
+    leaderboard: Leaderboard,
+    html: OnceLock<Arc<[u8]>>,
+    json: OnceLock<Result<Arc<[u8]>, String>>,
+}
+
+impl Page {
+    /// The page, as `validator leaderboard` writes it (live: it refreshes itself).
+    pub fn html(&self) -> Result<Arc<[u8]>, String> {
+        Ok(self
+            .html
+            .get_or_init(|| {
+                crate::board::html::render(&self.leaderboard, true)
+                    .into_bytes()
+                    .into()
+            })
+            .clone())
+    }
+
+    /// The leaderboard's JSON (`/api/leaderboard`).
+    pub fn json(&self) -> Result<Arc<[u8]>, String> {
+        self.json
+            .get_or_init(|| {
+                serde_json::to_vec_pretty(&self.leaderboard)
+                    .map(Into::into)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
 }
 
 impl Monitor {
@@ -89,6 +131,9 @@ impl Monitor {
             }),
             fetch_status: Mutex::new(None),
             cache_size: Mutex::new(None),
+            version: AtomicU64::new(0),
+            rendered: Mutex::new(None),
+            rendering: Mutex::new(()),
         }
     }
 
@@ -107,7 +152,11 @@ impl Monitor {
     /// The chain's head as just read.
     pub fn head_read(&self, block: u64) {
         let mut inner = self.inner();
-        inner.head_block = Some(inner.head_block.map_or(block, |b| b.max(block)));
+        let head = Some(inner.head_block.map_or(block, |b| b.max(block)));
+        if head != inner.head_block {
+            self.version.fetch_add(1, Ordering::Release);
+        }
+        inner.head_block = head;
         inner.head_first.get_or_insert(block);
     }
 
@@ -137,6 +186,36 @@ impl Monitor {
         let mut leaderboard = inner.board.view(&inner.state, inner.head_block);
         leaderboard.validator.journal_head = inner.journal_head.as_ref().map(Head::summary);
         leaderboard
+    }
+
+    /// The leaderboard page, rendered again only when what it shows changed since the last
+    /// rendering (one rendering at a time: concurrent requests wait for it). Rendering runs
+    /// outside the lock the journal writer takes, so a huge page never holds up the loop for
+    /// longer than the board's view of it.
+    pub fn page(&self) -> Arc<Page> {
+        let fresh = |rendered: &Option<Arc<Page>>, version: u64| {
+            rendered
+                .as_ref()
+                .filter(|page| page.version == version)
+                .cloned()
+        };
+        let version = self.version.load(Ordering::Acquire);
+        if let Some(page) = fresh(&lock(&self.rendered), version) {
+            return page;
+        }
+        let _one = lock(&self.rendering);
+        let version = self.version.load(Ordering::Acquire);
+        if let Some(page) = fresh(&lock(&self.rendered), version) {
+            return page;
+        }
+        let page = Arc::new(Page {
+            version,
+            leaderboard: self.leaderboard(),
+            html: OnceLock::new(),
+            json: OnceLock::new(),
+        });
+        *lock(&self.rendered) = Some(page.clone());
+        page
     }
 
     /// Whether the loop is making progress: `Err` says why not.
@@ -257,6 +336,7 @@ impl Subscriber for Monitor {
         inner.last_record_at = Instant::now();
         inner.last_step_at = Instant::now();
         snapshot_step(&mut inner, state);
+        self.version.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -301,6 +381,7 @@ impl Subscriber for Monitor {
             snapshot_step(&mut inner, &state);
             inner.state = state;
             inner.journal_head = head.cloned();
+            self.version.fetch_add(1, Ordering::Release);
         }
         if let (Some(path), false) = (&self.config.step_log, lines.is_empty()) {
             let appended = append_lines(path, &lines);
@@ -322,6 +403,10 @@ fn snapshot_step(inner: &mut Inner, state: &State) {
             .map(|p| (p.uid, crate::board::entry_block(&p.entry)))
             .collect();
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn append_lines(path: &Path, lines: &[String]) -> std::io::Result<()> {

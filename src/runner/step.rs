@@ -524,10 +524,7 @@ where
                     return Ok(Some(Pass::Failed(reason)));
                 }
             };
-            if let Err(reason) = self
-                .blamed_on_verified_files(participant, &evaluated)
-                .await
-            {
+            if let Err(reason) = self.blamed_on_verified_files(participant, &evaluated).await {
                 self.fail_open(open, &reason, timing).await?;
                 return Ok(Some(Pass::Failed(reason)));
             }
@@ -608,6 +605,7 @@ where
                 batch_digest,
                 worker: evaluated.worker,
                 verdict: ReportVerdict::Accepted,
+                worker_id: evaluated.worker_id,
             };
             events.push((open.block_start, Event::EvaluationReported(report)));
         }

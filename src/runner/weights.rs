@@ -140,6 +140,8 @@ pub struct WeightSetter<W> {
     hold_until: Option<(u64, bool)>,
     /// When the open intent became due, for the report.
     block_due: Option<u64>,
+    /// The head at which this setter first found weights due and not yet answered.
+    due_seen: Option<u64>,
     /// The head at which this process first found the open intent unanswered.
     settle_from: Option<u64>,
     /// Whether "nothing to set" was said already (said once, not every tick).
@@ -157,6 +159,7 @@ impl<W: WeightsChain> WeightSetter<W> {
             config,
             hold_until: None,
             block_due: None,
+            due_seen: None,
             settle_from: None,
             said_nothing_to_set: false,
             reports: Vec::new(),
@@ -342,6 +345,7 @@ impl<W: WeightsChain> WeightSetter<W> {
         if head < due {
             return Ok(Due::Decided);
         }
+        let due_seen = *self.due_seen.get_or_insert(head);
         if standing.uid.is_none() || !standing.validator_permit {
             let why = if standing.uid.is_none() {
                 "the hotkey is not registered on the subnet"
@@ -429,7 +433,10 @@ impl<W: WeightsChain> WeightSetter<W> {
             return Ok(Due::Decided);
         };
         let prepared = intent.prepared.clone();
-        self.block_due = Some(if due == 0 { head } else { due });
+        // The report says how late this run was, from when it first found the weights due:
+        // a due block from a `LastUpdate` older than this validator (or none), or from before
+        // the step that made them due under N's cadence, is not this run's lateness.
+        self.block_due = Some(due.max(due_seen));
         failpoint::hit("after-weights-prepared");
         let sent = self.chain.send(&prepared).await;
         failpoint::hit("after-weights-sent");
@@ -676,6 +683,10 @@ impl<W: WeightsChain> WeightSetter<W> {
         self.writer
             .record(vec![(block, Event::WeightsSubmitted(event))])
             .await?;
+        // Included: the next weights are due afresh (a failure is still late from the first).
+        if matches!(outcome, SubmitOutcome::Included { .. }) {
+            self.due_seen = None;
+        }
         let report = SubmissionReport {
             block_due: self.block_due.take().unwrap_or(intent.prepared.block_head),
             block_prepared: intent.prepared.block_head,

@@ -747,3 +747,67 @@ fn safetensors_files_the_library_refuses_are_refused() {
         assert_eq!(read_header(&path).unwrap().len(), 1);
     }
 }
+
+/// `eval` of `dir` on `samples` generated samples, with the time it took.
+fn eval_timed(dir: &Path, samples: usize) -> (Option<i32>, String, std::time::Duration) {
+    let data = dir.join("many.jsonl");
+    let lines: Vec<String> = (0..samples)
+        .map(|i| format!("{{\"prompt\": \"question {i}\", \"response\": \"answer {i}\"}}"))
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let started = std::time::Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_validator"))
+        .args(["eval", "--threads", "1", "--model"])
+        .arg(dir)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// Postmortem (issue 33, class 11): a tokenizer whose normalizers doubled the text at each of
+/// a dozen replacements ended in a refusal only after the worker had taken its whole memory
+/// and most of a minute. The normalizers' growth is bounded from their configuration, so the
+/// refusal comes before any text is normalised.
+#[test]
+fn a_normalizer_bomb_is_refused_within_seconds() {
+    let dir = copy_model("llama-f32");
+    let path = dir.path().join("tokenizer.json");
+    let mut tokenizer: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let doubling =
+        serde_json::json!({"type": "Replace", "pattern": {"String": "e"}, "content": "ee"});
+    tokenizer["normalizer"] =
+        serde_json::json!({"type": "Sequence", "normalizers": vec![doubling; 24]});
+    std::fs::write(&path, serde_json::to_vec(&tokenizer).unwrap()).unwrap();
+    let (code, stderr, took) = eval_timed(dir.path(), 64);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("normalizers can make a text"), "{stderr}");
+    assert!(took.as_secs() < 10, "took {took:?}");
+}
+
+/// Postmortem (issue 33, class 11): templates that wrote megabytes per conversation, or
+/// burned nearly all of their fuel on each, were refused only after 38 to 60 s (one fuel tank
+/// and one 16 MiB string per conversation, up to the renderer's memory cap). Output is
+/// bounded as it is written, per conversation and per batch, and fuel and time per batch.
+#[test]
+fn huge_or_slow_templates_are_refused_within_seconds() {
+    for (template, expected) in [
+        ("{{ 'x' * 12000000 }}", "rendered over"),
+        (
+            "{% for i in range(2000) %}{% for j in range(2000) %}{% endfor %}{% endfor %}ok",
+            "instructions for",
+        ),
+    ] {
+        let dir = copy_model("llama-f32");
+        write_template(dir.path(), template);
+        let (code, stderr, took) = eval_timed(dir.path(), 64);
+        assert_eq!(code, Some(2), "{template}: {stderr}");
+        assert!(stderr.contains(expected), "{template}: {stderr}");
+        assert!(took.as_secs() < 20, "{template}: took {took:?}");
+    }
+}

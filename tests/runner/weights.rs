@@ -141,6 +141,37 @@ fn weights_are_set_on_cadence_while_a_long_step_runs() {
     replay_clean(&db);
 }
 
+/// Postmortem (issue 33, class 8): a new journal's first submission was logged as "26
+/// blocks after due", its due block taken from a `LastUpdate` older than the validator. What
+/// was due before this run first read the chain counts from that reading, under either
+/// cadence.
+#[test]
+fn a_first_submission_is_not_late_for_what_was_due_before_the_run() {
+    for after_step in [false, true] {
+        let chain = Arc::new(FakeWeights::new(1000, 1, 1));
+        chain.chain.lock().unwrap().last_update = 300;
+        let world = world_with(&chain, Duration::from_millis(20));
+        let (result, _dir) = run_adjusted(world, 6, 20, |config| {
+            if after_step {
+                config.params.rules.weights_cadence = WeightsCadence::AfterStep {
+                    blocks_per_epoch: 20,
+                };
+            }
+        });
+        let summary = result.unwrap();
+        let first = summary
+            .submissions
+            .first()
+            .unwrap_or_else(|| panic!("after_step {after_step}: no submission"));
+        let late = first.blocks_due_to_included().expect("included");
+        assert!(
+            late <= 5,
+            "after_step {after_step}: {late} blocks after due ({first:?})"
+        );
+        assert!(first.block_due >= 1_000, "{first:?}");
+    }
+}
+
 /// Postmortem (9e4eeb7): weights went out on the chain's clock whatever the steps did, so
 /// they differed from N's, which sets them after the step that starts an epoch past the last.
 /// N's cadence: weights are due after a step that starts an epoch after the last, they carry

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 
 mod schema3;
 
-use crate::machine::event::{SubmitMethod, WeightsPrepared, schema_version_is_readable};
+use crate::machine::event::{
+    EvaluatedBy, EvaluationReported, ReportVerdict, SubmitMethod, WeightsPrepared,
+    schema_version_is_readable,
+};
 use crate::machine::{Event, Position, SCHEMA_VERSION, State};
 
 /// Bytes in an envelope header.
@@ -137,6 +140,27 @@ const SCHEMA_WITH_RULES: u16 = 4;
 /// The first schema version whose `WeightsPrepared` ends with the chain reading `due`.
 const SCHEMA_WITH_DUE_READING: u16 = 6;
 
+/// The first schema version whose `EvaluationReported` ends with the worker's id.
+const SCHEMA_WITH_WORKER_ID: u16 = 7;
+
+/// The first byte of an `EvaluationReported` record's payload (see [`weights_prepared_tag`]).
+fn evaluation_reported_tag() -> Option<u8> {
+    let sample = Event::EvaluationReported(EvaluationReported {
+        step: 0,
+        uid: 0,
+        model_hash: String::new(),
+        batch_digest: String::new(),
+        worker: EvaluatedBy {
+            host: String::new(),
+            device: String::new(),
+            build: String::new(),
+        },
+        verdict: ReportVerdict::Accepted,
+        worker_id: String::new(),
+    });
+    encode(&sample).get(HEADER_BYTES).copied()
+}
+
 /// The first byte of a `WeightsPrepared` record's payload: its variant's index, which bincode
 /// writes as a one-byte varint (the same index in every schema's enum).
 fn weights_prepared_tag() -> Option<u8> {
@@ -156,10 +180,12 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
     let (version, payload) = checked_payload(bytes)?;
     // Before schema 6 a `WeightsPrepared` ended before `due`, which is the record's last
     // field: bincode writes `None` as one zero byte, so appending it reads the old record
-    // exactly, with no reading.
+    // exactly, with no reading. Likewise before schema 7 an `EvaluationReported` ended before
+    // `worker_id`, and an empty string is one zero byte (its length).
+    let tag = payload.first().copied();
     let upgraded;
-    let payload = if version < SCHEMA_WITH_DUE_READING
-        && payload.first().copied() == weights_prepared_tag()
+    let payload = if (version < SCHEMA_WITH_DUE_READING && tag == weights_prepared_tag())
+        || (version < SCHEMA_WITH_WORKER_ID && tag == evaluation_reported_tag())
     {
         upgraded = [payload, &[0]].concat();
         upgraded.as_slice()
@@ -323,6 +349,42 @@ mod tests {
         let mut old_state = state.clone();
         old_state.weights_intent.as_mut().unwrap().prepared = without;
         assert_eq!(encode_state(&old_state), encode_state(&state));
+    }
+
+    /// Postmortem (issue 33, class 8): two workers on one host and device were the same in
+    /// `EvaluationReported`; schema 7 adds the worker's id as its last field, and a record
+    /// written before reads with an empty one.
+    #[test]
+    fn evaluation_reported_of_schema_6_reads_with_an_empty_worker_id() {
+        let report = EvaluationReported {
+            step: 4,
+            uid: 2,
+            model_hash: "h".into(),
+            batch_digest: "d".into(),
+            worker: EvaluatedBy {
+                host: "box".into(),
+                device: "cuda:0 bf16".into(),
+                build: "b".into(),
+            },
+            verdict: ReportVerdict::Refused("late".into()),
+            worker_id: String::new(),
+        };
+        let current = encode_event(&Event::EvaluationReported(report.clone()));
+        let old = envelope(6, &current[HEADER_BYTES..current.len() - 1]);
+        assert_eq!(
+            decode_event(&old).unwrap(),
+            Event::EvaluationReported(report.clone())
+        );
+        let named = EvaluationReported {
+            worker_id: "gpu-2:UABC".into(),
+            ..report
+        };
+        let current = encode_event(&Event::EvaluationReported(named.clone()));
+        assert_eq!(
+            decode_event(&current).unwrap(),
+            Event::EvaluationReported(named)
+        );
+        assert!(decode_event(&envelope(7, &current[HEADER_BYTES..current.len() - 1])).is_err());
     }
 
     #[test]

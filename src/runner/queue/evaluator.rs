@@ -439,9 +439,10 @@ impl<L: ModelEvaluator> ModelEvaluator for QueueEvaluator<L> {
                     result.worker.device
                 );
                 // Journaled once per worker for this job, with bounded fields.
+                let worker_id = format!("{worker}:{}", result.worker_key);
                 let already = refused
                     .iter()
-                    .any(|r: &EvaluationReported| r.worker == result.worker);
+                    .any(|r: &EvaluationReported| r.worker_id == worker_id);
                 if !already && refused.len() < REFUSED_REPORTS_MAX {
                     refused.push(EvaluationReported {
                         step: request.step,
@@ -450,6 +451,7 @@ impl<L: ModelEvaluator> ModelEvaluator for QueueEvaluator<L> {
                         batch_digest: bounded(&result.batch_digest),
                         worker: result.worker,
                         verdict: ReportVerdict::Refused(why),
+                        worker_id,
                     });
                 }
                 continue;
@@ -460,6 +462,7 @@ impl<L: ModelEvaluator> ModelEvaluator for QueueEvaluator<L> {
                 session_seconds: result.session_seconds,
                 scoring_seconds: result.scoring_seconds,
                 refused,
+                worker_id: format!("{worker}:{}", result.worker_key),
             });
         }
     }
