@@ -16,8 +16,8 @@ use validator::machine::Event;
 use validator::machine::event::{EvalOutcome, ReportVerdict};
 use validator::runner::demo::{DemoFiles, write_demo};
 use validator::runner::queue::{
-    JobMessage, MESSAGE_VERSION, QueueOptions, ResultMessage, WorkerKey, results_subject,
-    workers_consumer,
+    JobMessage, MESSAGE_VERSION, QueueOptions, ResultMessage, WorkerKey, jobs_subject,
+    results_subject, workers_consumer,
 };
 
 /// The workers every test trusts, by name: their keys are made once, in `work`, before the
@@ -589,6 +589,75 @@ fn forged_unsigned_and_tampered_results_are_never_journaled() {
     let (key, why) = &journaled.refused[0];
     assert_eq!(*key, forged_key);
     assert!(why.contains("batch digest another-batch"), "{why}");
+}
+
+/// Postmortem (issue 33, class 7): one forged job whose hotkey was not SS58 made a worker
+/// exit 1, so one message could stop every worker, and a job naming a huge batch object made
+/// a worker read all of it (4.3 GB resident). A worker refuses a job whose fields are out of
+/// shape or bound, or whose batch object is not the size the job declares (before reading
+/// it), drops it and goes on with the honest jobs.
+#[test]
+fn forged_jobs_are_dropped_and_the_worker_goes_on() {
+    let (_, files, _) = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let work = dir.path().join("queued");
+    let run = runner(files, &work, Some((&nats.url(), 30)), STEPS);
+    let options = QueueOptions::new(&nats.url(), Duration::from_secs(30));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (js, consumer) = workers_consumer(&options).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        // The first real job, as a template for the forged ones, then given back.
+        let (message, job) = loop {
+            assert!(Instant::now() < deadline, "no job was published");
+            let mut messages = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .unwrap();
+            if let Some(message) = messages.next().await {
+                let message = message.unwrap();
+                let job: JobMessage = serde_json::from_slice(&message.payload).unwrap();
+                break (message, job);
+            }
+        };
+        let forged = |index: usize, change: &dyn Fn(&mut JobMessage)| {
+            let mut forged = job.clone();
+            forged.job_id = format!("forged-{index}");
+            change(&mut forged);
+            serde_json::to_vec(&forged).unwrap()
+        };
+        let payloads = [
+            forged(0, &|j| j.hotkey = "../../not-ss58".into()),
+            forged(1, &|j| j.batch_bytes = 1),
+            forged(2, &|j| j.batch_bytes = u64::MAX),
+            forged(3, &|j| j.version = 99),
+            forged(4, &|j| j.model_hash = "h".repeat(900_000)),
+            b"{not json".to_vec(),
+        ];
+        for payload in payloads {
+            js.publish(jobs_subject(&options), payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        message
+            .double_ack_with(async_nats::jetstream::AckKind::Nak(None))
+            .await
+            .unwrap();
+    });
+    let mut one = spawn_worker(files, &work, "one", &nats.url(), 30);
+    finish(run, Duration::from_secs(300));
+    check_against_reference(&work.join("journal"));
+    let log = one.log_text();
+    assert_eq!(log.matches("dropped").count(), 6, "{log}");
+    assert!(
+        one.child.try_wait().unwrap().is_none(),
+        "the worker exited:\n{log}"
+    );
 }
 
 #[test]

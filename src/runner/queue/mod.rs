@@ -252,8 +252,9 @@ impl JobMessage {
     }
 }
 
-/// The largest tokenised batch a job may name.
-pub const BATCH_BYTES_MAX: u64 = 512 * 1024 * 1024;
+/// The largest tokenised batch a job may name: N's batches are a few megabytes, and a
+/// thousand samples of 8,192 tokens stay under it.
+pub const BATCH_BYTES_MAX: u64 = 128 * 1024 * 1024;
 
 /// A worker's result, as published.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -566,6 +567,11 @@ pub async fn workers_consumer(
 /// The subject results are published to.
 pub fn results_subject(options: &QueueOptions) -> String {
     options.results_subject()
+}
+
+/// The subject jobs are published to.
+pub fn jobs_subject(options: &QueueOptions) -> String {
+    options.jobs_subject()
 }
 
 /// Publishes `payload` on `subject` under the deduplication id `id`, again until the server

@@ -80,7 +80,7 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
                 Err(other) => return Err(other),
             }
         };
-        let mut batches: Option<(String, TokenizedBatch)> = None;
+        let mut batches: Option<CachedBatch> = None;
         let mut done = 0u64;
         tracing::info!(
             "pulling evaluation jobs from {} (queue {})",
@@ -132,7 +132,7 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
         &self,
         connected: &Connected,
         message: &jetstream::Message,
-        batches: &mut Option<(String, TokenizedBatch)>,
+        batches: &mut Option<CachedBatch>,
     ) -> Result<Handled, QueueError> {
         let Some(job) = read_job(message).await else {
             return Ok(Handled::Returned);
@@ -302,11 +302,19 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
         &self,
         connected: &Connected,
         job: &JobMessage,
-        cached: &mut Option<(String, TokenizedBatch)>,
+        cached: &mut Option<CachedBatch>,
     ) -> Result<TokenizedBatch, BatchError> {
-        if let Some((digest, batch)) = cached.as_ref()
+        if let Some((digest, size, batch)) = cached.as_ref()
             && *digest == job.batch_digest
         {
+            // The batch in hand is the one named only if the job declares its very size: a
+            // job that lies about it is refused whether or not the batch is read again.
+            if *size != job.batch_bytes {
+                return Err(BatchError::Refused(format!(
+                    "batch {digest} holds {size} bytes, not the {} its job declares",
+                    job.batch_bytes
+                )));
+            }
             return Ok(batch.clone());
         }
         let name = batch_object(&job.batch_digest);
@@ -339,7 +347,7 @@ impl<S: ModelStore, E: ModelEvaluator> RemoteWorker<S, E> {
             )));
         }
         let batch = TokenizedBatch::from(batch);
-        *cached = Some((digest, batch.clone()));
+        *cached = Some((digest, declared, batch.clone()));
         Ok(batch)
     }
 }
@@ -357,6 +365,9 @@ async fn read_job(message: &jetstream::Message) -> Option<JobMessage> {
     let _ = message.double_ack_with(AckKind::Term).await;
     None
 }
+
+/// The last batch read: its digest, its size in bytes, the batch.
+type CachedBatch = (String, u64, TokenizedBatch);
 
 /// Gives a job back for another delivery, after `delay` (at once without one).
 async fn give_back(message: &jetstream::Message, delay: Option<Duration>) {
