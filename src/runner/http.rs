@@ -8,9 +8,9 @@
 //! its caller: the tests of `tests/runner/observe.rs` (malformed requests, slow clients,
 //! clients of a huge page) hold it to the same rules a hyper server would have to meet.
 //!
-//! Every phase is bounded: a connection has [`REQUEST_DEADLINE`] to send its request and
-//! [`ANSWER_DEADLINE`] to take the answer. The page and its JSON come from the monitor's
-//! cache (rendered once per journal change, on a blocking thread), and at most [`PAGES_MAX`]
+//! Every phase is bounded: a connection has `REQUEST_DEADLINE` to send its request and
+//! `ANSWER_DEADLINE` to take the answer. The page and its JSON come from the monitor's
+//! cache (rendered once per journal change, on a blocking thread), and at most `PAGES_MAX`
 //! are sent at once, so clients of a huge page cannot starve the loop. Health never waits
 //! behind them, and when every connection slot is held (slow clients) a probe still gets a
 //! short reserved chance to be answered.
