@@ -7,6 +7,7 @@
 //! Errors are sorted as the machine needs them: [`ChainError::Refused`] is the chain's answer
 //! (journaled), [`ChainError::Unavailable`] means try again.
 
+pub mod mechanism;
 pub mod timelock;
 pub mod transactions;
 pub mod wallet;
@@ -107,7 +108,7 @@ impl ChainOptions {
     }
 }
 
-type Client = OnlineClient<PolkadotConfig>;
+pub(crate) type Client = OnlineClient<PolkadotConfig>;
 
 /// A connection to a subtensor node.
 #[derive(Debug, Clone)]

@@ -2,8 +2,12 @@
 //! decoded, the chain's refusals by name; and model commitments. The weight calls, and the
 //! rule that picks among them, are in [`super::weights`].
 
+use std::time::Duration;
+
+use subxt::PolkadotConfig;
 use subxt::dynamic::{self, Value};
 use subxt::error::DispatchError;
+use subxt::extrinsics::ExtrinsicEvents;
 use subxt::tx::Payload;
 use subxt_signer::sr25519::Keypair;
 
@@ -113,9 +117,17 @@ fn dispatch_refusal(error: &DispatchError) -> ChainError {
     }
 }
 
+/// How often blocks are searched for a submitted extrinsic while its in-block notification
+/// has not come (notifications were seen to go missing under load).
+const SCAN_EVERY: Duration = Duration::from_secs(2);
+
+/// A submitted extrinsic found in a block: the block's number and the extrinsic's events.
+type Found = (u64, ExtrinsicEvents<PolkadotConfig>);
+
 impl Chain {
     /// Signs and submits `payload`, waits for it to be in a block, and returns that block's
-    /// number, or the chain's refusal.
+    /// number, or the chain's refusal. The wait never rests on the in-block notification
+    /// alone: the blocks since submission are searched for the extrinsic as well.
     pub async fn submit<P: Payload + Send + Sync>(
         &self,
         what: &str,
@@ -124,18 +136,46 @@ impl Chain {
     ) -> Result<u64, ChainError> {
         self.call(what, |client| async move {
             let at = client_at(&client, None).await?;
+            // The extrinsic cannot be in the head it was signed at: it is searched for after.
+            let mut next_scanned = at.block_number().saturating_add(1);
             let mut progress = at
                 .transactions()
                 .sign_and_submit_then_watch_default(&payload, signer)
                 .await
                 .map_err(|e| classify(e.to_string()))?;
-            let in_block = loop {
+            let ext_hash = progress.extrinsic_hash();
+            let (block, events) = loop {
                 use subxt::tx::TransactionStatus;
-                match progress.next().await {
+                let status = tokio::select! {
+                    status = progress.next() => status,
+                    () = tokio::time::sleep(SCAN_EVERY) => {
+                        if let Some(found) =
+                            find_extrinsic(&client, ext_hash, &mut next_scanned).await?
+                        {
+                            break found;
+                        }
+                        continue;
+                    }
+                };
+                match status {
                     Some(Ok(
-                        TransactionStatus::InBestBlock(block)
-                        | TransactionStatus::InFinalizedBlock(block),
-                    )) => break block,
+                        TransactionStatus::InBestBlock(in_block)
+                        | TransactionStatus::InFinalizedBlock(in_block),
+                    )) => {
+                        let events = match in_block.wait_for_success().await {
+                            Ok(events) => events,
+                            Err(subxt::error::TransactionEventsError::ExtrinsicFailed(error)) => {
+                                return Err(dispatch_refusal(&error));
+                            }
+                            Err(error) => return Err(ChainError::Unavailable(error.to_string())),
+                        };
+                        let block = client
+                            .at_block(in_block.block_hash())
+                            .await
+                            .map_err(|e| ChainError::Unavailable(e.to_string()))?
+                            .block_number();
+                        break (block, events);
+                    }
                     Some(Ok(
                         TransactionStatus::Invalid { message }
                         | TransactionStatus::Dropped { message },
@@ -147,20 +187,18 @@ impl Chain {
                     }
                     Some(Ok(_)) => {}
                     Some(Err(error)) => return Err(classify(error.to_string())),
+                    // The stream ended without a word: the blocks may still hold it.
                     None => {
-                        return Err(ChainError::Unavailable(
-                            "the transaction's status stream ended".into(),
-                        ));
+                        break loop {
+                            if let Some(found) =
+                                find_extrinsic(&client, ext_hash, &mut next_scanned).await?
+                            {
+                                break found;
+                            }
+                            tokio::time::sleep(SCAN_EVERY).await;
+                        };
                     }
                 }
-            };
-            let block_hash = in_block.block_hash();
-            let events = match in_block.wait_for_success().await {
-                Ok(events) => events,
-                Err(subxt::error::TransactionEventsError::ExtrinsicFailed(error)) => {
-                    return Err(dispatch_refusal(&error));
-                }
-                Err(error) => return Err(ChainError::Unavailable(error.to_string())),
             };
             // `Sudo.sudo` succeeds as an extrinsic even when the call inside fails: its
             // `Sudid { sudo_result }` event carries the inner result.
@@ -175,14 +213,48 @@ impl Chain {
                     return Err(dispatch_refusal(&error));
                 }
             }
-            let block = client
-                .at_block(block_hash)
-                .await
-                .map_err(|e| ChainError::Unavailable(e.to_string()))?;
-            Ok(block.block_number())
+            Ok(block)
         })
         .await
     }
+}
+
+/// Searches the blocks from `next` to the head for the extrinsic `ext_hash`; `next` moves past
+/// every block searched. A block that holds it answers with its events, or with the
+/// dispatch error it failed with.
+async fn find_extrinsic(
+    client: &super::Client,
+    ext_hash: subxt::utils::H256,
+    next: &mut u64,
+) -> Result<Option<Found>, ChainError> {
+    let unavailable = |e: &dyn std::fmt::Display| ChainError::Unavailable(e.to_string());
+    let head = client
+        .at_current_block()
+        .await
+        .map_err(|e| unavailable(&e))?
+        .block_number();
+    while *next <= head {
+        let at = client.at_block(*next).await.map_err(|e| unavailable(&e))?;
+        let extrinsics = at.extrinsics().fetch().await.map_err(|e| unavailable(&e))?;
+        for extrinsic in extrinsics.iter() {
+            let Ok(extrinsic) = extrinsic else { continue };
+            if extrinsic.hash() != ext_hash {
+                continue;
+            }
+            let events = extrinsic.events().await.map_err(|e| unavailable(&e))?;
+            for event in events.iter() {
+                let event = event.map_err(|e| ChainError::Decode(e.to_string()))?;
+                if event.pallet_name() == "System" && event.event_name() == "ExtrinsicFailed" {
+                    let error = DispatchError::decode_from(event.field_bytes(), at.metadata())
+                        .map_err(|e| ChainError::Decode(format!("ExtrinsicFailed: {e}")))?;
+                    return Err(dispatch_refusal(&error));
+                }
+            }
+            return Ok(Some((*next, events)));
+        }
+        *next += 1;
+    }
+    Ok(None)
 }
 
 impl Chain {
@@ -211,14 +283,15 @@ impl Chain {
         netuid: u16,
         field: Value,
     ) -> Result<u64, ChainError> {
-        let info = Value::named_composite([("fields", Value::unnamed_composite([field]))]);
-        self.submit(
-            "set_commitment",
-            dynamic::tx("Commitments", "set_commitment", (netuid, info)),
-            hotkey,
-        )
-        .await
+        self.submit("set_commitment", commitment_payload(netuid, field), hotkey)
+            .await
     }
+}
+
+/// `Commitments.set_commitment(netuid, {fields: [field]})`.
+pub fn commitment_payload(netuid: u16, field: Value) -> subxt::tx::DynamicPayload<(u16, Value)> {
+    let info = Value::named_composite([("fields", Value::unnamed_composite([field]))]);
+    dynamic::tx("Commitments", "set_commitment", (netuid, info))
 }
 
 /// A `Data::Raw{len}` commitment field.

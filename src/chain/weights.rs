@@ -1,13 +1,18 @@
-//! The weight rules: how weights go on chain by whatever rule the subnet has (plain
-//! `set_weights`, hash commit-reveal, drand-timelocked commits), what a submission needs
-//! decided before anything is signed (the salt, the drand round), and where a validator
-//! stands (its uid, permit, `LastUpdate`, `Weights`, the rate limit). Signing and following a
-//! transaction is [`super::transactions`]'s.
+//! The weight rules: how weights go on chain for one mechanism of a subnet by whatever rule
+//! it has (plain weights, hash commit-reveal, drand-timelocked commits) and whichever calls
+//! the runtime offers ([`super::mechanism`]), what a submission needs decided before anything
+//! is signed (the salt, the drand round), and where a validator stands (its uid, permit,
+//! `LastUpdate`, `Weights`, the rate limit). Signing and following a transaction is
+//! [`super::transactions`]'s.
 
 use subxt::dynamic;
 use subxt::ext::codec::Encode;
 use subxt_signer::sr25519::Keypair;
 
+use super::mechanism::{
+    RuntimeOffer, SubnetMechanism, WeightCalls, hash_commit_payload, hash_reveal_payload,
+    set_weights_payload, timelocked_payload,
+};
 use super::{Chain, ChainError, client_at, read_value, timelock};
 use crate::machine::event::{SubmitMethod, WeightsCommitted, WeightsPrepared};
 
@@ -25,27 +30,28 @@ pub fn version_key() -> u64 {
 }
 
 impl Chain {
-    /// `SubtensorModule.set_weights` with a bounded retry of transport failures (a refusal is
+    /// Plain weights for `mechanism` (`set_mechanism_weights`, or `set_weights` where the
+    /// runtime has only that) with a bounded retry of transport failures (a refusal is
     /// final). `uids` must be sorted and unique; `weights` are already in u16 form.
     pub async fn set_weights(
         &self,
         hotkey: &Keypair,
-        netuid: u16,
+        mechanism: SubnetMechanism,
         uids: &[u16],
         weights: &[u16],
         version_key: u64,
     ) -> Result<u64, ChainError> {
-        self.set_weights_attempts(hotkey, netuid, uids, weights, version_key, 3)
+        self.set_weights_attempts(hotkey, mechanism, uids, weights, version_key, 3)
             .await
     }
 
-    /// `set_weights` with up to `attempts` sends on transport failures. A journaled intent is
-    /// sent once: a second transaction signed while the first may still be in the pool would
-    /// be refused by the rate limit and hide the first one's fate.
+    /// Plain weights with up to `attempts` sends on transport failures. A journaled intent
+    /// is sent once: a second transaction signed while the first may still be in the pool
+    /// would be refused by the rate limit and hide the first one's fate.
     async fn set_weights_attempts(
         &self,
         hotkey: &Keypair,
-        netuid: u16,
+        mechanism: SubnetMechanism,
         uids: &[u16],
         weights: &[u16],
         version_key: u64,
@@ -63,12 +69,10 @@ impl Chain {
         }
         let mut last = ChainError::Unavailable("no attempt was made".into());
         for _ in 0..attempts.max(1) {
-            let payload = dynamic::tx(
-                "SubtensorModule",
-                "set_weights",
-                (netuid, uids.to_vec(), weights.to_vec(), version_key),
-            );
-            match self.submit("set_weights", payload, hotkey).await {
+            let calls = self.weight_calls().await?;
+            let (call, payload) =
+                set_weights_payload(&calls, mechanism, uids, weights, version_key)?;
+            match self.submit(call.name, payload, hotkey).await {
                 Err(error @ ChainError::Unavailable(_)) => last = error,
                 other => return other,
             }
@@ -76,56 +80,141 @@ impl Chain {
         Err(last)
     }
 
-    /// `SubtensorModule.commit_weights(netuid, hash)` (commit-reveal v2).
+    /// The hash commit of weights for `mechanism` (commit-reveal v2).
     pub async fn commit_weights(
         &self,
         hotkey: &Keypair,
-        netuid: u16,
+        mechanism: SubnetMechanism,
         hash: [u8; 32],
     ) -> Result<u64, ChainError> {
-        self.submit(
-            "commit_weights",
-            dynamic::tx("SubtensorModule", "commit_weights", (netuid, hash)),
-            hotkey,
-        )
-        .await
+        let calls = self.weight_calls().await?;
+        let (call, payload) = hash_commit_payload(&calls, mechanism, hash)?;
+        self.submit(call.name, payload, hotkey).await
     }
 
-    /// `SubtensorModule.reveal_weights(netuid, uids, values, salt, version_key)`.
+    /// The reveal of hash-committed weights for `mechanism`.
     pub async fn reveal_weights(
         &self,
         hotkey: &Keypair,
-        netuid: u16,
+        mechanism: SubnetMechanism,
         uids: &[u16],
         values: &[u16],
         salt: &[u16],
         version_key: u64,
     ) -> Result<u64, ChainError> {
-        let payload = dynamic::tx(
-            "SubtensorModule",
-            "reveal_weights",
-            (
-                netuid,
-                uids.to_vec(),
-                values.to_vec(),
-                salt.to_vec(),
-                version_key,
-            ),
-        );
-        self.submit("reveal_weights", payload, hotkey).await
+        let calls = self.weight_calls().await?;
+        let (call, payload) =
+            hash_reveal_payload(&calls, mechanism, uids, values, salt, version_key)?;
+        self.submit(call.name, payload, hotkey).await
     }
+
+    /// The weight calls the runtime at the head offers.
+    pub async fn weight_calls(&self) -> Result<WeightCalls, ChainError> {
+        self.call("reading the runtime's calls", |client| async move {
+            Ok(WeightCalls::of(
+                client_at(&client, None).await?.metadata_ref(),
+            ))
+        })
+        .await
+    }
+
+    /// `MechanismCountCurrent(netuid)`: how many mechanisms the subnet runs (1 on runtimes
+    /// without mechanisms).
+    pub async fn mechanism_count(&self, netuid: u16) -> Result<u8, ChainError> {
+        self.call("reading MechanismCountCurrent", |client| async move {
+            let at = client_at(&client, None).await?;
+            if !has_storage(&at, "MechanismCountCurrent") {
+                return Ok(1);
+            }
+            read_value::<(u16,), u8, _>(
+                &at.storage(),
+                "SubtensorModule",
+                "MechanismCountCurrent",
+                (netuid,),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// What the runtime offers for weights on `mechanism`, after checking the mechanism
+    /// exists and a call for the subnet's rule does: the start-up line, or why weights cannot
+    /// be set here.
+    pub async fn runtime_offer(
+        &self,
+        mechanism: SubnetMechanism,
+    ) -> Result<RuntimeOffer, ChainError> {
+        let count = self.mechanism_count(mechanism.netuid).await?;
+        if mechanism.mecid >= count {
+            return Err(ChainError::Invalid(format!(
+                "netuid {} has {count} mechanism{} (MechanismCountCurrent): mechanism {} does \
+                 not exist (--mechid counts from 0)",
+                mechanism.netuid,
+                if count == 1 { "" } else { "s" },
+                mechanism.mecid
+            )));
+        }
+        mechanism.storage_index()?;
+        let calls = self.weight_calls().await?;
+        if !calls.any() {
+            return Err(ChainError::Invalid(
+                "the connected runtime has none of the weight calls this validator knows \
+                 (set_mechanism_weights, set_weights, their commit-reveal forms): upgrade the \
+                 validator"
+                    .into(),
+            ));
+        }
+        let rule = self.weights_rule(mechanism.netuid).await?;
+        let (call, commit_reveal) = match rule {
+            super::WeightsRule::Plain => (calls.plain(mechanism.mecid), None),
+            super::WeightsRule::CommitRevealHash => {
+                (calls.hash_commit(mechanism.mecid), Some(None))
+            }
+            super::WeightsRule::CommitRevealTimelocked { version } => {
+                (calls.timelocked(mechanism.mecid), Some(Some(version)))
+            }
+        };
+        let call = call.ok_or_else(|| {
+            ChainError::Invalid(format!(
+                "the connected runtime has no call for {rule:?} weights on mechanism {} of \
+                 netuid {}",
+                mechanism.mecid, mechanism.netuid
+            ))
+        })?;
+        let spec_version = self
+            .call("reading the runtime version", |client| async move {
+                Ok(client_at(&client, None).await?.spec_version())
+            })
+            .await?;
+        Ok(RuntimeOffer {
+            spec_version,
+            weights_call: call.name,
+            commit_reveal,
+            mechanism_count: count,
+        })
+    }
+}
+
+/// Whether the runtime at `at` has `SubtensorModule.name` in storage.
+fn has_storage(at: &subxt::client::OnlineClientAtBlock<subxt::PolkadotConfig>, name: &str) -> bool {
+    at.metadata_ref()
+        .pallet_by_name("SubtensorModule")
+        .and_then(|pallet| pallet.storage())
+        .is_some_and(|storage| storage.entry_by_name(name).is_some())
 }
 
 /// One pending hash commit: `(hash, commit block, first reveal block, last reveal block)`.
 pub type WeightCommit = ([u8; 32], u64, u64, u64);
 
 impl Chain {
-    /// `SubtensorModule.WeightCommits(netuid, hotkey)`: the hotkey's unrevealed commits.
+    /// `SubtensorModule.WeightCommits(index, hotkey)`: the hotkey's unrevealed commits on
+    /// `mechanism`.
     pub async fn weight_commits(
         &self,
-        netuid: u16,
+        mechanism: SubnetMechanism,
         hotkey: [u8; 32],
     ) -> Result<Vec<WeightCommit>, ChainError> {
+        let index = mechanism.storage_index()?;
         self.call("reading WeightCommits", |client| async move {
             let at = client_at(&client, None).await?;
             let address = dynamic::storage::<(u16, [u8; 32]), Vec<WeightCommit>>(
@@ -135,7 +224,7 @@ impl Chain {
             // An OptionQuery: no entry once every commit is revealed or expired.
             match at
                 .storage()
-                .try_fetch(address, (netuid, hotkey))
+                .try_fetch(address, (index, hotkey))
                 .await
                 .map_err(|e| ChainError::Unavailable(format!("reading WeightCommits: {e}")))?
             {
@@ -163,8 +252,12 @@ pub fn os_random<const N: usize>() -> Result<[u8; N], ChainError> {
 }
 
 impl Chain {
-    /// The drand round bittensor's rule picks for a timelocked commit made now on `netuid`.
-    pub async fn timelock_round(&self, netuid: u16) -> Result<u64, ChainError> {
+    /// The drand round bittensor's rule picks for a timelocked commit made now on
+    /// `mechanism`: the subnet's tempo and reveal period, with the mechanism's storage index
+    /// where the rule says netuid, as the SDK computes it.
+    pub async fn timelock_round(&self, mechanism: SubnetMechanism) -> Result<u64, ChainError> {
+        let netuid = mechanism.netuid;
+        let index = mechanism.storage_index()?;
         let (block, tempo, reveal_period) = self
             .call("reading the reveal period", |client| async move {
                 let at = client_at(&client, None).await?;
@@ -188,7 +281,7 @@ impl Chain {
             .as_secs_f64();
         Ok(timelock::reveal_round(
             block,
-            netuid,
+            index,
             u64::from(tempo),
             reveal_period,
             BLOCK_TIME_S,
@@ -196,21 +289,17 @@ impl Chain {
         ))
     }
 
-    /// Commit-reveal v3/v4: encrypts the weights to drand round `round` and commits them; the
-    /// chain reveals them itself. Returns the including block.
+    /// Commit-reveal v3/v4: encrypts the weights to drand round `round` and commits them for
+    /// `mechanism`; the chain reveals them itself. Returns the including block.
     pub async fn commit_timelocked_weights(
         &self,
         hotkey: &Keypair,
-        netuid: u16,
+        mechanism: SubnetMechanism,
         weights: &ChainWeights,
         version: u16,
         round: u64,
     ) -> Result<u64, ChainError> {
-        let has_v4_call = self
-            .call("reading the runtime's calls", |client| async move {
-                Ok(has_timelocked_call(&client_at(&client, None).await?))
-            })
-            .await?;
+        let calls = self.weight_calls().await?;
         let account = hotkey.public_key().0;
         let payload = timelock::weights_payload(
             (version >= 4).then_some(account),
@@ -220,30 +309,9 @@ impl Chain {
         );
         let ciphertext = timelock::encrypt(&payload, round, os_random::<32>()?)
             .map_err(|e| ChainError::Invalid(format!("encrypting the weights: {e}")))?;
-        if has_v4_call {
-            let call = dynamic::tx(
-                "SubtensorModule",
-                "commit_timelocked_weights",
-                (netuid, ciphertext, round, version),
-            );
-            self.submit("commit_timelocked_weights", call, hotkey).await
-        } else {
-            let call = dynamic::tx(
-                "SubtensorModule",
-                "commit_crv3_weights",
-                (netuid, ciphertext, round),
-            );
-            self.submit("commit_crv3_weights", call, hotkey).await
-        }
+        let (call, payload) = timelocked_payload(&calls, mechanism, &ciphertext, round, version)?;
+        self.submit(call.name, payload, hotkey).await
     }
-}
-
-/// Whether the runtime has `commit_timelocked_weights` (v4), else only `commit_crv3_weights`.
-fn has_timelocked_call(at: &subxt::client::OnlineClientAtBlock<subxt::PolkadotConfig>) -> bool {
-    at.metadata_ref()
-        .pallet_by_name("SubtensorModule")
-        .and_then(|pallet| pallet.call_variant_by_name("commit_timelocked_weights"))
-        .is_some()
 }
 
 /// A fresh salt for a hash commit, from the operating system.
@@ -266,16 +334,19 @@ pub enum Sent {
 }
 
 impl Chain {
-    /// How weights go on `netuid` now, with what the method needs decided before anything is
-    /// signed (a fresh salt, the drand round), so it can be journaled first.
-    pub async fn plan_submission(&self, netuid: u16) -> Result<SubmitMethod, ChainError> {
-        Ok(match self.weights_rule(netuid).await? {
+    /// How weights go on `mechanism` now, with what the method needs decided before anything
+    /// is signed (a fresh salt, the drand round), so it can be journaled first.
+    pub async fn plan_submission(
+        &self,
+        mechanism: SubnetMechanism,
+    ) -> Result<SubmitMethod, ChainError> {
+        Ok(match self.weights_rule(mechanism.netuid).await? {
             super::WeightsRule::Plain => SubmitMethod::Plain,
             super::WeightsRule::CommitRevealHash => SubmitMethod::CommitRevealHash {
                 salt: fresh_salt()?,
             },
             super::WeightsRule::CommitRevealTimelocked { version } => {
-                let reveal_round = self.timelock_round(netuid).await?;
+                let reveal_round = self.timelock_round(mechanism).await?;
                 SubmitMethod::Timelocked {
                     version,
                     reveal_round,
@@ -293,12 +364,17 @@ impl Chain {
         netuid: u16,
         prepared: &WeightsPrepared,
     ) -> Result<Sent, ChainError> {
+        // The mechanism is the journaled intent's, so what is sent is what was recorded.
+        let mechanism = SubnetMechanism {
+            netuid,
+            mecid: prepared.mecid,
+        };
         let weights = ChainWeights::of(prepared);
         match &prepared.method {
             SubmitMethod::Plain => self
                 .set_weights_attempts(
                     hotkey,
-                    netuid,
+                    mechanism,
                     &weights.uids,
                     &weights.values,
                     weights.version_key,
@@ -310,13 +386,13 @@ impl Chain {
                 let account = hotkey.public_key().0;
                 let hash = weights_commit_hash(
                     account,
-                    netuid,
+                    mechanism.storage_index()?,
                     &weights.uids,
                     &weights.values,
                     salt,
                     weights.version_key,
                 );
-                self.commit_weights(hotkey, netuid, hash).await?;
+                self.commit_weights(hotkey, mechanism, hash).await?;
                 self.find_commit(netuid, account, prepared)
                     .await?
                     .map(Sent::Committed)
@@ -330,7 +406,7 @@ impl Chain {
                 version,
                 reveal_round,
             } => self
-                .commit_timelocked_weights(hotkey, netuid, &weights, *version, *reveal_round)
+                .commit_timelocked_weights(hotkey, mechanism, &weights, *version, *reveal_round)
                 .await
                 .map(Sent::Included),
         }
@@ -346,16 +422,20 @@ impl Chain {
         let SubmitMethod::CommitRevealHash { salt } = &prepared.method else {
             return Ok(None);
         };
+        let mechanism = SubnetMechanism {
+            netuid,
+            mecid: prepared.mecid,
+        };
         let hash = weights_commit_hash(
             account,
-            netuid,
+            mechanism.storage_index()?,
             &prepared.uids,
             &prepared.weights,
             salt,
             prepared.version_key,
         );
         Ok(self
-            .weight_commits(netuid, account)
+            .weight_commits(mechanism, account)
             .await?
             .into_iter()
             .find(|commit| commit.0 == hash)
@@ -378,9 +458,13 @@ impl Chain {
                 "only hash-committed weights are revealed".into(),
             ));
         };
+        let mechanism = SubnetMechanism {
+            netuid,
+            mecid: prepared.mecid,
+        };
         self.reveal_weights(
             hotkey,
-            netuid,
+            mechanism,
             &prepared.uids,
             &prepared.weights,
             salt,
@@ -389,8 +473,15 @@ impl Chain {
         .await
     }
 
-    /// Where the validator `account` stands on `netuid` at the head, in one read.
-    pub async fn standing(&self, netuid: u16, account: [u8; 32]) -> Result<Standing, ChainError> {
+    /// Where the validator `account` stands on `mechanism` at the head, in one read: its uid,
+    /// permit and the subnet's limits, with `LastUpdate` and `Weights` of the mechanism.
+    pub async fn standing(
+        &self,
+        mechanism: SubnetMechanism,
+        account: [u8; 32],
+    ) -> Result<Standing, ChainError> {
+        let netuid = mechanism.netuid;
+        let index = mechanism.storage_index()?;
         self.call("reading the validator's standing", |client| async move {
             let at = client_at(&client, None).await?;
             let storage = at.storage();
@@ -428,7 +519,7 @@ impl Chain {
                 version_key_min,
             };
             if let Some(uid) = uid {
-                let index = usize::from(uid);
+                let at_uid = usize::from(uid);
                 let permits: Vec<bool> = read_value::<(u16,), Vec<bool>, _>(
                     &storage,
                     "SubtensorModule",
@@ -440,16 +531,16 @@ impl Chain {
                     &storage,
                     "SubtensorModule",
                     "LastUpdate",
-                    (netuid,),
+                    (index,),
                 )
                 .await?;
-                standing.validator_permit = permits.get(index).copied().unwrap_or(false);
-                standing.last_update = updates.get(index).copied().unwrap_or(0);
+                standing.validator_permit = permits.get(at_uid).copied().unwrap_or(false);
+                standing.last_update = updates.get(at_uid).copied().unwrap_or(0);
                 standing.weights = read_value::<(u16, u16), Vec<(u16, u16)>, _>(
                     &storage,
                     "SubtensorModule",
                     "Weights",
-                    (netuid, uid),
+                    (index, uid),
                 )
                 .await?;
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use serde::Serialize;
+use validator::chain::mechanism::SubnetMechanism;
 use validator::chain::transactions::raw_field;
 use validator::chain::wallet::{Hotkey, WalletPath};
 use validator::chain::weights::version_key;
@@ -73,6 +74,10 @@ pub enum ChainCommand {
         /// The subnet.
         #[arg(long)]
         netuid: u16,
+        /// The subnet mechanism (0: the subnet's own; refused when the subnet does not have
+        /// it).
+        #[arg(long, visible_alias = "mecid", default_value_t = 0)]
+        mechid: u8,
         /// The weights file.
         #[arg(long)]
         weights: PathBuf,
@@ -259,6 +264,7 @@ pub fn run(command: ChainCommand) -> Outcome {
             chain,
             wallet,
             netuid,
+            mechid,
             weights,
             version_key,
             db,
@@ -270,7 +276,10 @@ pub fn run(command: ChainCommand) -> Outcome {
             let report = runtime.block_on(set_weights(
                 &chain,
                 &wallet,
-                netuid,
+                SubnetMechanism {
+                    netuid,
+                    mecid: mechid,
+                },
                 &dense,
                 version_key,
                 db.as_deref(),
@@ -549,7 +558,7 @@ struct SetWeightsReport {
 async fn set_weights(
     endpoint: &EndpointArgs,
     wallet: &WalletArgs,
-    netuid: u16,
+    mechanism: SubnetMechanism,
     dense: &[f64],
     version_key_override: Option<u64>,
     db: Option<&Path>,
@@ -589,12 +598,23 @@ async fn set_weights(
             return Err(fail(error));
         }
     };
+    // A mechanism the subnet lacks, or a runtime without a weight call, is refused before
+    // anything is signed.
+    match chain.runtime_offer(mechanism).await {
+        Ok(offer) => eprintln!("validator: {offer}"),
+        Err(error) => {
+            writer.close();
+            return Err(fail(error));
+        }
+    }
     let live = LiveWeights {
         chain,
-        netuid,
+        netuid: mechanism.netuid,
+        mecid: mechanism.mecid,
         hotkey: std::sync::Arc::new(hotkey),
     };
     let mut config = WeightsConfig::new(version_key);
+    config.mecid = mechanism.mecid;
     // A hash commit's reveal window is watched every 6 s (half a block).
     config.tick = Duration::from_secs(6);
     let mut setter = WeightSetter::new(writer.handle(), std::sync::Arc::new(live), config);

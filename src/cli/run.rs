@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use validator::chain::Chain;
+use validator::chain::mechanism::SubnetMechanism;
 use validator::chain::wallet::WalletPath;
 use validator::data::spec::{Source, SourceOptions, SourceSpec};
 use validator::eval::runtime::Device;
@@ -64,6 +65,10 @@ pub struct RunArgs {
     /// The subnet.
     #[arg(long, default_value_t = 6)]
     netuid: u16,
+    /// The subnet mechanism weights are set on (0: the subnet's own; refused when the subnet
+    /// does not have it).
+    #[arg(long, visible_alias = "mecid", default_value_t = 0)]
+    mechid: u8,
     #[command(flatten)]
     chain: EndpointArgs,
     /// The wallet (used to set weights).
@@ -378,6 +383,7 @@ impl RunArgs {
         }
         config.weights = WeightsConfig::new(self.version_key());
         config.weights.blocks_per_epoch = self.blocks_per_epoch.max(1);
+        config.weights.mecid = self.mechid;
         config.weights.tick = Duration::from_secs_f64(self.weights_check_s.clamp(0.05, 3600.0));
         config.grace_period = Duration::from_secs(self.grace_period_minutes.saturating_mul(60));
         config.poll_interval = Some(Duration::from_secs(
@@ -503,8 +509,19 @@ async fn weights_chain(
         ))
     })?;
     let chain = Chain::connect(options).await.map_err(Failure::failed)?;
+    let mechanism = SubnetMechanism {
+        netuid: args.netuid,
+        mecid: args.mechid,
+    };
+    // What the runtime offers, in one line; no mechanism or no weight call is the setting's
+    // fault (exit 2), named.
+    let offer = chain
+        .runtime_offer(mechanism)
+        .await
+        .map_err(chain_failure)?;
+    tracing::info!("{offer}");
     let standing = chain
-        .standing(args.netuid, hotkey.keypair.public_key().0)
+        .standing(mechanism, hotkey.keypair.public_key().0)
         .await
         .map_err(Failure::failed)?;
     let netuid = args.netuid;
@@ -547,8 +564,17 @@ async fn weights_chain(
     Ok(LiveWeights {
         chain,
         netuid,
+        mecid: args.mechid,
         hotkey: std::sync::Arc::new(hotkey),
     })
+}
+
+/// A chain error as a failure: a request the chain cannot serve is the setting's (exit 2).
+fn chain_failure(error: validator::chain::ChainError) -> Failure {
+    match error {
+        validator::chain::ChainError::Invalid(_) => Failure::invalid(error),
+        other => Failure::failed(other),
+    }
 }
 
 /// The devices of `--devices`, in order (`cuda`: every card nvidia-smi lists).

@@ -22,8 +22,10 @@ use super::wire::{LossVec, RawBytes, Samples};
 /// Version 6 added `due` (what the weight setter read of the chain) at the end of
 /// [`WeightsPrepared`]; an older record of it reads with none, and the state keeps an intent
 /// without it, so checkpoints are unchanged. Version 7 added `worker_id` at the end of
-/// [`EvaluationReported`]; an older record of it reads with an empty id.
-pub const SCHEMA_VERSION: u16 = 7;
+/// [`EvaluationReported`]; an older record of it reads with an empty id. Version 8 added
+/// `mecid` at the end of [`WeightsPrepared`] and the open intent's mechanism at the end of the
+/// state; older records and checkpoints read with mechanism 0.
+pub const SCHEMA_VERSION: u16 = 8;
 
 /// The oldest schema version this build reads.
 pub const SCHEMA_VERSION_OLDEST_READ: u16 = 1;
@@ -487,6 +489,10 @@ pub struct WeightsPrepared {
     /// cadence again (schema 6; `None` for weights set by hand and for older records).
     #[serde(default)]
     pub due: Option<DueReading>,
+    /// The subnet mechanism they are for (`--mechid`; 0, the subnet's own, in records
+    /// before schema 8).
+    #[serde(default)]
+    pub mecid: u8,
 }
 
 impl WeightsPrepared {

@@ -611,6 +611,7 @@ fn weights_prepared(state: &mut State, block: u64, event: &WeightsPrepared) -> O
         },
         committed: None,
     });
+    state.weights_intent_mecid = event.mecid;
     let checked = to_chain_weights(state.weights_to_set());
     state.weights_due = None;
     Outcome::WeightsChecked(checked)
@@ -639,6 +640,7 @@ fn weights_submitted(state: &mut State, event: &WeightsSubmitted) -> Outcome {
     if let SubmitOutcome::Included { block } = event.outcome {
         state.block_weights_included = Some(block);
     }
+    state.weights_intent_mecid = 0;
     match state.weights_intent.take() {
         Some(intent) => {
             Outcome::WeightsChecked(Ok((intent.prepared.uids, intent.prepared.weights)))

@@ -50,6 +50,10 @@ pub struct State {
     /// submission is prepared. Schema 4.
     #[serde(default)]
     pub weights_due: Option<WeightsDue>,
+    /// The subnet mechanism of the open weights intent (0 without one). The intent in a
+    /// checkpoint keeps the shape it always had; this carries its mechanism. Schema 8.
+    #[serde(default)]
+    pub weights_intent_mecid: u8,
 }
 
 /// Weights that N's cadence made due: N sets them right after the step that made them due,
@@ -116,6 +120,8 @@ mod prepared_as_stored {
             method: stored.method,
             block_head: stored.block_head,
             due: None,
+            // The state's `weights_intent_mecid` carries it (see `codec::decode_state`).
+            mecid: 0,
         })
     }
 }

@@ -114,21 +114,32 @@ pub struct LiveWeights {
     pub chain: Chain,
     /// The subnet.
     pub netuid: u16,
+    /// The subnet's mechanism weights are set on (`--mechid`).
+    pub mecid: u8,
     /// The validator's hotkey.
     pub hotkey: Arc<crate::chain::wallet::Hotkey>,
+}
+
+impl LiveWeights {
+    fn mechanism(&self) -> crate::chain::mechanism::SubnetMechanism {
+        crate::chain::mechanism::SubnetMechanism {
+            netuid: self.netuid,
+            mecid: self.mecid,
+        }
+    }
 }
 
 impl WeightsChain for LiveWeights {
     async fn standing(&self) -> Result<Standing, EdgeError> {
         self.chain
-            .standing(self.netuid, self.hotkey.keypair.public_key().0)
+            .standing(self.mechanism(), self.hotkey.keypair.public_key().0)
             .await
             .map_err(chain_error)
     }
 
     async fn plan(&self) -> Result<SubmitMethod, EdgeError> {
         self.chain
-            .plan_submission(self.netuid)
+            .plan_submission(self.mechanism())
             .await
             .map_err(chain_error)
     }
@@ -137,6 +148,12 @@ impl WeightsChain for LiveWeights {
         &self,
         prepared: &WeightsPrepared,
     ) -> Result<Verdict<Sent, ChainRefusal>, EdgeError> {
+        if prepared.mecid != self.mecid {
+            return Err(EdgeError::Operator(format!(
+                "weights prepared for mechanism {} cannot go out on mechanism {} (--mechid)",
+                prepared.mecid, self.mecid
+            )));
+        }
         chain_verdict(
             self.chain
                 .send_prepared(&self.hotkey.keypair, self.netuid, prepared)

@@ -152,6 +152,25 @@ where
         vec![monitor.clone()],
     )?;
     let handle = writer.handle();
+    // An intent left open on another mechanism is settled only on that mechanism: reading
+    // this one's `LastUpdate` would take it for lost and send it again elsewhere.
+    let open_mecid = {
+        let state = handle.state();
+        state
+            .weights_intent
+            .as_ref()
+            .map(|_| state.weights_intent_mecid)
+    };
+    if edges.weights.is_some()
+        && let Some(mecid) = open_mecid.filter(|m| *m != config.weights.mecid)
+    {
+        drop(handle);
+        writer.close();
+        return Err(RunError::Config(format!(
+            "the journal holds weights prepared for mechanism {mecid} and not yet answered: \
+             run with --mechid {mecid} to settle them with the chain first"
+        )));
+    }
     let (serve_stop, serve_stop_seen) = watch::channel(false);
     let serving = listener
         .map(|listener| tokio::spawn(http::serve(listener, monitor.clone(), serve_stop_seen)));

@@ -48,6 +48,8 @@ pub struct WeightsConfig {
     pub tick: Duration,
     /// Longest wait, once the run is ending, for a submission under way to be answered.
     pub finish_timeout: Duration,
+    /// The subnet mechanism weights are for (`--mechid`), journaled with each intent.
+    pub mecid: u8,
 }
 
 impl WeightsConfig {
@@ -59,6 +61,7 @@ impl WeightsConfig {
             retry_blocks: 5,
             tick: Duration::from_secs(12),
             finish_timeout: Duration::from_secs(120),
+            mecid: 0,
         }
     }
 }
@@ -236,7 +239,7 @@ impl<W: WeightsChain> WeightSetter<W> {
             .map_err(OnceError::Undecided)?
             .head;
         let method = self.chain.plan().await.map_err(OnceError::Undecided)?;
-        let version_key = self.config.version_key;
+        let (version_key, mecid) = (self.config.version_key, self.config.mecid);
         let written = self
             .writer
             .record_from_state(move |state| {
@@ -250,6 +253,7 @@ impl<W: WeightsChain> WeightSetter<W> {
                     method,
                     block_head: head,
                     due: None,
+                    mecid,
                 };
                 vec![(head, Event::WeightsPrepared(prepared))]
             })
@@ -402,7 +406,7 @@ impl<W: WeightsChain> WeightSetter<W> {
         // The vector is read in the writer, from the state it journals the intent against, so
         // no step can complete between the two; the cadence is judged there again, on that
         // very state, so what is journaled is what replay will judge.
-        let version_key = self.config.version_key;
+        let (version_key, mecid) = (self.config.version_key, self.config.mecid);
         let written = self
             .writer
             .record_from_state(move |state| {
@@ -419,6 +423,7 @@ impl<W: WeightsChain> WeightSetter<W> {
                             method,
                             block_head: head,
                             due: Some(reading),
+                            mecid,
                         }),
                     )],
                     _ => Vec::new(),

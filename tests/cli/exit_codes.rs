@@ -303,6 +303,7 @@ fn set_weights_refuses_a_journal_with_unanswered_weights_before_signing() {
         .record(&[(
             12,
             Event::WeightsPrepared(WeightsPrepared {
+                mecid: 0,
                 uids: vec![],
                 weights: vec![],
                 version_key: 27,

@@ -199,6 +199,7 @@ fn event_of(state: &State, words: &[&str]) -> Event {
         ["prepare"] | ["prepare-hash"] => {
             let (uids, weights) = to_chain_weights(&state.weights).unwrap();
             Event::WeightsPrepared(WeightsPrepared {
+                mecid: 0,
                 uids,
                 weights,
                 version_key: 27,

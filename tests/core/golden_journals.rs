@@ -625,6 +625,7 @@ fn an_answer_is_checked_against_its_intent_even_after_a_step_moved_the_weights()
         s.push(
             210,
             Event::WeightsPrepared(WeightsPrepared {
+                mecid: 0,
                 uids: uids.clone(),
                 weights,
                 version_key: 27,
@@ -699,6 +700,7 @@ fn replay_judges_each_intent_on_its_journaled_reading_under_both_cadences() {
         s.push(
             head,
             Event::WeightsPrepared(WeightsPrepared {
+                mecid: 0,
                 uids,
                 weights,
                 version_key: 27,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use subxt::dynamic::Value;
 use subxt::ext::scale_value::Composite;
 use subxt_signer::sr25519::Keypair;
+use validator::chain::mechanism::SubnetMechanism;
 use validator::chain::transactions::{raw_field, submit_outcome};
 use validator::chain::wallet::{Hotkey, WalletPath, hotkey_from_uri, load_hotkey};
 use validator::chain::weights::{ChainWeights, version_key};
@@ -300,7 +301,13 @@ async fn commitments_metagraph_and_weights_on_the_real_runtime() {
         (vec![uid_b, uid_a], vec![32768, 65535])
     };
     let result = client
-        .set_weights(&validator.keypair, NETUID, &uids, &values, version_key())
+        .set_weights(
+            &validator.keypair,
+            SubnetMechanism::of_subnet(NETUID),
+            &uids,
+            &values,
+            version_key(),
+        )
         .await;
     let block_weights = *result.as_ref().unwrap();
     recorder
@@ -330,7 +337,13 @@ async fn commitments_metagraph_and_weights_on_the_real_runtime() {
 
     // Refusals, decoded by name.
     let refused = client
-        .set_weights(&stranger.keypair, NETUID, &uids, &values, version_key())
+        .set_weights(
+            &stranger.keypair,
+            SubnetMechanism::of_subnet(NETUID),
+            &uids,
+            &values,
+            version_key(),
+        )
         .await;
     assert_eq!(refusal_name(refused), "HotKeyNotRegisteredInSubNet");
     admin(
@@ -341,7 +354,13 @@ async fn commitments_metagraph_and_weights_on_the_real_runtime() {
     .await
     .unwrap();
     let refused = client
-        .set_weights(&validator.keypair, NETUID, &uids, &values, version_key())
+        .set_weights(
+            &validator.keypair,
+            SubnetMechanism::of_subnet(NETUID),
+            &uids,
+            &values,
+            version_key(),
+        )
         .await;
     let refusal = submit_outcome(&refused);
     assert_eq!(refusal_name(refused), "SettingWeightsTooFast");
@@ -363,13 +382,19 @@ async fn commitments_metagraph_and_weights_on_the_real_runtime() {
     .await
     .unwrap();
     let refused = client
-        .set_weights(&validator.keypair, NETUID, &uids, &values, version_key())
+        .set_weights(
+            &validator.keypair,
+            SubnetMechanism::of_subnet(NETUID),
+            &uids,
+            &values,
+            version_key(),
+        )
         .await;
     assert_eq!(refusal_name(refused), "IncorrectWeightVersionKey");
     client
         .set_weights(
             &validator.keypair,
-            NETUID,
+            SubnetMechanism::of_subnet(NETUID),
             &uids,
             &values,
             version_key() + 1,
@@ -419,7 +444,7 @@ async fn commit_reveal_of_a_weights_hash_end_to_end() {
     let refused = client
         .set_weights(
             &validator.keypair,
-            NETUID,
+            SubnetMechanism::of_subnet(NETUID),
             &weights.uids,
             &weights.values,
             weights.version_key,
@@ -531,7 +556,7 @@ async fn commit_reveal_of_a_weights_hash_end_to_end() {
     assert_eq!(stored, vec![(uid(&miner), 65535)]);
     assert!(
         client
-            .weight_commits(NETUID, account(&validator))
+            .weight_commits(SubnetMechanism::of_subnet(NETUID), account(&validator))
             .await
             .unwrap()
             .is_empty()
@@ -658,6 +683,34 @@ async fn the_cli_commits_and_shows_the_commitment_with_its_block() {
     assert_eq!(report["weights"], serde_json::json!([65535]));
     let state = validator::journal::recorder::fold_existing(&db).unwrap();
     assert_eq!(state.block_weights_included, report["block"].as_u64());
+    // The runtime's offer is named before anything is signed: spec 218 has set_weights and
+    // one mechanism per subnet.
+    assert!(
+        stderr.contains("runtime spec 218: weights by set_weights, commit-reveal off, 1 mechanism"),
+        "{stderr}"
+    );
+
+    // A mechanism the subnet does not have is refused with its count, before signing.
+    let (code, _, stderr) = cli(&[
+        "set-weights",
+        "--netuid",
+        "1",
+        "--mechid",
+        "1",
+        "--weights",
+        weights_file.to_str().unwrap(),
+        "--wallet.path",
+        wallet_root,
+        "--wallet.name",
+        "validator",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "netuid 1 has 1 mechanism (MechanismCountCurrent): mechanism 1 does not exist"
+        ),
+        "{stderr}"
+    );
 
     // A world-readable key file is refused with a message, and nothing is sent.
     let key = WalletPath {

@@ -595,8 +595,9 @@ fn edit_json(path: &Path, edit: impl FnOnce(&mut Map<String, Value>)) {
 
 /// Postmortem: the tokenizer ran in `validator eval`'s own process, so a normalizer that
 /// multiplies every space (or a regex that makes Oniguruma panic) killed the command with
-/// exit 101 or an abort. It now runs in the evaluation worker under an address-space limit:
-/// the model is refused (exit 2) within seconds, in a bounded amount of memory.
+/// exit 101 or an abort. It now runs in the evaluation worker under an address-space limit,
+/// and a normalizer whose growth is unbounded is refused from its configuration before any
+/// text is normalised (issue 33, class 11): the model is refused (exit 2) within seconds.
 #[test]
 fn a_tokenizer_built_to_exhaust_memory_is_refused_not_a_crash() {
     let dir = copy_model("llama-f32");
@@ -614,7 +615,7 @@ fn a_tokenizer_built_to_exhaust_memory_is_refused_not_a_crash() {
     let output = eval_command(dir.path(), &["--json"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("evaluation worker"), "{stderr}");
+    assert!(stderr.contains("normalizers can make a text"), "{stderr}");
     assert!(started.elapsed().as_secs() < 30);
 }
 

@@ -4,6 +4,8 @@
 
 mod cache_links;
 mod chain;
+#[cfg(feature = "chain")]
+mod chain_encoding;
 mod data;
 mod eval_hostile;
 mod eval_models;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use subxt::dynamic::Value;
 use validator::chain::Chain;
+use validator::chain::mechanism::SubnetMechanism;
 use validator::chain::wallet::Hotkey;
 use validator::journal::Journal;
 use validator::machine::Event;
@@ -337,6 +338,22 @@ fn validator_run_sets_weights_on_the_real_runtime_through_crashes_outages_and_re
         say(&refused)
     );
 
+    // A mechanism the subnet does not have (spec 218 has none but the subnet's own) is
+    // refused at start-up with the subnet's count.
+    let other_mechanism = live.run(1, None, &["--mechid", "1"]);
+    assert_eq!(
+        other_mechanism.status.code(),
+        Some(2),
+        "{}",
+        say(&other_mechanism)
+    );
+    assert!(
+        String::from_utf8_lossy(&other_mechanism.stderr)
+            .contains("netuid 1 has 1 mechanism (MechanismCountCurrent)"),
+        "{}",
+        say(&other_mechanism)
+    );
+
     // 1. The process dies right after journaling its first intent: nothing was signed.
     let crashed = live.run(2, Some("after-weights-prepared"), &["--genesis"]);
     assert!(!crashed.status.success(), "{}", say(&crashed));
@@ -437,9 +454,11 @@ fn hash_commit_reveal_in_the_loop_reveals_after_a_restart_inside_the_window() {
         vec![Value::u128(1), Value::bool(true)],
     );
     live.admin("sudo_set_tempo", vec![Value::u128(1), Value::u128(20)]);
-    // Three steps (l3, s1, l3), so the commit goes out while the last one evaluates: a run
-    // that is ending starts no hash commit.
-    let crashed = live.run(3, Some("after-weights-committed"), &["--genesis"]);
+    // Postmortem: with three steps the commit had to go out while the last one evaluated (a
+    // run that is ending starts no hash commit), and on a loaded CI machine the last step
+    // could finish first. Steps are allowed until the crash point ends the run; the second
+    // run completes one more step, so it ends right after revealing.
+    let crashed = live.run(60, Some("after-weights-committed"), &["--genesis"]);
     assert!(!crashed.status.success(), "{}", say(&crashed));
     let journaled = events(&db);
     assert!(
@@ -453,7 +472,11 @@ fn hash_commit_reveal_in_the_loop_reveals_after_a_restart_inside_the_window() {
         live.weights_on_chain(uid).is_empty(),
         "committed, not revealed"
     );
-    let revealed = live.run(3, None, &[]);
+    let completed = journaled
+        .iter()
+        .filter(|e| matches!(e, Event::StepCompleted(_)))
+        .count() as u64;
+    let revealed = live.run(completed + 1, None, &[]);
     assert!(revealed.status.success(), "{}", say(&revealed));
     let journaled = events(&db);
     let kinds: Vec<&str> = journaled
@@ -475,10 +498,10 @@ fn hash_commit_reveal_in_the_loop_reveals_after_a_restart_inside_the_window() {
     assert_eq!(live.weights_on_chain(uid), answer.pairs());
     assert!(
         live.runtime
-            .block_on(
-                live.client
-                    .weight_commits(NETUID, live.validator.keypair.public_key().0)
-            )
+            .block_on(live.client.weight_commits(
+                SubnetMechanism::of_subnet(NETUID),
+                live.validator.keypair.public_key().0
+            ))
             .unwrap()
             .is_empty()
     );

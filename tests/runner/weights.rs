@@ -286,6 +286,7 @@ fn crashed_after_prepare(method: SubmitMethod, block_head: u64) -> (World, Weigh
     let mut recorder = Recorder::open(&world.db(), 100).unwrap();
     let (uids, weights) = to_chain_weights(&recorder.state().weights).unwrap();
     let prepared = WeightsPrepared {
+        mecid: 0,
         uids,
         weights,
         version_key: 27,
@@ -499,4 +500,33 @@ fn without_reading(prepared: &WeightsPrepared) -> WeightsPrepared {
         due: None,
         ..prepared.clone()
     }
+}
+
+/// Issue 35: `--mechid` is journaled with each intent and sent as journaled, the journal
+/// replays clean, and a restart under another mechanism with an intent still open is refused
+/// by name rather than settled against the wrong mechanism's `LastUpdate`.
+#[test]
+fn weights_for_a_mechanism_are_journaled_sent_and_replayed_with_it() {
+    let chain = Arc::new(FakeWeights::new(1000, 1, 1));
+    let world = world_with(&chain, Duration::from_millis(20));
+    let db = world.db();
+    let (result, _dir) = run_adjusted(world, 2, 20, |config| config.weights.mecid = 1);
+    result.unwrap();
+    let sent = submissions(&records(&db));
+    assert!(!sent.is_empty());
+    assert!(sent.iter().all(|(p, _)| p.mecid == 1), "{sent:?}");
+    let sent_to_chain = chain.sent.lock().unwrap().clone();
+    assert!(!sent_to_chain.is_empty());
+    assert!(sent_to_chain.iter().all(|p| p.mecid == 1));
+    replay_clean(&db);
+
+    let (mut world, _) = crashed_after_prepare(SubmitMethod::Plain, 2000);
+    let chain = Arc::new(FakeWeights::new(2003, 1, 100));
+    world.weights = Some(chain.clone());
+    let (result, _dir) = run_adjusted(world, 1, 50, |config| config.weights.mecid = 2);
+    match result {
+        Err(RunError::Config(why)) => assert!(why.contains("--mechid 0"), "{why}"),
+        other => panic!("not refused: {other:?}"),
+    }
+    assert!(chain.sent.lock().unwrap().is_empty());
 }

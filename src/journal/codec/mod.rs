@@ -143,6 +143,9 @@ const SCHEMA_WITH_DUE_READING: u16 = 6;
 /// The first schema version whose `EvaluationReported` ends with the worker's id.
 const SCHEMA_WITH_WORKER_ID: u16 = 7;
 
+/// The first schema version whose `WeightsPrepared` and state end with a mechanism.
+const SCHEMA_WITH_MECHANISM: u16 = 8;
+
 /// The first byte of an `EvaluationReported` record's payload (see [`weights_prepared_tag`]).
 fn evaluation_reported_tag() -> Option<u8> {
     let sample = Event::EvaluationReported(EvaluationReported {
@@ -171,6 +174,7 @@ fn weights_prepared_tag() -> Option<u8> {
         method: SubmitMethod::Plain,
         block_head: 0,
         due: None,
+        mecid: 0,
     });
     encode(&sample).get(HEADER_BYTES).copied()
 }
@@ -182,15 +186,26 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
     // field: bincode writes `None` as one zero byte, so appending it reads the old record
     // exactly, with no reading. Likewise before schema 7 an `EvaluationReported` ended before
     // `worker_id`, and an empty string is one zero byte (its length).
+    // Before schema 8 a `WeightsPrepared` ended before `mecid` (a u8: one byte, 0 for the
+    // subnet's own mechanism).
     let tag = payload.first().copied();
+    let mut appended: Vec<u8> = Vec::new();
+    if tag == weights_prepared_tag() {
+        if version < SCHEMA_WITH_DUE_READING {
+            appended.push(0);
+        }
+        if version < SCHEMA_WITH_MECHANISM {
+            appended.push(0);
+        }
+    } else if version < SCHEMA_WITH_WORKER_ID && tag == evaluation_reported_tag() {
+        appended.push(0);
+    }
     let upgraded;
-    let payload = if (version < SCHEMA_WITH_DUE_READING && tag == weights_prepared_tag())
-        || (version < SCHEMA_WITH_WORKER_ID && tag == evaluation_reported_tag())
-    {
-        upgraded = [payload, &[0]].concat();
-        upgraded.as_slice()
-    } else {
+    let payload = if appended.is_empty() {
         payload
+    } else {
+        upgraded = [payload, &appended].concat();
+        upgraded.as_slice()
     };
     if version >= SCHEMA_WITH_RULES {
         return decode_payload(payload);
@@ -211,8 +226,17 @@ const STATE_WITH_INTENT: u16 = 3;
 /// the old state exactly, with no intent.
 pub fn decode_state(bytes: &[u8]) -> Result<State, CodecError> {
     let (version, payload) = checked_payload(bytes)?;
+    if version >= SCHEMA_WITH_MECHANISM {
+        let mut state: State = decode_payload(payload)?;
+        // The intent keeps its stored shape; its mechanism is the state's last field.
+        if let Some(intent) = &mut state.weights_intent {
+            intent.prepared.mecid = state.weights_intent_mecid;
+        }
+        return Ok(state);
+    }
     if version >= SCHEMA_WITH_RULES {
-        return decode_payload(payload);
+        // Before schema 8 the state ended before the intent's mechanism: 0.
+        return decode_payload(&[payload, &[0]].concat());
     }
     if version >= STATE_WITH_INTENT {
         return decode_payload::<schema3::State3>(payload).map(State::from);
@@ -305,6 +329,7 @@ mod tests {
         use crate::machine::event::DueReading;
         use crate::machine::state::WeightsIntent;
         let prepared = WeightsPrepared {
+            mecid: 0,
             uids: vec![1, 3],
             weights: vec![65535, 7],
             version_key: 27,
@@ -325,7 +350,8 @@ mod tests {
             ..prepared.clone()
         };
         let new_none = encode_event(&Event::WeightsPrepared(without.clone()));
-        let old = envelope(5, &new_none[HEADER_BYTES..new_none.len() - 1]);
+        // ... and without the mechanism (schema 8), one more byte.
+        let old = envelope(5, &new_none[HEADER_BYTES..new_none.len() - 2]);
         assert_eq!(
             decode_event(&old).unwrap(),
             Event::WeightsPrepared(without.clone())
@@ -349,6 +375,63 @@ mod tests {
         let mut old_state = state.clone();
         old_state.weights_intent.as_mut().unwrap().prepared = without;
         assert_eq!(encode_state(&old_state), encode_state(&state));
+    }
+
+    /// Issue 35: schema 8 names the subnet mechanism of a `WeightsPrepared` (its last field)
+    /// and of the state's open intent (the state's last field, so the intent keeps the shape
+    /// older checkpoints have). Records and checkpoints of schema 7 read with mechanism 0; a
+    /// mechanism other than 0 survives a checkpoint.
+    #[test]
+    fn weights_prepared_and_states_of_schema_7_read_with_mechanism_zero() {
+        use crate::machine::state::WeightsIntent;
+        let prepared = WeightsPrepared {
+            uids: vec![0, 2],
+            weights: vec![65535, 11],
+            version_key: 1,
+            method: SubmitMethod::Plain,
+            block_head: 90,
+            due: None,
+            mecid: 0,
+        };
+        let current = encode_event(&Event::WeightsPrepared(prepared.clone()));
+        let old = envelope(7, &current[HEADER_BYTES..current.len() - 1]);
+        assert_eq!(
+            decode_event(&old).unwrap(),
+            Event::WeightsPrepared(prepared.clone())
+        );
+        let second = WeightsPrepared {
+            mecid: 1,
+            ..prepared.clone()
+        };
+        let bytes = encode_event(&Event::WeightsPrepared(second.clone()));
+        assert_eq!(
+            decode_event(&bytes).unwrap(),
+            Event::WeightsPrepared(second.clone())
+        );
+        // A schema 7 record is exactly one byte short of a schema 8 one.
+        assert!(decode_event(&envelope(8, &current[HEADER_BYTES..current.len() - 1])).is_err());
+        let intent = |prepared: WeightsPrepared| WeightsIntent {
+            block_prepared: 91,
+            prepared,
+            committed: None,
+        };
+        let state = State {
+            weights_intent: Some(intent(second.clone())),
+            weights_intent_mecid: 1,
+            ..State::default()
+        };
+        let read = decode_state(&encode_state(&state)).unwrap();
+        assert_eq!(read, state);
+        assert_eq!(read.weights_intent.unwrap().prepared.mecid, 1);
+        // A schema 7 checkpoint ended before the intent's mechanism.
+        let zero = State {
+            weights_intent: Some(intent(prepared)),
+            weights_intent_mecid: 0,
+            ..State::default()
+        };
+        let encoded = encode_state(&zero);
+        let old_state = envelope(7, &encoded[HEADER_BYTES..encoded.len() - 1]);
+        assert_eq!(decode_state(&old_state).unwrap(), zero);
     }
 
     /// Postmortem (issue 33, class 8): two workers on one host and device were the same in

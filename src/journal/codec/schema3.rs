@@ -134,6 +134,7 @@ impl From<State3> for State {
             weights_intent: old.weights_intent,
             block_epoch: None,
             weights_due: None,
+            weights_intent_mecid: 0,
         }
     }
 }
