@@ -17,6 +17,8 @@
 //! - [`hashing`]: N's hashes of strings and bytes and the successor's block-hash seed.
 //! - [`dirhash`]: N's directory hash over real files (`validator model hash`).
 //! - [`seed`]: the consensus-critical batch-selection RNG, pinned by test vectors.
+//! - [`pyrandom`]: CPython's `random` (MT19937, `randint`, `choice`), bit for bit, for the
+//!   successor's page draws.
 //! - [`text`]: Python's `strip`, text made safe for a terminal and for HTML.
 //!
 //! The journal and what reads it:
@@ -57,6 +59,7 @@ pub mod hashing;
 pub mod hub;
 pub mod journal;
 pub mod machine;
+pub mod pyrandom;
 pub mod replay;
 #[cfg(feature = "node")]
 pub mod runner;

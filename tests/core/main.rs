@@ -2,6 +2,7 @@
 //! script, golden journals, N's reference answers, named regressions, and the tidy checks. One
 //! binary, so the crate links once for all of them.
 
+mod cpython_random;
 mod cpython_set;
 mod docs;
 mod fold_properties;
