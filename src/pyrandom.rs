@@ -17,6 +17,14 @@ pub struct PyRandom {
     index: usize,
 }
 
+impl std::fmt::Debug for PyRandom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PyRandom")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
 const STATE_WORDS: usize = 624;
 const SHIFT_WORDS: usize = 397;
 const MATRIX_A: u32 = 0x9908_b0df;
@@ -81,15 +89,15 @@ impl PyRandom {
 
     /// `random.Random(seed)` for a machine integer.
     pub fn from_seed_u64(seed: u64) -> Self {
-        // Truncation is the point: the low and high 32-bit words.
-        Self::from_seed_words(&[seed as u32, (seed >> 32) as u32])
+        Self::from_seed_big_endian(&seed.to_be_bytes())
     }
 
+    // Indices are added modulo 2^32, as CPython's C code adds them (`(uint32_t)j`).
+    #[allow(clippy::cast_possible_truncation)]
     fn init_genrand(&mut self, seed: u32) {
         self.state[0] = seed;
         for i in 1..STATE_WORDS {
             let previous = self.state[i - 1];
-            // `i` is below 624, so the cast is exact.
             self.state[i] = 1_812_433_253u32
                 .wrapping_mul(previous ^ (previous >> 30))
                 .wrapping_add(i as u32);
@@ -97,12 +105,12 @@ impl PyRandom {
         self.index = STATE_WORDS;
     }
 
+    #[allow(clippy::cast_possible_truncation)]
     fn init_by_array(&mut self, key: &[u32]) {
         self.init_genrand(19_650_218);
         let (mut i, mut j) = (1usize, 0usize);
         for _ in 0..STATE_WORDS.max(key.len()) {
             let previous = self.state[i - 1];
-            // `j` counts key words, which CPython adds as a C unsigned long: modulo 2^32.
             self.state[i] = (self.state[i] ^ (previous ^ (previous >> 30)).wrapping_mul(1_664_525))
                 .wrapping_add(key[j])
                 .wrapping_add(j as u32);
@@ -206,9 +214,10 @@ impl PyRandom {
                 width,
             });
         }
-        // `width` is positive, so the conversions are exact.
+        // Below a positive i128 `width`, so it converts back.
         let offset = self.randbelow(width.unsigned_abs())?;
-        Ok(low + offset as i128)
+        let offset = i128::try_from(offset).map_err(|_| DrawError::TooWide(128))?;
+        Ok(low.saturating_add(offset))
     }
 
     /// The index `choice` takes from a sequence of `len` items.

@@ -13,6 +13,7 @@ pub mod hf;
 pub mod local;
 pub mod parquet_rows;
 pub mod phrases;
+pub mod reasoning;
 pub mod spec;
 
 use std::collections::BTreeMap;

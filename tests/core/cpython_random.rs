@@ -13,6 +13,7 @@ fn fixture() -> Value {
 }
 
 /// The 32-bit words, least significant first, of the absolute value of a decimal integer.
+#[allow(clippy::cast_possible_truncation)] // Keeping the low word is the point.
 fn words_of_decimal(decimal: &str) -> Vec<u32> {
     let digits = decimal.trim_start_matches('-');
     let mut words: Vec<u32> = vec![0];
@@ -57,7 +58,7 @@ fn draws_match_cpython_for_every_recorded_seed() {
             let context = format!("seed {seed}, call {index}: {call}");
             match call["call"].as_str().unwrap() {
                 "getrandbits" => {
-                    let bits = call["k"].as_u64().unwrap() as u32;
+                    let bits = u32::try_from(call["k"].as_u64().unwrap()).unwrap();
                     let value: u128 = call["value"].as_str().unwrap().parse().unwrap();
                     assert_eq!(generator.getrandbits(bits), Ok(value), "{context}");
                 }
@@ -70,8 +71,8 @@ fn draws_match_cpython_for_every_recorded_seed() {
                     );
                 }
                 "choice" => {
-                    let len = call["n"].as_u64().unwrap() as usize;
-                    let value = call["value"].as_u64().unwrap() as usize;
+                    let len = usize::try_from(call["n"].as_u64().unwrap()).unwrap();
+                    let value = usize::try_from(call["value"].as_u64().unwrap()).unwrap();
                     assert_eq!(generator.choice_index(len), Ok(value), "{context}");
                 }
                 other => panic!("unknown call {other}"),

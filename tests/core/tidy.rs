@@ -118,7 +118,7 @@ fn only_the_command_line_knows_clap() {
 /// `src/main.rs`) is the binary, above them all.
 const LAYERS: &[&[&str]] = &[
     &["machine"],
-    &["bounded", "hashing", "dirhash", "seed", "text"],
+    &["bounded", "hashing", "dirhash", "seed", "pyrandom", "text"],
     &["journal", "replay", "board", "score", "synth"],
     &["chain", "hub", "data", "eval"],
     &["runner"],

@@ -1,6 +1,8 @@
 //! The edges against real components: the chain on a subtensor runtime (chopsticks), the hub
-//! against olah, the data sources against recorded wandb exchanges and dataset files, and the
-//! evaluation engine on the fixture models, and `validator run` on the real runtime with olah. One binary, so the crate links once.
+//! against olah, the data sources against recorded wandb exchanges and dataset files, the
+//! successor's data path against the successor's own loaders, the evaluation engine on the
+//! fixture models, and `validator run` on the real runtime with olah. One binary, so the
+//! crate links once.
 
 mod cache_links;
 mod chain;
@@ -14,5 +16,6 @@ mod eval_models;
 mod harness;
 mod hub;
 mod olah;
+mod successor_data;
 mod tokenizer_llama3;
 mod validator_live;
