@@ -8,7 +8,8 @@
 //!
 //! The pure core:
 //! - [`machine`]: events, the folded [`machine::State`], [`machine::apply`] and the one
-//!   fold driver ([`machine::FoldDriver`]); scoring (N's `iswin`/`compute_wins`), weights
+//!   fold driver ([`machine::FoldDriver`]); scoring (N's `iswin`/`compute_wins`, the
+//!   successor's score-per-uid wins, retries and top miners), weights
 //!   (softmax, moving average, N's float32 update as torch computes it, winner-takes-all,
 //!   bittensor's u16 form), the weight cadence, CPython's set order, ModelId parsing. No I/O.
 //!

@@ -8,6 +8,7 @@
 //! reached is a [`DataError`] and the step is skipped with that reason, never a crash.
 
 pub mod cortex;
+pub mod datasets_server;
 #[cfg(feature = "hub")]
 pub mod hf;
 pub mod local;

@@ -50,6 +50,7 @@ pub mod rejection;
 pub mod scoring;
 pub mod state;
 pub mod step;
+pub mod successor;
 pub mod torch_f32;
 pub mod weights;
 pub mod wire;

@@ -38,6 +38,12 @@ pub fn sync_block(block: i64, cadence: i64, genesis: i64) -> Option<i64> {
     offset.checked_mul(cadence)?.checked_add(genesis)
 }
 
+/// The successor's `get_next_sync_block`: the sync block after `block`'s (a block on the
+/// grid waits a whole cadence).
+pub fn next_sync_block(block: i64, cadence: i64, genesis: i64) -> Option<i64> {
+    sync_block(block, cadence, genesis)?.checked_add(cadence)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +79,13 @@ mod tests {
             assert_eq!(sync_block(block, 100, 1_111_111), Some(1_234_511));
         }
         assert_eq!(sync_block(1_234_611, 100, 1_111_111), Some(1_234_611));
+        for block in 1_234_511..1_234_611 {
+            assert_eq!(next_sync_block(block, 100, 1_111_111), Some(1_234_611));
+        }
+        assert_eq!(next_sync_block(1_234_611, 100, 1_111_111), Some(1_234_711));
+        // Competition 4's grid (genesis 3,138,611, cadence 360) at its first block.
+        assert_eq!(sync_block(5_158_632, 360, 3_138_611), Some(5_158_571));
+        // Python's `//` floors below genesis.
+        assert_eq!(sync_block(1_111_110, 100, 1_111_111), Some(1_111_011));
     }
 }

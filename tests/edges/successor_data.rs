@@ -141,3 +141,176 @@ fn the_successors_loaders_are_reproduced_request_by_request() {
         check_scenario(scenario);
     }
 }
+
+/// A datasets-server that answers one recorded scenario, request by request, over real HTTP
+/// on loopback: each connection gets the next recorded answer (a recorded connection error
+/// is a connection closed without a word). What each request asked is kept for the test.
+struct Replayed {
+    url: String,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<Asked>>>,
+}
+
+/// A request's path and its decoded query pairs.
+type Asked = (String, Vec<(String, String)>);
+
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 2;
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn replay_server(exchanges: Vec<Value>) -> Replayed {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for exchange in exchanges {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header == "\r\n" || header.is_empty() {
+                    break;
+                }
+            }
+            let target = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+            let params = query
+                .split('&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    (percent_decoded(key), percent_decoded(value))
+                })
+                .collect();
+            seen.lock().unwrap().push((path.to_string(), params));
+            let answer = &exchange["answer"];
+            let mut stream = stream;
+            if answer.get("error").is_some() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                continue;
+            }
+            let status = answer["status"].as_u64().unwrap();
+            let body = answer["body"].as_str().unwrap();
+            let mut head = format!(
+                "HTTP/1.1 {status} Recorded\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            if let Some(retry_after) = answer["headers"].get("Retry-After") {
+                head.push_str(&format!(
+                    "Retry-After: {}\r\n",
+                    retry_after.as_str().unwrap()
+                ));
+            }
+            head.push_str("\r\n");
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    });
+    Replayed { url, asked }
+}
+
+/// The model driven over real HTTP by [`DatasetsServer`] ends each scenario as the model
+/// driven by the recorded answers does, asking what F asked, and keeps every exchange.
+#[test]
+fn datasets_server_over_http_asks_what_the_successor_asked() {
+    use validator::data::datasets_server::DatasetsServer;
+    let fixture = fixture();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut checked = 0;
+    for scenario in fixture["scenarios"].as_array().unwrap() {
+        let name = scenario["name"].as_str().unwrap();
+        if !(name.contains("storm")
+            || name.contains("connection")
+            || name.contains("exhaustion")
+            || name.contains("retry_after")
+            || name == "sft_sparse_0"
+            || name == "codeforces_0")
+        {
+            continue;
+        }
+        let data = match scenario["dataset"].as_str().unwrap() {
+            "PrimeIntellect/SYNTHETIC-1-SFT-Data" => TaskData::synthetic_1_sft(),
+            _ => TaskData::codeforces_cots(),
+        };
+        let digest =
+            validator::hashing::seed_from_block_hash(scenario["block_hash"].as_str().unwrap());
+        let exchanges = scenario["exchanges"].as_array().unwrap().clone();
+        let server = replay_server(exchanges.clone());
+        let source = DatasetsServer {
+            endpoint: server.url.clone(),
+            timeout: std::time::Duration::from_secs(20),
+        };
+        let waited = std::sync::Mutex::new(Vec::new());
+        let loaded = runtime
+            .block_on(source.load(data, &digest, |wait| {
+                waited.lock().unwrap().push(wait.as_secs());
+                std::future::ready(())
+            }))
+            .unwrap();
+        // The same model fed the recorded answers directly.
+        let (mut load, mut next) = TaskLoad::start(data, &digest);
+        for exchange in &exchanges {
+            next = match next {
+                Next::Size => load.answer_size(answer_of(exchange)),
+                Next::Rows { .. } => load.answer_rows(answer_of(exchange)),
+                Next::Done(_) => panic!("{name}: done early"),
+            };
+        }
+        let Next::Done(expected) = next else {
+            panic!("{name}: not done")
+        };
+        match (&loaded.outcome, &expected) {
+            (TaskOutcome::Dropped(_), TaskOutcome::Dropped(_))
+            | (TaskOutcome::StepAborted(_), TaskOutcome::StepAborted(_)) => {}
+            (ours, theirs) => assert_eq!(ours, theirs, "{name}"),
+        }
+        assert_eq!(loaded.exchanges.len(), exchanges.len(), "{name}");
+        let asked = server.asked.lock().unwrap().clone();
+        for ((path, params), recorded) in asked.iter().zip(&exchanges) {
+            assert_eq!(path, &format!("/{}", recorded["path"].as_str().unwrap()));
+            for (key, value) in recorded["params"].as_object().unwrap() {
+                let value = match value {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                assert!(
+                    params.contains(&(key.clone(), value.clone())),
+                    "{name}: {key}={value} not in {params:?}"
+                );
+            }
+        }
+        let recorded_waits: Vec<u64> = exchanges
+            .iter()
+            .map(|e| e["sleep_before"].as_u64().unwrap().min(RETRY_DELAY_MAX_S))
+            .filter(|s| *s > 0)
+            .collect();
+        assert_eq!(*waited.lock().unwrap(), recorded_waits, "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked} scenarios over HTTP");
+}

@@ -1,0 +1,278 @@
+//! The successor's scoring rules that are plain functions of their inputs, exactly as F
+//! computes them (`../shared/docs/successor-semantics.md` §4): `compute_wins` over one score
+//! per uid, `should_retry_model`, and the top miners of large validators' weights (the sync
+//! block its data seed comes from is [`super::numbers::sync_block`]).
+//!
+//! Floating point is Python's: scores and epsilon are f64, products rounded as Python rounds
+//! them; a missing commit block is +∞ (epsilon at its start, never "earlier"). NaN never wins
+//! and is never beaten, as Python's comparisons make it.
+
+use std::collections::BTreeSet;
+
+use super::numbers::exact_f64;
+use super::params::EpsilonRule;
+
+/// One uid in F's `compute_wins`: its score (lower is better; ∞ for a failed or absent model)
+/// and its commit block (`None`: F's default of +∞).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    /// The uid.
+    pub uid: u16,
+    /// The weighted task score.
+    pub score: f64,
+    /// The commit block.
+    pub block_commit: Option<u64>,
+}
+
+/// F's `_is_win(i, j)`: the earlier commit's score is reduced by epsilon, then strictly
+/// smaller wins.
+pub fn is_win(i: &Scored, j: &Scored, epsilon: &EpsilonRule, block_current: u64) -> bool {
+    let earlier = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => a < b,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let adjusted = |me: &Scored, other: &Scored| {
+        if earlier(me.block_commit, other.block_commit) {
+            // `block_commit` is Some here, and epsilon's decay is from it.
+            let block = me.block_commit.unwrap_or(block_current);
+            (1.0 - epsilon.epsilon(block_current, block)) * me.score
+        } else {
+            me.score
+        }
+    };
+    adjusted(i, j) < adjusted(j, i)
+}
+
+/// F's `compute_wins`: every listed uid plays every other (∞ and NaN included); the win rate
+/// is wins over `n - 1`, and 0 for a lone uid. Returned in the order of `uids`.
+pub fn compute_wins(uids: &[Scored], epsilon: &EpsilonRule, block_current: u64) -> Vec<(u32, f64)> {
+    let matches = uids.len().saturating_sub(1);
+    uids.iter()
+        .enumerate()
+        .map(|(i, me)| {
+            let wins = uids
+                .iter()
+                .enumerate()
+                .filter(|(j, other)| *j != i && is_win(me, other, epsilon, block_current))
+                .count();
+            let rate = if matches == 0 {
+                0.0
+            } else {
+                // Both are below 2^53: the quotient is Python's correctly rounded division.
+                exact_f64(wins as u64) / exact_f64(matches as u64)
+            };
+            (u32::try_from(wins).unwrap_or(u32::MAX), rate)
+        })
+        .collect()
+}
+
+/// One of a model's evaluations, as F's model tracker keeps it (`EvalResult`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalRecord {
+    /// When it was evaluated.
+    pub block: u64,
+    /// Its score (∞ when the evaluation failed).
+    pub score: f64,
+    /// The step winner's score.
+    pub winning_score: f64,
+    /// The step winner's commit block.
+    pub winning_block: u64,
+}
+
+/// F's `should_retry_model`: never evaluated → yes; else the last evaluation that did not
+/// fail decides (worse than the winner → no; better → whether it now beats the winner's
+/// epsilon-reduced score); only failures → one retry.
+pub fn should_retry_model(
+    epsilon: &EpsilonRule,
+    block_current: u64,
+    history: &[EvalRecord],
+) -> bool {
+    if history.is_empty() {
+        return true;
+    }
+    // F tests `score != math.inf`: a NaN counts as a result.
+    match history.iter().rev().find(|e| e.score != f64::INFINITY) {
+        Some(last) => {
+            if last.score > last.winning_score {
+                return false;
+            }
+            let epsilon_now = epsilon.epsilon(block_current, last.winning_block);
+            last.score < last.winning_score * (1.0 - epsilon_now)
+        }
+        None => history.len() < 2,
+    }
+}
+
+/// A validator as the top-miner scan sees it: stake, permit and the raw u16 weights it set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatorWeights {
+    /// Its uid.
+    pub uid: u16,
+    /// Its stake (bittensor's float32 `S`).
+    pub stake: f32,
+    /// Whether it holds a validator permit.
+    pub validator_permit: bool,
+    /// `(uid, weight)` as the chain holds them.
+    pub weights: Vec<(u16, u16)>,
+}
+
+/// taoverse's `get_top_miners`: for each validator with stake at least `stake_min` and a
+/// permit, every uid whose raw weight is at least `share` of that validator's total. F keeps
+/// them in a set; they are returned ascending.
+pub fn top_miners(validators: &[ValidatorWeights], stake_min: f64, share: f64) -> BTreeSet<u16> {
+    let mut top = BTreeSet::new();
+    for validator in validators {
+        if f64::from(validator.stake) < stake_min || !validator.validator_permit {
+            continue;
+        }
+        // A Python int sum of u16 values, then one float product.
+        let total: u64 = validator.weights.iter().map(|(_, w)| u64::from(*w)).sum();
+        let threshold = exact_f64(total) * share;
+        for (uid, weight) in &validator.weights {
+            if f64::from(*weight) >= threshold {
+                top.insert(*uid);
+            }
+        }
+    }
+    top
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn competition_4() -> EpsilonRule {
+        EpsilonRule::LinearDecay {
+            start: 0.05,
+            end: 0.01,
+            decay_blocks: 21_600,
+        }
+    }
+
+    /// The semantics document's epsilon vectors for competition 4 (Python's floats).
+    #[test]
+    fn competition_4_epsilon_is_the_successors() {
+        let epsilon = competition_4();
+        let at = |delta: u64| epsilon.epsilon(1_000_000 + delta, 1_000_000);
+        assert_eq!(at(0), 0.05);
+        assert_eq!(at(460), 0.04914814814814815);
+        assert_eq!(at(7_200), 0.03666666666666667);
+        assert_eq!(at(10_800), 0.030000000000000002);
+        assert_eq!(at(21_600), 0.010000000000000002);
+        assert_eq!(at(1_000_000), 0.010000000000000002);
+    }
+
+    fn scored(uid: u16, score: f64, block_commit: Option<u64>) -> Scored {
+        Scored {
+            uid,
+            score,
+            block_commit,
+        }
+    }
+
+    #[test]
+    fn every_uid_plays_every_other_and_a_lone_uid_rates_zero() {
+        let epsilon = EpsilonRule::Fixed(0.1);
+        let uids = [
+            scored(1, 1.0, Some(10)),
+            scored(2, 0.95, Some(20)),
+            scored(3, f64::INFINITY, None),
+            scored(4, f64::NAN, Some(5)),
+        ];
+        let wins = compute_wins(&uids, &epsilon, 100);
+        // 1 beats 2 (0.9 < 0.95) and ∞; NaN neither wins nor is beaten.
+        assert_eq!(wins[0], (2, 2.0 / 3.0));
+        assert_eq!(wins[1], (1, 1.0 / 3.0));
+        assert_eq!(wins[2], (0, 0.0));
+        assert_eq!(wins[3], (0, 0.0));
+        assert_eq!(compute_wins(&uids[..1], &epsilon, 100), [(0, 0.0)]);
+        // All ∞: nobody wins a match.
+        let failed = [
+            scored(1, f64::INFINITY, Some(1)),
+            scored(2, f64::INFINITY, Some(2)),
+        ];
+        assert_eq!(compute_wins(&failed, &epsilon, 100), [(0, 0.0), (0, 0.0)]);
+    }
+
+    /// F:tests/model/test_retry.py, with its fixed epsilons and a winner scoring 1.0.
+    #[test]
+    fn retries_follow_the_successors_tests() {
+        let record = |block, score| EvalRecord {
+            block,
+            score,
+            winning_score: 1.0,
+            winning_block: 1,
+        };
+        assert!(should_retry_model(&EpsilonRule::Fixed(0.005), 10, &[]));
+        let worse = EvalRecord {
+            block: 1,
+            score: 0.2,
+            winning_score: 0.19,
+            winning_block: 1,
+        };
+        assert!(!should_retry_model(
+            &EpsilonRule::Fixed(0.005),
+            10,
+            &[worse]
+        ));
+        for (epsilon, loss, expected) in [
+            (0.005, 1.0, false),
+            (0.001, 1.0, false),
+            (0.0001, 1.0, false),
+            (0.51, 0.5, false),
+            (0.5004, 0.5, false),
+            (0.49, 0.5, true),
+        ] {
+            let history = [record(1, loss)];
+            assert_eq!(
+                should_retry_model(&EpsilonRule::Fixed(epsilon), 10, &history),
+                expected,
+                "{epsilon} {loss}"
+            );
+        }
+        for (history, expected) in [
+            (vec![record(2, 0.9), record(4, 1.1)], false),
+            (vec![record(2, 1.1), record(4, 0.9)], true),
+        ] {
+            for at in 0..history.len() {
+                let mut with_failure = history.clone();
+                let block = if at > 0 { history[at].block + 1 } else { 1 };
+                with_failure.insert(at, record(block, f64::INFINITY));
+                assert_eq!(
+                    should_retry_model(&EpsilonRule::Fixed(0.005), 10, &with_failure),
+                    expected
+                );
+            }
+        }
+        for (failures, expected) in [(1, true), (2, false), (3, false)] {
+            let history: Vec<EvalRecord> =
+                (1..=failures).map(|b| record(b, f64::INFINITY)).collect();
+            assert_eq!(
+                should_retry_model(&EpsilonRule::Fixed(0.005), 10, &history),
+                expected
+            );
+        }
+    }
+
+    /// taoverse's tests/metagraph/test_metagraph_utils.py L116-133, in raw u16 weights.
+    #[test]
+    fn top_miners_hold_a_share_of_a_large_validators_weights() {
+        let validator = |uid, stake, permit, weights: &[(u16, u16)]| ValidatorWeights {
+            uid,
+            stake,
+            validator_permit: permit,
+            weights: weights.to_vec(),
+        };
+        let weights = [(0, 10_000), (1, 1_000), (2, 5_000)];
+        let top = top_miners(&[validator(9, 100_000.0, true, &weights)], 100_000.0, 0.1);
+        assert_eq!(top.into_iter().collect::<Vec<_>>(), [0, 2]);
+        // Too little stake, or no permit: nothing counts.
+        assert!(top_miners(&[validator(9, 99_999.0, true, &weights)], 100_000.0, 0.1).is_empty());
+        assert!(top_miners(&[validator(9, 1e6, false, &weights)], 100_000.0, 0.1).is_empty());
+        // Exactly the share counts (`>=`).
+        let even = [(3, 1), (4, 99)];
+        let top = top_miners(&[validator(9, 1e6, true, &even)], 100_000.0, 0.01);
+        assert_eq!(top.into_iter().collect::<Vec<_>>(), [3, 4]);
+    }
+}
