@@ -1,7 +1,8 @@
 //! The successor's scoring rules that are plain functions of their inputs, exactly as F
 //! computes them (`../shared/docs/successor-semantics.md` §4): `compute_wins` over one score
-//! per uid, `should_retry_model`, and the top miners of large validators' weights (the sync
-//! block its data seed comes from is [`super::numbers::sync_block`]).
+//! per uid, `should_retry_model`, the top miners of large validators' weights, and the
+//! competition tracker in float32 as torch computes it (the sync block its data seed comes
+//! from is [`super::numbers::sync_block`]).
 //!
 //! Floating point is Python's: scores and epsilon are f64, products rounded as Python rounds
 //! them; a missing commit block is +∞ (epsilon at its start, never "earlier"). NaN never wins
@@ -11,6 +12,7 @@ use std::collections::BTreeSet;
 
 use super::numbers::exact_f64;
 use super::params::EpsilonRule;
+use super::torch_f32::{narrow, sum};
 
 /// One uid in F's `compute_wins`: its score (lower is better; ∞ for a failed or absent model)
 /// and its commit block (`None`: F's default of +∞).
@@ -136,6 +138,93 @@ pub fn top_miners(validators: &[ValidatorWeights], stake_min: f64, share: f64) -
         }
     }
     top
+}
+
+/// torch's `nan_to_num(0.0)` on float32: NaN is 0, ±∞ the largest finite values.
+fn nan_to_num_f32(value: f32) -> f32 {
+    if value.is_nan() {
+        0.0
+    } else if value == f32::INFINITY {
+        f32::MAX
+    } else if value == f32::NEG_INFINITY {
+        f32::MIN
+    } else {
+        value
+    }
+}
+
+/// `tensor /= tensor.sum()` then `nan_to_num(0.0)`: each element divided by the float32
+/// sum (a true division: ATen divides float32 by a tensor element by element).
+fn normalized_f32(values: &mut [f32]) {
+    let total = sum(values);
+    for value in values.iter_mut() {
+        *value /= total;
+    }
+}
+
+/// taoverse's `CompetitionTracker.record_competition_weights` in float32: every stored vector
+/// is padded with zeros to the new size first, the step's vector is normalised, then kept as
+/// it is (the first record) or averaged as `alpha·old + (1 − alpha)·new`, each scalar
+/// rounded to float32 as ATen rounds a Python float it multiplies by.
+pub fn tracker_record_f32(tracker: &mut Option<Vec<f32>>, mut new: Vec<f32>, alpha: f64) {
+    normalized_f32(&mut new);
+    for value in &mut new {
+        *value = nan_to_num_f32(*value);
+    }
+    match tracker {
+        None => *tracker = Some(new),
+        Some(old) => {
+            if old.len() < new.len() {
+                old.resize(new.len(), 0.0);
+            }
+            let (keep, take) = (narrow(alpha), narrow(1.0 - alpha));
+            for (old, new) in old.iter_mut().zip(&new) {
+                *old = keep * *old + take * *new;
+            }
+        }
+    }
+}
+
+/// taoverse's `get_subnet_weights` in float32, over the competitions in schedule order with
+/// their reward shares. With a threshold, each stored tracker is renormalised in place (a
+/// zero sum leaves NaN stored, as torch leaves it), shares under the threshold are dropped
+/// and the rest renormalised; without one (F's start-up weights) the trackers are taken as
+/// they are. The sum over competitions is normalised last.
+pub fn subnet_weights_f32(
+    trackers: &mut [(&mut Vec<f32>, f64)],
+    size: usize,
+    threshold: f64,
+) -> Vec<f32> {
+    let mut subnet = vec![0.0f32; size];
+    for (tracker, reward_share) in trackers.iter_mut() {
+        if tracker.len() < size {
+            tracker.resize(size, 0.0);
+        }
+        let mut shares: Vec<f32> = tracker.clone();
+        if threshold > 0.0 {
+            normalized_f32(tracker);
+            shares = tracker.iter().map(|v| nan_to_num_f32(*v)).collect();
+            let floor = narrow(threshold);
+            for value in &mut shares {
+                if *value < floor {
+                    *value = 0.0;
+                }
+            }
+            normalized_f32(&mut shares);
+            for value in &mut shares {
+                *value = nan_to_num_f32(*value);
+            }
+        }
+        let share = narrow(*reward_share);
+        for (total, value) in subnet.iter_mut().zip(&shares) {
+            *total += *value * share;
+        }
+    }
+    normalized_f32(&mut subnet);
+    for value in &mut subnet {
+        *value = nan_to_num_f32(*value);
+    }
+    subnet
 }
 
 #[cfg(test)]
@@ -274,5 +363,46 @@ mod tests {
         let even = [(3, 1), (4, 99)];
         let top = top_miners(&[validator(9, 1e6, true, &even)], 100_000.0, 0.01);
         assert_eq!(top.into_iter().collect::<Vec<_>>(), [3, 4]);
+    }
+
+    /// taoverse's tests/model/competition/test_competition_tracker.py (α = 0.5).
+    #[test]
+    fn the_tracker_follows_taoverses_tests() {
+        let mut tracker = None;
+        tracker_record_f32(&mut tracker, vec![0.2, 0.4, 0.6, 0.8], 0.5);
+        assert_eq!(tracker.as_deref(), Some(&[0.1f32, 0.2, 0.3, 0.4][..]));
+        let mut tracker = None;
+        tracker_record_f32(&mut tracker, vec![1.0, 0.0, 0.0, 0.0], 0.5);
+        tracker_record_f32(&mut tracker, vec![0.0, 0.0, 0.0, 1.0], 0.5);
+        assert_eq!(tracker.as_deref(), Some(&[0.5f32, 0.0, 0.0, 0.5][..]));
+        let mut one = vec![0.1f32, 0.1, 0.2, 0.3, 0.3];
+        let subnet = subnet_weights_f32(&mut [(&mut one, 1.0)], 5, 0.3);
+        assert_eq!(subnet, [0.0, 0.0, 0.0, 0.5, 0.5]);
+        let (mut a, mut b) = (None, None);
+        tracker_record_f32(&mut a, vec![1.0, 2.0, 0.0, 0.0], 0.5);
+        tracker_record_f32(&mut b, vec![0.0, 0.0, 5.0, 5.0], 0.5);
+        let (mut a, mut b) = (a.unwrap_or_default(), b.unwrap_or_default());
+        let subnet = subnet_weights_f32(&mut [(&mut a, 0.6), (&mut b, 0.4)], 4, 0.4);
+        let expected = [0.0f32, 0.6, 0.2, 0.2];
+        for (got, want) in subnet.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-6, "{subnet:?}");
+        }
+    }
+
+    /// The successor's constants as float32: 0.9 → 0.8999999762, 1 − 0.9 → 0.1000000015,
+    /// 0.18 → 0.1800000072, and a zero-sum tracker stays NaN in storage while it counts as 0.
+    #[test]
+    fn the_trackers_float32_constants_and_zero_sums() {
+        let (nine_tenths, one_tenth) = (f32::from_bits(0x3f66_6666), f32::from_bits(0x3dcc_cccd));
+        assert_eq!(narrow(0.9), nine_tenths);
+        assert_eq!(narrow(1.0 - 0.9), one_tenth);
+        assert_eq!(narrow(0.18), f32::from_bits(0x3e38_51ec));
+        let mut tracker = Some(vec![1.0f32, 0.0]);
+        tracker_record_f32(&mut tracker, vec![0.0, 1.0, 0.0], 0.9);
+        assert_eq!(tracker.as_deref(), Some(&[nine_tenths, one_tenth, 0.0][..]));
+        let mut empty = vec![0.0f32; 3];
+        let subnet = subnet_weights_f32(&mut [(&mut empty, 1.0)], 3, 0.18);
+        assert_eq!(subnet, [0.0, 0.0, 0.0]);
+        assert!(empty.iter().all(|v| v.is_nan()), "{empty:?}");
     }
 }
