@@ -314,3 +314,73 @@ fn datasets_server_over_http_asks_what_the_successor_asked() {
     }
     assert!(checked >= 8, "{checked} scenarios over HTTP");
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any answer a server could give: bodies that are JSON of the right shape, of the wrong
+    /// shape, or not JSON; rate limits with any header; any status; silence.
+    fn answer() -> impl Strategy<Value = Answer> {
+        let rows = prop_oneof![
+            Just(r#"{"rows": []}"#.to_string()),
+            Just(r#"{"rows": {}}"#.to_string()),
+            Just(r#"{"rows": "x"}"#.to_string()),
+            Just(r#"{"nothing": 1}"#.to_string()),
+            Just(r#"[1, 2]"#.to_string()),
+            (0usize..120, any::<bool>()).prop_map(|(count, math)| {
+                let kind = if math { "verifiable_math" } else { "code_output_prediction" };
+                let row = format!(
+                    r#"{{"row": {{"task_type": "{kind}", "messages": [{{"content": "q"}}, {{"content": "a \\boxed{{1}}"}}]}}}}"#
+                );
+                format!(r#"{{"rows": [{}]}}"#, vec![row; count].join(","))
+            }),
+            ".{0,40}".prop_map(|text| text),
+        ];
+        let size = prop_oneof![
+            Just(r#"{"size": {"splits": [{"config": "a", "split": "train", "num_rows": 100000}]}}"#.to_string()),
+            Just(r#"{"size": {"splits": [{"config": "a", "split": "train", "num_rows": 5}, {"config": "b", "split": "t", "num_rows": 1000}]}}"#.to_string()),
+            Just(r#"{"size": {"splits": []}}"#.to_string()),
+            Just(r#"{"size": {"splits": [{"config": "a", "split": "train", "num_rows": -4}]}}"#.to_string()),
+            Just(r#"{"size": {"splits": [{"config": 1, "split": "train", "num_rows": 4}]}}"#.to_string()),
+        ];
+        prop_oneof![
+            4 => rows.prop_map(|body| Answer::Body(body.into_bytes())),
+            1 => size.prop_map(|body| Answer::Body(body.into_bytes())),
+            1 => proptest::option::of(".{0,12}").prop_map(|retry_after| Answer::RateLimited { retry_after }),
+            1 => (400u16..600).prop_map(Answer::Status),
+            1 => Just(Answer::NoResponse("reset".into())),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Whatever the server says, a task ends, within a bounded number of requests, and
+        /// never waits longer than the cap before one.
+        #[test]
+        fn every_task_ends_whatever_the_server_says(
+            sft in any::<bool>(),
+            seed in proptest::collection::vec(any::<u8>(), 32),
+            answers in proptest::collection::vec(answer(), 1..400),
+        ) {
+            let data = if sft { TaskData::synthetic_1_sft() } else { TaskData::codeforces_cots() };
+            let (mut load, mut next) = TaskLoad::start(data, &seed);
+            let mut asked = 0usize;
+            // Eleven rounds of at most 16 pages, each with at most 10 failed attempts.
+            let bound = 1 + 11 * (16 + 10);
+            for answer in answers.iter().cycle() {
+                next = match next {
+                    Next::Size => load.answer_size(answer.clone()),
+                    Next::Rows { wait_before_s, .. } => {
+                        prop_assert!(wait_before_s <= RETRY_DELAY_MAX_S);
+                        load.answer_rows(answer.clone())
+                    }
+                    Next::Done(_) => break,
+                };
+                asked += 1;
+                prop_assert!(asked <= bound, "{asked} requests");
+            }
+        }
+    }
+}
