@@ -1,8 +1,8 @@
 //! The successor's scoring rules that are plain functions of their inputs, exactly as F
 //! computes them (`../shared/docs/successor-semantics.md` §4): `compute_wins` over one score
-//! per uid, `should_retry_model`, the top miners of large validators' weights, and the
-//! competition tracker in float32 as torch computes it (the sync block its data seed comes
-//! from is [`super::numbers::sync_block`]).
+//! per uid, a model's score from its tasks' reference losses, `should_retry_model`, the top
+//! miners of large validators' weights, and the competition tracker in float32 as torch
+//! computes it (the sync block its data seed comes from is [`super::numbers::sync_block`]).
 //!
 //! Floating point is Python's: scores and epsilon are f64, products rounded as Python rounds
 //! them; a missing commit block is +∞ (epsilon at its start, never "earlier"). NaN never wins
@@ -67,6 +67,47 @@ pub fn compute_wins(uids: &[Scored], epsilon: &EpsilonRule, block_current: u64) 
             (u32::try_from(wins).unwrap_or(u32::MAX), rate)
         })
         .collect()
+}
+
+/// F's `compute_reference_loss` over one task's per-sample losses: their sum, left to right
+/// as Python's `sum` adds, over their count; ∞ for a task without samples.
+pub fn task_loss_mean(losses: &[f64]) -> f64 {
+    if losses.is_empty() {
+        return f64::INFINITY;
+    }
+    let total = losses.iter().fold(0.0, |total, loss| total + loss);
+    total / exact_f64(losses.len() as u64)
+}
+
+/// Python's `math.isclose(a, b)` with its default tolerances (relative 1e-9, absolute 0).
+fn is_close(a: f64, b: f64) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.is_infinite() || b.is_infinite() {
+        return false;
+    }
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
+/// F's `score_model` for tasks without normalization: the loaded tasks' `(weight, raw score)`
+/// in task order, each weight divided by their total unless that total is close to 1 (a task
+/// that did not load leaves the other's weight renormalised), summed from 0. `None` when no
+/// task loaded: F raises, and the model is retried rather than scored.
+pub fn model_score(tasks: &[(f64, f64)]) -> Option<f64> {
+    if tasks.is_empty() {
+        return None;
+    }
+    let weight_total = tasks.iter().fold(0.0, |total, (weight, _)| total + weight);
+    let renormalise = !is_close(weight_total, 1.0) && weight_total > 0.0;
+    Some(tasks.iter().fold(0.0, |score, (weight, raw)| {
+        let weight = if renormalise {
+            weight / weight_total
+        } else {
+            *weight
+        };
+        score + raw * weight
+    }))
 }
 
 /// One of a model's evaluations, as F's model tracker keeps it (`EvalResult`).
@@ -404,5 +445,31 @@ mod tests {
         let subnet = subnet_weights_f32(&mut [(&mut empty, 1.0)], 3, 0.18);
         assert_eq!(subnet, [0.0, 0.0, 0.0]);
         assert!(empty.iter().all(|v| v.is_nan()), "{empty:?}");
+    }
+
+    /// F's arithmetic: Python's left-to-right sum, ∞ for an empty task, the two tasks'
+    /// weights renormalised when one did not load, ∞ and NaN carried through.
+    #[test]
+    fn a_models_score_is_its_tasks_weighted_as_the_successor_weighs_them() {
+        assert_eq!(task_loss_mean(&[]), f64::INFINITY);
+        // (0.1 + 0.2) + 0.3 in that order, then / 3.
+        assert_eq!(task_loss_mean(&[0.1, 0.2, 0.3]), (0.1 + 0.2 + 0.3) / 3.0);
+        assert_ne!(task_loss_mean(&[0.1, 0.2, 0.3]), (0.3 + 0.2 + 0.1) / 3.0);
+        assert_eq!(model_score(&[(0.5, 2.0), (0.5, 3.0)]), Some(2.5));
+        assert_eq!(model_score(&[(0.5, 3.0)]), Some(3.0));
+        assert_eq!(
+            model_score(&[(0.5, f64::INFINITY), (0.5, 1.0)]),
+            Some(f64::INFINITY)
+        );
+        assert!(model_score(&[(0.5, f64::NAN), (0.5, 1.0)]).is_some_and(f64::is_nan));
+        assert_eq!(model_score(&[]), None);
+        // A total within 1e-9 of 1 is left alone.
+        let (a, b) = (0.3, 0.700_000_000_000_000_2);
+        let total: f64 = a + b;
+        assert_ne!(total, 1.0);
+        let kept = 0.0 + 3.0 * a + 3.0 * b;
+        assert_ne!(kept, 0.0 + 3.0 * (a / total) + 3.0 * (b / total));
+        assert_eq!(model_score(&[(a, 3.0), (b, 3.0)]), Some(kept));
+        assert!(is_close(0.1 + 0.2 + 0.7, 1.0) && !is_close(0.999, 1.0));
     }
 }
