@@ -1,6 +1,7 @@
 //! The edges against real components: the chain on a subtensor runtime (chopsticks), the hub
 //! against olah, the data sources against recorded wandb exchanges and dataset files, the
-//! successor's data path against the successor's own loaders, the evaluation engine on the
+//! successor's data path against the successor's own loaders, its competition tokenizer
+//! (cl100k_base as a `tokenizer.json`) against tiktoken, the evaluation engine on the
 //! fixture models, and `validator run` on the real runtime with olah. One binary, so the
 //! crate links once.
 
@@ -17,5 +18,6 @@ mod harness;
 mod hub;
 mod olah;
 mod successor_data;
+mod tokenizer_cl100k;
 mod tokenizer_llama3;
 mod validator_live;
