@@ -97,11 +97,7 @@ impl Cortex {
     }
 
     fn client(&self) -> Result<reqwest::Client, DataError> {
-        reqwest::Client::builder()
-            .connect_timeout(self.timeout)
-            .timeout(self.timeout)
-            .build()
-            .map_err(|e| DataError::Config(format!("HTTP client: {e}")))
+        super::http_client(self.timeout)
     }
 
     /// One GraphQL request, retried with backoff.

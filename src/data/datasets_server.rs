@@ -59,11 +59,7 @@ pub struct TaskLoaded {
 
 impl DatasetsServer {
     fn client(&self) -> Result<reqwest::Client, DataError> {
-        reqwest::Client::builder()
-            .connect_timeout(self.timeout)
-            .timeout(self.timeout)
-            .build()
-            .map_err(|e| DataError::Config(format!("HTTP client: {e}")))
+        super::http_client(self.timeout)
     }
 
     /// Loads `data` with the generator seeded by `seed_digest`, waiting through `wait` (the

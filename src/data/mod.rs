@@ -93,6 +93,15 @@ pub enum DataError {
     Config(String),
 }
 
+/// An HTTP client whose every request, connection included, ends within `timeout`.
+pub(crate) fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, DataError> {
+    reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .build()
+        .map_err(|e| DataError::Config(format!("HTTP client: {e}")))
+}
+
 /// A source of evaluation batches.
 pub trait DataSource {
     /// The source's name, as journaled in the provenance.

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use super::numbers::exact_f64;
 use super::params::EpsilonRule;
-use super::torch_f32::{narrow, sum};
+use super::torch_f32::{nan_to_num, narrow, sum};
 
 /// One uid in F's `compute_wins`: its score (lower is better; ∞ for a failed or absent model)
 /// and its commit block (`None`: F's default of +∞).
@@ -181,19 +181,6 @@ pub fn top_miners(validators: &[ValidatorWeights], stake_min: f64, share: f64) -
     top
 }
 
-/// torch's `nan_to_num(0.0)` on float32: NaN is 0, ±∞ the largest finite values.
-fn nan_to_num_f32(value: f32) -> f32 {
-    if value.is_nan() {
-        0.0
-    } else if value == f32::INFINITY {
-        f32::MAX
-    } else if value == f32::NEG_INFINITY {
-        f32::MIN
-    } else {
-        value
-    }
-}
-
 /// `tensor /= tensor.sum()` then `nan_to_num(0.0)`: each element divided by the float32
 /// sum (a true division: ATen divides float32 by a tensor element by element).
 fn normalized_f32(values: &mut [f32]) {
@@ -210,7 +197,7 @@ fn normalized_f32(values: &mut [f32]) {
 pub fn tracker_record_f32(tracker: &mut Option<Vec<f32>>, mut new: Vec<f32>, alpha: f64) {
     normalized_f32(&mut new);
     for value in &mut new {
-        *value = nan_to_num_f32(*value);
+        *value = nan_to_num(*value);
     }
     match tracker {
         None => *tracker = Some(new),
@@ -244,7 +231,7 @@ pub fn subnet_weights_f32(
         let mut shares: Vec<f32> = tracker.clone();
         if threshold > 0.0 {
             normalized_f32(tracker);
-            shares = tracker.iter().map(|v| nan_to_num_f32(*v)).collect();
+            shares = tracker.iter().map(|v| nan_to_num(*v)).collect();
             let floor = narrow(threshold);
             for value in &mut shares {
                 if *value < floor {
@@ -253,7 +240,7 @@ pub fn subnet_weights_f32(
             }
             normalized_f32(&mut shares);
             for value in &mut shares {
-                *value = nan_to_num_f32(*value);
+                *value = nan_to_num(*value);
             }
         }
         let share = narrow(*reward_share);
@@ -263,7 +250,7 @@ pub fn subnet_weights_f32(
     }
     normalized_f32(&mut subnet);
     for value in &mut subnet {
-        *value = nan_to_num_f32(*value);
+        *value = nan_to_num(*value);
     }
     subnet
 }

@@ -265,16 +265,20 @@ pub fn n_update(
     let keep = narrow(alpha);
     let take = narrow(1.0 - alpha);
     for (old, new) in weights.iter_mut().zip(&new) {
-        let mixed = keep * *old + take * new;
-        *old = if mixed.is_nan() {
-            0.0
-        } else if mixed == f32::INFINITY {
-            f32::MAX
-        } else if mixed == f32::NEG_INFINITY {
-            f32::MIN
-        } else {
-            mixed
-        };
+        *old = nan_to_num(keep * *old + take * new);
+    }
+}
+
+/// torch's `nan_to_num(0.0)` on float32: NaN is 0, ±∞ the largest finite values.
+pub fn nan_to_num(value: f32) -> f32 {
+    if value.is_nan() {
+        0.0
+    } else if value == f32::INFINITY {
+        f32::MAX
+    } else if value == f32::NEG_INFINITY {
+        f32::MIN
+    } else {
+        value
     }
 }
 
