@@ -207,8 +207,9 @@ pub fn reveal_round(
 ) -> u64 {
     let tempo_plus_one = tempo.saturating_add(1);
     let netuid_plus_one = u64::from(netuid) + 1;
-    let epoch_current = (block_current + netuid_plus_one) / tempo_plus_one;
-    let epoch_reveal = epoch_current + reveal_period_epochs;
+    // A node's values are not trusted to be sane: saturate rather than overflow.
+    let epoch_current = block_current.saturating_add(netuid_plus_one) / tempo_plus_one;
+    let epoch_reveal = epoch_current.saturating_add(reveal_period_epochs);
     let block_first_reveal = epoch_reveal
         .saturating_mul(tempo_plus_one)
         .saturating_sub(netuid_plus_one);
@@ -224,6 +225,17 @@ pub fn reveal_round(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Postmortem (review of issue 35): a node answering `RevealPeriodEpochs = u64::MAX`
+    /// overflowed the epoch sum (a panic in debug builds); it saturates now.
+    #[test]
+    fn hostile_reveal_periods_saturate() {
+        let round = reveal_round(u64::MAX, u16::MAX, u64::MAX, u64::MAX, 12.0, 1.7e9);
+        assert!(round >= 1);
+        let round = reveal_round(100, 1, 360, u64::MAX, 12.0, 1.7e9);
+        assert!(round >= 1);
+    }
+
 
     /// drand quicknet's round 123, as its public API serves it
     /// (`/52db9ba7.../public/123`) and drand-verify's documentation quotes it. The test checks

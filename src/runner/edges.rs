@@ -173,6 +173,9 @@ pub trait WeightsChain: Send + Sync {
         &self,
         prepared: &WeightsPrepared,
     ) -> impl Future<Output = Result<Verdict<u64, ChainRefusal>, EdgeError>> + Send;
+
+    /// How many mechanisms the subnet has now (`MechanismCountCurrent`).
+    fn mechanism_count(&self) -> impl Future<Output = Result<u8, EdgeError>> + Send;
 }
 
 impl<T: WeightsChain> WeightsChain for Arc<T> {
@@ -203,6 +206,10 @@ impl<T: WeightsChain> WeightsChain for Arc<T> {
         prepared: &WeightsPrepared,
     ) -> Result<Verdict<u64, ChainRefusal>, EdgeError> {
         T::reveal(self, prepared).await
+    }
+
+    async fn mechanism_count(&self) -> Result<u8, EdgeError> {
+        T::mechanism_count(self).await
     }
 }
 

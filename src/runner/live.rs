@@ -181,6 +181,13 @@ impl WeightsChain for LiveWeights {
                 .await,
         )
     }
+
+    async fn mechanism_count(&self) -> Result<u8, EdgeError> {
+        self.chain
+            .mechanism_count(self.netuid)
+            .await
+            .map_err(chain_error)
+    }
 }
 
 impl ChainEdge for LiveChain {

@@ -81,4 +81,10 @@ impl<W: WeightsChain> WeightsChain for Metered<W> {
         self.count("reveal_weights", &revealed);
         revealed
     }
+
+    async fn mechanism_count(&self) -> Result<u8, EdgeError> {
+        let count = self.inner.mechanism_count().await;
+        self.count("mechanism_count", &count);
+        count
+    }
 }

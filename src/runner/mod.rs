@@ -161,15 +161,27 @@ where
             .as_ref()
             .map(|_| state.weights_intent_mecid)
     };
-    if edges.weights.is_some()
+    if let Some(weights) = edges.weights.as_ref()
         && let Some(mecid) = open_mecid.filter(|m| *m != config.weights.mecid)
     {
-        drop(handle);
-        writer.close();
-        return Err(RunError::Config(format!(
-            "the journal holds weights prepared for mechanism {mecid} and not yet answered: \
-             run with --mechid {mecid} to settle them with the chain first"
-        )));
+        // A mechanism the subnet no longer has can never take them: they are answered as
+        // failed, or no run could ever settle them (`--mechid` refuses a missing mechanism).
+        match weights::abandon_on_removed_mechanism(weights, &handle, mecid).await {
+            Ok(true) => {}
+            Ok(false) => {
+                drop(handle);
+                writer.close();
+                return Err(RunError::Config(format!(
+                    "the journal holds weights prepared for mechanism {mecid} and not yet \
+                     answered: run with --mechid {mecid} to settle them with the chain first"
+                )));
+            }
+            Err(error) => {
+                drop(handle);
+                writer.close();
+                return Err(error.into());
+            }
+        }
     }
     let (serve_stop, serve_stop_seen) = watch::channel(false);
     let serving = listener

@@ -713,6 +713,44 @@ impl<W: WeightsChain> WeightSetter<W> {
     }
 }
 
+/// Answers an open intent for mechanism `mecid` as failed when the subnet no longer has that
+/// mechanism (its count fell to `mecid` or below): nothing can land there, and a run on it is
+/// refused at start, so without this no run could ever settle the journal. `Ok(false)` when
+/// the mechanism still exists (or the chain cannot say): the intent is left for a run on it.
+pub async fn abandon_on_removed_mechanism<W: WeightsChain>(
+    chain: &W,
+    writer: &WriterHandle,
+    mecid: u8,
+) -> Result<bool, WriteError> {
+    let Ok(count) = chain.mechanism_count().await else {
+        return Ok(false);
+    };
+    if mecid < count {
+        return Ok(false);
+    }
+    let Ok(standing) = chain.standing().await else {
+        return Ok(false);
+    };
+    let Some(intent) = writer.state().weights_intent.clone() else {
+        return Ok(true);
+    };
+    let why = format!(
+        "mechanism {mecid} no longer exists on the subnet ({count} mechanism(s)): the weights \
+         prepared for it can never land"
+    );
+    tracing::warn!("{why}; recording them as failed");
+    let event = WeightsSubmitted {
+        uids: intent.prepared.uids.clone(),
+        weights: intent.prepared.weights.clone(),
+        version_key: intent.prepared.version_key,
+        outcome: SubmitOutcome::Failed(why),
+    };
+    writer
+        .record(vec![(standing.head, Event::WeightsSubmitted(event))])
+        .await?;
+    Ok(true)
+}
+
 /// For runs that set no weights: a chain that is never asked.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoWeights;
@@ -744,6 +782,10 @@ impl WeightsChain for NoWeights {
         &self,
         _prepared: &WeightsPrepared,
     ) -> Result<Verdict<u64, ChainRefusal>, EdgeError> {
+        Err(EdgeError::Operator("this run sets no weights".into()))
+    }
+
+    async fn mechanism_count(&self) -> Result<u8, EdgeError> {
         Err(EdgeError::Operator("this run sets no weights".into()))
     }
 }

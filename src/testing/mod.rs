@@ -177,6 +177,8 @@ pub struct FakeWeights {
     pub chain: Mutex<FakeWeightsChain>,
     /// Every prepared vector sent (and every reveal), in order.
     pub sent: Mutex<Vec<WeightsPrepared>>,
+    /// The subnet's mechanisms (`MechanismCountCurrent`).
+    pub mechanism_count: u8,
 }
 
 impl FakeWeights {
@@ -201,6 +203,7 @@ impl FakeWeights {
                 commit: None,
             }),
             sent: Mutex::new(Vec::new()),
+            mechanism_count: 1,
         }
     }
 
@@ -348,6 +351,10 @@ impl WeightsChain for FakeWeights {
         chain.weights = prepared.pairs();
         chain.commit = None;
         Ok(Verdict::Accepted(block))
+    }
+
+    async fn mechanism_count(&self) -> Result<u8, EdgeError> {
+        Ok(self.mechanism_count)
     }
 }
 

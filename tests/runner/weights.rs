@@ -279,6 +279,15 @@ fn an_unknown_fate_is_settled_from_the_chain_and_never_sent_twice() {
 /// A journal of one completed step with weights prepared and unanswered (a crash between the
 /// intent and the chain's answer), and the intent.
 fn crashed_after_prepare(method: SubmitMethod, block_head: u64) -> (World, WeightsPrepared) {
+    crashed_after_prepare_on(0, method, block_head)
+}
+
+/// As [`crashed_after_prepare`], for subnet mechanism `mecid`.
+fn crashed_after_prepare_on(
+    mecid: u8,
+    method: SubmitMethod,
+    block_head: u64,
+) -> (World, WeightsPrepared) {
     let world = World::new();
     let (result, dir) = world.run(1);
     result.unwrap();
@@ -286,7 +295,7 @@ fn crashed_after_prepare(method: SubmitMethod, block_head: u64) -> (World, Weigh
     let mut recorder = Recorder::open(&world.db(), 100).unwrap();
     let (uids, weights) = to_chain_weights(&recorder.state().weights).unwrap();
     let prepared = WeightsPrepared {
-        mecid: 0,
+        mecid,
         uids,
         weights,
         version_key: 27,
@@ -529,4 +538,39 @@ fn weights_for_a_mechanism_are_journaled_sent_and_replayed_with_it() {
         other => panic!("not refused: {other:?}"),
     }
     assert!(chain.sent.lock().unwrap().is_empty());
+}
+
+/// Postmortem (review of issue 35): an intent left open on a mechanism the subnet then
+/// removed could never be settled: a run on that mechanism is refused at start, a run on
+/// another refused the open intent. It is now answered as failed (it can never land) and the
+/// run goes on; while the mechanism exists the refusal stands.
+#[test]
+fn an_intent_on_a_removed_mechanism_is_answered_as_failed() {
+    let (mut world, prepared) = crashed_after_prepare_on(1, SubmitMethod::Plain, 2000);
+    let mut chain = FakeWeights::new(2003, 1, 1);
+    chain.mechanism_count = 1;
+    let chain = Arc::new(chain);
+    world.weights = Some(chain.clone());
+    let db = world.db();
+    let (result, _dir) = run_adjusted(world, 2, 50, |config| config.weights.mecid = 0);
+    result.unwrap();
+    let sent = submissions(&records(&db));
+    assert_eq!(sent[0].0, prepared);
+    match &sent[0].1.as_ref().unwrap().outcome {
+        SubmitOutcome::Failed(why) => {
+            assert!(why.contains("mechanism 1 no longer exists"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Then weights go out on the mechanism the run is for.
+    assert!(sent[1..].iter().all(|(p, _)| p.mecid == 0), "{sent:?}");
+    assert!(chain.sent.lock().unwrap().iter().all(|p| p.mecid == 0));
+    replay_clean(&db);
+
+    let (mut world, _) = crashed_after_prepare_on(1, SubmitMethod::Plain, 2000);
+    let mut chain = FakeWeights::new(2003, 1, 1);
+    chain.mechanism_count = 2;
+    world.weights = Some(Arc::new(chain));
+    let (result, _dir) = run_adjusted(world, 2, 50, |config| config.weights.mecid = 0);
+    assert!(matches!(result, Err(RunError::Config(_))), "{result:?}");
 }
