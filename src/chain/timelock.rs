@@ -236,7 +236,6 @@ mod tests {
         assert!(round >= 1);
     }
 
-
     /// drand quicknet's round 123, as its public API serves it
     /// (`/52db9ba7.../public/123`) and drand-verify's documentation quotes it. The test checks
     /// it against quicknet's public key before trusting it.
