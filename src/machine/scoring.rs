@@ -39,7 +39,11 @@ pub fn block_earlier(a: Option<u64>, b: Option<u64>) -> bool {
 }
 
 /// The epsilon a model committed at `block_commit` enjoys against later ones.
-fn epsilon_for(rule: &EpsilonRule, block_current: u64, block_commit: Option<u64>) -> f64 {
+pub(crate) fn epsilon_for(
+    rule: &EpsilonRule,
+    block_current: u64,
+    block_commit: Option<u64>,
+) -> f64 {
     match block_commit {
         Some(block) => rule.epsilon(block_current, block),
         // An infinite block is never earlier than anything, so its epsilon is never used.

@@ -12,7 +12,9 @@ use std::collections::BTreeSet;
 
 use super::numbers::exact_f64;
 use super::params::EpsilonRule;
+use super::scoring::{block_earlier, epsilon_for};
 use super::torch_f32::{nan_to_num, narrow, sum};
+use super::weights::sum_ordered;
 
 /// One uid in F's `compute_wins`: its score (lower is better; ∞ for a failed or absent model)
 /// and its commit block (`None`: F's default of +∞).
@@ -29,16 +31,9 @@ pub struct Scored {
 /// F's `_is_win(i, j)`: the earlier commit's score is reduced by epsilon, then strictly
 /// smaller wins.
 pub fn is_win(i: &Scored, j: &Scored, epsilon: &EpsilonRule, block_current: u64) -> bool {
-    let earlier = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) => a < b,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
     let adjusted = |me: &Scored, other: &Scored| {
-        if earlier(me.block_commit, other.block_commit) {
-            // `block_commit` is Some here, and epsilon's decay is from it.
-            let block = me.block_commit.unwrap_or(block_current);
-            (1.0 - epsilon.epsilon(block_current, block)) * me.score
+        if block_earlier(me.block_commit, other.block_commit) {
+            (1.0 - epsilon_for(epsilon, block_current, me.block_commit)) * me.score
         } else {
             me.score
         }
@@ -75,8 +70,7 @@ pub fn task_loss_mean(losses: &[f64]) -> f64 {
     if losses.is_empty() {
         return f64::INFINITY;
     }
-    let total = losses.iter().fold(0.0, |total, loss| total + loss);
-    total / exact_f64(losses.len() as u64)
+    sum_ordered(losses) / exact_f64(losses.len() as u64)
 }
 
 /// Python's `math.isclose(a, b)` with its default tolerances (relative 1e-9, absolute 0).
