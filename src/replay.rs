@@ -487,6 +487,17 @@ pub fn compare_steps(
         if a.map(f64::to_bits) != b.map(f64::to_bits) {
             return divergence(Some(*uid), "win_rate", show(a), show(b));
         }
+        // The successor's scores: bit for bit, any NaN equal to any NaN (Python's NaNs need
+        // not share a sign or payload). N records none.
+        let a = journaled.scores.get(index).copied();
+        let b = recomputed.scores.get(index).copied();
+        let same = match (a, b) {
+            (Some(a), Some(b)) => a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if !same {
+            return divergence(Some(*uid), "score", show(a), show(b));
+        }
     }
     let length = journaled.weights.len().max(recomputed.weights.len());
     for index in 0..length {

@@ -263,6 +263,7 @@ impl Board {
                 let label = match computed.outcome {
                     EvalOutcome::Losses(_) => "losses",
                     EvalOutcome::Failed(_) => "failed",
+                    EvalOutcome::TaskLosses(_) => "task losses",
                 };
                 *self.counts.evaluations.entry(label).or_default() += 1;
                 if let Some(open) = self.open.as_mut().filter(|o| o.step == computed.step) {

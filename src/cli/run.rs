@@ -429,6 +429,15 @@ pub fn run(args: RunArgs, settings: &[String]) -> Outcome {
     if args.demo {
         return demo(&args);
     }
+    if args.mechanism == Mechanism::F {
+        // The successor's fold is built and replays F's own runs, but the loop cannot yet
+        // fetch its tasks or compute their reference loss: a run would journal N's batches,
+        // which the successor's fold refuses. Say so instead of starting.
+        return Err(Failure::invalid(anyhow::anyhow!(
+            "--mechanism f folds and replays the successor's journals (see docs/operating.md), \
+             but `validator run` cannot evaluate its tasks yet: use --mechanism n"
+        )));
+    }
     let config = args.config();
     let runtime = runtime()?;
     let summary = runtime.block_on(async {

@@ -45,6 +45,10 @@ struct LineOut<'a> {
 
 /// An item of a JSON Lines journal.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "records are nearly every item; boxing them would allocate once per line"
+)]
 pub enum Item {
     /// A journaled event.
     Record(Record),

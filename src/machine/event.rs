@@ -24,8 +24,12 @@ use super::wire::{LossVec, RawBytes, Samples};
 /// without it, so checkpoints are unchanged. Version 7 added `worker_id` at the end of
 /// [`EvaluationReported`]; an older record of it reads with an empty id. Version 8 added
 /// `mecid` at the end of [`WeightsPrepared`] and the open intent's mechanism at the end of the
-/// state; older records and checkpoints read with mechanism 0.
-pub const SCHEMA_VERSION: u16 = 8;
+/// state; older records and checkpoints read with mechanism 0. Version 9 added the successor's
+/// loop (`successor` at the end of the loop rules, so of the parameters), its state (at the
+/// end of the state), [`Event::TasksFetched`] and [`EvalOutcome::TaskLosses`] at the ends of
+/// their enums, and `scores` at the end of [`StepRecord`]; older records read with none of
+/// them, older checkpoints through their old shape (see `codec`).
+pub const SCHEMA_VERSION: u16 = 9;
 
 /// The oldest schema version this build reads.
 pub const SCHEMA_VERSION_OLDEST_READ: u16 = 1;
@@ -109,6 +113,9 @@ pub enum Event {
     /// digest or model hash). The fold keeps nothing of it; it is there for audits. Added in
     /// schema version 5.
     EvaluationReported(EvaluationReported),
+    /// The successor: the step's data, task by task (loaded with its samples and where they
+    /// came from, or dropped and why), journaled before any model sees it. Added in schema 9.
+    TasksFetched(TasksFetched),
 }
 
 impl Event {
@@ -131,6 +138,7 @@ impl Event {
             Event::WeightsPrepared(_) => "weights_prepared",
             Event::WeightsCommitted(_) => "weights_committed",
             Event::EvaluationReported(_) => "evaluation_reported",
+            Event::TasksFetched(_) => "tasks_fetched",
         }
     }
 }
@@ -268,14 +276,51 @@ pub struct BatchFetched {
     pub samples: Samples,
 }
 
+/// What became of one task's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskFetchOutcome {
+    /// The task's samples: the question as `prompt`, the reference as `response`.
+    Loaded {
+        /// Where they came from (dataset, config, split, offsets).
+        provenance: Provenance,
+        /// The samples, in evaluation order.
+        samples: Samples,
+    },
+    /// The task did not load (F skips it and renormalises the others' weights).
+    Dropped(String),
+}
+
+/// One task's data for a successor step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFetched {
+    /// The task's name, as the competition lists it.
+    pub task: String,
+    /// Its samples, or why there are none.
+    pub outcome: TaskFetchOutcome,
+}
+
+/// A successor step's data: every task of its competition, in the competition's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TasksFetched {
+    /// The step.
+    pub step: u64,
+    /// One entry per task.
+    pub tasks: Vec<TaskFetched>,
+}
+
 /// The result of evaluating one model on a batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EvalOutcome {
     /// One loss per sample, `+inf` where that sample failed.
     Losses(LossVec),
-    /// The model could not be evaluated at all (N: losses `[]`, it plays no matches).
+    /// The model could not be evaluated at all (N: losses `[]`, it plays no matches; the
+    /// successor: score ∞).
     Failed(String),
+    /// The successor: per-sample losses of each task that loaded, in the competition's task
+    /// order. Added in schema 9.
+    TaskLosses(Vec<LossVec>),
 }
 
 /// One model's losses on the step's batch.
@@ -310,6 +355,10 @@ pub struct StepRecord {
     pub weights: Vec<f64>,
     /// The eval set kept for the competition's next step, ascending.
     pub eval_next: Vec<u16>,
+    /// The successor: each participant's score, in `uids` order (∞ for a failed or absent
+    /// model); empty under N. Added in schema 9, last.
+    #[serde(default, with = "super::wire::f64_vec_exact")]
+    pub scores: Vec<f64>,
 }
 
 impl StepRecord {
@@ -324,6 +373,7 @@ impl StepRecord {
             win_rate: Vec::new(),
             weights: Vec::new(),
             eval_next: Vec::new(),
+            scores: Vec::new(),
         }
     }
 }

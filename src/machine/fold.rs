@@ -21,6 +21,7 @@ use super::state::{
     WeightsIntent,
 };
 use super::step::{complete_step, merge_pending, plan_participants};
+use super::successor_loop::{self, Download};
 use super::torch_f32;
 use super::weights::{ChainWeightsError, to_chain_weights};
 
@@ -51,7 +52,7 @@ pub fn apply(state: &mut State, record: &Record) -> Outcome {
         Event::CommitmentObserved(event) => commitment_observed(state, block, event),
         Event::ConsensusSeeded(_) => consensus_seeded(state, block),
         Event::ModelVerified(event) => model_verified(state, block, event),
-        Event::ModelRejected(event) => model_rejected(state, event),
+        Event::ModelRejected(event) => model_rejected(state, block, event),
         Event::StepStarted(event) => step_started(state, block, event),
         Event::BatchFetched(event) => batch_fetched(state, event),
         Event::LossesComputed(event) => losses_computed(state, event),
@@ -71,6 +72,10 @@ pub fn apply(state: &mut State, record: &Record) -> Outcome {
         // Provenance only: it must name the open step, and changes nothing.
         Event::EvaluationReported(event) => match open_step_for(state, event.step) {
             Ok(_) => Outcome::Unchanged,
+            Err(why) => reject(why),
+        },
+        Event::TasksFetched(event) => match successor_loop::tasks_fetched(state, event) {
+            Ok(()) => Outcome::Applied,
             Err(why) => reject(why),
         },
     };
@@ -143,6 +148,7 @@ fn metagraph_observed(state: &mut State, block: u64, event: &MetagraphObserved) 
         };
         queue_tracked(state, block, uid, hotkey);
     }
+    successor_loop::hotkeys_changed(state, &event.hotkeys);
     state.metagraph = Some(Metagraph {
         block,
         observed: event.clone(),
@@ -180,7 +186,12 @@ fn commitment_observed(state: &mut State, block: u64, event: &CommitmentObserved
     if known {
         return Outcome::Unchanged;
     }
-    let (model_id, invalid) = parse_field(&event.field, state);
+    let (model_id, mut invalid) = parse_field(&event.field, state);
+    if invalid.is_none()
+        && let Some(model_id) = &model_id
+    {
+        invalid = successor_loop::commitment_check(&state.params, model_id, event.block_commit);
+    }
     let (status, outcome) = match invalid {
         None => (CommitmentStatus::Unverified, Outcome::Applied),
         Some(why) => {
@@ -328,6 +339,15 @@ fn consensus_seeded(state: &mut State, block: u64) -> Outcome {
 }
 
 fn model_verified(state: &mut State, block: u64, event: &ModelVerified) -> Outcome {
+    if let Some(outcome) = successor_download(
+        state,
+        block,
+        &event.hotkey,
+        event.block_commit,
+        &Download::Verified,
+    ) {
+        return outcome;
+    }
     let Some(commitment) = state
         .hotkeys
         .get_mut(&event.hotkey)
@@ -371,7 +391,43 @@ fn model_verified(state: &mut State, block: u64, event: &ModelVerified) -> Outco
     Outcome::Applied
 }
 
-fn model_rejected(state: &mut State, event: &ModelRejected) -> Outcome {
+/// The successor's rules for a download of the hotkey's current commitment (`None`: N's
+/// handling applies).
+fn successor_download(
+    state: &mut State,
+    block: u64,
+    hotkey: &str,
+    block_commit: u64,
+    download: &Download<'_>,
+) -> Option<Outcome> {
+    successor_loop::rules(&state.params)?;
+    let commitment = state.hotkeys.get(hotkey)?.commitment.as_ref()?;
+    if commitment.block_commit != block_commit {
+        return None;
+    }
+    let pending = match &commitment.status {
+        CommitmentStatus::Unverified => true,
+        CommitmentStatus::Verified | CommitmentStatus::Rejected { .. } => false,
+        CommitmentStatus::Invalid(_) => return None,
+    };
+    successor_loop::download(state, block, hotkey, block_commit, pending, download).map(|decided| {
+        match decided {
+            Ok(()) => Outcome::Applied,
+            Err(why) => reject(why),
+        }
+    })
+}
+
+fn model_rejected(state: &mut State, block: u64, event: &ModelRejected) -> Outcome {
+    if let Some(outcome) = successor_download(
+        state,
+        block,
+        &event.hotkey,
+        event.block_commit,
+        &Download::Rejected(&event.code),
+    ) {
+        return outcome;
+    }
     let commitment = state
         .hotkeys
         .get_mut(&event.hotkey)
@@ -437,6 +493,9 @@ fn step_started(state: &mut State, block: u64, event: &StepStarted) -> Outcome {
     let count = u32::try_from(count).unwrap_or(u32::MAX);
     let scale = f64::from(count) * competition.reward_percentage;
     let id = competition.id.clone();
+    if let Err(why) = successor_loop::step_gate(state, block, &id) {
+        return reject(why);
+    }
     let eval_set = merge_pending(state, &metagraph, block, &id);
     let participants = plan_participants(state, &metagraph, &id, &eval_set);
     state.step_open = Some(OpenStep {
@@ -475,13 +534,15 @@ fn batch_fetched(state: &mut State, event: &BatchFetched) -> Outcome {
 }
 
 fn losses_computed(state: &mut State, event: &LossesComputed) -> Outcome {
+    let successor = state.params.rules.successor.is_some();
     let open = match open_step_for(state, event.step) {
         Ok(open) => open,
         Err(why) => return reject(why),
     };
-    let Some(batch_size) = open.batch_size else {
+    let batch_size = open.batch_size;
+    if !successor && batch_size.is_none() {
         return reject(Rejection::LossesBeforeBatch { step: event.step });
-    };
+    }
     let (uid, step) = (event.uid, event.step);
     let Some(participant) = open.participants.iter_mut().find(|p| p.uid == uid) else {
         return reject(Rejection::UidNotInStep { uid, step });
@@ -515,16 +576,29 @@ fn losses_computed(state: &mut State, event: &LossesComputed) -> Outcome {
     if participant.outcome.is_some() {
         return reject(Rejection::SecondLosses { uid, step });
     }
-    if let EvalOutcome::Losses(losses) = &event.outcome
-        && losses.0.len() != batch_size
-    {
-        return reject(Rejection::LossCount {
-            uid,
-            count: losses.0.len(),
-            batch_size,
-        });
+    match (&event.outcome, batch_size) {
+        (EvalOutcome::Losses(losses), Some(batch_size)) if losses.0.len() != batch_size => {
+            return reject(Rejection::LossCount {
+                uid,
+                count: losses.0.len(),
+                batch_size,
+            });
+        }
+        (EvalOutcome::TaskLosses(_), _) if !successor => {
+            return reject(Rejection::LossesForm { uid, step });
+        }
+        _ => {}
     }
-    participant.outcome = Some(event.outcome.clone());
+    if successor && let Err(why) = successor_loop::check_losses(state, step, uid, &event.outcome) {
+        return reject(why);
+    }
+    if let Some(participant) = state
+        .step_open
+        .as_mut()
+        .and_then(|open| open.participants.iter_mut().find(|p| p.uid == uid))
+    {
+        participant.outcome = Some(event.outcome.clone());
+    }
     Outcome::Applied
 }
 
@@ -536,7 +610,11 @@ fn step_completed(state: &mut State, event: &StepCompleted) -> Outcome {
         return reject(Rejection::NoStepOpen { step: event.step });
     };
     let block_start = open.block_start;
-    let record = complete_step(state, open);
+    let record = if state.params.rules.successor.is_some() {
+        successor_loop::complete_step(state, open)
+    } else {
+        complete_step(state, open)
+    };
     state.step_next = state.step_next.saturating_add(1);
     end_of_step(state, block_start);
     Outcome::Scored(record)
@@ -564,6 +642,7 @@ fn step_abandoned(state: &mut State, event: &StepAbandoned) -> Outcome {
         None if event.step == state.step_next => {}
         _ => return reject(Rejection::AbandonNotCurrent { step: event.step }),
     }
+    successor_loop::step_closed(state);
     state.step_next = state.step_next.saturating_add(1);
     Outcome::Applied
 }
@@ -576,6 +655,7 @@ fn step_failed(state: &mut State, block: u64, event: &StepFailed) -> Outcome {
         Some(open) if open.step == event.step => {
             let block_start = open.block_start;
             state.step_open = None;
+            successor_loop::step_closed(state);
             end_of_step(state, block_start);
             Outcome::Applied
         }

@@ -51,6 +51,7 @@ pub mod scoring;
 pub mod state;
 pub mod step;
 pub mod successor;
+pub mod successor_loop;
 pub mod torch_f32;
 pub mod weights;
 pub mod wire;

@@ -84,6 +84,15 @@ pub enum CommitmentInvalid {
     /// The model cannot be downloaded or verified as named.
     #[error("{0}")]
     NotEvaluable(String),
+    /// The successor: the competition was not in the schedule at the commit block, so F
+    /// never downloads it (taoverse `sync_model`).
+    #[error("competition {competition} was not running at the commit block {block_commit}")]
+    NoCompetitionAtCommitBlock {
+        /// The competition named.
+        competition: String,
+        /// The commit block.
+        block_commit: u64,
+    },
 }
 
 /// The commitment a miner sends for `repo` (`NAMESPACE/NAME`) at `commit` with `hash` (and

@@ -190,7 +190,7 @@ pub enum WeightsCadence {
 }
 
 /// The parts of a mechanism that live in the original's loop rather than in its scoring.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoopRules {
     /// The order participants are visited in, which decides duplicate holders on equal commit
     /// blocks and ties at the eval-set cut.
@@ -210,6 +210,87 @@ pub struct LoopRules {
     pub track_superseded: bool,
     /// When weights are due.
     pub weights_cadence: WeightsCadence,
+    /// The successor's loop (F v3.1.0), where its code departs from N's: one score per uid,
+    /// one evaluation per competition per sync block, the float32 tracker, the evaluation
+    /// history and forced re-syncs. `None` for N. Added in schema 9, last, so that older
+    /// encodings upgrade by appending `None`.
+    #[serde(default)]
+    pub successor: Option<SuccessorRules>,
+}
+
+/// How a successor task is scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalMethod {
+    /// The mean cross-entropy of a reference continuation after a chat-templated context.
+    ReferenceLoss,
+    /// The mean cross-entropy of a text (F's TEXT_LOSS).
+    TextLoss,
+    /// Generated answers to multiple-choice questions: needs generation.
+    MultipleChoice,
+    /// Generated answers checked against instruction rules: needs generation.
+    IfEval,
+}
+
+impl EvalMethod {
+    /// Whether the task generates text, which this validator does not do yet.
+    pub fn needs_generation(self) -> bool {
+        matches!(self, EvalMethod::MultipleChoice | EvalMethod::IfEval)
+    }
+}
+
+/// One evaluation task of a successor competition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalTask {
+    /// F's task name (`SYNTHETIC_1_SFT`), which the journal's batches name.
+    pub name: String,
+    /// How it is scored.
+    pub method: EvalMethod,
+    /// F's dataset id (`SYNTHETIC_1_SFT`, `CODEFORCES_COTS`, ...).
+    pub dataset: String,
+    /// Its share of the score (renormalised over the tasks that loaded).
+    pub weight: f64,
+    /// F's normalization: `none`, or `inverse_exponential:CEILING`.
+    pub normalization: String,
+}
+
+/// What a successor competition adds to [`Competition`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuccessorCompetition {
+    /// The competition.
+    pub id: CompetitionId,
+    /// Fewest parameters accepted (tied weights counted once).
+    pub parameters_min: u64,
+    /// Every class F lists, in its code's order (only some can pass its norm check).
+    pub architectures: Vec<String>,
+    /// The competition's epsilon (F's is per competition).
+    pub epsilon: EpsilonRule,
+    /// Blocks from the commit block to the update loop's block before a download.
+    pub eval_delay_blocks: u64,
+    /// The tasks, in F's order.
+    pub tasks: Vec<EvalTask>,
+}
+
+/// The successor's loop, as its code runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuccessorRules {
+    /// Blocks per sync block (360).
+    pub sync_cadence_blocks: u64,
+    /// The first sync block (F's genesis, 3,138,611).
+    pub sync_genesis_block: u64,
+    /// Evaluation results kept per hotkey and competition (taoverse's 3).
+    pub eval_history_len: u32,
+    /// Models pending or in an eval set before the update loop waits (3·3+7 = 16).
+    pub updated_models_limit: u32,
+    /// Per-competition constants beyond [`Competition`].
+    pub competitions: Vec<SuccessorCompetition>,
+}
+
+impl SuccessorRules {
+    /// The successor's data for a competition.
+    pub fn competition(&self, id: &CompetitionId) -> Option<&SuccessorCompetition> {
+        self.competitions.iter().find(|c| &c.id == id)
+    }
 }
 
 impl LoopRules {
@@ -224,6 +305,22 @@ impl LoopRules {
             weights_cadence: WeightsCadence::AfterStep {
                 blocks_per_epoch: N_BLOCKS_PER_EPOCH,
             },
+            successor: None,
+        }
+    }
+
+    /// The successor's loop (F v3.1.0): CPython set order, float32, start-up weights of the
+    /// metagraph's size (F's unthresholded subnet weights of an empty tracker are zeros), a
+    /// model tracker that keeps what its download saw, weights on the weight thread's clock.
+    pub fn f() -> Self {
+        Self {
+            set_order: SetOrder::Cpython,
+            requeue_registered: false,
+            weights_sized_at_start: true,
+            weights_float: WeightsFloat::TorchF32,
+            track_superseded: true,
+            weights_cadence: WeightsCadence::Chain,
+            successor: Some(successor_rules()),
         }
     }
 
@@ -236,6 +333,7 @@ impl LoopRules {
             weights_float: WeightsFloat::F64,
             track_superseded: false,
             weights_cadence: WeightsCadence::Chain,
+            successor: None,
         }
     }
 }
@@ -295,42 +393,163 @@ impl MechanismParams {
         }
     }
 
-    /// The successor's (F's) mechanism on the competition of its schedule that this validator
-    /// can evaluate, `INSTRUCT_8B` (id 3: `LlamaForCausalLM` up to 8.1e9 parameters, 20 GiB, any
-    /// tokenizer): that competition's epsilon decay (0.05 to 0.01 over 7,200 blocks) and
-    /// evaluation delay (1,600 blocks), winner-takes-all weights with the 0.18 threshold, an
-    /// eval set of 3, and the successor's ModelId format.
+    /// The successor's (F v3.1.0's) mechanism: its whole schedule (B7_MULTI_CHOICE and
+    /// INSTRUCT_8B from block 0, INSTRUCT_8B alone from 4,675,163, DISTILLED_REASONING_3B
+    /// alone from 5,158,632), winner-takes-all weights with the 0.18 threshold, an eval set of
+    /// 3, its ModelId format and its loop ([`LoopRules::f`]). Epsilon and the evaluation delay
+    /// are per competition in F ([`SuccessorCompetition`]); the top-level ones are
+    /// competition 4's.
     pub fn successor() -> Self {
+        let gib = 1024 * 1024 * 1024;
+        let competition = |id: &str, share: f64, max_parameters: u64, gib_max: u64| Competition {
+            id: CompetitionId::new(id),
+            reward_percentage: share,
+            max_parameters,
+            max_repo_bytes: gib_max.saturating_mul(gib),
+            architecture: "LlamaForCausalLM".into(),
+            tokenizer: (id != "3").then(|| SUCCESSOR_TOKENIZER.to_owned()),
+        };
         Self {
-            epsilon: EpsilonRule::LinearDecay {
-                start: 0.05,
-                end: 0.01,
-                decay_blocks: 7_200,
-            },
+            epsilon: SUCCESSOR_EPSILON_4,
             temperature: 0.08,
             alpha: 0.9,
             sample_min: 3,
-            schedule: vec![ScheduleEntry {
-                block_start: 0,
-                competitions: vec![Competition {
-                    id: CompetitionId::new("3"),
-                    reward_percentage: 1.0,
-                    max_parameters: 8_100_000_000,
-                    max_repo_bytes: 20 * 1024 * 1024 * 1024,
-                    architecture: "LlamaForCausalLM".into(),
-                    tokenizer: None,
-                }],
-            }],
+            schedule: vec![
+                ScheduleEntry {
+                    block_start: 0,
+                    competitions: vec![
+                        competition("2", 0.75, 6_900_000_000, 15),
+                        competition("3", 0.25, 8_100_000_000, 20),
+                    ],
+                },
+                ScheduleEntry {
+                    block_start: SUCCESSOR_SUNSET_B7_BLOCK,
+                    competitions: vec![competition("3", 1.0, 8_100_000_000, 20)],
+                },
+                ScheduleEntry {
+                    block_start: SUCCESSOR_SUNSET_INSTRUCT_8B_BLOCK,
+                    competitions: vec![competition("4", 1.0, 3_400_000_000, 15)],
+                },
+            ],
             weights_mode: WeightsMode::WinnerTakesAll {
                 min_weight_threshold: 0.18,
             },
-            eval_delay_blocks: 1_600,
+            eval_delay_blocks: 460,
             model_id_format: ModelIdFormat::Successor,
-            subnet_start_block: 2_225_782,
-            // The successor's loop is not modelled here: ascending order and re-queued
-            // registrations, as this validator has always folded it.
-            rules: LoopRules::legacy(),
+            subnet_start_block: SUCCESSOR_GENESIS_BLOCK,
+            rules: LoopRules::f(),
         }
+    }
+}
+
+/// F's `GENESIS_BLOCK`, the origin of its sync blocks.
+pub const SUCCESSOR_GENESIS_BLOCK: u64 = 3_138_611;
+/// F's `SUNSET_B7_BLOCK`.
+pub const SUCCESSOR_SUNSET_B7_BLOCK: u64 = 4_675_163;
+/// F's `SUNSET_INSTRUCT_8B_BLOCK`, where DISTILLED_REASONING_3B starts.
+pub const SUCCESSOR_SUNSET_INSTRUCT_8B_BLOCK: u64 = 5_158_632;
+/// The tokenizer F's competitions 2 and 4 evaluate with (cl100k_base as a tokenizers file).
+pub const SUCCESSOR_TOKENIZER: &str = "Xenova/gpt-4";
+/// Competition 4's `LinearDecay(0.05, 0.01, 7200 * 3)`.
+const SUCCESSOR_EPSILON_4: EpsilonRule = EpsilonRule::LinearDecay {
+    start: 0.05,
+    end: 0.01,
+    decay_blocks: 21_600,
+};
+
+/// Every class F's competitions list, in its code's order.
+const SUCCESSOR_ARCHITECTURES: [&str; 9] = [
+    "BartForCausalLM",
+    "FalconForCausalLM",
+    "Gemma2ForCausalLM",
+    "GemmaForCausalLM",
+    "GPTNeoXForCausalLM",
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Phi3ForCausalLM",
+    "PhiForCausalLM",
+];
+
+fn task(name: &str, method: EvalMethod, weight: f64, normalization: &str) -> EvalTask {
+    EvalTask {
+        name: name.into(),
+        method,
+        dataset: name.into(),
+        weight,
+        normalization: normalization.into(),
+    }
+}
+
+/// The successor's loop constants and its competitions' tasks (F:constants/__init__.py).
+fn successor_rules() -> SuccessorRules {
+    // Competitions 2 and 3 score the same four tasks, two of which generate text.
+    let retired_tasks = || {
+        vec![
+            task("SYNTHETIC_MMLU", EvalMethod::MultipleChoice, 0.75, "none"),
+            task(
+                "WORD_SORTING",
+                EvalMethod::ReferenceLoss,
+                0.05,
+                "inverse_exponential:40",
+            ),
+            task(
+                "FINEWEB",
+                EvalMethod::TextLoss,
+                0.1,
+                "inverse_exponential:20",
+            ),
+            task("IF_EVAL_V2", EvalMethod::IfEval, 0.1, "none"),
+        ]
+    };
+    let architectures = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+    SuccessorRules {
+        sync_cadence_blocks: 360,
+        sync_genesis_block: SUCCESSOR_GENESIS_BLOCK,
+        eval_history_len: 3,
+        updated_models_limit: 16,
+        competitions: vec![
+            SuccessorCompetition {
+                id: CompetitionId::new("2"),
+                parameters_min: 0,
+                architectures: architectures(&[
+                    "MistralForCausalLM",
+                    "LlamaForCausalLM",
+                    "BartForCausalLM",
+                    "FalconForCausalLM",
+                    "GPTNeoXForCausalLM",
+                ]),
+                epsilon: EpsilonRule::LinearDecay {
+                    start: 0.05,
+                    end: 0.01,
+                    decay_blocks: 36_000,
+                },
+                eval_delay_blocks: 460,
+                tasks: retired_tasks(),
+            },
+            SuccessorCompetition {
+                id: CompetitionId::new("3"),
+                parameters_min: 0,
+                architectures: architectures(&SUCCESSOR_ARCHITECTURES),
+                epsilon: EpsilonRule::LinearDecay {
+                    start: 0.05,
+                    end: 0.01,
+                    decay_blocks: 7_200,
+                },
+                eval_delay_blocks: 1_600,
+                tasks: retired_tasks(),
+            },
+            SuccessorCompetition {
+                id: CompetitionId::new("4"),
+                parameters_min: 3_200_000_000,
+                architectures: architectures(&SUCCESSOR_ARCHITECTURES),
+                epsilon: SUCCESSOR_EPSILON_4,
+                eval_delay_blocks: 460,
+                tasks: vec![
+                    task("SYNTHETIC_1_SFT", EvalMethod::ReferenceLoss, 0.5, "none"),
+                    task("CODEFORCES_COTS", EvalMethod::ReferenceLoss, 0.5, "none"),
+                ],
+            },
+        ],
     }
 }
 

@@ -243,4 +243,82 @@ pub enum Rejection {
     /// A hash commit with no prepared commit-reveal weights waiting for one.
     #[error("a weights commit without prepared commit-reveal weights waiting for it")]
     CommitWithoutIntent,
+    /// The successor: a download before the commitment aged past its competition's delay.
+    #[error(
+        "{hotkey}'s commitment at block {block_commit} was downloaded before its {blocks_due}-block delay"
+    )]
+    DownloadTooEarly {
+        /// The hotkey.
+        hotkey: String,
+        /// The commit block.
+        block_commit: u64,
+        /// The competition's delay.
+        blocks_due: u64,
+    },
+    /// The successor: a download for a competition that is not running.
+    #[error(
+        "{hotkey}'s model for competition {competition} was downloaded while that competition is not running"
+    )]
+    DownloadOfInactiveCompetition {
+        /// The hotkey.
+        hotkey: String,
+        /// Its competition.
+        competition: CompetitionId,
+    },
+    /// The successor: a decided commitment downloaded again without the retry rule asking.
+    #[error(
+        "{hotkey}'s commitment at block {block_commit} was downloaded again without the retry rule asking for it"
+    )]
+    ResyncUnjustified {
+        /// The hotkey.
+        hotkey: String,
+        /// The commit block.
+        block_commit: u64,
+    },
+    /// The successor: a second step of a competition in one sync block.
+    #[error("competition {competition} already ran in sync block {sync_block}")]
+    SyncBlockAlreadyRun {
+        /// The competition.
+        competition: CompetitionId,
+        /// The sync block.
+        sync_block: u64,
+    },
+    /// Task data under parameters without the successor's rules.
+    #[error("step {step}: task data, but the mechanism has no tasks")]
+    TasksWithoutSuccessorRules {
+        /// The step.
+        step: u64,
+    },
+    /// The tasks journaled are not the competition's.
+    #[error("step {step}: tasks [{found}], the competition has [{expected}]")]
+    TasksMismatch {
+        /// The step.
+        step: u64,
+        /// The competition's tasks.
+        expected: String,
+        /// The tasks journaled.
+        found: String,
+    },
+    /// Losses of the other mechanism's form.
+    #[error("uid {uid} at step {step}: losses in the other mechanism's form")]
+    LossesForm {
+        /// The uid.
+        uid: u16,
+        /// The step.
+        step: u64,
+    },
+    /// Task losses that do not match the tasks that loaded.
+    #[error(
+        "uid {uid} at step {step}: {counts} losses per task, the tasks loaded {expected} samples"
+    )]
+    TaskLossCount {
+        /// The uid.
+        uid: u16,
+        /// The step.
+        step: u64,
+        /// Losses per task journaled.
+        counts: String,
+        /// Samples per loaded task.
+        expected: String,
+    },
 }

@@ -54,6 +54,47 @@ pub struct State {
     /// checkpoint keeps the shape it always had; this carries its mechanism. Schema 8.
     #[serde(default)]
     pub weights_intent_mecid: u8,
+    /// What the successor's loop keeps beyond N's (`None` until its rules fold something).
+    /// Schema 9, last.
+    #[serde(default)]
+    pub successor: Option<SuccessorState>,
+}
+
+/// What the successor's loop keeps beyond N's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SuccessorState {
+    /// F's `last_run_by_competition`: the sync block of each competition's last scored step.
+    pub sync_block_last: BTreeMap<CompetitionId, u64>,
+    /// taoverse's evaluation history, per hotkey and competition, oldest first, at most the
+    /// rules' `eval_history_len` each (competition `0` holds F's records of misconfigured
+    /// models). Cleared for a hotkey when its commitment changes or it leaves the metagraph.
+    pub eval_history: BTreeMap<String, BTreeMap<CompetitionId, Vec<EvalResult>>>,
+    /// The open step's tasks, once its data is journaled.
+    pub tasks_open: Option<Vec<TaskOpen>>,
+}
+
+/// One of an open successor step's tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskOpen {
+    /// The task's weight in the competition.
+    pub weight: f64,
+    /// Samples loaded, or `None` for a task that was dropped.
+    pub samples: Option<usize>,
+}
+
+/// One evaluation of a hotkey's model, as taoverse's model tracker keeps it (`EvalResult`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    /// When it was evaluated.
+    pub block: u64,
+    /// Its score (∞ when it failed).
+    #[serde(with = "super::wire::f64_exact")]
+    pub score: f64,
+    /// The step winner's commit block (`None`: F's ∞, a winner without a model).
+    pub winning_block: Option<u64>,
+    /// The step winner's score.
+    #[serde(with = "super::wire::f64_exact")]
+    pub winning_score: f64,
 }
 
 /// Weights that N's cadence made due: N sets them right after the step that made them due,

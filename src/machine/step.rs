@@ -29,6 +29,8 @@ pub fn plan_participants(
     uids: &[u16],
 ) -> Vec<Participant> {
     let mut participants: Vec<Participant> = Vec::with_capacity(uids.len());
+    // The successor has no duplicate rule: a copy is scored as its original is.
+    let duplicates = state.params.rules.successor.is_none();
     for &uid in uids {
         let Some(hotkey) = metagraph.hotkey(uid) else {
             // Uids past the metagraph's end have no hotkey and cannot be evaluated.
@@ -48,6 +50,7 @@ pub fn plan_participants(
             block_commit,
             ..
         } = &entry
+            && duplicates
         {
             let holder = participants.iter_mut().find(|other| {
                 matches!(&other.entry, Entry::Model { model_hash: h, .. } if h == model_hash)
@@ -92,7 +95,12 @@ pub fn merge_pending(
     block: u64,
     competition: &CompetitionId,
 ) -> Vec<u16> {
-    let delay = state.params.eval_delay_blocks;
+    // The successor applies its delay where its update thread downloads, not here.
+    let delay = if state.params.rules.successor.is_some() {
+        0
+    } else {
+        state.params.eval_delay_blocks
+    };
     let order = state.params.rules.set_order;
     let (ready, waiting): (Vec<u16>, Vec<u16>) = state
         .competitions
@@ -152,6 +160,7 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
             win_rate: Vec::new(),
             weights: state.weights.clone(),
             eval_next,
+            scores: Vec::new(),
         };
     }
     let losses: Vec<Vec<f64>> = open
@@ -159,7 +168,7 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
         .iter()
         .map(|p| match &p.outcome {
             Some(EvalOutcome::Losses(losses)) => losses.to_f64(),
-            Some(EvalOutcome::Failed(_)) | None => Vec::new(),
+            Some(EvalOutcome::Failed(_) | EvalOutcome::TaskLosses(_)) | None => Vec::new(),
         })
         .collect();
     let contestants: Vec<Contestant<'_>> = open
@@ -234,6 +243,7 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
         win_rate,
         weights: state.weights.clone(),
         eval_next: eval_next_sorted,
+        scores: Vec::new(),
     }
 }
 

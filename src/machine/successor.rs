@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use super::numbers::exact_f64;
 use super::params::EpsilonRule;
 use super::scoring::{block_earlier, epsilon_for};
+use super::state::EvalResult;
 use super::torch_f32::{nan_to_num, narrow, sum};
 use super::weights::sum_ordered;
 
@@ -104,26 +105,13 @@ pub fn model_score(tasks: &[(f64, f64)]) -> Option<f64> {
     }))
 }
 
-/// One of a model's evaluations, as F's model tracker keeps it (`EvalResult`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EvalRecord {
-    /// When it was evaluated.
-    pub block: u64,
-    /// Its score (∞ when the evaluation failed).
-    pub score: f64,
-    /// The step winner's score.
-    pub winning_score: f64,
-    /// The step winner's commit block.
-    pub winning_block: u64,
-}
-
 /// F's `should_retry_model`: never evaluated → yes; else the last evaluation that did not
 /// fail decides (worse than the winner → no; better → whether it now beats the winner's
 /// epsilon-reduced score); only failures → one retry.
 pub fn should_retry_model(
     epsilon: &EpsilonRule,
     block_current: u64,
-    history: &[EvalRecord],
+    history: &[EvalResult],
 ) -> bool {
     if history.is_empty() {
         return true;
@@ -134,7 +122,7 @@ pub fn should_retry_model(
             if last.score > last.winning_score {
                 return false;
             }
-            let epsilon_now = epsilon.epsilon(block_current, last.winning_block);
+            let epsilon_now = epsilon_for(epsilon, block_current, last.winning_block);
             last.score < last.winning_score * (1.0 - epsilon_now)
         }
         None => history.len() < 2,
@@ -309,18 +297,18 @@ mod tests {
     /// F:tests/model/test_retry.py, with its fixed epsilons and a winner scoring 1.0.
     #[test]
     fn retries_follow_the_successors_tests() {
-        let record = |block, score| EvalRecord {
+        let record = |block, score| EvalResult {
             block,
             score,
             winning_score: 1.0,
-            winning_block: 1,
+            winning_block: Some(1),
         };
         assert!(should_retry_model(&EpsilonRule::Fixed(0.005), 10, &[]));
-        let worse = EvalRecord {
+        let worse = EvalResult {
             block: 1,
             score: 0.2,
             winning_score: 0.19,
-            winning_block: 1,
+            winning_block: Some(1),
         };
         assert!(!should_retry_model(
             &EpsilonRule::Fixed(0.005),
@@ -357,7 +345,7 @@ mod tests {
             }
         }
         for (failures, expected) in [(1, true), (2, false), (3, false)] {
-            let history: Vec<EvalRecord> =
+            let history: Vec<EvalResult> =
                 (1..=failures).map(|b| record(b, f64::INFINITY)).collect();
             assert_eq!(
                 should_retry_model(&EpsilonRule::Fixed(0.005), 10, &history),

@@ -105,6 +105,70 @@ impl<'de> Deserialize<'de> for FloatJson {
     }
 }
 
+/// An f64 that keeps its non-finite values in JSON (`"inf"`, `"NaN"`), for scores: use as
+/// `#[serde(with = "f64_exact")]`. The binary form is the plain f64.
+pub mod f64_exact {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{FloatJson, serialize_f64_exact};
+
+    /// Writes the value.
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serialize_f64_exact(*value, serializer)
+        } else {
+            serializer.serialize_f64(*value)
+        }
+    }
+
+    /// Reads the value.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        if deserializer.is_human_readable() {
+            FloatJson::deserialize(deserializer).map(|float| float.0)
+        } else {
+            f64::deserialize(deserializer)
+        }
+    }
+}
+
+/// A list of f64s in the form of [`f64_exact`]: `#[serde(with = "f64_vec_exact")]`.
+pub mod f64_vec_exact {
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{FloatJson, serialize_f64_exact};
+
+    struct Exact(f64);
+
+    impl Serialize for Exact {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serialize_f64_exact(self.0, serializer)
+        }
+    }
+
+    /// Writes the values.
+    pub fn serialize<S: Serializer>(values: &[f64], serializer: S) -> Result<S::Ok, S::Error> {
+        if !serializer.is_human_readable() {
+            return values.serialize(serializer);
+        }
+        let mut seq = serializer.serialize_seq(Some(values.len()))?;
+        for value in values {
+            seq.serialize_element(&Exact(*value))?;
+        }
+        seq.end()
+    }
+
+    /// Reads the values.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<f64>, D::Error> {
+        if deserializer.is_human_readable() {
+            let floats = Vec::<FloatJson>::deserialize(deserializer)?;
+            Ok(floats.into_iter().map(|float| float.0).collect())
+        } else {
+            Vec::<f64>::deserialize(deserializer)
+        }
+    }
+}
+
 /// Rounds a JSON float to the nearest f32, as a loss is stored.
 ///
 /// Values written by [`LossVec`] are exact f32 widenings, so they come back unchanged; a

@@ -215,6 +215,11 @@ impl Assembly {
                 EvalOutcome::Failed(why) => {
                     failed.get_or_insert_with(|| why.clone());
                 }
+                EvalOutcome::TaskLosses(_) => {
+                    failed.get_or_insert_with(|| {
+                        format!("shard {shard}: task losses where sample losses were asked for")
+                    });
+                }
             }
         }
         let outcome = match failed {

@@ -16,7 +16,9 @@
 //! `losses STEP UID [HOTKEY [HASH]] LOSSES` (LOSSES comma-separated; HOTKEY and HASH default
 //! to the participant's), `eval-failed STEP UID`, `complete STEP`, `abandon STEP`,
 //! `fail STEP`, `weights`, `prepare`, `prepare-hash`, `committed`, `answer included BLOCK`,
-//! `answer refused`, `params n|successor|later|bad|legacy|chain`.
+//! `answer refused`, `params n|successor|later|bad|legacy|chain|f`; for the successor's loop,
+//! `tasks STEP NAME:COUNT|NAME:-...` (a task's samples, or `-` for one that was dropped) and
+//! `task-losses STEP UID LOSSES/LOSSES...` (one comma list per loaded task).
 
 use std::collections::BTreeSet;
 
@@ -26,7 +28,8 @@ use validator::machine::event::{
     BatchFetched, CommitmentField, CommitmentObserved, ConsensusSeeded, EvalOutcome,
     LossesComputed, MetagraphObserved, ModelRejected, ModelVerified, ParamsChanged, Provenance,
     RejectionCode, StepAbandoned, StepCompleted, StepFailed, StepRecord, StepStarted, SubmitMethod,
-    SubmitOutcome, WeightsCommitted, WeightsPrepared, WeightsSubmitted,
+    SubmitOutcome, TaskFetchOutcome, TaskFetched, TasksFetched, WeightsCommitted, WeightsPrepared,
+    WeightsSubmitted,
 };
 use validator::machine::model_id::HashKind;
 use validator::machine::params::{CompetitionId, ModelIdFormat, WeightsCadence};
@@ -59,6 +62,7 @@ fn params(variant: &str) -> MechanismParams {
         "bad" => params.temperature = 0.0,
         "legacy" => params.rules = validator::machine::params::LoopRules::legacy(),
         "chain" => params.rules.weights_cadence = WeightsCadence::Chain,
+        "f" => params = MechanismParams::successor(),
         other => panic!("unknown params {other}"),
     }
     params
@@ -176,6 +180,54 @@ fn event_of(state: &State, words: &[&str]) -> Event {
                 hotkey: participant.hotkey.clone(),
                 model_hash: model_hash.clone(),
                 outcome: EvalOutcome::Failed("timeout".into()),
+            })
+        }
+        ["tasks", step, tasks @ ..] => Event::TasksFetched(TasksFetched {
+            step: step.parse().unwrap(),
+            tasks: tasks
+                .iter()
+                .map(|task| {
+                    let (name, count) = task.split_once(':').unwrap();
+                    let outcome = match count {
+                        "-" => TaskFetchOutcome::Dropped("429 Too Many Requests".into()),
+                        count => {
+                            let mut samples = Samples::new();
+                            for index in 0..count.parse::<usize>().unwrap() {
+                                samples.push(&format!("q{index}"), "r", "").unwrap();
+                            }
+                            TaskFetchOutcome::Loaded {
+                                provenance: Provenance {
+                                    source: "table".into(),
+                                    seed: String::new(),
+                                    references: Vec::new(),
+                                },
+                                samples,
+                            }
+                        }
+                    };
+                    TaskFetched {
+                        task: name.to_owned(),
+                        outcome,
+                    }
+                })
+                .collect(),
+        }),
+        ["task-losses", step, uid, values] => {
+            let uid: u16 = uid.parse().unwrap();
+            let participant = state
+                .step_open
+                .as_ref()
+                .and_then(|open| open.participants.iter().find(|p| p.uid == uid))
+                .unwrap();
+            let Entry::Model { model_hash, .. } = &participant.entry else {
+                panic!("uid {uid} has no model")
+            };
+            Event::LossesComputed(LossesComputed {
+                step: step.parse().unwrap(),
+                uid,
+                hotkey: participant.hotkey.clone(),
+                model_hash: model_hash.clone(),
+                outcome: EvalOutcome::TaskLosses(values.split('/').map(losses).collect()),
             })
         }
         ["complete", step] => Event::StepCompleted(StepCompleted {
@@ -529,6 +581,43 @@ fn weights_intents_commits_and_answers() {
     check(WEIGHTS);
 }
 
+/// The successor's loop (F v3.1.0): a commitment to a competition that was not running at its
+/// commit block is invalid; downloads wait for the competition's delay and skip competitions
+/// not running; a decided commitment is downloaded again only when F's retry rule asks; a
+/// step's data is its competition's tasks, its losses one list per loaded task; and a
+/// competition runs once per sync block (360 blocks from 3,138,611: 5,199,971 to 5,200,330).
+const SUCCESSOR: &str = "
+    5200000 params f                         => applied
+    5200000 metagraph 5A 5B 5C 5D            => applied
+    5200000 commit 5A 5100000 4 old          => rejected CommitmentInvalid
+    5200000 commit 5B 5199800 4 b            => applied
+    5200000 verify 5B 5199800 salted         => rejected DownloadTooEarly
+    5200000 commit 5C 5000000 3 c            => applied
+    5200000 verify 5C 5000000 salted         => rejected DownloadOfInactiveCompetition
+    5200300 verify 5B 5199800 salted         => applied
+    5200300 commit 5D 5199000 4 d            => applied
+    5200300 verify 5D 5199000 salted         => applied
+    5200300 verify 5D 5199000 salted         => rejected ResyncUnjustified
+    assert pending 4 1,3
+    5200300 start 0 4                        => applied
+    5200300 task-losses 0 1 2.0              => rejected LossesBeforeBatch
+    5200300 tasks 0 CODEFORCES_COTS:2 SYNTHETIC_1_SFT:2 => rejected TasksMismatch
+    5200300 tasks 0 SYNTHETIC_1_SFT:2 CODEFORCES_COTS:- => applied
+    5200300 tasks 0 SYNTHETIC_1_SFT:2 CODEFORCES_COTS:- => rejected SecondBatch
+    5200300 losses 0 1 2.0,2.0               => rejected LossesForm
+    5200300 task-losses 0 1 2.0              => rejected TaskLossCount
+    5200300 task-losses 0 1 2.0,2.5          => applied
+    5200300 task-losses 0 3 1.5,1.5          => applied
+    5200300 complete 0                       => scored
+    assert eval_set 4 1,3
+    5200320 start 1 4                        => rejected SyncBlockAlreadyRun
+    5200331 start 1 4                        => applied
+    5200331 abandon 1                        => applied
+    5200400 params n                         => applied
+    5200400 start 2 l3                       => applied
+    5200400 tasks 2 SYNTHETIC_1_SFT:1        => rejected TasksWithoutSuccessorRules
+";
+
 /// When weights are due, under each cadence, from what the weight setter read of the chain
 /// (head, `LastUpdate`, the rate limit, `--blocks_per_epoch`): the judgement the setter makes
 /// before it journals an intent and replay makes again of every `WeightsPrepared`.
@@ -586,6 +675,11 @@ fn a_step_failed_before_it_started_merges_pending_and_does_not_advance() {
 }
 
 #[test]
+fn the_successors_loop() {
+    check(SUCCESSOR);
+}
+
+#[test]
 fn every_rejection_variant_has_a_line() {
     let source = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/machine/rejection.rs"),
@@ -608,6 +702,7 @@ fn every_rejection_variant_has_a_line() {
         DUPLICATES,
         FAILED_BEFORE_START,
         WEIGHTS,
+        SUCCESSOR,
     ] {
         seen.extend(check(script));
     }

@@ -558,7 +558,7 @@ fn goldens_cover_what_the_issue_lists() {
     let all_inf = events().any(|e| match e {
         Event::LossesComputed(l) => match &l.outcome {
             EvalOutcome::Losses(losses) => losses.0.iter().all(|x| x.is_infinite()),
-            EvalOutcome::Failed(_) => false,
+            EvalOutcome::Failed(_) | EvalOutcome::TaskLosses(_) => false,
         },
         _ => false,
     });

@@ -5,6 +5,7 @@
 mod cpython_random;
 mod cpython_set;
 mod docs;
+mod f_runs;
 mod fold_properties;
 mod fold_table;
 mod golden_journals;

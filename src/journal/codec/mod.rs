@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 mod schema3;
+mod schema8;
 
 use crate::machine::event::{
     EvaluatedBy, EvaluationReported, ReportVerdict, SubmitMethod, WeightsPrepared,
@@ -146,6 +147,33 @@ const SCHEMA_WITH_WORKER_ID: u16 = 7;
 /// The first schema version whose `WeightsPrepared` and state end with a mechanism.
 const SCHEMA_WITH_MECHANISM: u16 = 8;
 
+/// The first schema version whose loop rules end with the successor's, whose state ends with
+/// the successor's state, and whose `StepRecord` ends with scores.
+const SCHEMA_WITH_SUCCESSOR: u16 = 9;
+
+/// The first byte of a record's payload: its variant's index (see [`weights_prepared_tag`]).
+fn tag_of(event: &Event) -> Option<u8> {
+    encode(event).get(HEADER_BYTES).copied()
+}
+
+/// The tag of a `ParamsChanged` record, whose payload ends with the loop rules.
+fn params_changed_tag() -> Option<u8> {
+    tag_of(&Event::ParamsChanged(
+        crate::machine::event::ParamsChanged {
+            params: crate::machine::MechanismParams::default(),
+        },
+    ))
+}
+
+/// The tag of a `StepCompleted` record, whose payload ends with its `StepRecord`.
+fn step_completed_tag() -> Option<u8> {
+    use crate::machine::event::{StepCompleted, StepRecord};
+    tag_of(&Event::StepCompleted(StepCompleted {
+        step: 0,
+        recorded: StepRecord::empty(crate::machine::CompetitionId::new("")),
+    }))
+}
+
 /// The first byte of an `EvaluationReported` record's payload (see [`weights_prepared_tag`]).
 fn evaluation_reported_tag() -> Option<u8> {
     let sample = Event::EvaluationReported(EvaluationReported {
@@ -200,6 +228,15 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
     } else if version < SCHEMA_WITH_WORKER_ID && tag == evaluation_reported_tag() {
         appended.push(0);
     }
+    // Before schema 9 the parameters ended before the successor's rules (`None`: one zero
+    // byte) and a step's record before its scores (empty: one zero byte, the length).
+    // (Parameters of schemas 1 to 3 have no rules at all; `schema3` reads them.)
+    if version < SCHEMA_WITH_SUCCESSOR
+        && ((version >= SCHEMA_WITH_RULES && tag == params_changed_tag())
+            || tag == step_completed_tag())
+    {
+        appended.push(0);
+    }
     let upgraded;
     let payload = if appended.is_empty() {
         payload
@@ -226,6 +263,28 @@ const STATE_WITH_INTENT: u16 = 3;
 /// the old state exactly, with no intent.
 pub fn decode_state(bytes: &[u8]) -> Result<State, CodecError> {
     let (version, payload) = checked_payload(bytes)?;
+    if (SCHEMA_WITH_RULES..SCHEMA_WITH_SUCCESSOR).contains(&version) {
+        // The parameters come first: find where they end, insert the successor's rules
+        // there (`None`), and append what the state has gained since (the intent's mechanism
+        // before schema 8, the successor's state: `None`).
+        let (_, used): (schema8::MechanismParams8, usize) =
+            bincode::serde::borrow_decode_from_slice(payload, config())
+                .map_err(|e| CodecError::Payload(e.to_string()))?;
+        let (params, rest) = payload.split_at(used);
+        let mut upgraded = Vec::with_capacity(payload.len().saturating_add(3));
+        upgraded.extend_from_slice(params);
+        upgraded.push(0);
+        upgraded.extend_from_slice(rest);
+        if version < SCHEMA_WITH_MECHANISM {
+            upgraded.push(0);
+        }
+        upgraded.push(0);
+        let mut state: State = decode_payload(&upgraded)?;
+        if let Some(intent) = &mut state.weights_intent {
+            intent.prepared.mecid = state.weights_intent_mecid;
+        }
+        return Ok(state);
+    }
     if version >= SCHEMA_WITH_MECHANISM {
         let mut state: State = decode_payload(payload)?;
         // The intent keeps its stored shape; its mechanism is the state's last field.
@@ -233,10 +292,6 @@ pub fn decode_state(bytes: &[u8]) -> Result<State, CodecError> {
             intent.prepared.mecid = state.weights_intent_mecid;
         }
         return Ok(state);
-    }
-    if version >= SCHEMA_WITH_RULES {
-        // Before schema 8 the state ended before the intent's mechanism: 0.
-        return decode_payload(&[payload, &[0]].concat());
     }
     if version >= STATE_WITH_INTENT {
         return decode_payload::<schema3::State3>(payload).map(State::from);
@@ -429,9 +484,58 @@ mod tests {
             weights_intent_mecid: 0,
             ..State::default()
         };
-        let encoded = encode_state(&zero);
-        let old_state = envelope(7, &encoded[HEADER_BYTES..encoded.len() - 1]);
+        let old_state = envelope(7, &older_state_payload(&encode_state(&zero), 7));
         assert_eq!(decode_state(&old_state).unwrap(), zero);
+    }
+
+    /// A current checkpoint's payload in the shape of schema 7 or 8: without the successor's
+    /// rules at the end of the parameters, without the successor's state at the end, and (7)
+    /// without the intent's mechanism before it.
+    fn older_state_payload(encoded: &[u8], version: u16) -> Vec<u8> {
+        let payload = &encoded[HEADER_BYTES..];
+        let (_, used): (schema8::MechanismParams8, usize) =
+            bincode::serde::borrow_decode_from_slice(payload, config()).unwrap();
+        assert_eq!(payload[used], 0, "the successor's rules are None");
+        assert_eq!(*payload.last().unwrap(), 0, "the successor's state is None");
+        let mut old = payload[..used].to_vec();
+        old.extend_from_slice(&payload[used + 1..payload.len() - 1]);
+        if version < 8 {
+            old.pop();
+        }
+        old
+    }
+
+    /// Schema 9 extended the parameters (the successor's rules), the state (the successor's
+    /// state) and a step's record (scores): records and checkpoints of schema 8 read with
+    /// none of them.
+    #[test]
+    fn records_and_checkpoints_of_schema_8_read_without_the_successor() {
+        use crate::machine::MechanismParams;
+        use crate::machine::event::{ParamsChanged, StepCompleted, StepRecord};
+        let params = Event::ParamsChanged(ParamsChanged {
+            params: MechanismParams::default(),
+        });
+        let current = encode_event(&params);
+        let old = envelope(8, &current[HEADER_BYTES..current.len() - 1]);
+        assert_eq!(decode_event(&old).unwrap(), params);
+        let mut recorded = StepRecord::empty(crate::machine::CompetitionId::new("l3"));
+        recorded.uids = vec![3, 1];
+        recorded.win_rate = vec![0.5, 1.0];
+        let step = Event::StepCompleted(StepCompleted { step: 4, recorded });
+        let current = encode_event(&step);
+        let old = envelope(8, &current[HEADER_BYTES..current.len() - 1]);
+        assert_eq!(decode_event(&old).unwrap(), step);
+        let state = State {
+            step_next: 12,
+            weights: vec![0.25, 0.75],
+            ..State::default()
+        };
+        let old = envelope(8, &older_state_payload(&encode_state(&state), 8));
+        assert_eq!(decode_state(&old).unwrap(), state);
+        // A successor state round-trips in the current schema.
+        let mut successor = State::new(MechanismParams::successor());
+        successor.successor = Some(crate::machine::state::SuccessorState::default());
+        assert_eq!(decode_state(&encode_state(&successor)).unwrap(), successor);
     }
 
     /// Postmortem (issue 33, class 8): two workers on one host and device were the same in

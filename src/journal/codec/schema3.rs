@@ -135,6 +135,7 @@ impl From<State3> for State {
             block_epoch: None,
             weights_due: None,
             weights_intent_mecid: 0,
+            successor: None,
         }
     }
 }

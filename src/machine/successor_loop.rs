@@ -1,0 +1,592 @@
+//! The successor's loop in the fold (F v3.1.0), where [`LoopRules::successor`] is set: what
+//! F's update thread may download and when, one evaluation per competition per sync block,
+//! a step's tasks and scores, its float32 tracker and the eval set it keeps
+//! (`../shared/docs/successor-semantics.md` §4, with the lines of F and taoverse each rule
+//! comes from). N's rules never reach this module.
+//!
+//! [`LoopRules::successor`]: super::params::LoopRules
+
+use std::cmp::Ordering;
+
+use super::event::{EvalOutcome, RejectionCode, StepRecord, TaskFetchOutcome, TasksFetched};
+use super::model_id::{CommitmentInvalid, HashKind, ModelId};
+use super::numbers::sync_block;
+use super::params::{CompetitionId, EpsilonRule, MechanismParams, SuccessorRules};
+use super::pyset::PySet;
+use super::rejection::Rejection;
+use super::state::{Entry, EvalResult, OpenStep, State, SuccessorState, TaskOpen, TrackedModel};
+use super::successor::{
+    Scored, compute_wins, model_score, should_retry_model, subnet_weights_f32, task_loss_mean,
+    tracker_record_f32,
+};
+use super::torch_f32::narrow;
+
+/// F keeps a model by its tracker weight when that weight is at least this.
+const TRACKER_PRIORITY_MIN: f64 = 0.001;
+
+/// The competition F records a misconfigured model's failure under (`CompetitionId.NONE`).
+const COMPETITION_NONE: &str = "0";
+
+/// The successor's rules, when the parameters in force have them.
+pub fn rules(params: &MechanismParams) -> Option<&SuccessorRules> {
+    params.rules.successor.as_ref()
+}
+
+/// A competition's epsilon: its own under the successor's rules, else the mechanism's.
+pub fn epsilon_of(params: &MechanismParams, competition: &CompetitionId) -> EpsilonRule {
+    rules(params)
+        .and_then(|rules| rules.competition(competition))
+        .map_or_else(|| params.epsilon.clone(), |c| c.epsilon.clone())
+}
+
+/// A competition's evaluation delay: its own under the successor's rules, else the
+/// mechanism's.
+fn eval_delay_of(params: &MechanismParams, competition: &CompetitionId) -> u64 {
+    rules(params)
+        .and_then(|rules| rules.competition(competition))
+        .map_or(params.eval_delay_blocks, |c| c.eval_delay_blocks)
+}
+
+/// F's sync block of `block` (`None` on absurd heights).
+fn sync_of(rules: &SuccessorRules, block: u64) -> Option<u64> {
+    let cadence = i64::try_from(rules.sync_cadence_blocks).ok()?;
+    let genesis = i64::try_from(rules.sync_genesis_block).ok()?;
+    let block = i64::try_from(block).ok()?;
+    u64::try_from(sync_block(block, cadence, genesis)?).ok()
+}
+
+/// taoverse's `sync_model` refuses a commitment whose competition was not in the schedule at
+/// its own commit block (T:model_updater.py L102-111), before any download: for good, since
+/// the commit block never changes.
+pub fn commitment_check(
+    params: &MechanismParams,
+    model_id: &ModelId,
+    block_commit: u64,
+) -> Option<CommitmentInvalid> {
+    rules(params)?;
+    let known = params
+        .competition_at(block_commit, &model_id.competition)
+        .is_some();
+    (!known).then(|| CommitmentInvalid::NoCompetitionAtCommitBlock {
+        competition: model_id.competition.to_string(),
+        block_commit,
+    })
+}
+
+fn successor_state(state: &mut State) -> &mut SuccessorState {
+    state.successor.get_or_insert_with(SuccessorState::default)
+}
+
+/// taoverse's `on_model_evaluated`: appended, kept in block order, the oldest dropped past
+/// the history's length.
+fn record_evaluation(
+    state: &mut State,
+    hotkey: &str,
+    competition: &CompetitionId,
+    result: EvalResult,
+) {
+    let keep = rules(&state.params).map_or(3, |r| r.eval_history_len);
+    let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+    let history = successor_state(state)
+        .eval_history
+        .entry(hotkey.to_owned())
+        .or_default()
+        .entry(competition.clone())
+        .or_default();
+    history.push(result);
+    // Python's sort is stable: equal blocks keep their order.
+    history.sort_by_key(|r| r.block);
+    if history.len() > keep {
+        history.remove(0);
+    }
+}
+
+/// taoverse's `on_miner_model_updated`: the tracker takes the downloaded commitment, and
+/// its evaluation history is cleared when that commitment differs from the one it held.
+fn track_download(state: &mut State, hotkey: &str, model_id: ModelId, block_commit: u64) {
+    let record = state.hotkeys.entry(hotkey.to_owned()).or_default();
+    let same = record
+        .model
+        .as_ref()
+        .is_some_and(|m| m.block_commit == block_commit && m.model_id == model_id);
+    record.model = Some(TrackedModel {
+        model_id,
+        block_commit,
+        hash_kind: HashKind::Salted,
+    });
+    if !same && let Some(successor) = state.successor.as_mut() {
+        successor.eval_history.remove(hotkey);
+    }
+}
+
+/// Whether F's update thread would force a download of `hotkey`'s tracked model now: its
+/// competition is active, its uid is queued nowhere for it, and `should_retry_model` says so
+/// over the hotkey's history (neurons/validator.py L523-560).
+fn retry_justified(state: &State, block: u64, hotkey: &str) -> bool {
+    let Some(model) = state.hotkeys.get(hotkey).and_then(|r| r.model.as_ref()) else {
+        return false;
+    };
+    let competition = &model.model_id.competition;
+    if state.params.competition_at(block, competition).is_none() {
+        return false;
+    }
+    let uid = state.metagraph.as_ref().and_then(|m| m.uid_of(hotkey));
+    let queued = uid.is_some_and(|uid| {
+        state
+            .competitions
+            .get(competition)
+            .is_some_and(|c| c.pending.contains(uid) || c.eval_set.contains(uid))
+    });
+    if queued {
+        return false;
+    }
+    let history = state
+        .successor
+        .as_ref()
+        .and_then(|s| s.eval_history.get(hotkey))
+        .and_then(|by| by.get(competition))
+        .map_or(&[][..], Vec::as_slice);
+    should_retry_model(&epsilon_of(&state.params, competition), block, history)
+}
+
+/// What F's update thread did with a download, as the fold checks it.
+pub enum Download<'a> {
+    /// `sync_model` returned True: the model is queued.
+    Verified,
+    /// `sync_model` raised a misconfiguration.
+    Rejected(&'a RejectionCode),
+}
+
+/// Whether a rejection is decided after the download, once taoverse's tracker has taken the
+/// commitment (T:model_updater.py L138-171): a hash or parameter check.
+fn after_download(code: &RejectionCode) -> bool {
+    matches!(
+        code,
+        RejectionCode::HashMismatch
+            | RejectionCode::TooManyParameters
+            | RejectionCode::NormCheck
+            | RejectionCode::UnsupportedArchitecture
+    )
+}
+
+/// A verification or rejection under the successor's rules, for the hotkey's current
+/// commitment (`pending`: whether that commitment still waits for its first outcome). Returns
+/// `None` to let N's handling apply (a first outcome that passes the successor's checks),
+/// else whether the fold applies or rejects it.
+pub fn download(
+    state: &mut State,
+    block: u64,
+    hotkey: &str,
+    block_commit: u64,
+    pending: bool,
+    download: &Download<'_>,
+) -> Option<Result<(), Rejection>> {
+    rules(&state.params)?;
+    let commitment = state.hotkeys.get(hotkey)?.commitment.as_ref()?;
+    let model_id = commitment.model_id.clone()?;
+    let competition = model_id.competition.clone();
+    if pending {
+        // F waits until the commitment has aged past its competition's delay, and skips
+        // competitions that are not running (neurons/validator.py L512-520).
+        let delay = eval_delay_of(&state.params, &competition);
+        if block.saturating_sub(block_commit) < delay {
+            return Some(Err(Rejection::DownloadTooEarly {
+                hotkey: hotkey.to_owned(),
+                block_commit,
+                blocks_due: delay,
+            }));
+        }
+        if state.params.competition_at(block, &competition).is_none() {
+            return Some(Err(Rejection::DownloadOfInactiveCompetition {
+                hotkey: hotkey.to_owned(),
+                competition,
+            }));
+        }
+        if let Download::Rejected(code) = download {
+            misconfigured(state, block, hotkey);
+            if after_download(code) {
+                track_download(state, hotkey, model_id, block_commit);
+            }
+        } else {
+            track_download(state, hotkey, model_id, block_commit);
+        }
+        return None;
+    }
+    // A download of a commitment already decided: F forces it only when the update thread's
+    // retry rule asks for one; a misconfiguration decided before any download (a repository
+    // that is missing, too large or malformed) simply repeats on every pass.
+    let forced = match download {
+        Download::Rejected(code) if !after_download(code) => true,
+        _ => {
+            let tracked = state
+                .hotkeys
+                .get(hotkey)
+                .and_then(|r| r.model.as_ref())
+                .is_some_and(|m| m.block_commit == block_commit);
+            tracked && retry_justified(state, block, hotkey)
+        }
+    };
+    if !forced {
+        return Some(Err(Rejection::ResyncUnjustified {
+            hotkey: hotkey.to_owned(),
+            block_commit,
+        }));
+    }
+    match download {
+        Download::Verified => {
+            let uid = state.metagraph.as_ref().and_then(|m| m.uid_of(hotkey));
+            if let Some(uid) = uid {
+                state
+                    .competitions
+                    .entry(competition)
+                    .or_default()
+                    .pending
+                    .add(uid);
+            }
+        }
+        Download::Rejected(_) => misconfigured(state, block, hotkey),
+    }
+    Some(Ok(()))
+}
+
+/// F records a misconfigured model as an evaluation at ∞ under competition 0
+/// (neurons/validator.py L568-580).
+fn misconfigured(state: &mut State, block: u64, hotkey: &str) {
+    let result = EvalResult {
+        block,
+        score: f64::INFINITY,
+        winning_block: Some(0),
+        winning_score: 0.0,
+    };
+    record_evaluation(state, hotkey, &CompetitionId::new(COMPETITION_NONE), result);
+}
+
+/// F's metagraph listener (taoverse `on_hotkeys_updated`, addendum 3): a hotkey that left
+/// the metagraph loses its tracked model and history, so when it returns its commitment is
+/// downloaded and queued again.
+pub fn hotkeys_changed(state: &mut State, hotkeys: &[String]) {
+    if rules(&state.params).is_none() {
+        return;
+    }
+    let present: std::collections::BTreeSet<&str> = hotkeys.iter().map(String::as_str).collect();
+    let mut left = Vec::new();
+    for (hotkey, record) in &mut state.hotkeys {
+        if record.model.is_none() || present.contains(hotkey.as_str()) {
+            continue;
+        }
+        record.model = None;
+        record.superseded = None;
+        if let Some(commitment) = record.commitment.as_mut()
+            && commitment.model_id.is_some()
+            && !matches!(
+                commitment.status,
+                super::state::CommitmentStatus::Invalid(_)
+            )
+        {
+            commitment.status = super::state::CommitmentStatus::Unverified;
+        }
+        left.push(hotkey.clone());
+    }
+    if let Some(successor) = state.successor.as_mut() {
+        for hotkey in left {
+            successor.eval_history.remove(&hotkey);
+        }
+    }
+}
+
+/// F runs a competition at most once per sync block (neurons/validator.py L1021-1032).
+pub fn step_gate(
+    state: &mut State,
+    block: u64,
+    competition: &CompetitionId,
+) -> Result<(), Rejection> {
+    let Some(rules) = rules(&state.params) else {
+        return Ok(());
+    };
+    let sync = sync_of(rules, block);
+    let last = state
+        .successor
+        .as_ref()
+        .and_then(|s| s.sync_block_last.get(competition).copied());
+    if let (Some(sync), Some(last)) = (sync, last)
+        && sync == last
+    {
+        return Err(Rejection::SyncBlockAlreadyRun {
+            competition: competition.clone(),
+            sync_block: sync,
+        });
+    }
+    successor_state(state).tasks_open = None;
+    Ok(())
+}
+
+/// A successor step's data: every task of the competition, in its order.
+pub fn tasks_fetched(state: &mut State, event: &TasksFetched) -> Result<(), Rejection> {
+    let competition = match &state.step_open {
+        Some(open) if open.step == event.step => open.competition.clone(),
+        Some(open) => {
+            return Err(Rejection::OtherStepOpen {
+                step: event.step,
+                step_open: open.step,
+            });
+        }
+        None => return Err(Rejection::NoStepOpen { step: event.step }),
+    };
+    let Some(tasks) = rules(&state.params)
+        .and_then(|r| r.competition(&competition))
+        .map(|c| c.tasks.clone())
+    else {
+        return Err(Rejection::TasksWithoutSuccessorRules { step: event.step });
+    };
+    if state
+        .successor
+        .as_ref()
+        .is_some_and(|s| s.tasks_open.is_some())
+    {
+        return Err(Rejection::SecondBatch { step: event.step });
+    }
+    let names: Vec<&str> = event.tasks.iter().map(|t| t.task.as_str()).collect();
+    let expected: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    if names != expected {
+        return Err(Rejection::TasksMismatch {
+            step: event.step,
+            expected: expected.join(", "),
+            found: names.join(", "),
+        });
+    }
+    let open: Vec<TaskOpen> = tasks
+        .iter()
+        .zip(&event.tasks)
+        .map(|(task, fetched)| TaskOpen {
+            weight: task.weight,
+            samples: match &fetched.outcome {
+                TaskFetchOutcome::Loaded { samples, .. } => Some(samples.len()),
+                TaskFetchOutcome::Dropped(_) => None,
+            },
+        })
+        .collect();
+    successor_state(state).tasks_open = Some(open);
+    Ok(())
+}
+
+/// Checks a model's losses against the open step's tasks: one list per task that loaded, each
+/// as long as its samples, or a failure.
+pub fn check_losses(
+    state: &State,
+    step: u64,
+    uid: u16,
+    outcome: &EvalOutcome,
+) -> Result<(), Rejection> {
+    let tasks = state
+        .successor
+        .as_ref()
+        .and_then(|s| s.tasks_open.as_ref())
+        .ok_or(Rejection::LossesBeforeBatch { step })?;
+    match outcome {
+        EvalOutcome::Failed(_) => Ok(()),
+        EvalOutcome::Losses(_) => Err(Rejection::LossesForm { uid, step }),
+        EvalOutcome::TaskLosses(losses) => {
+            let loaded: Vec<usize> = tasks.iter().filter_map(|t| t.samples).collect();
+            let counts: Vec<usize> = losses.iter().map(|l| l.0.len()).collect();
+            if loaded == counts {
+                Ok(())
+            } else {
+                Err(Rejection::TaskLossCount {
+                    uid,
+                    step,
+                    counts: format!("{counts:?}"),
+                    expected: format!("{loaded:?}"),
+                })
+            }
+        }
+    }
+}
+
+/// Forgets the open step's tasks (a step that ended without scoring).
+pub fn step_closed(state: &mut State) {
+    if let Some(successor) = state.successor.as_mut() {
+        successor.tasks_open = None;
+    }
+}
+
+/// F's score of one participant: its weighted task score over the tasks that loaded, ∞ for
+/// a failed or missing evaluation or a model of another competition.
+fn participant_score(tasks: &[TaskOpen], entry: &Entry, outcome: Option<&EvalOutcome>) -> f64 {
+    let (Entry::Model { .. }, Some(EvalOutcome::TaskLosses(losses))) = (entry, outcome) else {
+        return f64::INFINITY;
+    };
+    let weighted: Vec<(f64, f64)> = tasks
+        .iter()
+        .filter(|t| t.samples.is_some())
+        .zip(losses)
+        .map(|(task, losses)| (task.weight, task_loss_mean(&losses.to_f64())))
+        .collect();
+    model_score(&weighted).unwrap_or(f64::INFINITY)
+}
+
+/// Scores a finished successor step as F's `run_step` does (neurons/validator.py
+/// L1123-1344): one score per uid, `compute_wins` with the competition's epsilon, every
+/// participant's evaluation recorded against the first uid with the best win rate, the step's
+/// winners into the competition's float32 tracker, the subnet's weights with the threshold,
+/// and the eval set kept by `1 + tracker weight` or win rate.
+pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
+    let competition = open.competition.clone();
+    let params = state.params.clone();
+    let Some(rules) = rules(&params) else {
+        return StepRecord::empty(competition);
+    };
+    let tasks = state
+        .successor
+        .as_mut()
+        .and_then(|s| s.tasks_open.take())
+        .unwrap_or_default();
+    if open.participants.is_empty() {
+        // F returns before loading data when nobody is queued; the sync block is not spent.
+        let eval_next = state
+            .competitions
+            .get(&competition)
+            .map(|c| c.eval_set.sorted())
+            .unwrap_or_default();
+        return StepRecord {
+            weights: state.weights.clone(),
+            eval_next,
+            ..StepRecord::empty(competition)
+        };
+    }
+    let scored: Vec<Scored> = open
+        .participants
+        .iter()
+        .map(|p| Scored {
+            uid: p.uid,
+            score: participant_score(&tasks, &p.entry, p.outcome.as_ref()),
+            block_commit: match &p.entry {
+                Entry::Model { block_commit, .. } => Some(*block_commit),
+                Entry::Absent(_) => None,
+            },
+        })
+        .collect();
+    let epsilon = epsilon_of(&params, &competition);
+    let tallies = compute_wins(&scored, &epsilon, open.block_start);
+    let uids: Vec<u16> = scored.iter().map(|s| s.uid).collect();
+    let win_rate: Vec<f64> = tallies.iter().map(|(_, rate)| *rate).collect();
+    let rate_best = win_rate.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    // Python's `max(win_rate, key=win_rate.get)`: the first uid with the best rate.
+    let top = win_rate
+        .iter()
+        .position(|rate| rate.total_cmp(&rate_best) == Ordering::Equal)
+        .and_then(|index| scored.get(index).copied());
+    for (participant, me) in open.participants.iter().zip(&scored) {
+        let result = EvalResult {
+            block: open.block_start,
+            score: me.score,
+            winning_block: top.and_then(|t| t.block_commit),
+            winning_score: top.map_or(f64::INFINITY, |t| t.score),
+        };
+        record_evaluation(state, &participant.hotkey, &competition, result);
+    }
+
+    // The step's winners, then the competition's moving average, then every active tracker
+    // combined (taoverse's CompetitionTracker, float32 as torch computes it).
+    let mut step_weights = vec![0.0f32; open.size];
+    for (uid, rate) in uids.iter().zip(&win_rate) {
+        if let Some(slot) = step_weights.get_mut(usize::from(*uid)) {
+            *slot = if *rate == rate_best { 1.0 } else { 0.0 };
+        }
+    }
+    let active = params.schedule_at(open.block_start).to_vec();
+    for competition_state in state.competitions.values_mut() {
+        if let Some(tracker) = competition_state.tracker.as_mut()
+            && tracker.len() < open.size
+        {
+            tracker.resize(open.size, 0.0);
+        }
+    }
+    let entry = state.competitions.entry(competition.clone()).or_default();
+    let mut tracker: Option<Vec<f32>> = entry
+        .tracker
+        .take()
+        .map(|t| t.into_iter().map(narrow).collect());
+    tracker_record_f32(&mut tracker, step_weights, params.alpha);
+    entry.tracker = tracker.map(|t| t.into_iter().map(f64::from).collect());
+    for (id, competition_state) in &mut state.competitions {
+        if !active.iter().any(|c| &c.id == id) {
+            competition_state.tracker = None;
+        }
+    }
+    let threshold = match params.weights_mode {
+        super::params::WeightsMode::WinnerTakesAll {
+            min_weight_threshold,
+        } => min_weight_threshold,
+        super::params::WeightsMode::Softmax => 0.0,
+    };
+    let mut taken: Vec<(CompetitionId, Vec<f32>, f64)> = active
+        .iter()
+        .filter_map(|c| {
+            let tracker = state.competitions.get_mut(&c.id)?.tracker.take()?;
+            let tracker = tracker.into_iter().map(narrow).collect();
+            Some((c.id.clone(), tracker, c.reward_percentage))
+        })
+        .collect();
+    let size = open
+        .size
+        .max(taken.iter().map(|(_, t, _)| t.len()).max().unwrap_or(0));
+    let mut trackers: Vec<(&mut Vec<f32>, f64)> = taken
+        .iter_mut()
+        .map(|(_, tracker, share)| (tracker, *share))
+        .collect();
+    let weights = subnet_weights_f32(&mut trackers, size, threshold);
+    state.weights = weights.into_iter().map(f64::from).collect();
+    for (id, tracker, _) in taken {
+        state.competitions.entry(id).or_default().tracker =
+            Some(tracker.into_iter().map(f64::from).collect());
+    }
+
+    // F's keep rule over its `win_rate` dict, in participant order.
+    let tracker = state
+        .competitions
+        .get(&competition)
+        .and_then(|c| c.tracker.clone())
+        .unwrap_or_default();
+    let mut ranked: Vec<(u16, f64)> = uids
+        .iter()
+        .zip(&win_rate)
+        .map(|(uid, rate)| {
+            let weight = tracker.get(usize::from(*uid)).copied().unwrap_or(0.0);
+            let priority = if weight >= TRACKER_PRIORITY_MIN {
+                1.0 + weight
+            } else {
+                *rate
+            };
+            (*uid, priority)
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal));
+    let keep = usize::try_from(params.sample_min).unwrap_or(usize::MAX);
+    let eval_next = PySet::from_list(ranked.iter().take(keep).map(|(uid, _)| *uid));
+    let eval_next_sorted = eval_next.sorted();
+    state
+        .competitions
+        .entry(competition.clone())
+        .or_default()
+        .eval_set = eval_next;
+    // F's `_update_uids_to_eval`: competitions no longer scheduled lose their sets.
+    state
+        .competitions
+        .retain(|id, _| active.iter().any(|c| &c.id == id));
+    if let Some(sync) = sync_of(rules, open.block_start) {
+        successor_state(state)
+            .sync_block_last
+            .insert(competition.clone(), sync);
+    }
+    let matches = u64::try_from(uids.len().saturating_sub(1)).unwrap_or(u64::MAX);
+    StepRecord {
+        competition,
+        wins: tallies.iter().map(|(wins, _)| u64::from(*wins)).collect(),
+        matches: vec![matches; uids.len()],
+        win_rate,
+        weights: state.weights.clone(),
+        eval_next: eval_next_sorted,
+        scores: scored.iter().map(|s| s.score).collect(),
+        uids,
+    }
+}

@@ -1,0 +1,148 @@
+//! Whole runs of the successor's own code against replay: `fixtures/f_runs/run_*.jsonl` are
+//! journals of scripted runs of F v3.1.0's `run_step` and update loop (`generate.py` there,
+//! which imports F and taoverse and runs them with torch), whose recorded step results are
+//! F's. Replay must recompute every one of them (participants in F's set order, scores from
+//! the journaled task losses, wins, win rates, the float32 tracker's weights, the eval set
+//! kept) and the u16 vectors F submitted, and refuse none of F's downloads.
+
+use std::path::Path;
+
+use validator::journal::jsonl::{self, Item};
+use validator::machine::params::{LoopRules, SetOrder};
+use validator::machine::{Event, MechanismParams};
+use validator::replay::{ReplayOptions, replay_items};
+
+fn runs() -> Vec<(String, Vec<Item>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/f_runs");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    paths.sort();
+    assert!(
+        paths.len() >= 6,
+        "expected the recorded runs in {}",
+        dir.display()
+    );
+    paths
+        .into_iter()
+        .map(|path| {
+            let file = std::fs::File::open(&path).unwrap();
+            let items = jsonl::read(std::io::BufReader::new(file)).unwrap();
+            (path.display().to_string(), items)
+        })
+        .collect()
+}
+
+const OPTIONS: ReplayOptions = ReplayOptions {
+    from_block: 0,
+    to_block: None,
+    use_checkpoints: false,
+};
+
+/// Every run's parameters are the successor's preset, so these runs check what
+/// `--mechanism f` folds with.
+#[test]
+fn the_runs_use_the_successors_preset() {
+    for (name, items) in runs() {
+        let Some(Item::Record(first)) = items.first() else {
+            panic!("{name}: no first record");
+        };
+        let Event::ParamsChanged(change) = &first.event else {
+            panic!("{name}: the first record is not the parameters");
+        };
+        assert_eq!(change.params, MechanismParams::successor(), "{name}");
+    }
+}
+
+#[test]
+fn replay_recomputes_every_step_of_fs_own_runs() {
+    for (name, items) in runs() {
+        let report = replay_items(&items, OPTIONS).unwrap();
+        assert_eq!(report.divergence, None, "{name}");
+        // Commitments F refuses for good (a competition not running at the commit block) are
+        // the only refusals: the fold records them as invalid, as F never downloads them.
+        let refused: Vec<_> = report
+            .rejections
+            .iter()
+            .filter(|(_, why)| !why.contains("was not running at the commit block"))
+            .collect();
+        assert!(refused.is_empty(), "{name}: {:?}", refused.first());
+        let scored = report
+            .steps
+            .iter()
+            .filter(|s| !s.record.uids.is_empty())
+            .count();
+        assert!(scored >= 25, "{name}: {scored} scored steps");
+        assert!(report.weights_checked >= 1, "{name}");
+    }
+}
+
+/// Each of the successor's rules is exercised: changing any one of them alone makes some run
+/// diverge or refuse one of F's own events.
+#[test]
+fn each_rule_is_exercised_by_some_run() {
+    type Flip = fn(&mut MechanismParams);
+    let flips: [(&str, Flip); 8] = [
+        ("set order", |p| p.rules.set_order = SetOrder::Ascending),
+        ("float32 tracker", |p| {
+            p.rules = LoopRules {
+                successor: None,
+                ..p.rules.clone()
+            };
+        }),
+        ("sync-block gate", |p| {
+            if let Some(s) = p.rules.successor.as_mut() {
+                s.sync_cadence_blocks = 720;
+            }
+        }),
+        ("competition 4's epsilon", |p| {
+            if let Some(s) = p.rules.successor.as_mut() {
+                s.competitions.retain(|c| c.id.as_str() != "4");
+            }
+        }),
+        ("evaluation delay", |p| {
+            if let Some(s) = p.rules.successor.as_mut() {
+                for c in &mut s.competitions {
+                    c.eval_delay_blocks = 2_000;
+                }
+            }
+        }),
+        ("task weights", |p| {
+            if let Some(s) = p.rules.successor.as_mut() {
+                for c in &mut s.competitions {
+                    if let Some(t) = c.tasks.first_mut() {
+                        t.weight = 0.75;
+                    }
+                }
+            }
+        }),
+        ("keep 3", |p| p.sample_min = 4),
+        ("threshold", |p| {
+            p.weights_mode = validator::machine::params::WeightsMode::WinnerTakesAll {
+                min_weight_threshold: 0.1,
+            };
+        }),
+    ];
+    let runs = runs();
+    for (rule, flip) in flips {
+        let diverged = runs.iter().any(|(_, items)| {
+            let mut items = items.clone();
+            for item in &mut items {
+                if let Item::Record(record) = item
+                    && let Event::ParamsChanged(change) = &mut record.event
+                {
+                    flip(&mut change.params);
+                }
+            }
+            let report = replay_items(&items, OPTIONS).unwrap();
+            let refused = report
+                .rejections
+                .iter()
+                .any(|(_, why)| !why.contains("was not running at the commit block"));
+            report.divergence.is_some() || refused
+        });
+        assert!(diverged, "no run tells the {rule} rule apart");
+    }
+}
