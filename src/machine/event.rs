@@ -116,6 +116,10 @@ pub enum Event {
     /// The successor: the step's data, task by task (loaded with its samples and where they
     /// came from, or dropped and why), journaled before any model sees it. Added in schema 9.
     TasksFetched(TasksFetched),
+    /// The successor: other validators' stakes, permits and weights, as its top-model scan
+    /// read them; the fold decides from them which miners that scan may download again.
+    /// Added in schema 9.
+    ValidatorWeightsObserved(ValidatorWeightsObserved),
 }
 
 impl Event {
@@ -139,6 +143,7 @@ impl Event {
             Event::WeightsCommitted(_) => "weights_committed",
             Event::EvaluationReported(_) => "evaluation_reported",
             Event::TasksFetched(_) => "tasks_fetched",
+            Event::ValidatorWeightsObserved(_) => "validator_weights_observed",
         }
     }
 }
@@ -274,6 +279,26 @@ pub struct BatchFetched {
     pub provenance: Provenance,
     /// The samples, in evaluation order.
     pub samples: Samples,
+}
+
+/// Other validators as the successor's top-model scan reads them from the metagraph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidatorWeightsObserved {
+    /// Each validator that set weights: its uid, stake, permit and `(uid, weight)` pairs.
+    pub validators: Vec<ValidatorWeights>,
+}
+
+/// A validator as the top-miner scan sees it: stake, permit and the raw u16 weights it set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidatorWeights {
+    /// Its uid.
+    pub uid: u16,
+    /// Its stake (bittensor's float32 `S`).
+    pub stake: f32,
+    /// Whether it holds a validator permit.
+    pub validator_permit: bool,
+    /// `(uid, weight)` as the chain holds them.
+    pub weights: Vec<(u16, u16)>,
 }
 
 /// What became of one task's data.

@@ -74,6 +74,12 @@ pub fn apply(state: &mut State, record: &Record) -> Outcome {
             Ok(_) => Outcome::Unchanged,
             Err(why) => reject(why),
         },
+        Event::ValidatorWeightsObserved(event) => {
+            match successor_loop::validator_weights_observed(state, event) {
+                Ok(()) => Outcome::Applied,
+                Err(why) => reject(why),
+            }
+        }
         Event::TasksFetched(event) => match successor_loop::tasks_fetched(state, event) {
             Ok(()) => Outcome::Applied,
             Err(why) => reject(why),

@@ -282,6 +282,14 @@ pub struct SuccessorRules {
     pub eval_history_len: u32,
     /// Models pending or in an eval set before the update loop waits (3·3+7 = 16).
     pub updated_models_limit: u32,
+    /// Stake (in TAO, as bittensor's float32 `S`) from which a permitted validator's weights
+    /// pull miners into evaluation (`WEIGHT_SYNC_VALI_MIN_STAKE`, 100,000).
+    pub top_stake_min: f64,
+    /// Share of such a validator's weights that makes a miner a top miner (0.01).
+    pub top_weight_share: f64,
+    /// Blocks after its last evaluation before a top miner is downloaded again
+    /// (`model_retry_cadence`, 1,200).
+    pub top_retry_blocks: u64,
     /// Per-competition constants beyond [`Competition`].
     pub competitions: Vec<SuccessorCompetition>,
 }
@@ -507,6 +515,9 @@ fn successor_rules() -> SuccessorRules {
         sync_genesis_block: SUCCESSOR_GENESIS_BLOCK,
         eval_history_len: 3,
         updated_models_limit: 16,
+        top_stake_min: 100_000.0,
+        top_weight_share: 0.01,
+        top_retry_blocks: 1_200,
         competitions: vec![
             SuccessorCompetition {
                 id: CompetitionId::new("2"),

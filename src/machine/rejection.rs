@@ -283,6 +283,9 @@ pub enum Rejection {
         /// The sync block.
         sync_block: u64,
     },
+    /// Other validators' weights under parameters without the successor's rules.
+    #[error("other validators' weights, but the mechanism has no top-model scan")]
+    ValidatorWeightsWithoutSuccessorRules,
     /// Task data under parameters without the successor's rules.
     #[error("step {step}: task data, but the mechanism has no tasks")]
     TasksWithoutSuccessorRules {

@@ -71,6 +71,8 @@ pub struct SuccessorState {
     pub eval_history: BTreeMap<String, BTreeMap<CompetitionId, Vec<EvalResult>>>,
     /// The open step's tasks, once its data is journaled.
     pub tasks_open: Option<Vec<TaskOpen>>,
+    /// The miners other large validators weight, from the latest scan (ascending).
+    pub top_miners: BTreeSet<u16>,
 }
 
 /// One of an open successor step's tasks.

@@ -129,18 +129,7 @@ pub fn should_retry_model(
     }
 }
 
-/// A validator as the top-miner scan sees it: stake, permit and the raw u16 weights it set.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidatorWeights {
-    /// Its uid.
-    pub uid: u16,
-    /// Its stake (bittensor's float32 `S`).
-    pub stake: f32,
-    /// Whether it holds a validator permit.
-    pub validator_permit: bool,
-    /// `(uid, weight)` as the chain holds them.
-    pub weights: Vec<(u16, u16)>,
-}
+pub use super::event::ValidatorWeights;
 
 /// taoverse's `get_top_miners`: for each validator with stake at least `stake_min` and a
 /// permit, every uid whose raw weight is at least `share` of that validator's total. F keeps

@@ -149,6 +149,62 @@ fn retry_justified(state: &State, block: u64, hotkey: &str) -> bool {
     should_retry_model(&epsilon_of(&state.params, competition), block, history)
 }
 
+/// Whether F's top-model scan would force a download of `hotkey`'s model now: its uid is
+/// among the latest scan's top miners, queued for no competition, its model's competition is
+/// running, and it was never evaluated or last evaluated (any competition, F's records of
+/// misconfigurations included) at least `top_retry_blocks` ago (neurons/validator.py
+/// L646-757).
+fn top_justified(state: &State, block: u64, hotkey: &str) -> bool {
+    let (Some(rules), Some(successor)) = (rules(&state.params), state.successor.as_ref()) else {
+        return false;
+    };
+    let Some(uid) = state.metagraph.as_ref().and_then(|m| m.uid_of(hotkey)) else {
+        return false;
+    };
+    if !successor.top_miners.contains(&uid) {
+        return false;
+    }
+    let queued = state
+        .competitions
+        .values()
+        .any(|c| c.pending.contains(uid) || c.eval_set.contains(uid));
+    let running = state
+        .hotkeys
+        .get(hotkey)
+        .and_then(|r| r.model.as_ref())
+        .is_some_and(|m| {
+            state
+                .params
+                .competition_at(block, &m.model_id.competition)
+                .is_some()
+        });
+    let evaluated_last = successor
+        .eval_history
+        .get(hotkey)
+        .and_then(|by| by.values().flatten().map(|r| r.block).max());
+    let due =
+        evaluated_last.is_none_or(|last| block.saturating_sub(last) >= rules.top_retry_blocks);
+    !queued && running && due
+}
+
+/// Other validators' weights as the top-model scan read them: the fold keeps the top miners
+/// they name (taoverse `get_top_miners`).
+pub fn validator_weights_observed(
+    state: &mut State,
+    event: &super::event::ValidatorWeightsObserved,
+) -> Result<(), Rejection> {
+    let Some(rules) = rules(&state.params) else {
+        return Err(Rejection::ValidatorWeightsWithoutSuccessorRules);
+    };
+    let top = super::successor::top_miners(
+        &event.validators,
+        rules.top_stake_min,
+        rules.top_weight_share,
+    );
+    successor_state(state).top_miners = top;
+    Ok(())
+}
+
 /// What F's update thread did with a download, as the fold checks it.
 pub enum Download<'a> {
     /// `sync_model` returned True: the model is queued.
@@ -223,7 +279,8 @@ pub fn download(
                 .get(hotkey)
                 .and_then(|r| r.model.as_ref())
                 .is_some_and(|m| m.block_commit == block_commit);
-            tracked && retry_justified(state, block, hotkey)
+            tracked
+                && (retry_justified(state, block, hotkey) || top_justified(state, block, hotkey))
         }
     };
     if !forced {
@@ -588,5 +645,107 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
         eval_next: eval_next_sorted,
         scores: scored.iter().map(|s| s.score).collect(),
         uids,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(block: u64, score: f64) -> EvalResult {
+        EvalResult {
+            block,
+            score,
+            winning_block: Some(100),
+            winning_score: 2.0,
+        }
+    }
+
+    /// taoverse keeps the last three results by block: a model whose last finite result still
+    /// asks for a retry is retried after two failures, and not after a third.
+    #[test]
+    fn the_history_keeps_three_results_and_the_last_finite_one_decides() {
+        let mut state = State::new(MechanismParams::successor());
+        let competition = CompetitionId::new("4");
+        record_evaluation(&mut state, "5A", &competition, result(10, 1.0));
+        record_evaluation(&mut state, "5A", &competition, result(30, f64::INFINITY));
+        record_evaluation(&mut state, "5A", &competition, result(20, f64::INFINITY));
+        let history = |state: &State| {
+            state.successor.as_ref().unwrap().eval_history["5A"][&competition].clone()
+        };
+        let blocks: Vec<u64> = history(&state).iter().map(|r| r.block).collect();
+        assert_eq!(blocks, [10, 20, 30]);
+        let epsilon = epsilon_of(&state.params, &competition);
+        assert!(should_retry_model(&epsilon, 40_000, &history(&state)));
+        record_evaluation(&mut state, "5A", &competition, result(40, f64::INFINITY));
+        assert_eq!(history(&state).len(), 3);
+        assert!(!should_retry_model(&epsilon, 40_000, &history(&state)));
+    }
+
+    /// A download of a commitment already decided is refused unless the retry rule or the
+    /// top-model scan asks for it.
+    #[test]
+    fn forced_downloads_need_a_reason() {
+        use super::super::event::Event;
+        use super::super::event::{CommitmentField, CommitmentObserved, MetagraphObserved};
+        use super::super::wire::RawBytes;
+        use super::super::{Record, apply};
+        let mut state = State::new(MechanismParams::successor());
+        let text = "ns:m:0123456789abcdef0123456789abcdef01234567:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:4";
+        let events = [
+            Event::MetagraphObserved(MetagraphObserved {
+                netuid: 37,
+                hotkeys: vec!["5A".into()],
+                consensus: vec![0],
+                incentive: Vec::new(),
+                stake: vec![0],
+                validator_permit: Vec::new(),
+                last_update: Vec::new(),
+                tempo: 360,
+            }),
+            Event::CommitmentObserved(CommitmentObserved {
+                hotkey: "5A".into(),
+                block_commit: 5_200_000,
+                field: CommitmentField::Raw(RawBytes(text.as_bytes().to_vec())),
+            }),
+        ];
+        for (seq, event) in events.into_iter().enumerate() {
+            let record = Record {
+                block: 5_200_500,
+                seq: seq as u64,
+                event,
+            };
+            assert_eq!(apply(&mut state, &record), super::super::Outcome::Applied);
+        }
+        let verify = Download::Verified;
+        assert_eq!(
+            download(&mut state, 5_200_500, "5A", 5_200_000, true, &verify),
+            None
+        );
+        // N's handling marks it verified; queued, so a forced download has no reason.
+        state
+            .hotkeys
+            .get_mut("5A")
+            .unwrap()
+            .commitment
+            .as_mut()
+            .unwrap()
+            .status = super::super::state::CommitmentStatus::Verified;
+        state
+            .competitions
+            .entry(CompetitionId::new("4"))
+            .or_default()
+            .pending
+            .add(0);
+        assert!(matches!(
+            download(&mut state, 5_200_600, "5A", 5_200_000, false, &verify),
+            Some(Err(Rejection::ResyncUnjustified { .. }))
+        ));
+        // Dropped from every set and never evaluated: the retry rule asks.
+        state.competitions.clear();
+        assert_eq!(
+            download(&mut state, 5_200_700, "5A", 5_200_000, false, &verify),
+            Some(Ok(()))
+        );
     }
 }

@@ -80,11 +80,13 @@ fn replay_recomputes_every_step_of_fs_own_runs() {
 }
 
 /// Each of the successor's rules is exercised: changing any one of them alone makes some run
-/// diverge or refuse one of F's own events.
+/// diverge or refuse one of F's own events. (The history's length of three is not: a run would
+/// need a model dropped from the eval set exactly when its history reads finite, ∞, ∞; the
+/// unit tests of `successor_loop` keep that rule.)
 #[test]
 fn each_rule_is_exercised_by_some_run() {
     type Flip = fn(&mut MechanismParams);
-    let flips: [(&str, Flip); 8] = [
+    let flips: [(&str, Flip); 11] = [
         ("set order", |p| p.rules.set_order = SetOrder::Ascending),
         ("float32 tracker", |p| {
             p.rules = LoopRules {
@@ -119,6 +121,21 @@ fn each_rule_is_exercised_by_some_run() {
             }
         }),
         ("keep 3", |p| p.sample_min = 4),
+        ("top miners' stake floor", |p| {
+            if let Some(s) = p.rules.successor.as_mut() {
+                s.top_stake_min = 1e9;
+            }
+        }),
+        ("top miners' share", |p| {
+            if let Some(s) = p.rules.successor.as_mut() {
+                s.top_weight_share = 0.6;
+            }
+        }),
+        ("top miners' retry wait", |p| {
+            if let Some(s) = p.rules.successor.as_mut() {
+                s.top_retry_blocks = 5_000;
+            }
+        }),
         ("threshold", |p| {
             p.weights_mode = validator::machine::params::WeightsMode::WinnerTakesAll {
                 min_weight_threshold: 0.1,

@@ -18,7 +18,8 @@
 //! `fail STEP`, `weights`, `prepare`, `prepare-hash`, `committed`, `answer included BLOCK`,
 //! `answer refused`, `params n|successor|later|bad|legacy|chain|f`; for the successor's loop,
 //! `tasks STEP NAME:COUNT|NAME:-...` (a task's samples, or `-` for one that was dropped) and
-//! `task-losses STEP UID LOSSES/LOSSES...` (one comma list per loaded task).
+//! `task-losses STEP UID LOSSES/LOSSES...` (one comma list per loaded task), `validators` (one
+//! large validator's weights, as the top-model scan reads them).
 
 use std::collections::BTreeSet;
 
@@ -28,12 +29,13 @@ use validator::machine::event::{
     BatchFetched, CommitmentField, CommitmentObserved, ConsensusSeeded, EvalOutcome,
     LossesComputed, MetagraphObserved, ModelRejected, ModelVerified, ParamsChanged, Provenance,
     RejectionCode, StepAbandoned, StepCompleted, StepFailed, StepRecord, StepStarted, SubmitMethod,
-    SubmitOutcome, TaskFetchOutcome, TaskFetched, TasksFetched, WeightsCommitted, WeightsPrepared,
-    WeightsSubmitted,
+    SubmitOutcome, TaskFetchOutcome, TaskFetched, TasksFetched, ValidatorWeightsObserved,
+    WeightsCommitted, WeightsPrepared, WeightsSubmitted,
 };
 use validator::machine::model_id::HashKind;
 use validator::machine::params::{CompetitionId, ModelIdFormat, WeightsCadence};
 use validator::machine::state::{CommitmentStatus, Entry};
+use validator::machine::successor::ValidatorWeights;
 use validator::machine::weights::to_chain_weights;
 use validator::machine::wire::{LossVec, RawBytes, Samples};
 use validator::machine::{Event, MechanismParams, Outcome, Record, State, apply};
@@ -211,6 +213,14 @@ fn event_of(state: &State, words: &[&str]) -> Event {
                     }
                 })
                 .collect(),
+        }),
+        ["validators"] => Event::ValidatorWeightsObserved(ValidatorWeightsObserved {
+            validators: vec![ValidatorWeights {
+                uid: 0,
+                stake: 200_000.0,
+                validator_permit: true,
+                weights: vec![(1, 65_535)],
+            }],
         }),
         ["task-losses", step, uid, values] => {
             let uid: u16 = uid.parse().unwrap();
@@ -616,6 +626,7 @@ const SUCCESSOR: &str = "
     5200400 params n                         => applied
     5200400 start 2 l3                       => applied
     5200400 tasks 2 SYNTHETIC_1_SFT:1        => rejected TasksWithoutSuccessorRules
+    5200400 validators                       => rejected ValidatorWeightsWithoutSuccessorRules
 ";
 
 /// When weights are due, under each cadence, from what the weight setter read of the chain
