@@ -38,6 +38,14 @@ const SPECIAL_TOKEN_KEYS: [&str; 7] = [
     "mask_token",
 ];
 
+/// The system prompt of the successor's reasoning tasks (F v3.1.0,
+/// finetune/datasets/hugging_face/hugging_face_loader.py L659 and L865).
+pub const SUCCESSOR_SYSTEM_PROMPT: &str = "You are a reflective AI capable of using extended \
+    chains of thought to consider the problem thoroughly and deliberate through systematic \
+    reasoning to arrive at a correct solution before answering. Enclose your internal monologue \
+    in <think> ... </think> tags, then provide your final answer in the format that the user \
+    requests.";
+
 /// A tokenizer directory: `tokenizer.json`, `tokenizer_config.json`, maybe
 /// `chat_template.jinja` and `special_tokens_map.json`.
 pub struct TokenizerFiles {
@@ -355,6 +363,57 @@ impl TokenizerFiles {
             .encode(text, false)
             .map_err(|e| EvalError::Tokenizer(format!("encoding failed: {e}")))?;
         Ok(encoding.get_ids().iter().map(|id| i64::from(*id)).collect())
+    }
+
+    /// Encodes text as the tokenizer's `encode` does by default, with the special tokens its
+    /// post-processor adds (the successor's `tokenizer.encode(text, truncation=False)`).
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<i64>, EvalError> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| EvalError::Tokenizer(format!("encoding failed: {e}")))?;
+        Ok(encoding.get_ids().iter().map(|id| i64::from(*id)).collect())
+    }
+
+    /// Prepares `(question, reference)` pairs in the successor's reference-loss form (F's
+    /// reasoning loaders, hugging_face_loader.py L645-695): the context is the chat template
+    /// over [`SUCCESSOR_SYSTEM_PROMPT`] and the question with the generation prompt, the
+    /// reference (already formatted by the data path) is encoded apart, both with the
+    /// tokenizer's special tokens and never truncated; the loss is over the reference's
+    /// positions only. A template error fails the whole batch.
+    pub fn prepare_reference(
+        &self,
+        samples: &[(String, String)],
+        date: CivilDate,
+        isolation: &Isolation,
+    ) -> Result<Vec<Prepared>, EvalError> {
+        let conversations: Vec<Conversation> = samples
+            .iter()
+            .map(|(question, _)| Conversation {
+                messages: vec![
+                    Message {
+                        role: "system".into(),
+                        content: SUCCESSOR_SYSTEM_PROMPT.into(),
+                    },
+                    Message {
+                        role: "user".into(),
+                        content: question.clone(),
+                    },
+                ],
+                add_generation_prompt: true,
+            })
+            .collect();
+        let rendered = render(&self.template, &conversations, date, isolation)?;
+        rendered
+            .iter()
+            .zip(samples)
+            .map(|(context, (_, reference))| {
+                let mut ids = self.encode_with_special_tokens(context)?;
+                let prompt_len = ids.len();
+                ids.extend(self.encode_with_special_tokens(reference)?);
+                Ok(Prepared { ids, prompt_len })
+            })
+            .collect()
     }
 
     /// Prepares every sample. A template error fails the whole batch, as in N.

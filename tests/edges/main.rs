@@ -18,6 +18,7 @@ mod harness;
 mod hub;
 mod olah;
 mod successor_data;
+mod successor_reference;
 mod tokenizer_cl100k;
 mod tokenizer_llama3;
 mod validator_live;
