@@ -268,7 +268,34 @@ impl ModelConfig {
     }
 }
 
+/// The classes the successor's competitions list whose layers lack what its norm check reads
+/// (`model.layers[i].self_attn.{q,k,v,o}_proj`, `.mlp.{up,down}_proj`, taoverse
+/// model_updater.py L188-272): the check raises AttributeError after the tracker has taken the
+/// model, so the successor never queues them. What each has instead.
+const NEVER_SCORED: [(&str, &str); 5] = [
+    ("BartForCausalLM", "model.decoder.layers, with fc1/fc2"),
+    (
+        "FalconForCausalLM",
+        "transformer.h, with self_attention.query_key_value",
+    ),
+    (
+        "GPTNeoXForCausalLM",
+        "gpt_neox.layers, with attention.query_key_value",
+    ),
+    ("PhiForCausalLM", "self_attn.dense and mlp.fc1/fc2"),
+    ("Phi3ForCausalLM", "self_attn.qkv_proj and mlp.gate_up_proj"),
+];
+
 fn parse_architecture(architectures: &[String]) -> Result<Architecture, EvalError> {
+    if let [one] = architectures
+        && let Some((name, instead)) = NEVER_SCORED.iter().find(|(name, _)| one == name)
+    {
+        return Err(EvalError::NeverScored(format!(
+            "{name}: the successor lists it but never scores it, since its norm check reads \
+             self_attn.{{q,k,v,o}}_proj and mlp.{{up,down}}_proj and {name} has {instead} \
+             (taoverse model_updater.py L188-272); no validator sets weight on it"
+        )));
+    }
     match architectures {
         [one] if one == "LlamaForCausalLM" => Ok(Architecture::Llama),
         [one] if one == "StableLmForCausalLM" => Ok(Architecture::StableLm),
@@ -523,6 +550,8 @@ fn truncate_to_u64(value: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::Fault;
+    use crate::machine::event::RejectionCode;
 
     fn parse(json: &str) -> Result<ModelConfig, EvalError> {
         ModelConfig::parse(json.as_bytes())
@@ -531,6 +560,32 @@ mod tests {
     const LLAMA: &str = r#"{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
         "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
         "num_hidden_layers": 2, "vocab_size": 420, "rms_norm_eps": 1e-6"#;
+
+    /// The five classes the successor lists but never scores are refused with their own
+    /// rejection, naming what the norm check misses; a class outside the list is refused as
+    /// unsupported, as before.
+    #[test]
+    fn the_classes_the_successor_never_scores_are_refused_by_name() {
+        for (name, _) in NEVER_SCORED {
+            let json = LLAMA.replace("LlamaForCausalLM", name);
+            let error = parse(&format!("{json}}}")).unwrap_err();
+            assert!(
+                matches!(error, EvalError::NeverScored(_)),
+                "{name}: {error}"
+            );
+            assert!(error.to_string().contains(name));
+            assert_eq!(error.fault(), Fault::Model(RejectionCode::NeverScored));
+        }
+        let other = parse(&format!(
+            "{}}}",
+            LLAMA.replace("LlamaForCausalLM", "GPT2LMHeadModel")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            other.fault(),
+            Fault::Model(RejectionCode::UnsupportedArchitecture)
+        );
+    }
 
     #[test]
     fn both_rope_styles_read_the_same() {

@@ -82,6 +82,9 @@ pub enum EvalError {
     /// An architecture or flag we do not evaluate.
     #[error("unsupported model: {0}")]
     Unsupported(String),
+    /// A class the successor lists but can never score, so neither do we.
+    #[error("never scored: {0}")]
+    NeverScored(String),
     /// The tokenizer files are unusable.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -135,6 +138,7 @@ impl EvalError {
             | EvalError::Template(_)
             | EvalError::Resources(_) => Fault::Model(RejectionCode::MalformedRepo),
             EvalError::Unsupported(_) => Fault::Model(RejectionCode::UnsupportedArchitecture),
+            EvalError::NeverScored(_) => Fault::Model(RejectionCode::NeverScored),
             EvalError::Io { .. } | EvalError::Data { .. } => Fault::Input,
             EvalError::Runtime(_) | EvalError::CudaUnavailable(_) | EvalError::Limits(_) => {
                 Fault::Machine

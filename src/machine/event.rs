@@ -235,6 +235,9 @@ pub enum RejectionCode {
     MalformedRepo,
     /// The repository or revision does not exist.
     NotFound,
+    /// A class the successor lists but never scores: its norm check reads projections the
+    /// class does not have (Bart, Falcon, GPT-NeoX, Phi, Phi-3). Added in schema 9.
+    NeverScored,
 }
 
 /// A committed model was refused; it is not fetched again until the commitment changes.

@@ -222,6 +222,7 @@ fn after_download(code: &RejectionCode) -> bool {
             | RejectionCode::TooManyParameters
             | RejectionCode::NormCheck
             | RejectionCode::UnsupportedArchitecture
+            | RejectionCode::NeverScored
     )
 }
 
@@ -259,7 +260,10 @@ pub fn download(
             }));
         }
         if let Download::Rejected(code) = download {
-            misconfigured(state, block, hotkey);
+            // The norm check's AttributeError is no misconfiguration: F records nothing.
+            if **code != RejectionCode::NeverScored {
+                misconfigured(state, block, hotkey);
+            }
             if after_download(code) {
                 track_download(state, hotkey, model_id, block_commit);
             }
@@ -301,7 +305,10 @@ pub fn download(
                     .add(uid);
             }
         }
-        Download::Rejected(_) => misconfigured(state, block, hotkey),
+        Download::Rejected(code) if **code != RejectionCode::NeverScored => {
+            misconfigured(state, block, hotkey);
+        }
+        Download::Rejected(_) => {}
     }
     Some(Ok(()))
 }
