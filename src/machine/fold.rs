@@ -240,6 +240,10 @@ fn superseded_verified(state: &mut State, block: u64, event: &ModelVerified) -> 
         }));
     }
     let block_commit = superseded.block_commit;
+    // The successor's tracker clears the history of a model it replaces.
+    if successor_loop::rules(&state.params).is_some() {
+        successor_loop::track_download(state, &event.hotkey, model_id.clone(), block_commit);
+    }
     track_verified(state, block, event, model_id, block_commit);
     Some(Outcome::Applied)
 }
@@ -290,6 +294,10 @@ fn queue_tracked(state: &mut State, block: u64, uid: u16, hotkey: &str) {
 }
 
 fn consensus_seeded(state: &mut State, block: u64) -> Outcome {
+    // F loads its saved state or starts empty; it never reads consensus.
+    if successor_loop::rules(&state.params).is_some() {
+        return reject(Rejection::SeedingUnderSuccessor);
+    }
     let Some(metagraph) = state.metagraph.as_ref() else {
         return reject(Rejection::SeedingWithoutMetagraph);
     };

@@ -265,6 +265,19 @@ pub enum Rejection {
         /// Its competition.
         competition: CompetitionId,
     },
+    /// The successor: a download while the update loop's cap is reached.
+    #[error(
+        "{hotkey}'s commitment at block {block_commit} was downloaded while the update loop's cap of models wait"
+    )]
+    DownloadOverCap {
+        /// The hotkey.
+        hotkey: String,
+        /// The commit block.
+        block_commit: u64,
+    },
+    /// The successor has no start-up seeding from consensus.
+    #[error("the successor's loop does not seed from consensus")]
+    SeedingUnderSuccessor,
     /// The successor: a decided commitment downloaded again without the retry rule asking.
     #[error(
         "{hotkey}'s commitment at block {block_commit} was downloaded again without the retry rule asking for it"

@@ -103,7 +103,7 @@ fn record_evaluation(
 
 /// taoverse's `on_miner_model_updated`: the tracker takes the downloaded commitment, and
 /// its evaluation history is cleared when that commitment differs from the one it held.
-fn track_download(state: &mut State, hotkey: &str, model_id: ModelId, block_commit: u64) {
+pub fn track_download(state: &mut State, hotkey: &str, model_id: ModelId, block_commit: u64) {
     let record = state.hotkeys.entry(hotkey.to_owned()).or_default();
     let same = record
         .model
@@ -149,12 +149,43 @@ fn retry_justified(state: &State, block: u64, hotkey: &str) -> bool {
     should_retry_model(&epsilon_of(&state.params, competition), block, history)
 }
 
+/// Whether the update loop has reached its cap: as many uids pending and in eval sets, over
+/// every competition, as `updated_models_limit` (F waits there, neurons/validator.py
+/// L631-644).
+fn at_cap(state: &State) -> bool {
+    let Some(rules) = rules(&state.params) else {
+        return false;
+    };
+    let count: usize = state
+        .competitions
+        .values()
+        .map(|c| c.pending.len().saturating_add(c.eval_set.len()))
+        .sum();
+    count >= usize::try_from(rules.updated_models_limit).unwrap_or(usize::MAX)
+}
+
 /// Whether F's top-model scan would force a download of `hotkey`'s model now: its uid is
 /// among the latest scan's top miners, queued for no competition, its model's competition is
 /// running, and it was never evaluated or last evaluated (any competition, F's records of
 /// misconfigurations included) at least `top_retry_blocks` ago (neurons/validator.py
 /// L646-757).
 fn top_justified(state: &State, block: u64, hotkey: &str) -> bool {
+    let running = state
+        .hotkeys
+        .get(hotkey)
+        .and_then(|r| r.model.as_ref())
+        .is_some_and(|m| {
+            state
+                .params
+                .competition_at(block, &m.model_id.competition)
+                .is_some()
+        });
+    running && top_eligible(state, block, hotkey)
+}
+
+/// The top-model scan's test of a uid, whatever its model: among the latest scan's top
+/// miners, queued for no competition, and not evaluated in the last `top_retry_blocks`.
+fn top_eligible(state: &State, block: u64, hotkey: &str) -> bool {
     let (Some(rules), Some(successor)) = (rules(&state.params), state.successor.as_ref()) else {
         return false;
     };
@@ -168,23 +199,13 @@ fn top_justified(state: &State, block: u64, hotkey: &str) -> bool {
         .competitions
         .values()
         .any(|c| c.pending.contains(uid) || c.eval_set.contains(uid));
-    let running = state
-        .hotkeys
-        .get(hotkey)
-        .and_then(|r| r.model.as_ref())
-        .is_some_and(|m| {
-            state
-                .params
-                .competition_at(block, &m.model_id.competition)
-                .is_some()
-        });
     let evaluated_last = successor
         .eval_history
         .get(hotkey)
         .and_then(|by| by.values().flatten().map(|r| r.block).max());
     let due =
         evaluated_last.is_none_or(|last| block.saturating_sub(last) >= rules.top_retry_blocks);
-    !queued && running && due
+    !queued && due
 }
 
 /// Other validators' weights as the top-model scan read them: the fold keeps the top miners
@@ -259,16 +280,28 @@ pub fn download(
                 competition,
             }));
         }
-        if let Download::Rejected(code) = download {
-            // The norm check's AttributeError is no misconfiguration: F records nothing.
-            if **code != RejectionCode::NeverScored {
-                misconfigured(state, block, hotkey);
-            }
-            if after_download(code) {
-                track_download(state, hotkey, model_id, block_commit);
-            }
-        } else {
+        // The update loop downloads only below the cap; the top-model scan ignores it.
+        if at_cap(state) && !top_eligible(state, block, hotkey) {
+            return Some(Err(Rejection::DownloadOverCap {
+                hotkey: hotkey.to_owned(),
+                block_commit,
+            }));
+        }
+        let Download::Rejected(code) = download else {
             track_download(state, hotkey, model_id, block_commit);
+            return None;
+        };
+        if after_download(code) {
+            track_download(state, hotkey, model_id, block_commit);
+        }
+        // The norm check's AttributeError is no misconfiguration: F records nothing.
+        if **code != RejectionCode::NeverScored {
+            misconfigured(state, block, hotkey);
+        }
+        if !after_download(code) {
+            // Refused before the tracker took it (a missing, oversized or malformed
+            // repository): F downloads it again on its next pass, so it stays pending.
+            return Some(Ok(()));
         }
         return None;
     }
@@ -284,7 +317,8 @@ pub fn download(
                 .and_then(|r| r.model.as_ref())
                 .is_some_and(|m| m.block_commit == block_commit);
             tracked
-                && (retry_justified(state, block, hotkey) || top_justified(state, block, hotkey))
+                && ((retry_justified(state, block, hotkey) && !at_cap(state))
+                    || top_justified(state, block, hotkey))
         }
     };
     if !forced {

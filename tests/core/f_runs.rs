@@ -86,7 +86,7 @@ fn replay_recomputes_every_step_of_fs_own_runs() {
 #[test]
 fn each_rule_is_exercised_by_some_run() {
     type Flip = fn(&mut MechanismParams);
-    let flips: [(&str, Flip); 11] = [
+    let flips: [(&str, Flip); 12] = [
         ("set order", |p| p.rules.set_order = SetOrder::Ascending),
         ("float32 tracker", |p| {
             p.rules = LoopRules {
@@ -121,6 +121,11 @@ fn each_rule_is_exercised_by_some_run() {
             }
         }),
         ("keep 3", |p| p.sample_min = 4),
+        ("the update loop's cap", |p| {
+            if let Some(s) = p.rules.successor.as_mut() {
+                s.updated_models_limit = 8;
+            }
+        }),
         ("top miners' stake floor", |p| {
             if let Some(s) = p.rules.successor.as_mut() {
                 s.top_stake_min = 1e9;

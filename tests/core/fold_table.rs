@@ -12,7 +12,8 @@
 //! Commands: `metagraph HOTKEYS...`, `metagraph-size N`, `metagraph-short`,
 //! `commit HOTKEY BLOCK_COMMIT COMPETITION LABEL` (a valid id derived from LABEL),
 //! `commit-raw HOTKEY BLOCK_COMMIT TEXT`, `verify HOTKEY BLOCK_COMMIT plain|salted`,
-//! `reject HOTKEY BLOCK_COMMIT`, `seed`, `start STEP COMPETITION`, `batch STEP SIZE`,
+//! `reject HOTKEY BLOCK_COMMIT`, `reject-missing HOTKEY BLOCK_COMMIT`, `seed`,
+//! `start STEP COMPETITION`, `batch STEP SIZE`,
 //! `losses STEP UID [HOTKEY [HASH]] LOSSES` (LOSSES comma-separated; HOTKEY and HASH default
 //! to the participant's), `eval-failed STEP UID`, `complete STEP`, `abandon STEP`,
 //! `fail STEP`, `weights`, `prepare`, `prepare-hash`, `committed`, `answer included BLOCK`,
@@ -65,6 +66,12 @@ fn params(variant: &str) -> MechanismParams {
         "legacy" => params.rules = validator::machine::params::LoopRules::legacy(),
         "chain" => params.rules.weights_cadence = WeightsCadence::Chain,
         "f" => params = MechanismParams::successor(),
+        "f-cap1" => {
+            params = MechanismParams::successor();
+            if let Some(rules) = params.rules.successor.as_mut() {
+                rules.updated_models_limit = 1;
+            }
+        }
         other => panic!("unknown params {other}"),
     }
     params
@@ -117,6 +124,12 @@ fn event_of(state: &State, words: &[&str]) -> Event {
             hotkey: (*hotkey).into(),
             block_commit: block.parse().unwrap(),
             code: RejectionCode::HashMismatch,
+            detail: "test".into(),
+        }),
+        ["reject-missing", hotkey, block] => Event::ModelRejected(ModelRejected {
+            hotkey: (*hotkey).into(),
+            block_commit: block.parse().unwrap(),
+            code: RejectionCode::NotFound,
             detail: "test".into(),
         }),
         ["seed"] => Event::ConsensusSeeded(ConsensusSeeded {}),
@@ -599,6 +612,7 @@ fn weights_intents_commits_and_answers() {
 const SUCCESSOR: &str = "
     5200000 params f                         => applied
     5200000 metagraph 5A 5B 5C 5D            => applied
+    5200000 seed                             => rejected SeedingUnderSuccessor
     5200000 commit 5A 5100000 4 old          => rejected CommitmentInvalid
     5200000 commit 5B 5199800 4 b            => applied
     5200000 verify 5B 5199800 salted         => rejected DownloadTooEarly
@@ -627,6 +641,23 @@ const SUCCESSOR: &str = "
     5200400 start 2 l3                       => applied
     5200400 tasks 2 SYNTHETIC_1_SFT:1        => rejected TasksWithoutSuccessorRules
     5200400 validators                       => rejected ValidatorWeightsWithoutSuccessorRules
+";
+
+/// The successor's update loop downloads nothing new while its cap of models wait (here 1);
+/// a repository missing before download stays pending, as F downloads it again.
+const SUCCESSOR_CAP: &str = "
+    5200000 params f-cap1                    => applied
+    5200000 metagraph 5A 5B                  => applied
+    5200000 commit 5A 5199000 4 a            => applied
+    5200000 commit 5B 5199000 4 b            => applied
+    5200000 verify 5A 5199000 salted         => applied
+    5200000 verify 5B 5199000 salted         => rejected DownloadOverCap
+    5200000 reject-missing 5B 5199000        => rejected DownloadOverCap
+    5200000 params f                         => applied
+    5200000 reject-missing 5B 5199000        => applied
+    assert status 5B unverified
+    5200000 verify 5B 5199000 salted         => applied
+    assert pending 4 0,1
 ";
 
 /// When weights are due, under each cadence, from what the weight setter read of the chain
@@ -688,6 +719,7 @@ fn a_step_failed_before_it_started_merges_pending_and_does_not_advance() {
 #[test]
 fn the_successors_loop() {
     check(SUCCESSOR);
+    check(SUCCESSOR_CAP);
 }
 
 #[test]
@@ -714,6 +746,7 @@ fn every_rejection_variant_has_a_line() {
         FAILED_BEFORE_START,
         WEIGHTS,
         SUCCESSOR,
+        SUCCESSOR_CAP,
     ] {
         seen.extend(check(script));
     }
