@@ -168,3 +168,26 @@ fn each_rule_is_exercised_by_some_run() {
         assert!(diverged, "no run tells the {rule} rule apart");
     }
 }
+
+/// A journal written from one's own records (here F's, by a Python script) reads, exports and
+/// reads back to the same items, and the export replays as the original does: the JSON Lines
+/// form is how anyone brings a successor run to replay.
+#[test]
+fn a_successor_journal_exports_and_reads_back_unchanged() {
+    for (name, items) in runs() {
+        let mut bytes = Vec::new();
+        for item in &items {
+            jsonl::write_item(&mut bytes, item).unwrap();
+        }
+        let again = jsonl::read(std::io::BufReader::new(bytes.as_slice())).unwrap();
+        // (Items with NaN losses are never `==`; the bytes and the replay are compared.)
+        assert_eq!(again.len(), items.len(), "{name}");
+        let report = replay_items(&again, OPTIONS).unwrap();
+        assert_eq!(report.divergence, None, "{name}");
+        let mut twice = Vec::new();
+        for item in &again {
+            jsonl::write_item(&mut twice, item).unwrap();
+        }
+        assert_eq!(twice, bytes, "{name}: the export is not stable");
+    }
+}
