@@ -30,6 +30,8 @@ pub enum Architecture {
     Llama,
     /// `StableLmForCausalLM`.
     StableLm,
+    /// `MistralForCausalLM`: Llama's layers without biases, with a sliding attention window.
+    Mistral,
 }
 
 impl Architecture {
@@ -38,7 +40,14 @@ impl Architecture {
         match self {
             Architecture::Llama => "LlamaForCausalLM",
             Architecture::StableLm => "StableLmForCausalLM",
+            Architecture::Mistral => "MistralForCausalLM",
         }
+    }
+
+    /// Whether the layers are Llama's (RMSNorm before attention and MLP, a SiLU-gated MLP,
+    /// whole-head rotary embedding).
+    pub fn is_llama_like(self) -> bool {
+        matches!(self, Architecture::Llama | Architecture::Mistral)
     }
 }
 
@@ -101,6 +110,9 @@ pub struct ModelConfig {
     pub parallel_residual: bool,
     /// The declared weight dtype (`torch_dtype` or `dtype`), for reports.
     pub dtype: Option<String>,
+    /// Mistral: a query sees only the `sliding_window` latest positions, itself included
+    /// (transformers: `kv_idx > q_idx - sliding_window`); `None` for full causal attention.
+    pub sliding_window: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -228,8 +240,22 @@ impl ModelConfig {
         }
         let rope = Rope::parse(&raw.rest, architecture, shape.head_dim)?;
         let norm_key = match architecture {
-            Architecture::Llama => "rms_norm_eps",
+            Architecture::Llama | Architecture::Mistral => "rms_norm_eps",
             Architecture::StableLm => "layer_norm_eps",
+        };
+        let sliding_window = match architecture {
+            // MistralConfig's default when the key is absent is 4,096; `null` turns it off.
+            Architecture::Mistral => match raw.rest.get("sliding_window") {
+                None => Some(4096),
+                Some(Value::Null) => None,
+                Some(_) => match fields.uint("sliding_window", u64::MAX)? {
+                    Some(0) | None => {
+                        return Err(invalid("sliding_window must be a positive integer".into()));
+                    }
+                    window => window,
+                },
+            },
+            Architecture::Llama | Architecture::StableLm => None,
         };
         let norm_eps = positive(norm_key, fields.float(norm_key)?.unwrap_or(1e-5))?;
         let tie_word_embeddings = match raw.rest.get("tie_word_embeddings") {
@@ -260,6 +286,7 @@ impl ModelConfig {
             o_bias: flags.o_bias,
             mlp_bias: flags.mlp_bias,
             qk_layernorm: flags.qk_layernorm,
+            sliding_window,
             parallel_residual: flags.parallel_residual,
             dtype: fields
                 .string("dtype")
@@ -299,9 +326,11 @@ fn parse_architecture(architectures: &[String]) -> Result<Architecture, EvalErro
     match architectures {
         [one] if one == "LlamaForCausalLM" => Ok(Architecture::Llama),
         [one] if one == "StableLmForCausalLM" => Ok(Architecture::StableLm),
+        [one] if one == "MistralForCausalLM" => Ok(Architecture::Mistral),
         [] => Err(unsupported("config.json names no architecture".into())),
         other => Err(unsupported(format!(
-            "architecture {other:?}; we evaluate LlamaForCausalLM and StableLmForCausalLM"
+            "architecture {other:?}; we evaluate LlamaForCausalLM, MistralForCausalLM and \
+             StableLmForCausalLM"
         ))),
     }
 }
@@ -317,6 +346,7 @@ fn check_model_type(
     let expected = match architecture {
         Architecture::Llama => "llama",
         Architecture::StableLm => "stablelm",
+        Architecture::Mistral => "mistral",
     };
     match rest.get("model_type") {
         Some(Value::String(model_type)) if model_type == expected => Ok(()),
@@ -360,7 +390,9 @@ impl Shape {
             )));
         }
         let head_dim = match (architecture, fields.uint("head_dim", HIDDEN_MAX)?) {
+            // Mistral reads `head_dim or hidden // heads`: 0 falls back.
             (Architecture::Llama, Some(head_dim)) => head_dim,
+            (Architecture::Mistral, Some(head_dim)) if head_dim > 0 => head_dim,
             _ => {
                 if hidden_size % num_heads != 0 {
                     return Err(invalid(format!(
@@ -437,12 +469,12 @@ impl Rope {
             .transpose()?
             .or(fields.float("partial_rotary_factor")?)
             .unwrap_or(match architecture {
-                Architecture::Llama => 1.0,
+                Architecture::Llama | Architecture::Mistral => 1.0,
                 Architecture::StableLm => 0.25,
             });
         // transformers' Llama rotates the whole head: a smaller factor gives rotary tables
         // narrower than the queries, which its `apply_rotary_pos_emb` cannot broadcast.
-        if architecture == Architecture::Llama && partial_rotary_factor != 1.0 {
+        if architecture.is_llama_like() && partial_rotary_factor != 1.0 {
             return Err(unsupported(format!(
                 "partial_rotary_factor {partial_rotary_factor} on LlamaForCausalLM, which \
                  rotates the whole head"
@@ -527,6 +559,14 @@ impl Flags {
                     parallel_residual: false,
                 }
             }
+            // Mistral's projections have no biases, whatever the config says.
+            Architecture::Mistral => Self {
+                qkv_bias: false,
+                o_bias: false,
+                mlp_bias: false,
+                qk_layernorm: false,
+                parallel_residual: false,
+            },
             Architecture::StableLm => Self {
                 qkv_bias: fields.flag("use_qkv_bias")?,
                 o_bias: false,
@@ -585,6 +625,34 @@ mod tests {
             other.fault(),
             Fault::Model(RejectionCode::UnsupportedArchitecture)
         );
+    }
+
+    /// Mistral reads as transformers' MistralConfig: no `sliding_window` key is its 4,096,
+    /// `null` is full causal attention, a zero or a non-integer window is refused, biases are
+    /// never read, and `model_type` must be `mistral`.
+    #[test]
+    fn mistral_reads_its_window_as_transformers_does() {
+        let mistral = LLAMA
+            .replace("LlamaForCausalLM", "MistralForCausalLM")
+            .replace(r#""model_type": "llama""#, r#""model_type": "mistral""#);
+        let read = |extra: &str| parse(&format!("{mistral}{extra}}}"));
+        assert_eq!(read("").unwrap().sliding_window, Some(4096));
+        assert_eq!(
+            read(r#", "sliding_window": null"#).unwrap().sliding_window,
+            None
+        );
+        assert_eq!(
+            read(r#", "sliding_window": 16"#).unwrap().sliding_window,
+            Some(16)
+        );
+        assert!(read(r#", "sliding_window": 0"#).is_err());
+        assert!(read(r#", "sliding_window": "wide""#).is_err());
+        let biased = read(r#", "attention_bias": true, "mlp_bias": true"#).unwrap();
+        assert!(!biased.qkv_bias && !biased.o_bias && !biased.mlp_bias);
+        assert_eq!(biased.architecture, Architecture::Mistral);
+        let as_llama = LLAMA.replace("LlamaForCausalLM", "MistralForCausalLM");
+        assert!(parse(&format!("{as_llama}}}")).is_err());
+        assert_eq!(parse(&format!("{LLAMA}}}")).unwrap().sliding_window, None);
     }
 
     #[test]

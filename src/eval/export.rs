@@ -403,7 +403,7 @@ impl Exporter<'_> {
         let epsilon = self.epsilon();
         let weight = self.weight(&format!("{prefix}.weight"), &[hidden])?;
         match self.config.architecture {
-            Architecture::Llama => Ok(self.graph.op(
+            Architecture::Llama | Architecture::Mistral => Ok(self.graph.op(
                 "SimplifiedLayerNormalization",
                 &[x, &weight],
                 &[
@@ -435,7 +435,7 @@ impl Exporter<'_> {
         let Some(delta) = delta else {
             return Ok((self.norm(x, prefix)?, x.to_owned()));
         };
-        if self.config.architecture != Architecture::Llama {
+        if !self.config.architecture.is_llama_like() {
             let sum = self.graph.op("Add", &[x, delta], &[]);
             return Ok((self.norm(&sum, prefix)?, sum));
         }
@@ -647,6 +647,7 @@ impl Exporter<'_> {
                 ("kv_num_heads", Attr::Int(to_i64(c.num_kv_heads))),
                 ("do_rotary", Attr::Int(do_rotary)),
                 ("rotary_interleaved", Attr::Int(0)),
+                ("local_window_size", Attr::Int(self.local_window_size())),
             ],
             3,
         );
@@ -661,6 +662,15 @@ impl Exporter<'_> {
             c.num_heads * c.head_dim,
             c.o_bias,
         )
+    }
+
+    /// `GroupQueryAttention`'s `local_window_size`: -1 for full causal attention, else the
+    /// sliding window itself (ONNX Runtime, like transformers, lets query i see the keys j
+    /// with i - j < window; checked against the explicit mask on the Mistral fixture).
+    fn local_window_size(&self) -> i64 {
+        self.config
+            .sliding_window
+            .map_or(-1, |window| i64::try_from(window).unwrap_or(i64::MAX))
     }
 
     /// Attention from MatMul, Softmax and an explicit causal mask, on `[B, heads, S, d]`.
@@ -817,9 +827,20 @@ impl Exporter<'_> {
                 &[("value", Attr::FloatTensor(self.precision.lowest()))],
             );
             let one = self.graph.const_i64(&[1], &[]);
-            let mask = self
+            let mut mask = self
                 .graph
                 .op("Trilu", &[&filled, &one], &[("upper", Attr::Int(1))]);
+            if let Some(window) = c.sliding_window {
+                // Mistral: key j is also hidden from query i once i - j >= window, the part
+                // of the lower triangle on or below diagonal -window.
+                let below = self
+                    .graph
+                    .const_i64(&[-i64::try_from(window).unwrap_or(i64::MAX)], &[]);
+                let outside =
+                    self.graph
+                        .op("Trilu", &[&filled, &below], &[("upper", Attr::Int(0))]);
+                mask = self.graph.op("Add", &[&mask, &outside], &[]);
+            }
             let mask = self.in_compute_type(&mask, Dtype::F32);
             return AttentionForm::Explicit { cos, sin, mask };
         }

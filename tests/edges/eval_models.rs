@@ -479,3 +479,80 @@ fn a_loss_does_not_move_with_its_place_in_the_run() {
         }
     }
 }
+
+/// `losses_of_graph` for a configuration other than the model's own.
+fn losses_of_graph_config(
+    model: &ModelDir,
+    config: &validator::eval::config::ModelConfig,
+    prepared: &[validator::eval::tokenize::Prepared],
+    export_options: &ExportOptions,
+) -> Vec<Option<f64>> {
+    let graph = export(config, &model.weights, export_options).unwrap();
+    let mut session = ModelSession::new(&graph, &model.path, Device::Cpu, 2).unwrap();
+    prepared
+        .iter()
+        .map(|sample| {
+            let result = session
+                .run(&sample.ids, &sample.labels(), 1, sample.ids.len())
+                .unwrap();
+            (result[0].target_count > 0).then(|| f64::from(result[0].loss_mean))
+        })
+        .collect()
+}
+
+/// Mistral's sliding window, against transformers: `fixtures/models/mistral-f32` (made by
+/// `make_mistral.py`) has a 16-token window, shorter than most samples, so the window decides
+/// their losses. Both attention forms within 1e-4 of transformers f32 and within 1e-5 of each
+/// other; without the window (read as full causal attention) the losses move.
+#[test]
+fn mistrals_sliding_window_matches_transformers() {
+    let text = std::fs::read_to_string(fixtures().join("reference_mistral.json")).unwrap();
+    let reference: Reference = serde_json::from_str(&text).unwrap();
+    let expected = &reference.models["mistral-f32"];
+    let (model, prepared) = prepared("mistral-f32");
+    assert_eq!(model.config.sliding_window, Some(16));
+    assert_eq!(model.parameter_count(), expected.parameters);
+    for (index, (sample, tokens)) in prepared.iter().zip(&expected.tokens).enumerate() {
+        assert_eq!(sample.ids, tokens.ids, "sample {index}");
+        assert_eq!(sample.prompt_len, tokens.prompt_ids.len(), "sample {index}");
+    }
+    let fused = ExportOptions::for_device(2048, Precision::F32, Device::Cpu);
+    let explicit = ExportOptions {
+        fused_attention: false,
+        ..fused
+    };
+    let a = losses_of_graph(&model, &prepared, &fused);
+    let b = losses_of_graph(&model, &prepared, &explicit);
+    let mut windowed = 0;
+    for (index, ((a, b), want)) in a.iter().zip(&b).zip(&expected.losses).enumerate() {
+        match (a, b, want) {
+            (Some(a), Some(b), Some(want)) => {
+                assert!(
+                    (a - want).abs() <= 1e-4,
+                    "sample {index}: fused {a} vs {want}"
+                );
+                assert!(
+                    (b - want).abs() <= 1e-4,
+                    "sample {index}: explicit {b} vs {want}"
+                );
+                assert!(
+                    (a - b).abs() <= 1e-5,
+                    "sample {index}: fused {a}, explicit {b}"
+                );
+            }
+            (None, None, None) => {}
+            other => panic!("sample {index}: {other:?}"),
+        }
+        windowed += usize::from(prepared[index].ids.len() > 16);
+    }
+    assert!(windowed >= 6, "the window no longer matters to the fixture");
+    let mut unwindowed = model.config.clone();
+    unwindowed.sliding_window = None;
+    let full = losses_of_graph_config(&model, &unwindowed, &prepared, &explicit);
+    assert!(
+        full.iter()
+            .zip(&expected.losses)
+            .all(|(full, want)| full.zip(*want).is_none_or(|(f, w)| (f - w).abs() > 1e-3)),
+        "the window changed nothing: {full:?}"
+    );
+}
