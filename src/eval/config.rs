@@ -32,6 +32,9 @@ pub enum Architecture {
     StableLm,
     /// `MistralForCausalLM`: Llama's layers without biases, with a sliding attention window.
     Mistral,
+    /// `GemmaForCausalLM`: Llama's layers with a `(1 + weight)` RMSNorm, a GELU-tanh gated
+    /// MLP and embeddings scaled by √hidden.
+    Gemma,
 }
 
 impl Architecture {
@@ -41,13 +44,17 @@ impl Architecture {
             Architecture::Llama => "LlamaForCausalLM",
             Architecture::StableLm => "StableLmForCausalLM",
             Architecture::Mistral => "MistralForCausalLM",
+            Architecture::Gemma => "GemmaForCausalLM",
         }
     }
 
-    /// Whether the layers are Llama's (RMSNorm before attention and MLP, a SiLU-gated MLP,
+    /// Whether the layers are Llama's (RMSNorm before attention and MLP, a gated MLP,
     /// whole-head rotary embedding).
     pub fn is_llama_like(self) -> bool {
-        matches!(self, Architecture::Llama | Architecture::Mistral)
+        matches!(
+            self,
+            Architecture::Llama | Architecture::Mistral | Architecture::Gemma
+        )
     }
 }
 
@@ -113,6 +120,21 @@ pub struct ModelConfig {
     /// Mistral: a query sees only the `sliding_window` latest positions, itself included
     /// (transformers: `kv_idx > q_idx - sliding_window`); `None` for full causal attention.
     pub sliding_window: Option<u64>,
+    /// The gated MLP's activation.
+    pub activation: Activation,
+    /// Gemma: RMSNorm scales by `1 + weight`, in float32.
+    pub norm_unit_offset: bool,
+    /// Gemma: embeddings are multiplied by √hidden, rounded to float32 (`embed_scale`).
+    pub embedding_scale: Option<f32>,
+}
+
+/// The activation of the gated MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu` (Llama, Mistral, StableLM).
+    Silu,
+    /// `gelu_pytorch_tanh` (Gemma; its legacy `gelu` means the same).
+    GeluTanh,
 }
 
 #[derive(Deserialize)]
@@ -223,13 +245,27 @@ impl ModelConfig {
         let fields = Fields(&raw.rest);
         let shape = Shape::parse(&fields, architecture)?;
         // transformers refuses a `hidden_act` that names no activation (null, a number): so
-        // do we, rather than score the model with silu as if it had said so.
-        match raw.rest.get("hidden_act") {
-            None => {}
-            Some(Value::String(activation)) if activation == "silu" => {}
+        // do we, rather than score the model with silu as if it had said so. Gemma's default
+        // is the tanh GELU, and GemmaConfig turns a legacy "gelu" into it.
+        let gemma = architecture == Architecture::Gemma;
+        let activation = match raw.rest.get("hidden_act") {
+            None if gemma => Activation::GeluTanh,
+            None => Activation::Silu,
+            Some(Value::String(activation)) if activation == "silu" && !gemma => Activation::Silu,
+            Some(Value::String(activation))
+                if gemma && (activation == "gelu_pytorch_tanh" || activation == "gelu") =>
+            {
+                Activation::GeluTanh
+            }
             Some(Value::String(activation)) => {
                 return Err(unsupported(format!(
-                    "hidden_act {activation:?}; only \"silu\" is supported"
+                    "hidden_act {activation:?}; {} supports {}",
+                    architecture.name(),
+                    if gemma {
+                        "\"gelu_pytorch_tanh\" (and its legacy \"gelu\")"
+                    } else {
+                        "\"silu\""
+                    }
                 )));
             }
             Some(other) => {
@@ -237,10 +273,17 @@ impl ModelConfig {
                     "hidden_act = {other} is not the name of an activation"
                 )));
             }
+        };
+        if gemma && fields.flag("use_bidirectional_attention")? {
+            return Err(unsupported(
+                "use_bidirectional_attention = true: the model would attend to later tokens, \
+                 which a causal loss does not evaluate"
+                    .into(),
+            ));
         }
         let rope = Rope::parse(&raw.rest, architecture, shape.head_dim)?;
         let norm_key = match architecture {
-            Architecture::Llama | Architecture::Mistral => "rms_norm_eps",
+            Architecture::Llama | Architecture::Mistral | Architecture::Gemma => "rms_norm_eps",
             Architecture::StableLm => "layer_norm_eps",
         };
         let sliding_window = match architecture {
@@ -255,11 +298,12 @@ impl ModelConfig {
                     window => window,
                 },
             },
-            Architecture::Llama | Architecture::StableLm => None,
+            Architecture::Llama | Architecture::StableLm | Architecture::Gemma => None,
         };
         let norm_eps = positive(norm_key, fields.float(norm_key)?.unwrap_or(1e-5))?;
         let tie_word_embeddings = match raw.rest.get("tie_word_embeddings") {
-            None | Some(Value::Null) => false,
+            // GemmaConfig ties them unless told otherwise.
+            None | Some(Value::Null) => gemma,
             Some(Value::Bool(flag)) => *flag,
             Some(value) => {
                 return Err(invalid(format!(
@@ -287,6 +331,14 @@ impl ModelConfig {
             mlp_bias: flags.mlp_bias,
             qk_layernorm: flags.qk_layernorm,
             sliding_window,
+            activation,
+            norm_unit_offset: gemma,
+            // `torch.tensor(hidden_size ** 0.5)`: a float32 of the Python float.
+            embedding_scale: gemma.then(|| {
+                #[allow(clippy::cast_possible_truncation)]
+                let scale = head_dim_f64(shape.hidden_size).sqrt() as f32;
+                scale
+            }),
             parallel_residual: flags.parallel_residual,
             dtype: fields
                 .string("dtype")
@@ -327,10 +379,11 @@ fn parse_architecture(architectures: &[String]) -> Result<Architecture, EvalErro
         [one] if one == "LlamaForCausalLM" => Ok(Architecture::Llama),
         [one] if one == "StableLmForCausalLM" => Ok(Architecture::StableLm),
         [one] if one == "MistralForCausalLM" => Ok(Architecture::Mistral),
+        [one] if one == "GemmaForCausalLM" => Ok(Architecture::Gemma),
         [] => Err(unsupported("config.json names no architecture".into())),
         other => Err(unsupported(format!(
-            "architecture {other:?}; we evaluate LlamaForCausalLM, MistralForCausalLM and \
-             StableLmForCausalLM"
+            "architecture {other:?}; we evaluate LlamaForCausalLM, MistralForCausalLM, \
+             GemmaForCausalLM and StableLmForCausalLM"
         ))),
     }
 }
@@ -347,6 +400,7 @@ fn check_model_type(
         Architecture::Llama => "llama",
         Architecture::StableLm => "stablelm",
         Architecture::Mistral => "mistral",
+        Architecture::Gemma => "gemma",
     };
     match rest.get("model_type") {
         Some(Value::String(model_type)) if model_type == expected => Ok(()),
@@ -393,6 +447,12 @@ impl Shape {
             // Mistral reads `head_dim or hidden // heads`: 0 falls back.
             (Architecture::Llama, Some(head_dim)) => head_dim,
             (Architecture::Mistral, Some(head_dim)) if head_dim > 0 => head_dim,
+            // GemmaConfig always has one (256 unless told); zero makes no heads.
+            (Architecture::Gemma, Some(0)) => {
+                return Err(invalid("head_dim must be positive".into()));
+            }
+            (Architecture::Gemma, Some(head_dim)) => head_dim,
+            (Architecture::Gemma, None) => 256,
             _ => {
                 if hidden_size % num_heads != 0 {
                     return Err(invalid(format!(
@@ -469,7 +529,7 @@ impl Rope {
             .transpose()?
             .or(fields.float("partial_rotary_factor")?)
             .unwrap_or(match architecture {
-                Architecture::Llama | Architecture::Mistral => 1.0,
+                Architecture::Llama | Architecture::Mistral | Architecture::Gemma => 1.0,
                 Architecture::StableLm => 0.25,
             });
         // transformers' Llama rotates the whole head: a smaller factor gives rotary tables
@@ -555,6 +615,17 @@ impl Flags {
                     qkv_bias: attention_bias,
                     o_bias: attention_bias,
                     mlp_bias: fields.flag("mlp_bias")?,
+                    qk_layernorm: false,
+                    parallel_residual: false,
+                }
+            }
+            // Gemma: `attention_bias` on all four projections; no MLP bias.
+            Architecture::Gemma => {
+                let attention_bias = fields.flag("attention_bias")?;
+                Self {
+                    qkv_bias: attention_bias,
+                    o_bias: attention_bias,
+                    mlp_bias: false,
                     qk_layernorm: false,
                     parallel_residual: false,
                 }
@@ -653,6 +724,34 @@ mod tests {
         let as_llama = LLAMA.replace("LlamaForCausalLM", "MistralForCausalLM");
         assert!(parse(&format!("{as_llama}}}")).is_err());
         assert_eq!(parse(&format!("{LLAMA}}}")).unwrap().sliding_window, None);
+    }
+
+    /// Gemma reads as GemmaConfig: the tanh GELU by default and for the legacy "gelu", any
+    /// other activation refused, bidirectional attention refused, a head size of 256 unless
+    /// told, tied embeddings unless told, `1 + weight` norms and a float32 √hidden scale.
+    #[test]
+    fn gemma_reads_as_gemmaconfig() {
+        let gemma = LLAMA
+            .replace("LlamaForCausalLM", "GemmaForCausalLM")
+            .replace(r#""model_type": "llama""#, r#""model_type": "gemma""#);
+        let read = |extra: &str| parse(&format!("{gemma}{extra}}}"));
+        let plain = read("").unwrap();
+        assert_eq!(plain.activation, Activation::GeluTanh);
+        assert_eq!(plain.head_dim, 256);
+        assert!(plain.tie_word_embeddings && plain.norm_unit_offset);
+        assert_eq!(plain.embedding_scale, Some(8.0));
+        let legacy = read(r#", "hidden_act": "gelu""#).unwrap();
+        assert_eq!(legacy.activation, Activation::GeluTanh);
+        assert!(read(r#", "hidden_act": "silu""#).is_err());
+        assert!(read(r#", "use_bidirectional_attention": true"#).is_err());
+        assert!(read(r#", "use_bidirectional_attention": null"#).is_ok());
+        assert!(read(r#", "head_dim": 0"#).is_err());
+        assert!(
+            !read(r#", "tie_word_embeddings": false"#)
+                .unwrap()
+                .tie_word_embeddings
+        );
+        assert!(parse(&format!("{}, \"hidden_act\": \"gelu\"}}", LLAMA)).is_err());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::EvalError;
-use super::config::{Architecture, ModelConfig, RopeScaling};
+use super::config::{Activation, ModelConfig, RopeScaling};
 use super::onnx::{Attr, Dim, ElementType, GraphBuilder};
 use super::runtime::Device;
 use super::safetensors::{Dtype, WeightIndex};
@@ -398,12 +398,22 @@ impl Exporter<'_> {
         Attr::Float(epsilon)
     }
 
+    /// An RMSNorm's scale: its weight, or Gemma's `1 + weight`.
+    fn norm_weight(&mut self, prefix: &str) -> Result<String, EvalError> {
+        let weight = self.weight(&format!("{prefix}.weight"), &[self.config.hidden_size])?;
+        if !self.config.norm_unit_offset {
+            return Ok(weight);
+        }
+        let one = self.constant(&[1.0], &[]);
+        Ok(self.graph.op("Add", &[&weight, &one], &[]))
+    }
+
     fn norm(&mut self, x: &str, prefix: &str) -> Result<String, EvalError> {
         let hidden = self.config.hidden_size;
         let epsilon = self.epsilon();
-        let weight = self.weight(&format!("{prefix}.weight"), &[hidden])?;
-        match self.config.architecture {
-            Architecture::Llama | Architecture::Mistral => Ok(self.graph.op(
+        if self.config.architecture.is_llama_like() {
+            let weight = self.norm_weight(prefix)?;
+            return Ok(self.graph.op(
                 "SimplifiedLayerNormalization",
                 &[x, &weight],
                 &[
@@ -411,16 +421,16 @@ impl Exporter<'_> {
                     ("epsilon", epsilon),
                     ("stash_type", Attr::Int(1)),
                 ],
-            )),
-            Architecture::StableLm => {
-                let bias = self.weight(&format!("{prefix}.bias"), &[hidden])?;
-                Ok(self.graph.op(
-                    "LayerNormalization",
-                    &[x, &weight, &bias],
-                    &[("axis", Attr::Int(-1)), ("epsilon", epsilon)],
-                ))
-            }
+            ));
         }
+        // StableLM's LayerNorm with bias.
+        let weight = self.weight(&format!("{prefix}.weight"), &[hidden])?;
+        let bias = self.weight(&format!("{prefix}.bias"), &[hidden])?;
+        Ok(self.graph.op(
+            "LayerNormalization",
+            &[x, &weight, &bias],
+            &[("axis", Attr::Int(-1)), ("epsilon", epsilon)],
+        ))
     }
 
     /// The residual stream `x` plus `delta` (when there is one), and the norm `prefix` of it:
@@ -439,7 +449,7 @@ impl Exporter<'_> {
             let sum = self.graph.op("Add", &[x, delta], &[]);
             return Ok((self.norm(&sum, prefix)?, sum));
         }
-        let weight = self.weight(&format!("{prefix}.weight"), &[self.config.hidden_size])?;
+        let weight = self.norm_weight(prefix)?;
         let epsilon = self.epsilon();
         let outputs = self.graph.op_with_outputs(
             "com.microsoft",
@@ -751,6 +761,26 @@ impl Exporter<'_> {
         )
     }
 
+    /// PyTorch's `gelu(x, approximate="tanh")`:
+    /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    fn gelu_tanh(&mut self, x: &str) -> String {
+        #[allow(clippy::cast_possible_truncation)]
+        let beta = (2.0 / std::f64::consts::PI).sqrt() as f32;
+        let kappa = self.constant(&[0.044_715], &[]);
+        let beta = self.constant(&[beta], &[]);
+        let half = self.constant(&[0.5], &[]);
+        let one = self.constant(&[1.0], &[]);
+        let square = self.graph.op("Mul", &[x, x], &[]);
+        let cube = self.graph.op("Mul", &[&square, x], &[]);
+        let scaled_cube = self.graph.op("Mul", &[&cube, &kappa], &[]);
+        let inner = self.graph.op("Add", &[x, &scaled_cube], &[]);
+        let inner = self.graph.op("Mul", &[&inner, &beta], &[]);
+        let tanh = self.graph.op("Tanh", &[&inner], &[]);
+        let shifted = self.graph.op("Add", &[&tanh, &one], &[]);
+        let halved = self.graph.op("Mul", &[x, &half], &[]);
+        self.graph.op("Mul", &[&halved, &shifted], &[])
+    }
+
     fn mlp(&mut self, h: &str, prefix: &str) -> Result<String, EvalError> {
         let (hidden, inner, bias) = (
             self.config.hidden_size,
@@ -759,9 +789,14 @@ impl Exporter<'_> {
         );
         let gate = self.linear(h, &format!("{prefix}.gate_proj"), inner, hidden, bias)?;
         let up = self.linear(h, &format!("{prefix}.up_proj"), inner, hidden, bias)?;
-        let sigmoid = self.graph.op("Sigmoid", &[&gate], &[]);
-        let silu = self.graph.op("Mul", &[&gate, &sigmoid], &[]);
-        let product = self.graph.op("Mul", &[&silu, &up], &[]);
+        let activated = match self.config.activation {
+            Activation::Silu => {
+                let sigmoid = self.graph.op("Sigmoid", &[&gate], &[]);
+                self.graph.op("Mul", &[&gate, &sigmoid], &[])
+            }
+            Activation::GeluTanh => self.gelu_tanh(&gate),
+        };
+        let product = self.graph.op("Mul", &[&activated, &up], &[]);
         self.linear(
             &product,
             &format!("{prefix}.down_proj"),
@@ -901,6 +936,11 @@ impl Exporter<'_> {
             &[("axis", Attr::Int(0))],
         );
         let mut x = self.in_compute_type(&x, embedding_dtype);
+        if let Some(scale) = c.embedding_scale {
+            // Gemma: `embeds * embed_scale.to(weight.dtype)`.
+            let scale = self.constant(&[scale], &[]);
+            x = self.graph.op("Mul", &[&x, &scale], &[]);
+        }
 
         let attention = self.attention_form(options, &length);
 

@@ -501,12 +501,12 @@ fn losses_of_graph_config(
 }
 
 /// Mistral's sliding window, against transformers: `fixtures/models/mistral-f32` (made by
-/// `make_mistral.py`) has a 16-token window, shorter than most samples, so the window decides
+/// `make_classes.py`) has a 16-token window, shorter than most samples, so the window decides
 /// their losses. Both attention forms within 1e-4 of transformers f32 and within 1e-5 of each
 /// other; without the window (read as full causal attention) the losses move.
 #[test]
 fn mistrals_sliding_window_matches_transformers() {
-    let text = std::fs::read_to_string(fixtures().join("reference_mistral.json")).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("reference_classes.json")).unwrap();
     let reference: Reference = serde_json::from_str(&text).unwrap();
     let expected = &reference.models["mistral-f32"];
     let (model, prepared) = prepared("mistral-f32");
@@ -555,4 +555,48 @@ fn mistrals_sliding_window_matches_transformers() {
             .all(|(full, want)| full.zip(*want).is_none_or(|(f, w)| (f - w).abs() > 1e-3)),
         "the window changed nothing: {full:?}"
     );
+}
+
+/// Gemma against transformers: `fixtures/models/gemma-f32` (made by `make_classes.py`) with
+/// its `(1 + weight)` RMSNorm, tanh GELU, √hidden embedding scale, tied embeddings, attention
+/// biases, one key/value head and a head size that is not hidden / heads. Both attention forms
+/// within 1e-4 of transformers f32 and within 1e-5 of each other.
+#[test]
+fn gemma_matches_transformers() {
+    let text = std::fs::read_to_string(fixtures().join("reference_classes.json")).unwrap();
+    let reference: Reference = serde_json::from_str(&text).unwrap();
+    let expected = &reference.models["gemma-f32"];
+    let (model, prepared) = prepared("gemma-f32");
+    assert_eq!(model.parameter_count(), expected.parameters);
+    assert!(model.config.norm_unit_offset && model.config.tie_word_embeddings);
+    for (index, (sample, tokens)) in prepared.iter().zip(&expected.tokens).enumerate() {
+        assert_eq!(sample.ids, tokens.ids, "sample {index}");
+    }
+    let fused = ExportOptions::for_device(2048, Precision::F32, Device::Cpu);
+    let explicit = ExportOptions {
+        fused_attention: false,
+        ..fused
+    };
+    let a = losses_of_graph(&model, &prepared, &fused);
+    let b = losses_of_graph(&model, &prepared, &explicit);
+    for (index, ((a, b), want)) in a.iter().zip(&b).zip(&expected.losses).enumerate() {
+        match (a, b, want) {
+            (Some(a), Some(b), Some(want)) => {
+                assert!(
+                    (a - want).abs() <= 1e-4,
+                    "sample {index}: fused {a} vs {want}"
+                );
+                assert!(
+                    (b - want).abs() <= 1e-4,
+                    "sample {index}: explicit {b} vs {want}"
+                );
+                assert!(
+                    (a - b).abs() <= 1e-5,
+                    "sample {index}: fused {a}, explicit {b}"
+                );
+            }
+            (None, None, None) => {}
+            other => panic!("sample {index}: {other:?}"),
+        }
+    }
 }
