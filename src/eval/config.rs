@@ -35,6 +35,9 @@ pub enum Architecture {
     /// `GemmaForCausalLM`: Llama's layers with a `(1 + weight)` RMSNorm, a GELU-tanh gated
     /// MLP and embeddings scaled by √hidden.
     Gemma,
+    /// `Gemma2ForCausalLM`: Gemma's, with norms after attention and MLP too, soft-capped
+    /// attention scores and logits, `query_pre_attn_scalar` and alternating sliding windows.
+    Gemma2,
 }
 
 impl Architecture {
@@ -45,6 +48,7 @@ impl Architecture {
             Architecture::StableLm => "StableLmForCausalLM",
             Architecture::Mistral => "MistralForCausalLM",
             Architecture::Gemma => "GemmaForCausalLM",
+            Architecture::Gemma2 => "Gemma2ForCausalLM",
         }
     }
 
@@ -53,7 +57,10 @@ impl Architecture {
     pub fn is_llama_like(self) -> bool {
         matches!(
             self,
-            Architecture::Llama | Architecture::Mistral | Architecture::Gemma
+            Architecture::Llama
+                | Architecture::Mistral
+                | Architecture::Gemma
+                | Architecture::Gemma2
         )
     }
 }
@@ -126,6 +133,31 @@ pub struct ModelConfig {
     pub norm_unit_offset: bool,
     /// Gemma: embeddings are multiplied by √hidden, rounded to float32 (`embed_scale`).
     pub embedding_scale: Option<f32>,
+    /// Gemma 2: which layers use `sliding_window` (`layer_types`); `None`: every layer.
+    pub window_layers: Option<Vec<bool>>,
+    /// Gemma 2: the attention output and the MLP output are normed before their residual add,
+    /// and the MLP's input has its own norm.
+    pub post_norms: bool,
+    /// Gemma 2: attention scores become `cap · tanh(scores / cap)` before the mask.
+    pub attention_softcap: Option<f64>,
+    /// Gemma 2: logits become `cap · tanh(logits / cap)`.
+    pub final_softcap: Option<f64>,
+    /// Gemma 2: scores are scaled by `query_pre_attn_scalar^-0.5` instead of `head_dim^-0.5`.
+    pub query_scale: Option<f64>,
+}
+
+impl ModelConfig {
+    /// The sliding window of `layer`, if it has one.
+    pub fn window_of(&self, layer: u64) -> Option<u64> {
+        let windowed = self.window_layers.as_ref().is_none_or(|layers| {
+            usize::try_from(layer)
+                .ok()
+                .and_then(|index| layers.get(index))
+                .copied()
+                .unwrap_or(false)
+        });
+        self.sliding_window.filter(|_| windowed)
+    }
 }
 
 /// The activation of the gated MLP.
@@ -247,8 +279,23 @@ impl ModelConfig {
         // transformers refuses a `hidden_act` that names no activation (null, a number): so
         // do we, rather than score the model with silu as if it had said so. Gemma's default
         // is the tanh GELU, and GemmaConfig turns a legacy "gelu" into it.
-        let gemma = architecture == Architecture::Gemma;
-        let activation = match raw.rest.get("hidden_act") {
+        let gemma = matches!(architecture, Architecture::Gemma | Architecture::Gemma2);
+        let gemma2 = architecture == Architecture::Gemma2;
+        // Gemma 2's MLP reads `hidden_activation` and takes "gelu" as the exact GELU, which
+        // we do not build; Gemma reads `hidden_act` and turns "gelu" into the tanh GELU.
+        let activation_key = if gemma2 {
+            "hidden_activation"
+        } else {
+            "hidden_act"
+        };
+        let activation = match raw.rest.get(activation_key) {
+            Some(Value::String(activation)) if gemma2 && activation == "gelu" => {
+                return Err(unsupported(
+                    "hidden_activation \"gelu\" (the exact GELU); Gemma2ForCausalLM supports \
+                     \"gelu_pytorch_tanh\""
+                        .into(),
+                ));
+            }
             None if gemma => Activation::GeluTanh,
             None => Activation::Silu,
             Some(Value::String(activation)) if activation == "silu" && !gemma => Activation::Silu,
@@ -283,7 +330,10 @@ impl ModelConfig {
         }
         let rope = Rope::parse(&raw.rest, architecture, shape.head_dim)?;
         let norm_key = match architecture {
-            Architecture::Llama | Architecture::Mistral | Architecture::Gemma => "rms_norm_eps",
+            Architecture::Llama
+            | Architecture::Mistral
+            | Architecture::Gemma
+            | Architecture::Gemma2 => "rms_norm_eps",
             Architecture::StableLm => "layer_norm_eps",
         };
         let sliding_window = match architecture {
@@ -298,7 +348,47 @@ impl ModelConfig {
                     window => window,
                 },
             },
+            // Gemma2Config's default is 4,096 too; `null` turns it off.
+            Architecture::Gemma2 => match raw.rest.get("sliding_window") {
+                None => Some(4096),
+                Some(Value::Null) => None,
+                Some(_) => match fields.uint("sliding_window", u64::MAX)? {
+                    Some(0) | None => {
+                        return Err(invalid("sliding_window must be a positive integer".into()));
+                    }
+                    window => window,
+                },
+            },
             Architecture::Llama | Architecture::StableLm | Architecture::Gemma => None,
+        };
+        let window_layers = if gemma2 {
+            Some(layer_types(&raw.rest, shape.num_layers)?)
+        } else {
+            None
+        };
+        // Gemma2Config's defaults, `null` meaning none.
+        let capped = |key: &str, default: f64| -> Result<Option<f64>, EvalError> {
+            match raw.rest.get(key) {
+                None => Ok(Some(default)),
+                Some(Value::Null) => Ok(None),
+                Some(_) => match fields.float(key)? {
+                    Some(cap) => positive(key, cap).map(Some),
+                    None => Ok(None),
+                },
+            }
+        };
+        let (attention_softcap, final_softcap, query_scale) = if gemma2 {
+            let scalar = match fields.float("query_pre_attn_scalar")? {
+                Some(scalar) => positive("query_pre_attn_scalar", scalar)?,
+                None => 256.0,
+            };
+            (
+                capped("attn_logit_softcapping", 50.0)?,
+                capped("final_logit_softcapping", 30.0)?,
+                Some(scalar),
+            )
+        } else {
+            (None, None, None)
         };
         let norm_eps = positive(norm_key, fields.float(norm_key)?.unwrap_or(1e-5))?;
         let tie_word_embeddings = match raw.rest.get("tie_word_embeddings") {
@@ -339,6 +429,11 @@ impl ModelConfig {
                 let scale = head_dim_f64(shape.hidden_size).sqrt() as f32;
                 scale
             }),
+            window_layers,
+            post_norms: gemma2,
+            attention_softcap,
+            final_softcap,
+            query_scale,
             parallel_residual: flags.parallel_residual,
             dtype: fields
                 .string("dtype")
@@ -365,6 +460,31 @@ const NEVER_SCORED: [(&str, &str); 5] = [
     ("Phi3ForCausalLM", "self_attn.qkv_proj and mlp.gate_up_proj"),
 ];
 
+/// Gemma 2's `layer_types`: one per layer, `sliding_attention` or `full_attention`; when
+/// absent, Gemma2Config's alternation (even layers slide).
+fn layer_types(rest: &Map<String, Value>, layers: u64) -> Result<Vec<bool>, EvalError> {
+    let count = usize::try_from(layers).unwrap_or(usize::MAX);
+    match rest.get("layer_types") {
+        None | Some(Value::Null) => Ok((0..count).map(|i| i % 2 == 0).collect()),
+        Some(Value::Array(types)) if types.len() == count => types
+            .iter()
+            .map(|kind| match kind.as_str() {
+                Some("sliding_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                _ => Err(unsupported(format!(
+                    "layer_types entry {kind}; Gemma2ForCausalLM supports \
+                     \"sliding_attention\" and \"full_attention\""
+                ))),
+            })
+            .collect(),
+        Some(Value::Array(types)) => Err(invalid(format!(
+            "layer_types lists {} types for {layers} layers",
+            types.len()
+        ))),
+        Some(_) => Err(invalid("layer_types is not a list".into())),
+    }
+}
+
 fn parse_architecture(architectures: &[String]) -> Result<Architecture, EvalError> {
     if let [one] = architectures
         && let Some((name, instead)) = NEVER_SCORED.iter().find(|(name, _)| one == name)
@@ -380,10 +500,11 @@ fn parse_architecture(architectures: &[String]) -> Result<Architecture, EvalErro
         [one] if one == "StableLmForCausalLM" => Ok(Architecture::StableLm),
         [one] if one == "MistralForCausalLM" => Ok(Architecture::Mistral),
         [one] if one == "GemmaForCausalLM" => Ok(Architecture::Gemma),
+        [one] if one == "Gemma2ForCausalLM" => Ok(Architecture::Gemma2),
         [] => Err(unsupported("config.json names no architecture".into())),
         other => Err(unsupported(format!(
             "architecture {other:?}; we evaluate LlamaForCausalLM, MistralForCausalLM, \
-             GemmaForCausalLM and StableLmForCausalLM"
+             GemmaForCausalLM, Gemma2ForCausalLM and StableLmForCausalLM"
         ))),
     }
 }
@@ -401,6 +522,7 @@ fn check_model_type(
         Architecture::StableLm => "stablelm",
         Architecture::Mistral => "mistral",
         Architecture::Gemma => "gemma",
+        Architecture::Gemma2 => "gemma2",
     };
     match rest.get("model_type") {
         Some(Value::String(model_type)) if model_type == expected => Ok(()),
@@ -448,11 +570,17 @@ impl Shape {
             (Architecture::Llama, Some(head_dim)) => head_dim,
             (Architecture::Mistral, Some(head_dim)) if head_dim > 0 => head_dim,
             // GemmaConfig always has one (256 unless told); zero makes no heads.
-            (Architecture::Gemma, Some(0)) => {
+            (Architecture::Gemma | Architecture::Gemma2, Some(0)) => {
                 return Err(invalid("head_dim must be positive".into()));
             }
-            (Architecture::Gemma, Some(head_dim)) => head_dim,
-            (Architecture::Gemma, None) => 256,
+            (Architecture::Gemma2, _) if hidden_size % num_heads != 0 => {
+                // Gemma2Config validates this whatever the head size.
+                return Err(invalid(format!(
+                    "hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"
+                )));
+            }
+            (Architecture::Gemma | Architecture::Gemma2, Some(head_dim)) => head_dim,
+            (Architecture::Gemma | Architecture::Gemma2, None) => 256,
             _ => {
                 if hidden_size % num_heads != 0 {
                     return Err(invalid(format!(
@@ -529,7 +657,10 @@ impl Rope {
             .transpose()?
             .or(fields.float("partial_rotary_factor")?)
             .unwrap_or(match architecture {
-                Architecture::Llama | Architecture::Mistral | Architecture::Gemma => 1.0,
+                Architecture::Llama
+                | Architecture::Mistral
+                | Architecture::Gemma
+                | Architecture::Gemma2 => 1.0,
                 Architecture::StableLm => 0.25,
             });
         // transformers' Llama rotates the whole head: a smaller factor gives rotary tables
@@ -620,7 +751,7 @@ impl Flags {
                 }
             }
             // Gemma: `attention_bias` on all four projections; no MLP bias.
-            Architecture::Gemma => {
+            Architecture::Gemma | Architecture::Gemma2 => {
                 let attention_bias = fields.flag("attention_bias")?;
                 Self {
                     qkv_bias: attention_bias,
@@ -752,6 +883,41 @@ mod tests {
                 .tie_word_embeddings
         );
         assert!(parse(&format!("{}, \"hidden_act\": \"gelu\"}}", LLAMA)).is_err());
+    }
+
+    /// Gemma 2 reads as Gemma2Config: soft-caps of 50 and 30 and a query scalar of 256 unless
+    /// told (`null` caps are none), layers alternating from a sliding first one unless
+    /// `layer_types` says otherwise (one known type per layer), `hidden_activation` read (its
+    /// exact "gelu" refused), and hidden / heads a whole number whatever the head size.
+    #[test]
+    fn gemma2_reads_as_gemma2config() {
+        let gemma2 = LLAMA
+            .replace("LlamaForCausalLM", "Gemma2ForCausalLM")
+            .replace(r#""model_type": "llama""#, r#""model_type": "gemma2""#);
+        let read = |extra: &str| parse(&format!("{gemma2}{extra}}}"));
+        let plain = read("").unwrap();
+        assert_eq!(plain.attention_softcap, Some(50.0));
+        assert_eq!(plain.final_softcap, Some(30.0));
+        assert_eq!(plain.query_scale, Some(256.0));
+        assert_eq!(plain.sliding_window, Some(4096));
+        assert_eq!(plain.window_of(0), Some(4096));
+        assert_eq!(plain.window_of(1), None);
+        assert!(plain.post_norms && plain.norm_unit_offset);
+        let uncapped =
+            read(r#", "attn_logit_softcapping": null, "final_logit_softcapping": null"#).unwrap();
+        assert_eq!(
+            (uncapped.attention_softcap, uncapped.final_softcap),
+            (None, None)
+        );
+        let types = read(r#", "layer_types": ["full_attention", "sliding_attention"]"#).unwrap();
+        assert_eq!(types.window_layers, Some(vec![false, true]));
+        assert!(read(r#", "layer_types": ["full_attention"]"#).is_err());
+        assert!(read(r#", "layer_types": ["chunked_attention", "full_attention"]"#).is_err());
+        assert!(read(r#", "hidden_activation": "gelu""#).is_err());
+        assert!(read(r#", "hidden_act": "silu""#).is_ok());
+        assert!(read(r#", "attn_logit_softcapping": 0"#).is_err());
+        let odd = gemma2.replace(r#""hidden_size": 64"#, r#""hidden_size": 66"#);
+        assert!(parse(&format!("{odd}, \"head_dim\": 16}}")).is_err());
     }
 
     #[test]

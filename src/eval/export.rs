@@ -289,6 +289,8 @@ enum AttentionForm {
         cos: String,
         sin: String,
         mask: String,
+        /// The mask of the layers with a sliding window, when there are any.
+        mask_window: Option<String>,
     },
 }
 
@@ -598,6 +600,7 @@ impl Exporter<'_> {
         rotary: &Rotary,
         seqlens_k: &str,
         total_length: &str,
+        window: Option<u64>,
     ) -> Result<String, EvalError> {
         let c = self.config;
         let [q, k, v] = self.projections(h, prefix)?;
@@ -647,18 +650,26 @@ impl Exporter<'_> {
             Rotary::Before { .. } => 0,
         };
         let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut attributes = vec![
+            ("num_heads", Attr::Int(to_i64(c.num_heads))),
+            ("kv_num_heads", Attr::Int(to_i64(c.num_kv_heads))),
+            ("do_rotary", Attr::Int(do_rotary)),
+            ("rotary_interleaved", Attr::Int(0)),
+            ("local_window_size", Attr::Int(local_window_size(window))),
+        ];
+        if let Some(scale) = self.query_scale() {
+            attributes.push(("scale", Attr::Float(scale)));
+        }
+        if let Some(cap) = c.attention_softcap {
+            #[allow(clippy::cast_possible_truncation)]
+            attributes.push(("softcap", Attr::Float(cap as f32)));
+        }
         // Outputs: the context, and the present key and value (unused).
         let outputs = self.graph.op_in(
             "com.microsoft",
             "GroupQueryAttention",
             &inputs,
-            &[
-                ("num_heads", Attr::Int(to_i64(c.num_heads))),
-                ("kv_num_heads", Attr::Int(to_i64(c.num_kv_heads))),
-                ("do_rotary", Attr::Int(do_rotary)),
-                ("rotary_interleaved", Attr::Int(0)),
-                ("local_window_size", Attr::Int(self.local_window_size())),
-            ],
+            &attributes,
             3,
         );
         let flat = self
@@ -674,13 +685,22 @@ impl Exporter<'_> {
         )
     }
 
-    /// `GroupQueryAttention`'s `local_window_size`: -1 for full causal attention, else the
-    /// sliding window itself (ONNX Runtime, like transformers, lets query i see the keys j
-    /// with i - j < window; checked against the explicit mask on the Mistral fixture).
-    fn local_window_size(&self) -> i64 {
+    /// Gemma 2's score scale, `query_pre_attn_scalar^-0.5` as float32 (`None`: the head
+    /// size's, which the kernels default to).
+    fn query_scale(&self) -> Option<f32> {
+        #[allow(clippy::cast_possible_truncation)]
         self.config
-            .sliding_window
-            .map_or(-1, |window| i64::try_from(window).unwrap_or(i64::MAX))
+            .query_scale
+            .map(|scalar| (1.0 / scalar.sqrt()) as f32)
+    }
+
+    /// `cap · tanh(x / cap)` (Gemma 2's soft-capping), in the compute type.
+    fn soft_cap(&mut self, x: &str, cap: f64) -> String {
+        #[allow(clippy::cast_possible_truncation)]
+        let cap = self.constant(&[cap as f32], &[]);
+        let scaled = self.graph.op("Div", &[x, &cap], &[]);
+        let tanh = self.graph.op("Tanh", &[&scaled], &[]);
+        self.graph.op("Mul", &[&tanh, &cap], &[])
     }
 
     /// Attention from MatMul, Softmax and an explicit causal mask, on `[B, heads, S, d]`.
@@ -729,9 +749,14 @@ impl Exporter<'_> {
         let v = self.graph.op("Unsqueeze", &[&v, &axis2], &[]);
         let scores = self.graph.op("MatMul", &[&q, &k_t], &[]);
         #[allow(clippy::cast_possible_truncation)]
-        let scale = (1.0 / (head_dim_f64(head_dim)).sqrt()) as f32;
+        let scale = self
+            .query_scale()
+            .unwrap_or((1.0 / (head_dim_f64(head_dim)).sqrt()) as f32);
         let scale = self.constant(&[scale], &[]);
-        let scores = self.graph.op("Mul", &[&scores, &scale], &[]);
+        let mut scores = self.graph.op("Mul", &[&scores, &scale], &[]);
+        if let Some(cap) = c.attention_softcap {
+            scores = self.soft_cap(&scores, cap);
+        }
         let scores = self.graph.op("Add", &[&scores, mask], &[]);
         let probabilities = self
             .graph
@@ -862,22 +887,29 @@ impl Exporter<'_> {
                 &[("value", Attr::FloatTensor(self.precision.lowest()))],
             );
             let one = self.graph.const_i64(&[1], &[]);
-            let mut mask = self
+            let causal = self
                 .graph
                 .op("Trilu", &[&filled, &one], &[("upper", Attr::Int(1))]);
-            if let Some(window) = c.sliding_window {
-                // Mistral: key j is also hidden from query i once i - j >= window, the part
-                // of the lower triangle on or below diagonal -window.
+            let windowed = (0..c.num_layers).any(|layer| c.window_of(layer).is_some());
+            let mask_window = c.sliding_window.filter(|_| windowed).map(|window| {
+                // Key j is also hidden from query i once i - j >= window: the part of the
+                // lower triangle on or below diagonal -window.
                 let below = self
                     .graph
                     .const_i64(&[-i64::try_from(window).unwrap_or(i64::MAX)], &[]);
                 let outside =
                     self.graph
                         .op("Trilu", &[&filled, &below], &[("upper", Attr::Int(0))]);
-                mask = self.graph.op("Add", &[&mask, &outside], &[]);
-            }
-            let mask = self.in_compute_type(&mask, Dtype::F32);
-            return AttentionForm::Explicit { cos, sin, mask };
+                let mask = self.graph.op("Add", &[&causal, &outside], &[]);
+                self.in_compute_type(&mask, Dtype::F32)
+            });
+            let mask = self.in_compute_type(&causal, Dtype::F32);
+            return AttentionForm::Explicit {
+                cos,
+                sin,
+                mask,
+                mask_window,
+            };
         }
         let rotary = if rotary_inside {
             Rotary::Inside {
@@ -953,6 +985,7 @@ impl Exporter<'_> {
                 self.add_and_norm(&x, pending.as_deref(), &format!("{prefix}.input_layernorm"))?;
             x = sum;
             let attention_prefix = format!("{prefix}.self_attn");
+            let window = c.window_of(layer);
             let attention = match &attention {
                 AttentionForm::Fused {
                     rotary,
@@ -964,12 +997,35 @@ impl Exporter<'_> {
                     rotary,
                     seqlens_k,
                     total_length,
+                    window,
                 )?,
-                AttentionForm::Explicit { cos, sin, mask } => {
+                AttentionForm::Explicit {
+                    cos,
+                    sin,
+                    mask,
+                    mask_window,
+                } => {
+                    let mask = match (window, mask_window) {
+                        (Some(_), Some(windowed)) => windowed,
+                        _ => mask,
+                    };
                     self.attention_explicit(&normed, &attention_prefix, cos, sin, mask)?
                 }
             };
-            if c.parallel_residual {
+            if c.post_norms {
+                // Gemma 2: each block's output is normed before its residual add, and the
+                // MLP reads its own norm of the stream.
+                let attention =
+                    self.norm(&attention, &format!("{prefix}.post_attention_layernorm"))?;
+                let (normed, sum) = self.add_and_norm(
+                    &x,
+                    Some(&attention),
+                    &format!("{prefix}.pre_feedforward_layernorm"),
+                )?;
+                x = sum;
+                let mlp = self.mlp(&normed, &format!("{prefix}.mlp"))?;
+                pending = Some(self.norm(&mlp, &format!("{prefix}.post_feedforward_layernorm"))?);
+            } else if c.parallel_residual {
                 let mlp = self.mlp(&normed, &format!("{prefix}.mlp"))?;
                 x = self.graph.op("Add", &[&x, &attention], &[]);
                 pending = Some(mlp);
@@ -1030,6 +1086,10 @@ impl Exporter<'_> {
         let logits = self
             .graph
             .op("Gemm", &[&rows, &head], &[("transB", Attr::Int(1))]);
+        let logits = match c.final_softcap {
+            Some(cap) => self.soft_cap(&logits, cap),
+            None => logits,
+        };
         // The loss in float32, as transformers widens the logits (`logits.float()`).
         let logits = self.cast(&logits, self.precision.dtype(), Dtype::F32);
         let axis1 = self.graph.const_i64(&[1], &[1]);
@@ -1133,6 +1193,13 @@ pub fn export(
         length: String::new(),
     }
     .build(options)
+}
+
+/// `GroupQueryAttention`'s `local_window_size`: -1 for full causal attention, else the sliding
+/// window itself (ONNX Runtime, like transformers, lets query i see the keys j with
+/// i - j < window; checked against the explicit mask on the Mistral fixture).
+fn local_window_size(window: Option<u64>) -> i64 {
+    window.map_or(-1, |window| i64::try_from(window).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -557,20 +557,33 @@ fn mistrals_sliding_window_matches_transformers() {
     );
 }
 
-/// Gemma against transformers: `fixtures/models/gemma-f32` (made by `make_classes.py`) with
-/// its `(1 + weight)` RMSNorm, tanh GELU, √hidden embedding scale, tied embeddings, attention
-/// biases, one key/value head and a head size that is not hidden / heads. Both attention forms
-/// within 1e-4 of transformers f32 and within 1e-5 of each other.
+/// Gemma and Gemma 2 against transformers (`fixtures/models/{gemma,gemma2}-f32`, made by
+/// `make_classes.py`). Gemma: `(1 + weight)` RMSNorm, tanh GELU, √hidden embedding scale, tied
+/// embeddings, attention biases, one key/value head, a head size other than hidden / heads.
+/// Gemma 2 adds pre- and post-norms, attention and final soft-capping that bind, its own
+/// query scale and alternating sliding windows. Both attention forms within 1e-4 of
+/// transformers f32 and within 1e-5 of each other.
 #[test]
-fn gemma_matches_transformers() {
+fn gemma_and_gemma2_match_transformers() {
+    for name in ["gemma-f32", "gemma2-f32"] {
+        class_matches_transformers(name);
+    }
+}
+
+fn class_matches_transformers(name: &str) {
     let text = std::fs::read_to_string(fixtures().join("reference_classes.json")).unwrap();
     let reference: Reference = serde_json::from_str(&text).unwrap();
-    let expected = &reference.models["gemma-f32"];
-    let (model, prepared) = prepared("gemma-f32");
-    assert_eq!(model.parameter_count(), expected.parameters);
+    let expected = &reference.models[name];
+    let (model, prepared) = prepared(name);
+    assert_eq!(model.parameter_count(), expected.parameters, "{name}");
     assert!(model.config.norm_unit_offset && model.config.tie_word_embeddings);
+    if name == "gemma2-f32" {
+        let c = &model.config;
+        assert!(c.post_norms && c.attention_softcap.is_some() && c.final_softcap.is_some());
+        assert_eq!(c.window_layers.as_deref(), Some(&[true, false, true][..]));
+    }
     for (index, (sample, tokens)) in prepared.iter().zip(&expected.tokens).enumerate() {
-        assert_eq!(sample.ids, tokens.ids, "sample {index}");
+        assert_eq!(sample.ids, tokens.ids, "{name} {index}");
     }
     let fused = ExportOptions::for_device(2048, Precision::F32, Device::Cpu);
     let explicit = ExportOptions {
