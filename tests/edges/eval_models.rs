@@ -613,3 +613,37 @@ fn class_matches_transformers(name: &str) {
         }
     }
 }
+
+/// The float16 graphs of the successor's other classes (the GPU's precision, run here on the
+/// CPU provider) stay within the bound the Llama and StableLM fixtures use of transformers'
+/// f32 losses, in both attention forms: the window, the `1 + weight` norms, the soft-caps and
+/// the query scale all survive the narrower type.
+#[test]
+fn the_f16_graphs_of_mistral_gemma_and_gemma2_stay_near_f32() {
+    let text = std::fs::read_to_string(fixtures().join("reference_classes.json")).unwrap();
+    let reference: Reference = serde_json::from_str(&text).unwrap();
+    for name in ["mistral-f32", "gemma-f32", "gemma2-f32"] {
+        let (model, prepared) = prepared(name);
+        let fused = ExportOptions::for_device(2048, Precision::F16, Device::Cpu);
+        let explicit = ExportOptions {
+            fused_attention: false,
+            ..fused
+        };
+        for options in [fused, explicit] {
+            let losses = losses_of_graph(&model, &prepared, &options);
+            for (index, (got, want)) in losses
+                .iter()
+                .zip(&reference.models[name].losses)
+                .enumerate()
+            {
+                match (got, want) {
+                    (Some(got), Some(want)) => assert!(
+                        (got - want).abs() <= F16_TOLERANCE,
+                        "{name} sample {index} ({options:?}): f16 {got}, transformers f32 {want}"
+                    ),
+                    _ => assert_eq!(got.is_some(), want.is_some(), "{name} sample {index}"),
+                }
+            }
+        }
+    }
+}
