@@ -80,10 +80,15 @@ pub fn apply(state: &mut State, record: &Record) -> Outcome {
                 Err(why) => reject(why),
             }
         }
-        Event::TasksFetched(event) => match successor_loop::tasks_fetched(state, event) {
-            Ok(()) => Outcome::Applied,
-            Err(why) => reject(why),
-        },
+        Event::TasksFetched(event) => {
+            let decided = open_step_for(state, event.step)
+                .map(|open| open.competition.clone())
+                .and_then(|competition| successor_loop::tasks_fetched(state, &competition, event));
+            match decided {
+                Ok(()) => Outcome::Applied,
+                Err(why) => reject(why),
+            }
+        }
     };
     state.position = Some(record.position());
     outcome

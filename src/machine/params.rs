@@ -317,18 +317,15 @@ impl LoopRules {
         }
     }
 
-    /// The successor's loop (F v3.1.0): CPython set order, float32, start-up weights of the
-    /// metagraph's size (F's unthresholded subnet weights of an empty tracker are zeros), a
-    /// model tracker that keeps what its download saw, weights on the weight thread's clock.
+    /// The successor's loop (F v3.1.0): N's in CPython set order, float32, start-up weights of
+    /// the metagraph's size (F's unthresholded subnet weights of an empty tracker are zeros)
+    /// and a model tracker that keeps what its download saw; weights on the weight thread's
+    /// clock; and F's own rules.
     pub fn f() -> Self {
         Self {
-            set_order: SetOrder::Cpython,
-            requeue_registered: false,
-            weights_sized_at_start: true,
-            weights_float: WeightsFloat::TorchF32,
-            track_superseded: true,
             weights_cadence: WeightsCadence::Chain,
             successor: Some(successor_rules()),
+            ..Self::n()
         }
     }
 

@@ -147,21 +147,7 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
     let competition = open.competition.clone();
     if open.participants.is_empty() {
         // N returns before scoring when there is nobody to evaluate.
-        let eval_next = state
-            .competitions
-            .get(&competition)
-            .map(|c| c.eval_set.sorted())
-            .unwrap_or_default();
-        return StepRecord {
-            competition,
-            uids: Vec::new(),
-            wins: Vec::new(),
-            matches: Vec::new(),
-            win_rate: Vec::new(),
-            weights: state.weights.clone(),
-            eval_next,
-            scores: Vec::new(),
-        };
+        return unscored_record(state, competition);
     }
     let losses: Vec<Vec<f64>> = open
         .participants
@@ -247,10 +233,25 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
     }
 }
 
+/// The record of a step with nobody to evaluate: nothing scored, the weights and the eval set
+/// as they stand (both N and the successor return before scoring).
+pub(super) fn unscored_record(state: &State, competition: CompetitionId) -> StepRecord {
+    let eval_next = state
+        .competitions
+        .get(&competition)
+        .map(|c| c.eval_set.sorted())
+        .unwrap_or_default();
+    StepRecord {
+        weights: state.weights.clone(),
+        eval_next,
+        ..StepRecord::empty(competition)
+    }
+}
+
 /// N: `set(sorted(win_rate, key=win_rate.get, reverse=True)[:sample_min])`. `win_rate` is a
 /// dict filled in participant order and Python's sort is stable with `reverse=True`, so equal
 /// keys keep participant order; the set is built from the ranked list, in rank order.
-fn keep_eval_set(uids: &[u16], priority: Vec<f64>, sample_min: u32) -> PySet {
+pub(super) fn keep_eval_set(uids: &[u16], priority: Vec<f64>, sample_min: u32) -> PySet {
     let mut ranked: Vec<(u16, f64)> = uids.iter().copied().zip(priority).collect();
     ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal));
     let keep = usize::try_from(sample_min).unwrap_or(usize::MAX);
@@ -299,10 +300,21 @@ fn winner_takes_all_update(
     for (id, tracker, _) in taken {
         state.competitions.entry(id).or_default().tracker = Some(tracker);
     }
+    eval_priority(state, competition, uids, win_rate)
+}
+
+/// The successor's keep priority of each participant: `1 + its weight` in the competition's
+/// tracker where that weight counts, else its win rate.
+pub(super) fn eval_priority(
+    state: &State,
+    competition: &CompetitionId,
+    uids: &[u16],
+    win_rate: &[f64],
+) -> Vec<f64> {
     let tracker = state
         .competitions
         .get(competition)
-        .and_then(|c| c.tracker.clone())
+        .and_then(|c| c.tracker.as_deref())
         .unwrap_or_default();
     uids.iter()
         .zip(win_rate)

@@ -12,17 +12,14 @@ use super::event::{EvalOutcome, RejectionCode, StepRecord, TaskFetchOutcome, Tas
 use super::model_id::{CommitmentInvalid, HashKind, ModelId};
 use super::numbers::sync_block;
 use super::params::{CompetitionId, EpsilonRule, MechanismParams, SuccessorRules};
-use super::pyset::PySet;
 use super::rejection::Rejection;
 use super::state::{Entry, EvalResult, OpenStep, State, SuccessorState, TaskOpen, TrackedModel};
+use super::step::{eval_priority, keep_eval_set, unscored_record};
 use super::successor::{
     Scored, compute_wins, model_score, should_retry_model, subnet_weights_f32, task_loss_mean,
     tracker_record_f32,
 };
 use super::torch_f32::narrow;
-
-/// F keeps a model by its tracker weight when that weight is at least this.
-const TRACKER_PRIORITY_MIN: f64 = 0.001;
 
 /// The competition F records a misconfigured model's failure under (`CompetitionId.NONE`).
 const COMPETITION_NONE: &str = "0";
@@ -291,18 +288,14 @@ pub fn download(
             track_download(state, hotkey, model_id, block_commit);
             return None;
         };
-        if after_download(code) {
-            track_download(state, hotkey, model_id, block_commit);
-        }
-        // The norm check's AttributeError is no misconfiguration: F records nothing.
-        if **code != RejectionCode::NeverScored {
-            misconfigured(state, block, hotkey);
-        }
         if !after_download(code) {
             // Refused before the tracker took it (a missing, oversized or malformed
             // repository): F downloads it again on its next pass, so it stays pending.
+            misconfigured(state, block, hotkey, code);
             return Some(Ok(()));
         }
+        track_download(state, hotkey, model_id, block_commit);
+        misconfigured(state, block, hotkey, code);
         return None;
     }
     // A download of a commitment already decided: F forces it only when the update thread's
@@ -339,17 +332,18 @@ pub fn download(
                     .add(uid);
             }
         }
-        Download::Rejected(code) if **code != RejectionCode::NeverScored => {
-            misconfigured(state, block, hotkey);
-        }
-        Download::Rejected(_) => {}
+        Download::Rejected(code) => misconfigured(state, block, hotkey, code),
     }
     Some(Ok(()))
 }
 
 /// F records a misconfigured model as an evaluation at ∞ under competition 0
-/// (neurons/validator.py L568-580).
-fn misconfigured(state: &mut State, block: u64, hotkey: &str) {
+/// (neurons/validator.py L568-580); the norm check's AttributeError on a class it never
+/// scores is no misconfiguration, and F records nothing for it.
+fn misconfigured(state: &mut State, block: u64, hotkey: &str, code: &RejectionCode) {
+    if *code == RejectionCode::NeverScored {
+        return;
+    }
     let result = EvalResult {
         block,
         score: f64::INFINITY,
@@ -418,20 +412,14 @@ pub fn step_gate(
     Ok(())
 }
 
-/// A successor step's data: every task of the competition, in its order.
-pub fn tasks_fetched(state: &mut State, event: &TasksFetched) -> Result<(), Rejection> {
-    let competition = match &state.step_open {
-        Some(open) if open.step == event.step => open.competition.clone(),
-        Some(open) => {
-            return Err(Rejection::OtherStepOpen {
-                step: event.step,
-                step_open: open.step,
-            });
-        }
-        None => return Err(Rejection::NoStepOpen { step: event.step }),
-    };
+/// A successor step's data: every task of the open step's `competition`, in its order.
+pub fn tasks_fetched(
+    state: &mut State,
+    competition: &CompetitionId,
+    event: &TasksFetched,
+) -> Result<(), Rejection> {
     let Some(tasks) = rules(&state.params)
-        .and_then(|r| r.competition(&competition))
+        .and_then(|r| r.competition(competition))
         .map(|c| c.tasks.clone())
     else {
         return Err(Rejection::TasksWithoutSuccessorRules { step: event.step });
@@ -540,16 +528,7 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
         .unwrap_or_default();
     if open.participants.is_empty() {
         // F returns before loading data when nobody is queued; the sync block is not spent.
-        let eval_next = state
-            .competitions
-            .get(&competition)
-            .map(|c| c.eval_set.sorted())
-            .unwrap_or_default();
-        return StepRecord {
-            weights: state.weights.clone(),
-            eval_next,
-            ..StepRecord::empty(competition)
-        };
+        return unscored_record(state, competition);
     }
     let scored: Vec<Scored> = open
         .participants
@@ -640,27 +619,8 @@ pub fn complete_step(state: &mut State, open: OpenStep) -> StepRecord {
     }
 
     // F's keep rule over its `win_rate` dict, in participant order.
-    let tracker = state
-        .competitions
-        .get(&competition)
-        .and_then(|c| c.tracker.clone())
-        .unwrap_or_default();
-    let mut ranked: Vec<(u16, f64)> = uids
-        .iter()
-        .zip(&win_rate)
-        .map(|(uid, rate)| {
-            let weight = tracker.get(usize::from(*uid)).copied().unwrap_or(0.0);
-            let priority = if weight >= TRACKER_PRIORITY_MIN {
-                1.0 + weight
-            } else {
-                *rate
-            };
-            (*uid, priority)
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal));
-    let keep = usize::try_from(params.sample_min).unwrap_or(usize::MAX);
-    let eval_next = PySet::from_list(ranked.iter().take(keep).map(|(uid, _)| *uid));
+    let priority = eval_priority(state, &competition, &uids, &win_rate);
+    let eval_next = keep_eval_set(&uids, priority, params.sample_min);
     let eval_next_sorted = eval_next.sorted();
     state
         .competitions
