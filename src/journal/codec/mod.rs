@@ -151,60 +151,59 @@ const SCHEMA_WITH_MECHANISM: u16 = 8;
 /// the successor's state, and whose `StepRecord` ends with scores.
 const SCHEMA_WITH_SUCCESSOR: u16 = 9;
 
-/// The first byte of a record's payload: its variant's index (see [`weights_prepared_tag`]).
+/// The first byte of a record's payload: its variant's index, which bincode writes as a
+/// one-byte varint (the same index in every schema's enum).
 fn tag_of(event: &Event) -> Option<u8> {
     encode(event).get(HEADER_BYTES).copied()
 }
 
-/// The tag of a `ParamsChanged` record, whose payload ends with the loop rules.
-fn params_changed_tag() -> Option<u8> {
-    tag_of(&Event::ParamsChanged(
-        crate::machine::event::ParamsChanged {
+/// The tags of the records an older schema ended early, read off sample encodings once:
+/// every record a journal decodes is compared with them.
+struct UpgradedTags {
+    /// `WeightsPrepared`: before schema 6 it ended before `due`, before 8 before `mecid`.
+    weights_prepared: Option<u8>,
+    /// `EvaluationReported`: before schema 7 it ended before `worker_id`.
+    evaluation_reported: Option<u8>,
+    /// `ParamsChanged`: its payload ends with the loop rules.
+    params_changed: Option<u8>,
+    /// `StepCompleted`: its payload ends with its `StepRecord`.
+    step_completed: Option<u8>,
+}
+
+fn upgraded_tags() -> &'static UpgradedTags {
+    use crate::machine::event::{ParamsChanged, StepCompleted, StepRecord};
+    static TAGS: std::sync::OnceLock<UpgradedTags> = std::sync::OnceLock::new();
+    TAGS.get_or_init(|| UpgradedTags {
+        weights_prepared: tag_of(&Event::WeightsPrepared(WeightsPrepared {
+            uids: Vec::new(),
+            weights: Vec::new(),
+            version_key: 0,
+            method: SubmitMethod::Plain,
+            block_head: 0,
+            due: None,
+            mecid: 0,
+        })),
+        evaluation_reported: tag_of(&Event::EvaluationReported(EvaluationReported {
+            step: 0,
+            uid: 0,
+            model_hash: String::new(),
+            batch_digest: String::new(),
+            worker: EvaluatedBy {
+                host: String::new(),
+                device: String::new(),
+                build: String::new(),
+            },
+            verdict: ReportVerdict::Accepted,
+            worker_id: String::new(),
+        })),
+        params_changed: tag_of(&Event::ParamsChanged(ParamsChanged {
             params: crate::machine::MechanismParams::default(),
-        },
-    ))
-}
-
-/// The tag of a `StepCompleted` record, whose payload ends with its `StepRecord`.
-fn step_completed_tag() -> Option<u8> {
-    use crate::machine::event::{StepCompleted, StepRecord};
-    tag_of(&Event::StepCompleted(StepCompleted {
-        step: 0,
-        recorded: StepRecord::empty(crate::machine::CompetitionId::new("")),
-    }))
-}
-
-/// The first byte of an `EvaluationReported` record's payload (see [`weights_prepared_tag`]).
-fn evaluation_reported_tag() -> Option<u8> {
-    let sample = Event::EvaluationReported(EvaluationReported {
-        step: 0,
-        uid: 0,
-        model_hash: String::new(),
-        batch_digest: String::new(),
-        worker: EvaluatedBy {
-            host: String::new(),
-            device: String::new(),
-            build: String::new(),
-        },
-        verdict: ReportVerdict::Accepted,
-        worker_id: String::new(),
-    });
-    encode(&sample).get(HEADER_BYTES).copied()
-}
-
-/// The first byte of a `WeightsPrepared` record's payload: its variant's index, which bincode
-/// writes as a one-byte varint (the same index in every schema's enum).
-fn weights_prepared_tag() -> Option<u8> {
-    let sample = Event::WeightsPrepared(WeightsPrepared {
-        uids: Vec::new(),
-        weights: Vec::new(),
-        version_key: 0,
-        method: SubmitMethod::Plain,
-        block_head: 0,
-        due: None,
-        mecid: 0,
-    });
-    encode(&sample).get(HEADER_BYTES).copied()
+        })),
+        step_completed: tag_of(&Event::StepCompleted(StepCompleted {
+            step: 0,
+            recorded: StepRecord::empty(crate::machine::CompetitionId::new("")),
+        })),
+    })
 }
 
 /// Decodes a record value, upgrading one of an older schema.
@@ -217,23 +216,24 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
     // Before schema 8 a `WeightsPrepared` ended before `mecid` (a u8: one byte, 0 for the
     // subnet's own mechanism).
     let tag = payload.first().copied();
+    let tags = upgraded_tags();
     let mut appended: Vec<u8> = Vec::new();
-    if tag == weights_prepared_tag() {
+    if tag == tags.weights_prepared {
         if version < SCHEMA_WITH_DUE_READING {
             appended.push(0);
         }
         if version < SCHEMA_WITH_MECHANISM {
             appended.push(0);
         }
-    } else if version < SCHEMA_WITH_WORKER_ID && tag == evaluation_reported_tag() {
+    } else if version < SCHEMA_WITH_WORKER_ID && tag == tags.evaluation_reported {
         appended.push(0);
     }
     // Before schema 9 the parameters ended before the successor's rules (`None`: one zero
     // byte) and a step's record before its scores (empty: one zero byte, the length).
     // (Parameters of schemas 1 to 3 have no rules at all; `schema3` reads them.)
     if version < SCHEMA_WITH_SUCCESSOR
-        && ((version >= SCHEMA_WITH_RULES && tag == params_changed_tag())
-            || tag == step_completed_tag())
+        && ((version >= SCHEMA_WITH_RULES && tag == tags.params_changed)
+            || tag == tags.step_completed)
     {
         appended.push(0);
     }
