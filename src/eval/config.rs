@@ -337,19 +337,9 @@ impl ModelConfig {
             Architecture::StableLm => "layer_norm_eps",
         };
         let sliding_window = match architecture {
-            // MistralConfig's default when the key is absent is 4,096; `null` turns it off.
-            Architecture::Mistral => match raw.rest.get("sliding_window") {
-                None => Some(4096),
-                Some(Value::Null) => None,
-                Some(_) => match fields.uint("sliding_window", u64::MAX)? {
-                    Some(0) | None => {
-                        return Err(invalid("sliding_window must be a positive integer".into()));
-                    }
-                    window => window,
-                },
-            },
-            // Gemma2Config's default is 4,096 too; `null` turns it off.
-            Architecture::Gemma2 => match raw.rest.get("sliding_window") {
+            // MistralConfig's and Gemma2Config's default when the key is absent is 4,096;
+            // `null` turns it off.
+            Architecture::Mistral | Architecture::Gemma2 => match raw.rest.get("sliding_window") {
                 None => Some(4096),
                 Some(Value::Null) => None,
                 Some(_) => match fields.uint("sliding_window", u64::MAX)? {

@@ -358,9 +358,13 @@ impl TokenizerFiles {
 
     /// Encodes text without adding special tokens.
     pub fn encode(&self, text: &str) -> Result<Vec<i64>, EvalError> {
+        self.encode_ids(text, false)
+    }
+
+    fn encode_ids(&self, text: &str, special_tokens: bool) -> Result<Vec<i64>, EvalError> {
         let encoding = self
             .tokenizer
-            .encode(text, false)
+            .encode(text, special_tokens)
             .map_err(|e| EvalError::Tokenizer(format!("encoding failed: {e}")))?;
         Ok(encoding.get_ids().iter().map(|id| i64::from(*id)).collect())
     }
@@ -368,11 +372,7 @@ impl TokenizerFiles {
     /// Encodes text as the tokenizer's `encode` does by default, with the special tokens its
     /// post-processor adds (the successor's `tokenizer.encode(text, truncation=False)`).
     pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<i64>, EvalError> {
-        let encoding = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| EvalError::Tokenizer(format!("encoding failed: {e}")))?;
-        Ok(encoding.get_ids().iter().map(|id| i64::from(*id)).collect())
+        self.encode_ids(text, true)
     }
 
     /// Prepares `(question, reference)` pairs in the successor's reference-loss form (F's
