@@ -5,41 +5,16 @@
 //! the journaled task losses, wins, win rates, the float32 tracker's weights, the eval set
 //! kept) and the u16 vectors F submitted, and refuse none of F's downloads.
 
-use std::path::Path;
-
 use validator::journal::jsonl::{self, Item};
 use validator::machine::params::{LoopRules, SetOrder};
 use validator::machine::{Event, MechanismParams};
-use validator::replay::{ReplayOptions, replay_items};
+use validator::replay::replay_items;
+
+use crate::support::runs::{FROM_START as OPTIONS, with_params};
 
 fn runs() -> Vec<(String, Vec<Item>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/f_runs");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    paths.sort();
-    assert!(
-        paths.len() >= 6,
-        "expected the recorded runs in {}",
-        dir.display()
-    );
-    paths
-        .into_iter()
-        .map(|path| {
-            let file = std::fs::File::open(&path).unwrap();
-            let items = jsonl::read(std::io::BufReader::new(file)).unwrap();
-            (path.display().to_string(), items)
-        })
-        .collect()
+    crate::support::runs::read("f_runs")
 }
-
-const OPTIONS: ReplayOptions = ReplayOptions {
-    from_block: 0,
-    to_block: None,
-    use_checkpoints: false,
-};
 
 /// Every run's parameters are the successor's preset, so these runs check what
 /// `--mechanism f` folds with.
@@ -150,14 +125,7 @@ fn each_rule_is_exercised_by_some_run() {
     let runs = runs();
     for (rule, flip) in flips {
         let diverged = runs.iter().any(|(_, items)| {
-            let mut items = items.clone();
-            for item in &mut items {
-                if let Item::Record(record) = item
-                    && let Event::ParamsChanged(change) = &mut record.event
-                {
-                    flip(&mut change.params);
-                }
-            }
+            let items = with_params(items, flip);
             let report = replay_items(&items, OPTIONS).unwrap();
             let refused = report
                 .rejections

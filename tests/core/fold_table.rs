@@ -89,6 +89,27 @@ fn losses(text: &str) -> LossVec {
     LossVec(text.split(',').map(|l| l.parse().unwrap()).collect())
 }
 
+/// `outcome` for the open step's participant `uid`, which must have a model, under its
+/// hotkey and hash.
+fn model_losses(state: &State, step: &str, uid: &str, outcome: EvalOutcome) -> Event {
+    let uid: u16 = uid.parse().unwrap();
+    let participant = state
+        .step_open
+        .as_ref()
+        .and_then(|open| open.participants.iter().find(|p| p.uid == uid))
+        .unwrap();
+    let Entry::Model { model_hash, .. } = &participant.entry else {
+        panic!("uid {uid} has no model")
+    };
+    Event::LossesComputed(LossesComputed {
+        step: step.parse().unwrap(),
+        uid,
+        hotkey: participant.hotkey.clone(),
+        model_hash: model_hash.clone(),
+        outcome,
+    })
+}
+
 /// The event a script line names, given the state so far (for defaults such as a
 /// participant's hotkey and hash).
 fn event_of(state: &State, words: &[&str]) -> Event {
@@ -180,22 +201,7 @@ fn event_of(state: &State, words: &[&str]) -> Event {
             })
         }
         ["eval-failed", step, uid] => {
-            let uid: u16 = uid.parse().unwrap();
-            let participant = state
-                .step_open
-                .as_ref()
-                .and_then(|open| open.participants.iter().find(|p| p.uid == uid))
-                .unwrap();
-            let Entry::Model { model_hash, .. } = &participant.entry else {
-                panic!("uid {uid} has no model")
-            };
-            Event::LossesComputed(LossesComputed {
-                step: step.parse().unwrap(),
-                uid,
-                hotkey: participant.hotkey.clone(),
-                model_hash: model_hash.clone(),
-                outcome: EvalOutcome::Failed("timeout".into()),
-            })
+            model_losses(state, step, uid, EvalOutcome::Failed("timeout".into()))
         }
         ["tasks", step, tasks @ ..] => Event::TasksFetched(TasksFetched {
             step: step.parse().unwrap(),
@@ -235,24 +241,12 @@ fn event_of(state: &State, words: &[&str]) -> Event {
                 weights: vec![(1, 65_535)],
             }],
         }),
-        ["task-losses", step, uid, values] => {
-            let uid: u16 = uid.parse().unwrap();
-            let participant = state
-                .step_open
-                .as_ref()
-                .and_then(|open| open.participants.iter().find(|p| p.uid == uid))
-                .unwrap();
-            let Entry::Model { model_hash, .. } = &participant.entry else {
-                panic!("uid {uid} has no model")
-            };
-            Event::LossesComputed(LossesComputed {
-                step: step.parse().unwrap(),
-                uid,
-                hotkey: participant.hotkey.clone(),
-                model_hash: model_hash.clone(),
-                outcome: EvalOutcome::TaskLosses(values.split('/').map(losses).collect()),
-            })
-        }
+        ["task-losses", step, uid, values] => model_losses(
+            state,
+            step,
+            uid,
+            EvalOutcome::TaskLosses(values.split('/').map(losses).collect()),
+        ),
         ["complete", step] => Event::StepCompleted(StepCompleted {
             step: step.parse().unwrap(),
             recorded: StepRecord::empty(CompetitionId::default()),

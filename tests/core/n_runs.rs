@@ -4,41 +4,14 @@
 //! wins, matches, win rates, float32 weights, the eval set kept), the u16 vectors N would set
 //! where N's run loop sets them, and find each of those due.
 
-use std::path::Path;
-
-use validator::journal::jsonl::{self, Item};
-use validator::machine::Event;
 use validator::machine::params::LoopRules;
-use validator::replay::{ReplayOptions, replay_items};
+use validator::replay::replay_items;
 
-fn runs() -> Vec<(String, Vec<Item>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/n_runs");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    paths.sort();
-    assert!(
-        paths.len() >= 6,
-        "expected the recorded runs in {}",
-        dir.display()
-    );
-    paths
-        .into_iter()
-        .map(|path| {
-            let file = std::fs::File::open(&path).unwrap();
-            let items = jsonl::read(std::io::BufReader::new(file)).unwrap();
-            (path.display().to_string(), items)
-        })
-        .collect()
+use crate::support::runs::{FROM_START as OPTIONS, with_params};
+
+fn runs() -> Vec<(String, Vec<validator::journal::jsonl::Item>)> {
+    crate::support::runs::read("n_runs")
 }
-
-const OPTIONS: ReplayOptions = ReplayOptions {
-    from_block: 0,
-    to_block: None,
-    use_checkpoints: false,
-};
 
 #[test]
 fn replay_recomputes_every_step_of_ns_own_runs() {
@@ -65,14 +38,8 @@ fn replay_recomputes_every_step_of_ns_own_runs() {
 #[test]
 fn the_legacy_rules_diverge_from_ns_runs() {
     let mut diverged = 0;
-    for (_, mut items) in runs() {
-        for item in &mut items {
-            if let Item::Record(record) = item
-                && let Event::ParamsChanged(change) = &mut record.event
-            {
-                change.params.rules = LoopRules::legacy();
-            }
-        }
+    for (_, items) in runs() {
+        let items = with_params(&items, |params| params.rules = LoopRules::legacy());
         let report = replay_items(&items, OPTIONS).unwrap();
         diverged += usize::from(report.divergence.is_some());
     }
@@ -94,14 +61,7 @@ fn each_rule_is_exercised_by_some_run() {
     let runs = runs();
     for (rule, flip) in flips {
         let diverged = runs.iter().any(|(_, items)| {
-            let mut items = items.clone();
-            for item in &mut items {
-                if let Item::Record(record) = item
-                    && let Event::ParamsChanged(change) = &mut record.event
-                {
-                    flip(&mut change.params.rules);
-                }
-            }
+            let items = with_params(items, |params| flip(&mut params.rules));
             let report = replay_items(&items, OPTIONS).unwrap();
             report.divergence.is_some() || !report.rejections.is_empty()
         });
@@ -115,16 +75,12 @@ fn each_rule_is_exercised_by_some_run() {
 #[test]
 fn replay_says_whether_each_submission_was_due() {
     use validator::machine::params::WeightsCadence;
-    for (name, mut items) in runs() {
-        for item in &mut items {
-            if let Item::Record(record) = item
-                && let Event::ParamsChanged(change) = &mut record.event
-            {
-                change.params.rules.weights_cadence = WeightsCadence::AfterStep {
-                    blocks_per_epoch: 100_000,
-                };
-            }
-        }
+    for (name, items) in runs() {
+        let items = with_params(&items, |params| {
+            params.rules.weights_cadence = WeightsCadence::AfterStep {
+                blocks_per_epoch: 100_000,
+            };
+        });
         let report = replay_items(&items, OPTIONS).unwrap();
         assert_eq!(report.divergence, None, "{name}");
         assert_eq!(

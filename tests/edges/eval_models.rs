@@ -296,17 +296,7 @@ fn losses_of_graph(
     prepared: &[validator::eval::tokenize::Prepared],
     export_options: &ExportOptions,
 ) -> Vec<Option<f64>> {
-    let graph = export(&model.config, &model.weights, export_options).unwrap();
-    let mut session = ModelSession::new(&graph, &model.path, Device::Cpu, 2).unwrap();
-    prepared
-        .iter()
-        .map(|sample| {
-            let result = session
-                .run(&sample.ids, &sample.labels(), 1, sample.ids.len())
-                .unwrap();
-            (result[0].target_count > 0).then(|| f64::from(result[0].loss_mean))
-        })
-        .collect()
+    losses_of_graph_config(model, &model.config, prepared, export_options)
 }
 
 /// The fused graph (GroupQueryAttention, rotary inside it or explicit, the residual add fused
@@ -343,26 +333,28 @@ fn fused_and_explicit_attention_agree_in_f32() {
 fn the_f16_graph_runs_on_cpu_near_the_f32_reference() {
     let reference = reference();
     for name in ["llama-f32", "stablelm-f32", "llama-bf16", "stablelm-bf16"] {
-        let (model, prepared) = prepared(name);
-        let fused = ExportOptions::for_device(2048, Precision::F16, Device::Cpu);
-        let explicit = ExportOptions {
-            fused_attention: false,
-            ..fused
-        };
-        for options in [fused, explicit] {
-            let losses = losses_of_graph(&model, &prepared, &options);
-            for (index, (got, want)) in losses
-                .iter()
-                .zip(&reference.models[name].losses)
-                .enumerate()
-            {
-                match (got, want) {
-                    (Some(got), Some(want)) => assert!(
-                        (got - want).abs() <= F16_TOLERANCE,
-                        "{name} sample {index} ({options:?}): f16 {got}, transformers f32 {want}"
-                    ),
-                    _ => assert_eq!(got.is_some(), want.is_some(), "{name} sample {index}"),
-                }
+        f16_stays_near(name, &reference.models[name].losses);
+    }
+}
+
+/// `name`'s float16 graph, in both attention forms, within `F16_TOLERANCE` of `want`
+/// (transformers' f32 losses), scoring the same samples.
+fn f16_stays_near(name: &str, want: &[Option<f64>]) {
+    let (model, prepared) = prepared(name);
+    let fused = ExportOptions::for_device(2048, Precision::F16, Device::Cpu);
+    let explicit = ExportOptions {
+        fused_attention: false,
+        ..fused
+    };
+    for options in [fused, explicit] {
+        let losses = losses_of_graph(&model, &prepared, &options);
+        for (index, (got, want)) in losses.iter().zip(want).enumerate() {
+            match (got, want) {
+                (Some(got), Some(want)) => assert!(
+                    (got - want).abs() <= F16_TOLERANCE,
+                    "{name} sample {index} ({options:?}): f16 {got}, transformers f32 {want}"
+                ),
+                _ => assert_eq!(got.is_some(), want.is_some(), "{name} sample {index}"),
             }
         }
     }
@@ -500,21 +492,19 @@ fn losses_of_graph_config(
         .collect()
 }
 
-/// Mistral's sliding window, against transformers: `fixtures/models/mistral-f32` (made by
-/// `make_classes.py`) has a 16-token window, shorter than most samples, so the window decides
-/// their losses. Both attention forms within 1e-4 of transformers f32 and within 1e-5 of each
-/// other; without the window (read as full causal attention) the losses move.
-#[test]
-fn mistrals_sliding_window_matches_transformers() {
+fn classes_reference() -> Reference {
     let text = std::fs::read_to_string(fixtures().join("reference_classes.json")).unwrap();
-    let reference: Reference = serde_json::from_str(&text).unwrap();
-    let expected = &reference.models["mistral-f32"];
-    let (model, prepared) = prepared("mistral-f32");
-    assert_eq!(model.config.sliding_window, Some(16));
-    assert_eq!(model.parameter_count(), expected.parameters);
+    serde_json::from_str(&text).unwrap()
+}
+
+/// One of `make_classes.py`'s fixtures against transformers: its parameter count and tokens,
+/// and both attention forms within 1e-4 of transformers f32 and within 1e-5 of each other.
+fn class_matches_transformers(name: &str, expected: &ModelReference) -> ModelDir {
+    let (model, prepared) = prepared(name);
+    assert_eq!(model.parameter_count(), expected.parameters, "{name}");
     for (index, (sample, tokens)) in prepared.iter().zip(&expected.tokens).enumerate() {
-        assert_eq!(sample.ids, tokens.ids, "sample {index}");
-        assert_eq!(sample.prompt_len, tokens.prompt_ids.len(), "sample {index}");
+        assert_eq!(sample.ids, tokens.ids, "{name} {index}");
+        assert_eq!(sample.prompt_len, tokens.prompt_ids.len(), "{name} {index}");
     }
     let fused = ExportOptions::for_device(2048, Precision::F32, Device::Cpu);
     let explicit = ExportOptions {
@@ -523,31 +513,48 @@ fn mistrals_sliding_window_matches_transformers() {
     };
     let a = losses_of_graph(&model, &prepared, &fused);
     let b = losses_of_graph(&model, &prepared, &explicit);
-    let mut windowed = 0;
     for (index, ((a, b), want)) in a.iter().zip(&b).zip(&expected.losses).enumerate() {
         match (a, b, want) {
             (Some(a), Some(b), Some(want)) => {
                 assert!(
                     (a - want).abs() <= 1e-4,
-                    "sample {index}: fused {a} vs {want}"
+                    "{name} {index}: fused {a} vs {want}"
                 );
                 assert!(
                     (b - want).abs() <= 1e-4,
-                    "sample {index}: explicit {b} vs {want}"
+                    "{name} {index}: explicit {b} vs {want}"
                 );
                 assert!(
                     (a - b).abs() <= 1e-5,
-                    "sample {index}: fused {a}, explicit {b}"
+                    "{name} {index}: fused {a}, explicit {b}"
                 );
             }
             (None, None, None) => {}
-            other => panic!("sample {index}: {other:?}"),
+            other => panic!("{name} {index}: {other:?}"),
         }
-        windowed += usize::from(prepared[index].ids.len() > 16);
     }
+    model
+}
+
+/// Mistral's sliding window, against transformers: `fixtures/models/mistral-f32` (made by
+/// `make_classes.py`) has a 16-token window, shorter than most samples, so the window decides
+/// their losses. Both attention forms within 1e-4 of transformers f32 and within 1e-5 of each
+/// other; without the window (read as full causal attention) the losses move.
+#[test]
+fn mistrals_sliding_window_matches_transformers() {
+    let reference = classes_reference();
+    let expected = &reference.models["mistral-f32"];
+    let model = class_matches_transformers("mistral-f32", expected);
+    assert_eq!(model.config.sliding_window, Some(16));
+    let (_, prepared) = prepared("mistral-f32");
+    let windowed = prepared.iter().filter(|p| p.ids.len() > 16).count();
     assert!(windowed >= 6, "the window no longer matters to the fixture");
     let mut unwindowed = model.config.clone();
     unwindowed.sliding_window = None;
+    let explicit = ExportOptions {
+        fused_attention: false,
+        ..ExportOptions::for_device(2048, Precision::F32, Device::Cpu)
+    };
     let full = losses_of_graph_config(&model, &unwindowed, &prepared, &explicit);
     assert!(
         full.iter()
@@ -565,51 +572,14 @@ fn mistrals_sliding_window_matches_transformers() {
 /// transformers f32 and within 1e-5 of each other.
 #[test]
 fn gemma_and_gemma2_match_transformers() {
+    let reference = classes_reference();
     for name in ["gemma-f32", "gemma2-f32"] {
-        class_matches_transformers(name);
-    }
-}
-
-fn class_matches_transformers(name: &str) {
-    let text = std::fs::read_to_string(fixtures().join("reference_classes.json")).unwrap();
-    let reference: Reference = serde_json::from_str(&text).unwrap();
-    let expected = &reference.models[name];
-    let (model, prepared) = prepared(name);
-    assert_eq!(model.parameter_count(), expected.parameters, "{name}");
-    assert!(model.config.norm_unit_offset && model.config.tie_word_embeddings);
-    if name == "gemma2-f32" {
+        let model = class_matches_transformers(name, &reference.models[name]);
         let c = &model.config;
-        assert!(c.post_norms && c.attention_softcap.is_some() && c.final_softcap.is_some());
-        assert_eq!(c.window_layers.as_deref(), Some(&[true, false, true][..]));
-    }
-    for (index, (sample, tokens)) in prepared.iter().zip(&expected.tokens).enumerate() {
-        assert_eq!(sample.ids, tokens.ids, "{name} {index}");
-    }
-    let fused = ExportOptions::for_device(2048, Precision::F32, Device::Cpu);
-    let explicit = ExportOptions {
-        fused_attention: false,
-        ..fused
-    };
-    let a = losses_of_graph(&model, &prepared, &fused);
-    let b = losses_of_graph(&model, &prepared, &explicit);
-    for (index, ((a, b), want)) in a.iter().zip(&b).zip(&expected.losses).enumerate() {
-        match (a, b, want) {
-            (Some(a), Some(b), Some(want)) => {
-                assert!(
-                    (a - want).abs() <= 1e-4,
-                    "sample {index}: fused {a} vs {want}"
-                );
-                assert!(
-                    (b - want).abs() <= 1e-4,
-                    "sample {index}: explicit {b} vs {want}"
-                );
-                assert!(
-                    (a - b).abs() <= 1e-5,
-                    "sample {index}: fused {a}, explicit {b}"
-                );
-            }
-            (None, None, None) => {}
-            other => panic!("sample {index}: {other:?}"),
+        assert!(c.norm_unit_offset && c.tie_word_embeddings, "{name}");
+        if name == "gemma2-f32" {
+            assert!(c.post_norms && c.attention_softcap.is_some() && c.final_softcap.is_some());
+            assert_eq!(c.window_layers.as_deref(), Some(&[true, false, true][..]));
         }
     }
 }
@@ -620,30 +590,8 @@ fn class_matches_transformers(name: &str) {
 /// the query scale all survive the narrower type.
 #[test]
 fn the_f16_graphs_of_mistral_gemma_and_gemma2_stay_near_f32() {
-    let text = std::fs::read_to_string(fixtures().join("reference_classes.json")).unwrap();
-    let reference: Reference = serde_json::from_str(&text).unwrap();
+    let reference = classes_reference();
     for name in ["mistral-f32", "gemma-f32", "gemma2-f32"] {
-        let (model, prepared) = prepared(name);
-        let fused = ExportOptions::for_device(2048, Precision::F16, Device::Cpu);
-        let explicit = ExportOptions {
-            fused_attention: false,
-            ..fused
-        };
-        for options in [fused, explicit] {
-            let losses = losses_of_graph(&model, &prepared, &options);
-            for (index, (got, want)) in losses
-                .iter()
-                .zip(&reference.models[name].losses)
-                .enumerate()
-            {
-                match (got, want) {
-                    (Some(got), Some(want)) => assert!(
-                        (got - want).abs() <= F16_TOLERANCE,
-                        "{name} sample {index} ({options:?}): f16 {got}, transformers f32 {want}"
-                    ),
-                    _ => assert_eq!(got.is_some(), want.is_some(), "{name} sample {index}"),
-                }
-            }
-        }
+        f16_stays_near(name, &reference.models[name].losses);
     }
 }

@@ -1,6 +1,9 @@
-//! Shared by the property tests: random journals built from a script of operations.
+//! Shared by the property tests: random journals built from a script of operations; and, in
+//! [`runs`], the recorded whole runs of the original's and the successor's own code.
 
 #![allow(dead_code)]
+
+pub mod runs;
 
 use proptest::prelude::*;
 use validator::machine::event::{RejectionCode, StepAbandoned};
