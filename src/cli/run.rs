@@ -195,6 +195,13 @@ pub struct RunArgs {
     /// The mechanism: N's constants, or the successor's.
     #[arg(long, value_enum, default_value = "n")]
     mechanism: Mechanism,
+    /// The mechanism's parameters from a JSON file (the journal's `params` form) instead of
+    /// the preset: recorded runs with small bounds. They are journaled like any others.
+    #[arg(long = "mechanism-params")]
+    mechanism_params: Option<PathBuf>,
+    /// Hugging Face's datasets-server, where the successor's tasks are loaded from.
+    #[arg(long = "datasets-server", default_value = validator::data::datasets_server::ENDPOINT)]
+    datasets_server: String,
     /// Accept a journal run with other mechanism parameters (the change is journaled).
     #[arg(long = "accept-params-change", visible_alias = "accept_params_change")]
     accept_params_change: bool,
@@ -344,7 +351,17 @@ impl RunArgs {
         })
     }
 
-    fn params(&self) -> MechanismParams {
+    fn params(&self) -> Result<MechanismParams, Failure> {
+        if let Some(path) = &self.mechanism_params {
+            let bytes = validator::bounded::read_regular(path, 1 << 20)
+                .map_err(|e| Failure::invalid(anyhow!("--mechanism-params: {e}")))?;
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                Failure::invalid(anyhow!(
+                    "--mechanism-params {}: not mechanism parameters: {e}",
+                    path.display()
+                ))
+            });
+        }
         let mut params = match self.mechanism {
             Mechanism::N => MechanismParams::default(),
             Mechanism::F => MechanismParams::successor(),
@@ -363,12 +380,13 @@ impl RunArgs {
             },
             Cadence::Chain => WeightsCadence::Chain,
         };
-        params
+        Ok(params)
     }
 
-    fn config(&self) -> RunConfig {
+    fn config(&self) -> Result<RunConfig, Failure> {
         let mut config = RunConfig::new(self.db.clone(), self.model_dir.clone());
-        config.params = self.params();
+        config.params = self.params()?;
+        config.datasets_server.endpoint = self.datasets_server.trim_end_matches('/').to_owned();
         config.accept_params_change = self.accept_params_change;
         config.genesis = self.genesis;
         config.max_steps = self.max_steps;
@@ -392,7 +410,8 @@ impl RunArgs {
         config.settle_before_step = self.chain_snapshot.is_some();
         config.tokenizers = self.tokenizer.iter().cloned().collect::<BTreeMap<_, _>>();
         self.observability(&mut config);
-        config
+        successor_tokenizers(&config)?;
+        Ok(config)
     }
 
     /// What operators see: where metrics are served, health, the step log, progress bars.
@@ -429,16 +448,7 @@ pub fn run(args: RunArgs, settings: &[String]) -> Outcome {
     if args.demo {
         return demo(&args);
     }
-    if args.mechanism == Mechanism::F {
-        // The successor's fold is built and replays F's own runs, but the loop cannot yet
-        // fetch its tasks or compute their reference loss: a run would journal N's batches,
-        // which the successor's fold refuses. Say so instead of starting.
-        return Err(Failure::invalid(anyhow::anyhow!(
-            "--mechanism f folds and replays the successor's journals (see docs/operating.md), \
-             but `validator run` cannot evaluate its tasks yet: use --mechanism n"
-        )));
-    }
-    let config = args.config();
+    let config = args.config()?;
     let runtime = runtime()?;
     let summary = runtime.block_on(async {
         let edges = edges(&args, &config).await?;
@@ -483,7 +493,7 @@ async fn edges(args: &RunArgs, config: &RunConfig) -> Result<RunEdges, Failure> 
         args.disk_free_min_bytes,
         !args.logging_json,
     )?;
-    let evaluator = evaluator(args).await?;
+    let evaluator = evaluator(args, config).await?;
     let data =
         Source::new(&args.data_source, &SourceOptions::default()).map_err(Failure::invalid)?;
     Ok(Edges {
@@ -642,7 +652,7 @@ fn trusted_workers(args: &RunArgs, options: &QueueOptions) -> Result<TrustedWork
 
 /// The evaluator the flags ask for: a pool over `--devices` (or the one `--device`), or remote
 /// workers through `--eval-queue`.
-async fn evaluator(args: &RunArgs) -> Result<AnyEvaluator, Failure> {
+async fn evaluator(args: &RunArgs, config: &RunConfig) -> Result<AnyEvaluator, Failure> {
     let devices = if args.devices.is_empty() {
         vec![args.device]
     } else {
@@ -652,14 +662,20 @@ async fn evaluator(args: &RunArgs) -> Result<AnyEvaluator, Failure> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let share = u16::try_from((cores / devices.len()).max(1)).unwrap_or(u16::MAX);
     let threads = Some(args.threads.unwrap_or(share));
+    let successor = config.params.rules.successor.is_some();
     let make = |device| {
-        super::edges::worker_on(
+        let mut worker = super::edges::worker_on(
             device,
             args.eval_timeout_s,
             args.eval_memory_max_bytes,
             threads,
             &args.engine,
-        )
+        )?;
+        if successor {
+            // The successor truncates nothing: the graph is built for its long traces.
+            worker.max_seq_len = validator::eval::SUCCESSOR_MAX_SEQ_LEN;
+        }
+        Ok::<_, Failure>(worker)
     };
     if let Some(url) = &args.eval_queue {
         let options = args
@@ -701,6 +717,35 @@ async fn run_until_stopped(config: RunConfig, edges: RunEdges) -> Result<RunSumm
             RunError::WriterStopped => Failure::Journal(error.into()),
             RunError::Fatal(_) => Failure::failed(error),
         })
+}
+
+/// Under the successor's rules, every competition it can evaluate is scored with its own
+/// tokenizer (Xenova/gpt-4 for competition 4), which the operator gives as a directory: a run
+/// without it would only fail its steps, so it does not start.
+fn successor_tokenizers(config: &RunConfig) -> Result<(), Failure> {
+    let Some(rules) = config.params.rules.successor.as_ref() else {
+        return Ok(());
+    };
+    for entry in &config.params.schedule {
+        for competition in &entry.competitions {
+            let evaluable = rules.competition(&competition.id).is_some_and(|c| {
+                c.tasks
+                    .iter()
+                    .all(|t| validator::runner::tasks::task_data(t).is_ok())
+            });
+            if let (true, Some(repo)) = (evaluable, &competition.tokenizer)
+                && !config.tokenizers.contains_key(&competition.id)
+            {
+                return Err(Failure::invalid(anyhow!(
+                    "competition {id} is scored with the tokenizer of {repo}: pass \
+                     --tokenizer {id}=DIR, a directory holding that repository's \
+                     tokenizer.json and tokenizer_config.json",
+                    id = competition.id
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn print_summary(summary: &RunSummary) {
@@ -791,7 +836,7 @@ fn demo(args: &RunArgs) -> Outcome {
     store.disk_free_min_bytes = 64 << 20;
     // One runtime for both: the queue's result receiver is a task on it.
     let runtime = runtime()?;
-    let evaluator = runtime.block_on(evaluator(args))?;
+    let evaluator = runtime.block_on(evaluator(args, &config))?;
     let data = Source::new(
         &SourceSpec::Local(files.data.clone()),
         &SourceOptions::default(),

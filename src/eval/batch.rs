@@ -87,6 +87,70 @@ pub fn evaluate_prepared(
     })
 }
 
+/// What a model is checked against: its competition and, under the successor's rules, the
+/// classes the competition lists and its fewest parameters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CheckRules {
+    /// The competition (N's one architecture, its largest parameter count and repository).
+    pub competition: crate::machine::params::Competition,
+    /// The classes accepted; empty: the competition's one architecture.
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    /// Fewest parameters accepted.
+    #[serde(default)]
+    pub parameters_min: u64,
+}
+
+impl CheckRules {
+    /// N's checks: the competition alone.
+    pub fn of(competition: &crate::machine::params::Competition) -> Self {
+        Self {
+            competition: competition.clone(),
+            architectures: Vec::new(),
+            parameters_min: 0,
+        }
+    }
+
+    /// The checks `params` asks of a model committed to `competition` at `block`: the
+    /// successor's classes and lower bound where its rules list the competition.
+    pub fn at(
+        params: &crate::machine::MechanismParams,
+        competition: &crate::machine::params::Competition,
+    ) -> Self {
+        let successor = params
+            .rules
+            .successor
+            .as_ref()
+            .and_then(|rules| rules.competition(&competition.id));
+        match successor {
+            Some(listed) => Self {
+                competition: competition.clone(),
+                architectures: listed.architectures.clone(),
+                parameters_min: listed.parameters_min,
+            },
+            None => Self::of(competition),
+        }
+    }
+
+    /// Whether `architecture` is accepted.
+    fn accepts(&self, architecture: &str) -> bool {
+        if self.architectures.is_empty() {
+            architecture == self.competition.architecture
+        } else {
+            self.architectures.iter().any(|a| a == architecture)
+        }
+    }
+
+    /// The accepted classes, for a refusal.
+    fn accepted(&self) -> String {
+        if self.architectures.is_empty() {
+            self.competition.architecture.clone()
+        } else {
+            self.architectures.join(", ")
+        }
+    }
+}
+
 /// A model that passed a competition's checks.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelChecked {
@@ -112,7 +176,7 @@ pub struct CheckFailed {
 /// at `max_seq_len` tokens must fit `memory_max_bytes` (see [`super::estimate`]).
 pub fn check_model(
     dir: &Path,
-    competition: &crate::machine::params::Competition,
+    rules: &CheckRules,
     max_seq_len: usize,
     memory_max_bytes: u64,
 ) -> Result<Result<ModelChecked, CheckFailed>, EvalError> {
@@ -127,17 +191,28 @@ pub fn check_model(
             };
         }
     };
+    let competition = &rules.competition;
     let architecture = model.config.architecture.name();
-    if architecture != competition.architecture {
+    if !rules.accepts(architecture) {
         return refuse(
             RejectionCode::UnsupportedArchitecture,
             format!(
                 "competition {} takes {}, not {architecture}",
-                competition.id, competition.architecture
+                competition.id,
+                rules.accepted()
             ),
         );
     }
     let parameters = model.parameter_count();
+    if parameters < rules.parameters_min {
+        return refuse(
+            RejectionCode::TooManyParameters,
+            format!(
+                "{parameters} parameters, under competition {}'s least of {}",
+                competition.id, rules.parameters_min
+            ),
+        );
+    }
     if parameters > competition.max_parameters {
         return refuse(
             RejectionCode::TooManyParameters,

@@ -41,6 +41,11 @@ use tokenize::Prepared;
 /// N's `sequence_length`.
 pub const DEFAULT_MAX_SEQ_LEN: usize = 2048;
 
+/// The longest sample the successor's evaluation graph is built for. F truncates nothing
+/// (its competition's 16,384 is ignored by its loaders, and codeforces judges length by a
+/// four-characters-a-token estimate): a reference sample past this scores +infinity.
+pub const SUCCESSOR_MAX_SEQ_LEN: usize = 32_768;
+
 /// What can stop an evaluation.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {

@@ -16,7 +16,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::batch::{CheckFailed, ModelChecked, check_model, evaluate_prepared, tokenize_pairs};
+use super::batch::{
+    CheckFailed, CheckRules, ModelChecked, check_model, evaluate_prepared, tokenize_pairs,
+};
 use super::export::Precision;
 use super::limits::ChildLimits;
 use super::runtime::Device;
@@ -24,7 +26,6 @@ use super::template::{CivilDate, Isolation};
 use super::tokenize::Prepared;
 use super::{EvalError, EvalOptions, Fault, ModelDir};
 use crate::machine::event::RejectionCode;
-use crate::machine::params::Competition;
 use crate::machine::wire::LossVec;
 
 /// The largest job a worker reads (a tokenised batch of 400 samples of 2048 tokens is ~6 MB).
@@ -49,8 +50,8 @@ pub enum Job {
     Check {
         /// The model directory.
         dir: PathBuf,
-        /// The competition.
-        competition: Competition,
+        /// The competition and what else it asks.
+        rules: CheckRules,
         /// Truncation length, for the memory estimate.
         max_seq_len: usize,
         /// The evaluation memory budget.
@@ -195,10 +196,10 @@ fn perform_under(job: Job, lowered: bool) -> Reply {
     match job {
         Job::Check {
             dir,
-            competition,
+            rules,
             max_seq_len,
             memory_max_bytes,
-        } => match check_model(&dir, &competition, max_seq_len, memory_max_bytes) {
+        } => match check_model(&dir, &rules, max_seq_len, memory_max_bytes) {
             Ok(Ok(checked)) => Reply::Checked(checked),
             Ok(Err(failed)) => Reply::CheckFailed(failed),
             Err(error) => reply_of_error_under(&error, lowered),

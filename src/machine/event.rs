@@ -225,7 +225,8 @@ pub enum RejectionCode {
     HashMismatch,
     /// The repository is over the competition's size cap.
     RepoTooLarge,
-    /// More parameters than the competition allows.
+    /// More parameters than the competition allows (or, under the successor's rules, fewer
+    /// than its lower bound: one code for F's parameter-bounds check).
     TooManyParameters,
     /// The weight-norm check failed.
     NormCheck,

@@ -45,7 +45,7 @@ fn eval_delay_of(params: &MechanismParams, competition: &CompetitionId) -> u64 {
 }
 
 /// F's sync block of `block` (`None` on absurd heights).
-fn sync_of(rules: &SuccessorRules, block: u64) -> Option<u64> {
+pub fn sync_of(rules: &SuccessorRules, block: u64) -> Option<u64> {
     let cadence = i64::try_from(rules.sync_cadence_blocks).ok()?;
     let genesis = i64::try_from(rules.sync_genesis_block).ok()?;
     let block = i64::try_from(block).ok()?;
@@ -221,6 +221,49 @@ pub fn validator_weights_observed(
     );
     successor_state(state).top_miners = top;
     Ok(())
+}
+
+/// Whether F's update thread would download `hotkey`'s commitment of `competition` made at
+/// `block_commit`, at `block`, for the first time: aged past its competition's delay, the
+/// competition running, and below the cap (the top-model scan ignores it). Always, without
+/// the successor's rules.
+pub fn download_due(
+    state: &State,
+    block: u64,
+    hotkey: &str,
+    competition: &CompetitionId,
+    block_commit: u64,
+) -> bool {
+    if rules(&state.params).is_none() {
+        return true;
+    }
+    let delay = eval_delay_of(&state.params, competition);
+    block.saturating_sub(block_commit) >= delay
+        && state.params.competition_at(block, competition).is_some()
+        && (!at_cap(state) || top_eligible(state, block, hotkey))
+}
+
+/// The decided commitments F's update thread would download again at `block`, by hotkey
+/// with their commit blocks: the tracked model of each hotkey that `should_retry_model`
+/// (below the cap) or the top-model scan asks for. None without the successor's rules.
+pub fn resyncs_due(state: &State, block: u64) -> Vec<(&str, u64)> {
+    if rules(&state.params).is_none() {
+        return Vec::new();
+    }
+    let capped = at_cap(state);
+    state
+        .hotkeys
+        .iter()
+        .filter_map(|(hotkey, record)| {
+            let model = record.model.as_ref()?;
+            let commitment = record.commitment.as_ref()?;
+            let decided = commitment.block_commit == model.block_commit
+                && commitment.status != super::state::CommitmentStatus::Unverified;
+            let forced = (!capped && retry_justified(state, block, hotkey))
+                || top_justified(state, block, hotkey);
+            (decided && forced).then_some((hotkey.as_str(), model.block_commit))
+        })
+        .collect()
 }
 
 /// What F's update thread did with a download, as the fold checks it.
@@ -718,6 +761,10 @@ mod tests {
             };
             assert_eq!(apply(&mut state, &record), super::super::Outcome::Applied);
         }
+        // The fetcher's view agrees with the fold's: not before the 460-block delay.
+        let competition = CompetitionId::new("4");
+        assert!(!download_due(&state, 5_200_459, "5A", &competition, 5_200_000));
+        assert!(download_due(&state, 5_200_460, "5A", &competition, 5_200_000));
         let verify = Download::Verified;
         assert_eq!(
             download(&mut state, 5_200_500, "5A", 5_200_000, true, &verify),
@@ -738,12 +785,15 @@ mod tests {
             .or_default()
             .pending
             .add(0);
+        assert!(resyncs_due(&state, 5_200_600).is_empty());
         assert!(matches!(
             download(&mut state, 5_200_600, "5A", 5_200_000, false, &verify),
             Some(Err(Rejection::ResyncUnjustified { .. }))
         ));
-        // Dropped from every set and never evaluated: the retry rule asks.
+        // Dropped from every set and never evaluated: the retry rule asks, and the fetcher
+        // sees it.
         state.competitions.clear();
+        assert_eq!(resyncs_due(&state, 5_200_700), [("5A", 5_200_000)]);
         assert_eq!(
             download(&mut state, 5_200_700, "5A", 5_200_000, false, &verify),
             Some(Ok(()))

@@ -68,6 +68,8 @@ pub struct RunConfig {
     pub tokenizers: BTreeMap<CompetitionId, PathBuf>,
     /// Samples per batch (N: 400).
     pub samples_max: usize,
+    /// Where the successor's tasks are loaded from (Hugging Face's `datasets-server`).
+    pub datasets_server: crate::data::datasets_server::DatasetsServer,
     /// Steps between checkpoints.
     pub checkpoint_every_steps: u64,
     /// Retries of a step that could not get its data or its device.
@@ -122,6 +124,7 @@ impl RunConfig {
             grace_period: Duration::from_secs(120 * 60),
             tokenizers: BTreeMap::new(),
             samples_max: crate::data::DEFAULT_MAX_SAMPLES,
+            datasets_server: crate::data::datasets_server::DatasetsServer::default(),
             checkpoint_every_steps: 100,
             step_retry: Backoff {
                 first: Duration::from_secs(5),

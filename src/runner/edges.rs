@@ -15,15 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::chain::weights::{Sent, Standing};
-use crate::eval::batch::ModelChecked;
+use crate::eval::batch::{CheckRules, ModelChecked};
 use crate::eval::tokenize::Prepared;
 use crate::machine::Event;
 use crate::machine::event::{
-    EvalOutcome, EvaluatedBy, EvaluationReported, RejectionCode, SubmitMethod, WeightsCommitted,
-    WeightsPrepared,
+    EvalOutcome, EvaluatedBy, EvaluationReported, RejectionCode, SubmitMethod,
+    ValidatorWeightsObserved, WeightsCommitted, WeightsPrepared,
 };
 use crate::machine::model_id::{HashKind, ModelId};
-use crate::machine::params::Competition;
 
 /// An edge's verdict on an input.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +143,28 @@ pub trait ChainEdge: Send + Sync {
 
     /// The metagraph and every commitment at `block`.
     fn observe(&self, block: u64) -> impl Future<Output = Result<Observation, EdgeError>> + Send;
+
+    /// The hash of `block` (`0x` and 64 hex digits), which seeds the successor's data draws;
+    /// `None` where the chain cannot say (a recording without hashes).
+    fn block_hash(
+        &self,
+        block: u64,
+    ) -> impl Future<Output = Result<Option<String>, EdgeError>> + Send {
+        let _ = block;
+        async { Ok(None) }
+    }
+
+    /// The validators with a permit and at least `stake_min` stake at `block`, with the
+    /// weights each has set: what the successor's top-model scan reads. `None` where the
+    /// chain cannot say (a recording without them).
+    fn validator_weights(
+        &self,
+        block: u64,
+        stake_min: f32,
+    ) -> impl Future<Output = Result<Option<ValidatorWeightsObserved>, EdgeError>> + Send {
+        let _ = (block, stake_min);
+        async { Ok(None) }
+    }
 }
 
 /// The chain as the weight setter uses it, over its own connection: where the validator
@@ -244,11 +265,12 @@ pub type TokenizedBatch = Arc<[Prepared]>;
 
 /// Checks and evaluates models. Everything that reads a miner's files goes through here.
 pub trait ModelEvaluator: Send + Sync {
-    /// N's checks of a fetched model against its competition.
+    /// The checks of a fetched model against its competition (N's, and the successor's
+    /// classes and lower bound where `rules` carries them).
     fn check(
         &self,
         dir: &Path,
-        competition: &Competition,
+        rules: &CheckRules,
     ) -> impl Future<Output = Result<Verdict<ModelChecked>, EdgeError>> + Send;
 
     /// Tokenises `pairs` with the tokenizer files in `dir` (N's rules). `Rejected` when the

@@ -15,9 +15,12 @@ use tokio::task::JoinSet;
 use super::config::RunConfig;
 use super::edges::{EdgeError, ModelEvaluator, ModelStore, Verdict};
 use super::writer::{WriteError, WriterHandle};
+use crate::eval::batch::CheckRules;
 use crate::machine::event::{ModelRejected, ModelVerified, RejectionCode};
 use crate::machine::model_id::ModelId;
 use crate::machine::params::Competition;
+use crate::machine::state::CommitmentState;
+use crate::machine::successor_loop;
 use crate::machine::{Event, State};
 
 /// A commitment to verify: the hotkey and the commitment's block.
@@ -45,6 +48,9 @@ pub struct FetchStatus {
     /// How many times the model cache may have changed (a fetch ended, a sweep ran): the
     /// monitor walks the cache for its size again only when this moved.
     pub cache_changes: u64,
+    /// When each commitment was last fetched: a decided model is downloaded again at most
+    /// once per [`RESYNC_INTERVAL`].
+    pub resynced_at: BTreeMap<CommitmentKey, Instant>,
 }
 
 /// Shared fetch status.
@@ -83,20 +89,41 @@ pub async fn failed_on_verified_files<S: ModelStore>(
 }
 
 /// The commitments of `state` awaiting a verdict at `block`: the ones a step on a recorded
-/// chain waits for.
+/// chain waits for. Under the successor's rules, only those its update thread would download
+/// now (aged past the delay, below the cap).
 pub fn unresolved(state: &State, block: u64) -> Vec<CommitmentKey> {
     state
         .commitments_to_verify(block)
         .into_iter()
+        .filter(|(hotkey, c)| due(state, block, hotkey, c))
         .map(|(hotkey, c)| (hotkey.to_owned(), c.block_commit))
         .collect()
 }
+
+/// Whether the successor's update thread would download this pending commitment at `block`
+/// (always under N's rules).
+fn due(state: &State, block: u64, hotkey: &str, commitment: &CommitmentState) -> bool {
+    commitment.model_id.as_ref().is_some_and(|model| {
+        successor_loop::download_due(
+            state,
+            block,
+            hotkey,
+            &model.competition,
+            commitment.block_commit,
+        )
+    })
+}
+
+/// How often one decided model is downloaded again when the successor's retry rule or its
+/// top-model scan asks (F checks each uid at most every 20 minutes).
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(20 * 60);
 
 /// One fetch to run.
 struct Todo {
     key: CommitmentKey,
     model: ModelId,
     competition: Competition,
+    rules: CheckRules,
 }
 
 /// What `state` asks to fetch at `block`, eval-set uids first, then by hotkey.
@@ -113,6 +140,7 @@ fn todo(state: &State, block: u64) -> Vec<Todo> {
     let mut todo: Vec<(bool, Todo)> = state
         .commitments_to_verify(block)
         .into_iter()
+        .filter(|(hotkey, commitment)| due(state, block, hotkey, commitment))
         .filter_map(|(hotkey, commitment)| {
             let model = commitment.model_id.clone()?;
             let competition = state
@@ -122,6 +150,7 @@ fn todo(state: &State, block: u64) -> Vec<Todo> {
             let todo = Todo {
                 key: (hotkey.to_owned(), commitment.block_commit),
                 model,
+                rules: CheckRules::at(&state.params, &competition),
                 competition,
             };
             Some((!in_eval_set(hotkey), todo))
@@ -130,6 +159,26 @@ fn todo(state: &State, block: u64) -> Vec<Todo> {
     // Stable: equal priority keeps the state's hotkey order.
     todo.sort_by_key(|(later, _)| *later);
     todo.into_iter().map(|(_, todo)| todo).collect()
+}
+
+/// The decided models the successor's update thread would download again at `block`.
+fn resyncs(state: &State, block: u64) -> Vec<Todo> {
+    successor_loop::resyncs_due(state, block)
+        .into_iter()
+        .filter_map(|(hotkey, block_commit)| {
+            let model = state.hotkeys.get(hotkey)?.model.as_ref()?.model_id.clone();
+            let competition = state
+                .params
+                .competition_at(block, &model.competition)?
+                .clone();
+            Some(Todo {
+                key: (hotkey.to_owned(), block_commit),
+                model,
+                rules: CheckRules::at(&state.params, &competition),
+                competition,
+            })
+        })
+        .collect()
 }
 
 /// Fetches, verifies and checks one model: the event to journal, or why it is undecided.
@@ -154,7 +203,7 @@ async fn resolve<S: ModelStore, E: ModelEvaluator>(
         Verdict::Accepted(stored) => stored,
         Verdict::Rejected(refusal) => return Ok(rejected(refusal)),
     };
-    match evaluator.check(&stored.dir, &todo.competition).await? {
+    match evaluator.check(&stored.dir, &todo.rules).await? {
         Verdict::Accepted(_) => Ok(Event::ModelVerified(ModelVerified {
             hotkey: hotkey.clone(),
             block_commit,
@@ -257,7 +306,18 @@ where
         let state = self.writer.state();
         let block = state.position.map_or(0, |p| p.block);
         let now = Instant::now();
-        for todo in todo(&state, block) {
+        let forced = {
+            let mut status = lock(&self.status);
+            status
+                .resynced_at
+                .retain(|_, at| now.duration_since(*at) < RESYNC_INTERVAL);
+            let due: Vec<Todo> = resyncs(&state, block)
+                .into_iter()
+                .filter(|todo| !status.resynced_at.contains_key(&todo.key))
+                .collect();
+            due
+        };
+        for todo in todo(&state, block).into_iter().chain(forced) {
             let mut status = lock(&self.status);
             if status.in_flight.len() >= self.config.fetch_concurrency.max(1) {
                 break;
@@ -270,6 +330,7 @@ where
                 continue;
             }
             status.in_flight.insert(todo.key.clone());
+            status.resynced_at.insert(todo.key.clone(), now);
             drop(status);
             let (store, evaluator) = (self.store.clone(), self.evaluator.clone());
             jobs.spawn(async move {

@@ -14,15 +14,15 @@ use super::identity::this_worker;
 use crate::chain::transactions::refusal_reason;
 use crate::chain::weights::{Sent, Standing};
 use crate::chain::{Chain, ChainError};
-use crate::eval::batch::ModelChecked;
+use crate::eval::batch::{CheckRules, ModelChecked};
 use crate::eval::worker::{Job, Reply, WorkerEvaluator, WorkerFailure};
 use crate::hub::local::LocalStore;
 use crate::hub::{Fetched, Hub, HubError};
 use crate::machine::event::{
-    EvalOutcome, RejectionCode, SubmitMethod, WeightsCommitted, WeightsPrepared,
+    EvalOutcome, RejectionCode, SubmitMethod, ValidatorWeights, ValidatorWeightsObserved,
+    WeightsCommitted, WeightsPrepared,
 };
 use crate::machine::model_id::ModelId;
-use crate::machine::params::Competition;
 
 fn hub_error(error: HubError) -> EdgeError {
     match error {
@@ -208,6 +208,49 @@ impl ChainEdge for LiveChain {
             events,
         })
     }
+
+    async fn block_hash(&self, block: u64) -> Result<Option<String>, EdgeError> {
+        let hash = self.chain.block_hash(block).await.map_err(chain_error)?;
+        Ok(Some(hash))
+    }
+
+    async fn validator_weights(
+        &self,
+        block: u64,
+        stake_min: f32,
+    ) -> Result<Option<ValidatorWeightsObserved>, EdgeError> {
+        let (_, metagraph) = self
+            .chain
+            .metagraph(self.netuid, Some(block))
+            .await
+            .map_err(chain_error)?;
+        let mut validators = Vec::new();
+        for (index, &stake_rao) in metagraph.stake.iter().enumerate() {
+            // The metagraph's stake in whole units, as bittensor's float32 `S` holds it.
+            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)] // F's f32
+            let stake = (stake_rao as f64 / 1e9) as f32;
+            let permit = metagraph.validator_permit.get(index).copied() == Some(true);
+            let Ok(uid) = u16::try_from(index) else {
+                break;
+            };
+            // The scan keeps only these: reading the others' weights would cost a call each.
+            if !permit || stake < stake_min {
+                continue;
+            }
+            let weights = self
+                .chain
+                .weights(self.netuid, uid, Some(block))
+                .await
+                .map_err(chain_error)?;
+            validators.push(ValidatorWeights {
+                uid,
+                stake,
+                validator_permit: permit,
+                weights,
+            });
+        }
+        Ok(Some(ValidatorWeightsObserved { validators }))
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -239,6 +282,24 @@ impl ChainEdge for AnyChain {
         match self {
             AnyChain::Live(chain) => chain.observe(block).await,
             AnyChain::Recorded(chain) => chain.observe(block).await,
+        }
+    }
+
+    async fn block_hash(&self, block: u64) -> Result<Option<String>, EdgeError> {
+        match self {
+            AnyChain::Live(chain) => chain.block_hash(block).await,
+            AnyChain::Recorded(chain) => chain.block_hash(block).await,
+        }
+    }
+
+    async fn validator_weights(
+        &self,
+        block: u64,
+        stake_min: f32,
+    ) -> Result<Option<ValidatorWeightsObserved>, EdgeError> {
+        match self {
+            AnyChain::Live(chain) => chain.validator_weights(block, stake_min).await,
+            AnyChain::Recorded(chain) => chain.validator_weights(block, stake_min).await,
         }
     }
 }
@@ -287,11 +348,11 @@ impl ModelEvaluator for AnyEvaluator {
     async fn check(
         &self,
         dir: &Path,
-        competition: &Competition,
+        rules: &CheckRules,
     ) -> Result<Verdict<ModelChecked>, EdgeError> {
         match self {
-            AnyEvaluator::Pool(pool) => pool.check(dir, competition).await,
-            AnyEvaluator::Queue(queue) => queue.check(dir, competition).await,
+            AnyEvaluator::Pool(pool) => pool.check(dir, rules).await,
+            AnyEvaluator::Queue(queue) => queue.check(dir, rules).await,
         }
     }
 
@@ -363,12 +424,14 @@ impl ModelEvaluator for WorkerEvaluator {
     async fn check(
         &self,
         dir: &Path,
-        competition: &Competition,
+        rules: &CheckRules,
     ) -> Result<Verdict<ModelChecked>, EdgeError> {
         let job = Job::Check {
             dir: dir.to_owned(),
-            competition: competition.clone(),
-            max_seq_len: self.max_seq_len,
+            rules: rules.clone(),
+            // The checks ask whether the model fits at N's length; an evaluation at a longer
+            // one estimates its own batch again.
+            max_seq_len: self.max_seq_len.min(crate::eval::DEFAULT_MAX_SEQ_LEN),
             memory_max_bytes: self.memory_max_bytes,
         };
         match self.run(&job, self.prepare_timeout).await {

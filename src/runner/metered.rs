@@ -37,6 +37,22 @@ impl<C: ChainEdge> ChainEdge for Metered<C> {
         self.count("observe", &observed);
         observed
     }
+
+    async fn block_hash(&self, block: u64) -> Result<Option<String>, EdgeError> {
+        let hash = self.inner.block_hash(block).await;
+        self.count("block_hash", &hash);
+        hash
+    }
+
+    async fn validator_weights(
+        &self,
+        block: u64,
+        stake_min: f32,
+    ) -> Result<Option<crate::machine::event::ValidatorWeightsObserved>, EdgeError> {
+        let weights = self.inner.validator_weights(block, stake_min).await;
+        self.count("validator_weights", &weights);
+        weights
+    }
 }
 
 impl<W: WeightsChain> WeightsChain for Metered<W> {

@@ -4,7 +4,8 @@
 //! - [`edges`]: the traits the loop is generic over (chain, model store, evaluator), their
 //!   real implementations, and the shape every answer takes.
 //! - [`writer`]: the one writer: a thread owning the recorder.
-//! - [`step`]: a step, from the chain's head to `StepCompleted`; restart is resume.
+//! - [`step`]: a step, from the chain's head to `StepCompleted`; restart is resume;
+//!   [`tasks`]: a successor step's data and per-task losses.
 //! - [`fetch`]: fetching, verifying and checking committed models, the cache sweep.
 //! - [`pool`]: one evaluator per local device, models to whichever is free; [`queue`]:
 //!   evaluation by remote workers over NATS JetStream, and the worker's own loop.
@@ -38,6 +39,7 @@ pub mod schedule;
 pub mod snapshot;
 pub mod step;
 pub mod table;
+pub mod tasks;
 pub mod weights;
 pub mod writer;
 
@@ -240,7 +242,8 @@ where
         stop: stop.clone(),
         monitor: monitor.clone(),
     };
-    if fresh && !config.genesis && !config.settle_before_step {
+    let seeded = !config.genesis && config.params.rules.successor.is_none();
+    if fresh && seeded && !config.settle_before_step {
         // N syncs the consensus models before its first step; a recorded chain settles
         // before every step anyway.
         let head = handle.state().position.map_or(0, |p| p.block);
@@ -395,7 +398,10 @@ async fn start_up<C: ChainEdge>(
             }
         }
     };
-    let seeding = (!config.genesis).then_some(Event::ConsensusSeeded(ConsensusSeeded {}));
+    // The successor never seeds its eval sets from consensus: it starts from nothing.
+    let successor = config.params.rules.successor.is_some();
+    let seeding =
+        (!config.genesis && !successor).then_some(Event::ConsensusSeeded(ConsensusSeeded {}));
     writer
         .observe(
             observation.block,

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Notify;
 
 use super::edges::{EdgeError, EvalRequest, Evaluated, ModelEvaluator, TokenizedBatch, Verdict};
+use crate::eval::batch::CheckRules;
 use crate::eval::batch::ModelChecked;
-use crate::machine::params::Competition;
 
 /// One device's evaluator.
 #[derive(Debug)]
@@ -167,11 +167,11 @@ impl<E: ModelEvaluator> ModelEvaluator for EvaluatorPool<E> {
     async fn check(
         &self,
         dir: &Path,
-        competition: &Competition,
+        rules: &CheckRules,
     ) -> Result<Verdict<ModelChecked>, EdgeError> {
         self.any_member()
             .ok_or_else(no_members)?
-            .check(dir, competition)
+            .check(dir, rules)
             .await
     }
 

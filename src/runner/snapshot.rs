@@ -14,6 +14,12 @@
 //!    {"block": 1200, "commitments": {"5G..": {"block": 1190, "raw_hex": "6e733a..."}}}]}
 //! ```
 //!
+//! An entry may also list `validators`, what the successor's top-model scan reads (each
+//! validator's uid, stake in whole units, permit and the `[uid, weight]` pairs it set):
+//! `{"block": 1200, "validators": [{"uid": 1, "stake": 150000.0, "validator_permit": true,
+//! "weights": [[0, 65535]]}]}`. A recording has no block hashes: the successor's data draws
+//! are seeded by a stand-in named after the sync block (see `runner::step`).
+//!
 //! `consensus` and `incentive` are the chain's u16 values; `incentive`, `validator_permit`,
 //! `last_update` may be left out; `tempo` defaults to 360. `raw` is the committed string,
 //! `raw_hex` its bytes when they are not UTF-8.
@@ -25,7 +31,10 @@ use serde::Deserialize;
 
 use super::edges::{ChainEdge, EdgeError, Observation};
 use crate::machine::Event;
-use crate::machine::event::{CommitmentField, CommitmentObserved, MetagraphObserved};
+use crate::machine::event::{
+    CommitmentField, CommitmentObserved, MetagraphObserved, ValidatorWeights,
+    ValidatorWeightsObserved,
+};
 use crate::machine::wire::{RawBytes, hex_decode};
 
 /// The largest snapshot file read.
@@ -121,6 +130,18 @@ struct EntryFile {
     metagraph: Option<MetagraphFile>,
     #[serde(default, deserialize_with = "commitments_at_most")]
     commitments: BTreeMap<String, CommitmentFile>,
+    #[serde(default, deserialize_with = "at_most::<_, _, UIDS_MAX>")]
+    validators: Vec<ValidatorFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidatorFile {
+    uid: u16,
+    stake: f32,
+    validator_permit: bool,
+    #[serde(deserialize_with = "at_most::<_, _, UIDS_MAX>")]
+    weights: Vec<(u16, u16)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +200,8 @@ pub struct RecordedChain {
     metagraphs: BTreeMap<u64, MetagraphObserved>,
     /// Commitments by hotkey, then by the block they start showing.
     commitments: BTreeMap<String, BTreeMap<u64, CommitmentObserved>>,
+    /// Validators' weights by the block they start showing.
+    validators: BTreeMap<u64, Vec<ValidatorWeights>>,
 }
 
 impl RecordedChain {
@@ -206,12 +229,28 @@ impl RecordedChain {
             blocks_per_step: file.blocks_per_step,
             metagraphs: BTreeMap::new(),
             commitments: BTreeMap::new(),
+            validators: BTreeMap::new(),
         };
         for entry in file.timeline {
             if let Some(metagraph) = entry.metagraph {
                 let observed = metagraph.into_observed(file.netuid, entry.block)?;
                 if chain.metagraphs.insert(entry.block, observed).is_some() {
                     return Err(format!("two metagraphs at block {}", entry.block));
+                }
+            }
+            if !entry.validators.is_empty() {
+                let validators = entry
+                    .validators
+                    .into_iter()
+                    .map(|v| ValidatorWeights {
+                        uid: v.uid,
+                        stake: v.stake,
+                        validator_permit: v.validator_permit,
+                        weights: v.weights,
+                    })
+                    .collect();
+                if chain.validators.insert(entry.block, validators).is_some() {
+                    return Err(format!("two validator lists at block {}", entry.block));
                 }
             }
             for (hotkey, commitment) in entry.commitments {
@@ -325,6 +364,22 @@ impl ChainEdge for RecordedChain {
             block_hash: None,
             events: self.at(block),
         })
+    }
+
+    async fn validator_weights(
+        &self,
+        block: u64,
+        stake_min: f32,
+    ) -> Result<Option<ValidatorWeightsObserved>, EdgeError> {
+        let Some((_, listed)) = self.validators.range(..=block).next_back() else {
+            return Ok(None);
+        };
+        let validators = listed
+            .iter()
+            .filter(|v| v.validator_permit && v.stake >= stake_min)
+            .cloned()
+            .collect();
+        Ok(Some(ValidatorWeightsObserved { validators }))
     }
 }
 

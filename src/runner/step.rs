@@ -24,21 +24,26 @@ use tokio::sync::watch;
 use super::RunError;
 use super::config::RunConfig;
 use super::edges::{
-    ChainEdge, EdgeError, EvalRequest, Evaluated, ModelEvaluator, ModelStore, Observation,
+    ChainEdge, EdgeError, EvalRequest, Evaluated, ModelEvaluator, ModelStore, Observation, Refusal,
     TokenizedBatch, Verdict, batch_digest,
 };
 use super::fetch::{failed_on_verified_files, unresolved};
 use super::identity::this_worker;
 use super::schedule::{Plan, Queued, by_size, dispatch, shard_count, weights_bytes};
 use super::table::step_table;
+use super::tasks::TasksLoad;
 use super::writer::{WriteError, WriterHandle};
 use crate::data::{BatchRequest, DataSource, Seed};
+use crate::eval::template::{CivilDate, Isolation};
+use crate::eval::tokenize::TokenizerFiles;
 use crate::machine::event::{
-    EvalOutcome, EvaluationReported, LossesComputed, ReportVerdict, StepCompleted, StepFailed,
-    StepStarted,
+    EvalOutcome, EvaluationReported, LossesComputed, ReportVerdict, StepAbandoned, StepCompleted,
+    StepFailed, StepStarted,
 };
+use crate::machine::params::CompetitionId;
 use crate::machine::preview::{step_completion, step_start};
 use crate::machine::state::{Entry, OpenStep, Participant};
+use crate::machine::successor_loop;
 use crate::machine::{Event, Outcome, State};
 
 /// Where a step's time went, in seconds.
@@ -235,6 +240,9 @@ where
             Err(error) => return Ok(Pass::Waiting(format!("the chain: {error}"))),
         };
         let head = observation.block;
+        if let Err(error) = self.observe_validators(head).await {
+            return Ok(Pass::Waiting(format!("the chain: {error}")));
+        }
         timing.observe_seconds = observed_at.elapsed().as_secs_f64();
         if self.config.settle_before_step {
             let settled_at = Instant::now();
@@ -257,6 +265,11 @@ where
             // N returns before pulling data when there is nobody to evaluate.
             self.record(vec![(head, started)], timing).await?;
             return Ok(Pass::Completed(StepTiming::default()));
+        }
+        if successor_loop::rules(&state.params).is_some() {
+            return self
+                .begin_successor(step, head, &planned.competition, started, timing)
+                .await;
         }
         let data_at = Instant::now();
         let seed = observation
@@ -305,6 +318,109 @@ where
             .await
             .map_err(|e| EdgeError::Operator(format!("the journal: {e}")))?;
         Ok(observation)
+    }
+
+    /// Under the successor's rules, journals the validators its top-model scan reads (their
+    /// stakes and weights at `head`); nothing where the chain cannot say.
+    async fn observe_validators(&self, head: u64) -> Result<(), EdgeError> {
+        let state = self.writer.state();
+        let Some(rules) = successor_loop::rules(&state.params) else {
+            return Ok(());
+        };
+        #[allow(clippy::cast_possible_truncation)] // bittensor's stakes are f32
+        let stake_min = rules.top_stake_min as f32;
+        let Some(observed) = self.chain.validator_weights(head, stake_min).await? else {
+            return Ok(());
+        };
+        self.writer
+            .record(vec![(head, Event::ValidatorWeightsObserved(observed))])
+            .await
+            .map_err(|e| EdgeError::Operator(format!("the journal: {e}")))?;
+        Ok(())
+    }
+
+    /// A successor step's data: every task of `competition` loaded with the sync block's
+    /// seed and journaled with the step's start in one write; a task that aborts the step
+    /// fails it (after its start, so the sync block counts as run, as in F); a step whose
+    /// every task was dropped is abandoned, as F abandons it.
+    async fn begin_successor(
+        &mut self,
+        step: u64,
+        head: u64,
+        competition: &CompetitionId,
+        started: Event,
+        timing: &mut StepTiming,
+    ) -> Result<Pass, RunError> {
+        let state = self.writer.state();
+        let Some(rules) = successor_loop::rules(&state.params) else {
+            return Ok(Pass::Waiting("the successor's rules are gone".into()));
+        };
+        let tasks = rules
+            .competition(competition)
+            .map(|c| c.tasks.clone())
+            .unwrap_or_default();
+        let Some(sync) = successor_loop::sync_of(rules, head) else {
+            return Ok(Pass::Waiting(format!("block {head} has no sync block")));
+        };
+        let hash = match self.chain.block_hash(sync).await {
+            Ok(Some(hash)) => hash,
+            Ok(None) => super::tasks::stand_in_block_hash(sync),
+            Err(error) => {
+                return Ok(Pass::Waiting(format!(
+                    "the chain: the hash of sync block {sync}: {error}"
+                )));
+            }
+        };
+        let seed = crate::hashing::seed_from_block_hash(&hash);
+        let data_at = Instant::now();
+        let loaded = tokio::select! {
+            loaded = super::tasks::load_tasks(
+                &self.config.datasets_server,
+                &tasks,
+                step,
+                &seed,
+                tokio::time::sleep,
+            ) => loaded,
+            _ = self.stop.changed() => return Ok(Pass::Stopped),
+        };
+        timing.data_seconds = data_at.elapsed().as_secs_f64();
+        let failed = |reason: &str| {
+            Event::StepFailed(StepFailed {
+                step,
+                reason: reason.to_owned(),
+            })
+        };
+        match loaded {
+            Ok(TasksLoad::Fetched(fetched)) if TasksLoad::all_dropped(&fetched) => {
+                let reason = "all datasets failed to load";
+                let abandoned = Event::StepAbandoned(StepAbandoned {
+                    step,
+                    reason: reason.into(),
+                });
+                let events = vec![
+                    (head, started),
+                    (head, Event::TasksFetched(fetched)),
+                    (head, abandoned),
+                ];
+                self.record(events, timing).await?;
+                Ok(Pass::Failed(format!("step abandoned: {reason}")))
+            }
+            Ok(TasksLoad::Fetched(fetched)) => {
+                let events = vec![(head, started), (head, Event::TasksFetched(fetched))];
+                self.record(events, timing).await?;
+                Ok(Pass::Completed(StepTiming::default()))
+            }
+            Ok(TasksLoad::Aborted(reason)) => {
+                let events = vec![(head, started), (head, failed(&reason))];
+                self.record(events, timing).await?;
+                Ok(Pass::Failed(reason))
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                self.record(vec![(head, failed(&reason))], timing).await?;
+                Ok(Pass::Failed(reason))
+            }
+        }
     }
 
     /// Waits until every commitment visible at `head` has a verdict, at most the start-up
@@ -361,21 +477,11 @@ where
         if todo.is_empty() {
             return Ok(Pass::Completed(StepTiming::default()));
         }
-        let Some(batch) = self
-            .writer
-            .batch_of(open.step, open.block_start)
-            .await
-            .map_err(journal)?
-        else {
+        let Some(pairs) = self.step_pairs(open).await? else {
             let reason = format!("step {} has no journaled batch", open.step);
             self.fail_open(open, &reason, timing).await?;
             return Ok(Pass::Failed(reason));
         };
-        let pairs: Arc<[(String, String)]> = batch
-            .samples
-            .iter()
-            .map(|s| (s.prompt.to_owned(), s.response.to_owned()))
-            .collect();
         let queue = self.dispatch_order(todo).await;
         let bar = self
             .config
@@ -404,6 +510,39 @@ where
             bar.finish_and_clear();
         }
         Ok(Pass::Completed(StepTiming::default()))
+    }
+
+    /// The (prompt, response) pairs of the open step as journaled: N's batch, or the
+    /// successor's tasks in order (question, reference).
+    async fn step_pairs(
+        &self,
+        open: &OpenStep,
+    ) -> Result<Option<Arc<[(String, String)]>>, RunError> {
+        if self.successor() {
+            let tasks = self
+                .writer
+                .tasks_of(open.step, open.block_start)
+                .await
+                .map_err(journal)?;
+            return Ok(tasks.map(|tasks| super::tasks::pairs_of(&tasks).into()));
+        }
+        let batch = self
+            .writer
+            .batch_of(open.step, open.block_start)
+            .await
+            .map_err(journal)?;
+        Ok(batch.map(|batch| {
+            batch
+                .samples
+                .iter()
+                .map(|s| (s.prompt.to_owned(), s.response.to_owned()))
+                .collect()
+        }))
+    }
+
+    /// Whether the parameters in force are the successor's.
+    fn successor(&self) -> bool {
+        successor_loop::rules(&self.writer.state().params).is_some()
     }
 
     /// The participants to evaluate, each with its model's directory (or why it has none),
@@ -584,6 +723,18 @@ where
         let Entry::Model { model_hash, .. } = &participant.entry else {
             return Ok(());
         };
+        let outcome = match self.writer.state().successor.as_ref() {
+            Some(successor) if self.successor() => {
+                let counts: Vec<usize> = successor
+                    .tasks_open
+                    .iter()
+                    .flatten()
+                    .filter_map(|task| task.samples)
+                    .collect();
+                super::tasks::split_losses(outcome, &counts)
+            }
+            _ => outcome,
+        };
         let losses = |outcome| {
             Event::LossesComputed(LossesComputed {
                 step: open.step,
@@ -641,9 +792,23 @@ where
             return Ok(Err(Pass::Waiting("not a model".into())));
         };
         let fixed = self.config.tokenizers.get(&open.competition).cloned();
+        let successor = self.successor();
+        if successor && fixed.is_none() {
+            let reason = format!(
+                "ACTION NEEDED: competition {} is scored with its own tokenizer, and none was \
+                 given (--tokenizer {}=DIR)",
+                open.competition, open.competition
+            );
+            self.fail_open(open, &reason, timing).await?;
+            return Ok(Err(Pass::Failed(reason)));
+        }
         let tokenizer_dir = fixed.clone().unwrap_or_else(|| dir.clone());
         let tokenize_at = Instant::now();
-        let tokenized = self.tokenized(&tokenizer_dir, pairs, tokenized).await;
+        let tokenized = if successor {
+            reference_tokenized(&tokenizer_dir, pairs, tokenized).await
+        } else {
+            self.tokenized(&tokenizer_dir, pairs, tokenized).await
+        };
         timing.tokenize_seconds += tokenize_at.elapsed().as_secs_f64();
         let batch = match tokenized {
             Ok(Verdict::Accepted(batch)) => batch,
@@ -792,6 +957,36 @@ where
         }
         Ok(())
     }
+}
+
+/// The successor's reference-loss form of the step's pairs, tokenised here with the
+/// competition's tokenizer (the operator's files, never a miner's: its template renders in
+/// this process), once per step.
+async fn reference_tokenized(
+    dir: &Path,
+    pairs: &Arc<[(String, String)]>,
+    cache: &mut BTreeMap<String, Verdict<TokenizedBatch>>,
+) -> Result<Verdict<TokenizedBatch>, EdgeError> {
+    let key = format!("reference:{}", tokenizer_digest(dir));
+    if let Some(known) = cache.get(&key) {
+        return Ok(known.clone());
+    }
+    let (dir, pairs) = (dir.to_owned(), pairs.clone());
+    let prepared = tokio::task::spawn_blocking(move || {
+        let tokenizer = TokenizerFiles::load(&dir)?;
+        tokenizer.prepare_reference(&pairs, CivilDate::today(), &Isolation::InProcess)
+    })
+    .await
+    .map_err(|e| EdgeError::Operator(format!("a tokenising thread died: {e}")))?;
+    let verdict = match prepared {
+        Ok(prepared) => Verdict::Accepted(prepared.into()),
+        Err(error) => Verdict::Rejected(Refusal::new(
+            crate::machine::event::RejectionCode::MalformedRepo,
+            error.to_string(),
+        )),
+    };
+    cache.insert(key, verdict.clone());
+    Ok(verdict)
 }
 
 /// Whether `hotkey`'s uid is in an eval set (or pending for one).

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::journal::head::Head;
 use crate::journal::recorder::Recorder;
 use crate::journal::{Journal, JournalError};
-use crate::machine::event::BatchFetched;
+use crate::machine::event::{BatchFetched, TasksFetched};
 use crate::machine::preview::observation_news;
 use crate::machine::{Event, Outcome, Position, Record, State};
 
@@ -49,7 +49,7 @@ enum Request {
     FindBatch {
         step: u64,
         from_block: u64,
-        reply: oneshot::Sender<Result<Option<BatchFetched>, JournalError>>,
+        reply: oneshot::Sender<Result<Option<Event>, JournalError>>,
     },
     RecordFromState {
         make: EventsFromState,
@@ -212,20 +212,25 @@ fn write(
     Ok(written)
 }
 
+/// The step's data as journaled: N's `BatchFetched` or the successor's `TasksFetched`.
 fn find_batch(
     recorder: &Recorder,
     step: u64,
     from_block: u64,
-) -> Result<Option<BatchFetched>, JournalError> {
+) -> Result<Option<Event>, JournalError> {
     let from = Position {
         block: from_block,
         seq: 0,
     };
     for record in recorder.journal().records(from, None) {
-        if let Event::BatchFetched(batch) = record?.event
-            && batch.step == step
-        {
-            return Ok(Some(batch));
+        let event = record?.event;
+        let of_step = match &event {
+            Event::BatchFetched(batch) => batch.step == step,
+            Event::TasksFetched(tasks) => tasks.step == step,
+            _ => false,
+        };
+        if of_step {
+            return Ok(Some(event));
         }
     }
     Ok(None)
@@ -296,11 +301,35 @@ impl WriterHandle {
         step: u64,
         from_block: u64,
     ) -> Result<Option<BatchFetched>, WriteError> {
-        self.ask(|reply| Request::FindBatch {
-            step,
-            from_block,
-            reply,
+        let found = self
+            .ask(|reply| Request::FindBatch {
+                step,
+                from_block,
+                reply,
+            })
+            .await?;
+        Ok(match found {
+            Some(Event::BatchFetched(batch)) => Some(batch),
+            _ => None,
         })
-        .await
+    }
+
+    /// The journaled tasks of a successor step, searched from `from_block` (its start).
+    pub async fn tasks_of(
+        &self,
+        step: u64,
+        from_block: u64,
+    ) -> Result<Option<TasksFetched>, WriteError> {
+        let found = self
+            .ask(|reply| Request::FindBatch {
+                step,
+                from_block,
+                reply,
+            })
+            .await?;
+        Ok(match found {
+            Some(Event::TasksFetched(tasks)) => Some(tasks),
+            _ => None,
+        })
     }
 }

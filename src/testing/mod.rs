@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::chain::weights::{Sent, Standing};
 use crate::data::{BatchOutcome, BatchRequest, DataError, DataReport, DataSource};
+use crate::eval::batch::CheckRules;
 use crate::eval::batch::ModelChecked;
 use crate::eval::tokenize::Prepared;
 use crate::machine::event::{
@@ -15,7 +16,6 @@ use crate::machine::event::{
     WeightsPrepared,
 };
 use crate::machine::model_id::{HashKind, ModelId};
-use crate::machine::params::Competition;
 use crate::machine::wire::Samples;
 use crate::runner::edges::{
     Answer, ChainEdge, ChainRefusal, EdgeError, EvalRequest, Evaluated, ModelEvaluator, ModelStore,
@@ -501,7 +501,7 @@ impl ModelEvaluator for FakeEvaluator {
     async fn check(
         &self,
         dir: &Path,
-        _competition: &Competition,
+        _rules: &CheckRules,
     ) -> Result<Verdict<ModelChecked>, EdgeError> {
         self.checks
             .get(dir)

@@ -39,6 +39,37 @@ fn score_exits_0_or_2() {
 }
 
 #[test]
+fn a_successor_run_without_what_it_needs_exits_2_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("journal");
+    let db = db.to_str().unwrap();
+    // Competition 4 is scored with Xenova/gpt-4's tokenizer, which the operator gives.
+    expect(
+        &["run", "--mechanism", "f", "--offline", "--db", db],
+        "",
+        2,
+        "--tokenizer 4=DIR",
+    );
+    // Parameters that are not parameters.
+    let params = dir.path().join("params.json");
+    std::fs::write(&params, "{\"alpha\": \"high\"}").unwrap();
+    expect(
+        &[
+            "run",
+            "--mechanism-params",
+            params.to_str().unwrap(),
+            "--offline",
+            "--db",
+            db,
+        ],
+        "",
+        2,
+        "not mechanism parameters",
+    );
+    assert!(!dir.path().join("journal").exists(), "a journal was opened");
+}
+
+#[test]
 fn model_commands_exit_by_who_must_act() {
     let model = fixtures().join("models/llama-f32");
     let model = model.to_str().unwrap();

@@ -10,6 +10,7 @@ mod observe;
 mod offline;
 mod pool;
 mod queue;
+mod successor;
 mod weights;
 mod worker;
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use validator::eval::batch::CheckRules;
 use validator::eval::runtime::Device;
 use validator::eval::worker::WorkerEvaluator;
 use validator::machine::MechanismParams;
@@ -71,7 +72,9 @@ fn the_worker_checks_tokenises_and_evaluates_as_transformers_does() {
         let competition = params
             .competition_by_id(&CompetitionId::new(competition))
             .unwrap();
-        let checked = runtime.block_on(worker.check(&dir, competition)).unwrap();
+        let checked = runtime
+            .block_on(worker.check(&dir, &CheckRules::of(competition)))
+            .unwrap();
         assert!(
             matches!(checked, Verdict::Accepted(_)),
             "{model}: {checked:?}"
@@ -113,7 +116,7 @@ fn a_model_over_its_competitions_limit_is_rejected_by_the_worker() {
         .clone();
     competition.max_parameters = 1_000;
     let verdict = runtime()
-        .block_on(worker.check(&models().join("llama-f32"), &competition))
+        .block_on(worker.check(&models().join("llama-f32"), &CheckRules::of(&competition)))
         .unwrap();
     assert!(
         matches!(&verdict, Verdict::Rejected(r) if r.code == RejectionCode::TooManyParameters),
@@ -121,7 +124,48 @@ fn a_model_over_its_competitions_limit_is_rejected_by_the_worker() {
     );
     // A StableLM model in the Llama competition.
     let verdict = runtime()
-        .block_on(worker.check(&models().join("stablelm-f32"), &competition))
+        .block_on(worker.check(
+            &models().join("stablelm-f32"),
+            &CheckRules::of(&competition),
+        ))
+        .unwrap();
+    assert!(
+        matches!(&verdict, Verdict::Rejected(r) if r.code == RejectionCode::UnsupportedArchitecture),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn the_successors_competition_takes_its_listed_classes_within_its_parameter_bounds() {
+    let worker = evaluator(validator_program(), Duration::from_secs(60));
+    let params = MechanismParams::successor();
+    let competition = params.competition_by_id(&CompetitionId::new("4")).unwrap();
+    let rules = CheckRules::at(&params, competition);
+    // The live bounds (3.2e9 and up) refuse a tiny model for having too few parameters.
+    let verdict = runtime()
+        .block_on(worker.check(&models().join("mistral-f32"), &rules))
+        .unwrap();
+    assert!(
+        matches!(&verdict, Verdict::Rejected(r) if r.code == RejectionCode::TooManyParameters
+            && r.detail.contains("under competition 4's least")),
+        "{verdict:?}"
+    );
+    // With the lower bound lifted, every class the successor can score passes (N's check
+    // takes the competition's one architecture and would refuse three of them).
+    let mut open = rules.clone();
+    open.parameters_min = 0;
+    for model in ["llama-f32", "mistral-f32", "gemma-f32", "gemma2-f32"] {
+        let verdict = runtime()
+            .block_on(worker.check(&models().join(model), &open))
+            .unwrap();
+        assert!(
+            matches!(verdict, Verdict::Accepted(_)),
+            "{model}: {verdict:?}"
+        );
+    }
+    // A class outside the list is refused as before.
+    let verdict = runtime()
+        .block_on(worker.check(&models().join("stablelm-f32"), &open))
         .unwrap();
     assert!(
         matches!(&verdict, Verdict::Rejected(r) if r.code == RejectionCode::UnsupportedArchitecture),

@@ -16,7 +16,6 @@ use super::{
 };
 use crate::eval::batch::ModelChecked;
 use crate::machine::event::{EvalOutcome, EvaluationReported, ReportVerdict};
-use crate::machine::params::Competition;
 use crate::runner::edges::{
     EdgeError, EvalRequest, Evaluated, ModelEvaluator, TokenizedBatch, Verdict,
 };
@@ -337,9 +336,9 @@ impl<L: ModelEvaluator> ModelEvaluator for QueueEvaluator<L> {
     async fn check(
         &self,
         dir: &std::path::Path,
-        competition: &Competition,
+        rules: &crate::eval::batch::CheckRules,
     ) -> Result<Verdict<ModelChecked>, EdgeError> {
-        self.local.check(dir, competition).await
+        self.local.check(dir, rules).await
     }
 
     async fn tokenize(
