@@ -100,6 +100,29 @@ pub struct DirectoryHash {
     pub salted: Option<String>,
 }
 
+/// The files a tokenizer is read from, in the order [`hash_of_tokenizer_files`] lists them.
+pub const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+];
+
+/// A digest of the tokenizer files in `dir`: the hash of the lines `NAME=HASH`, one per file
+/// of [`TOKENIZER_FILES`] in order, `HASH` being [`hash_of_file`]'s or `-` where the file is
+/// missing or unreadable. It reads bytes and parses nothing; a tokenizer's other files (a
+/// model's weights beside it) do not count.
+pub fn hash_of_tokenizer_files(dir: &Path) -> String {
+    let lines: Vec<String> = TOKENIZER_FILES
+        .iter()
+        .map(|name| {
+            let hash = hash_of_file(&dir.join(name)).unwrap_or_else(|_| "-".to_owned());
+            format!("{name}={hash}")
+        })
+        .collect();
+    crate::hashing::hash_of_bytes(lines.join("\n").as_bytes())
+}
+
 /// N's `get_hash_of_directory(dir)`, and the salted hash for `hotkey`.
 pub fn hash_of_directory(dir: &Path, hotkey: Option<&str>) -> Result<DirectoryHash, HashError> {
     let hashes = walk_order(dir)?

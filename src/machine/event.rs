@@ -28,8 +28,9 @@ use super::wire::{LossVec, RawBytes, Samples};
 /// loop (`successor` at the end of the loop rules, so of the parameters), its state (at the
 /// end of the state), [`Event::TasksFetched`] and [`EvalOutcome::TaskLosses`] at the ends of
 /// their enums, and `scores` at the end of [`StepRecord`]; older records read with none of
-/// them, older checkpoints through their old shape (see `codec`).
-pub const SCHEMA_VERSION: u16 = 9;
+/// them, older checkpoints through their old shape (see `codec`). Version 10 added
+/// `tokenizer_hash` at the end of [`TasksFetched`]; an older record of it reads with none.
+pub const SCHEMA_VERSION: u16 = 10;
 
 /// The oldest schema version this build reads.
 pub const SCHEMA_VERSION_OLDEST_READ: u16 = 1;
@@ -336,6 +337,11 @@ pub struct TasksFetched {
     pub step: u64,
     /// One entry per task.
     pub tasks: Vec<TaskFetched>,
+    /// The digest of the competition tokenizer's files every model of the step is tokenised
+    /// with (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`,
+    /// `chat_template.jinja`: see `dirhash::hash_of_tokenizer_files`). Empty before schema 10.
+    #[serde(default)]
+    pub tokenizer_hash: String,
 }
 
 /// The result of evaluating one model on a batch.

@@ -371,6 +371,19 @@ where
                 )));
             }
         };
+        let Some(tokenizer) = self.config.tokenizers.get(competition) else {
+            let reason = format!(
+                "ACTION NEEDED: competition {competition} is scored with its own tokenizer, and \
+                 none was given (--tokenizer {competition}=DIR)"
+            );
+            let failed = Event::StepFailed(StepFailed {
+                step,
+                reason: reason.clone(),
+            });
+            self.record(vec![(head, failed)], timing).await?;
+            return Ok(Pass::Failed(reason));
+        };
+        let tokenizer_hash = tokenizer_digest(tokenizer);
         let seed = crate::hashing::seed_from_block_hash(&hash);
         let data_at = Instant::now();
         let loaded = tokio::select! {
@@ -379,6 +392,7 @@ where
                 &tasks,
                 step,
                 &seed,
+                tokenizer_hash,
                 tokio::time::sleep,
             ) => loaded,
             _ = self.stop.changed() => return Ok(Pass::Stopped),
@@ -477,11 +491,15 @@ where
         if todo.is_empty() {
             return Ok(Pass::Completed(StepTiming::default()));
         }
-        let Some(pairs) = self.step_pairs(open).await? else {
+        let Some((pairs, tokenizer_hash)) = self.step_pairs(open).await? else {
             let reason = format!("step {} has no journaled batch", open.step);
             self.fail_open(open, &reason, timing).await?;
             return Ok(Pass::Failed(reason));
         };
+        if let Some(reason) = self.tokenizer_changed(open, tokenizer_hash.as_deref()) {
+            self.fail_open(open, &reason, timing).await?;
+            return Ok(Pass::Failed(reason));
+        }
         let queue = self.dispatch_order(todo).await;
         let bar = self
             .config
@@ -513,18 +531,19 @@ where
     }
 
     /// The (prompt, response) pairs of the open step as journaled: N's batch, or the
-    /// successor's tasks in order (question, reference).
-    async fn step_pairs(
-        &self,
-        open: &OpenStep,
-    ) -> Result<Option<Arc<[(String, String)]>>, RunError> {
+    /// successor's tasks in order (question, reference) with the hash of the tokenizer they
+    /// were journaled for.
+    async fn step_pairs(&self, open: &OpenStep) -> Result<Option<StepPairs>, RunError> {
         if self.successor() {
             let tasks = self
                 .writer
                 .tasks_of(open.step, open.block_start)
                 .await
                 .map_err(journal)?;
-            return Ok(tasks.map(|tasks| super::tasks::pairs_of(&tasks).into()));
+            return Ok(tasks.map(|tasks| {
+                let pairs = super::tasks::pairs_of(&tasks).into();
+                (pairs, Some(tasks.tokenizer_hash))
+            }));
         }
         let batch = self
             .writer
@@ -532,12 +551,33 @@ where
             .await
             .map_err(journal)?;
         Ok(batch.map(|batch| {
-            batch
+            let pairs = batch
                 .samples
                 .iter()
                 .map(|s| (s.prompt.to_owned(), s.response.to_owned()))
-                .collect()
+                .collect();
+            (pairs, None)
         }))
+    }
+
+    /// Why the open successor step cannot go on: its competition's tokenizer is not the one
+    /// its tasks were journaled for (its files changed, or another directory was given, since
+    /// then), so models already evaluated and those still to come would not have seen the same
+    /// tokens. A step journaled before schema 10 names none.
+    fn tokenizer_changed(&self, open: &OpenStep, journaled: Option<&str>) -> Option<String> {
+        let journaled = journaled.filter(|hash| !hash.is_empty())?;
+        let dir = self.config.tokenizers.get(&open.competition)?;
+        let found = tokenizer_digest(dir);
+        (found != journaled).then(|| {
+            format!(
+                "the tokenizer of competition {} ({}) hashes to {found}, not to {journaled} as \
+                 when step {}'s tasks were journaled: the step is failed, and the next one is \
+                 tokenised with these files",
+                open.competition,
+                dir.display(),
+                open.step
+            )
+        })
     }
 
     /// Whether the parameters in force are the successor's.
@@ -959,6 +999,10 @@ where
     }
 }
 
+/// A step's (prompt, response) pairs, and under the successor's rules the hash of the
+/// tokenizer they were journaled for.
+type StepPairs = (Arc<[(String, String)]>, Option<String>);
+
 /// The successor's reference-loss form of the step's pairs, tokenised here with the
 /// competition's tokenizer (the operator's files, never a miner's: its template renders in
 /// this process), once per step.
@@ -1000,20 +1044,10 @@ fn in_eval_set(state: &State, hotkey: &str) -> bool {
     })
 }
 
-/// A digest of the tokenizer files in `dir` (names and contents), so that a step tokenises
-/// once per distinct tokenizer. Hashing reads bytes and parses nothing.
+/// A digest of the tokenizer files in `dir`, so that a step tokenises once per distinct
+/// tokenizer.
 fn tokenizer_digest(dir: &Path) -> String {
-    let mut parts = Vec::new();
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "chat_template.jinja",
-    ] {
-        let hash = crate::dirhash::hash_of_file(&dir.join(name)).unwrap_or_else(|_| "-".to_owned());
-        parts.push(format!("{name}={hash}"));
-    }
-    crate::hashing::hash_of_bytes(parts.join("\n").as_bytes())
+    crate::dirhash::hash_of_tokenizer_files(dir)
 }
 
 /// A progress bar over a step's evaluations, on a terminal only (hidden elsewhere, so a log

@@ -73,12 +73,14 @@ fn page_reference(dataset: &str, page: &Page, rows_per_page: u32) -> String {
 }
 
 /// Loads every task of a step in the competition's order, each with its own generator seeded
-/// by `seed` (F re-seeds in each loader), waiting through `wait`.
+/// by `seed` (F re-seeds in each loader), waiting through `wait`; the step's models will be
+/// tokenised with the tokenizer whose files hash to `tokenizer_hash`.
 pub async fn load_tasks<W, Fut>(
     server: &DatasetsServer,
     tasks: &[EvalTask],
     step: u64,
     seed: &[u8; 32],
+    tokenizer_hash: String,
     wait: W,
 ) -> Result<TasksLoad, DataError>
 where
@@ -134,6 +136,7 @@ where
     Ok(TasksLoad::Fetched(TasksFetched {
         step,
         tasks: fetched,
+        tokenizer_hash,
     }))
 }
 

@@ -232,6 +232,7 @@ fn event_of(state: &State, words: &[&str]) -> Event {
                     }
                 })
                 .collect(),
+            tokenizer_hash: String::new(),
         }),
         ["validators"] => Event::ValidatorWeightsObserved(ValidatorWeightsObserved {
             validators: vec![ValidatorWeights {

@@ -226,7 +226,9 @@ fn a_successor_run_scores_competition_4_with_its_tasks_and_replays_clean() {
         })
         .collect();
     assert!(!tasks.is_empty(), "no step loaded its tasks");
+    let tokenizer_hash = validator::dirhash::hash_of_tokenizer_files(&models().join("llama-f32"));
     for fetched in &tasks {
+        assert_eq!(fetched.tokenizer_hash, tokenizer_hash);
         let names: Vec<&str> = fetched.tasks.iter().map(|t| t.task.as_str()).collect();
         assert_eq!(names, ["SYNTHETIC_1_SFT", "CODEFORCES_COTS"]);
         for task in &fetched.tasks {

@@ -12,7 +12,7 @@ mod schema3;
 mod schema8;
 
 use crate::machine::event::{
-    EvaluatedBy, EvaluationReported, ReportVerdict, SubmitMethod, WeightsPrepared,
+    EvaluatedBy, EvaluationReported, ReportVerdict, SubmitMethod, TasksFetched, WeightsPrepared,
     schema_version_is_readable,
 };
 use crate::machine::{Event, Position, SCHEMA_VERSION, State};
@@ -151,6 +151,9 @@ const SCHEMA_WITH_MECHANISM: u16 = 8;
 /// the successor's state, and whose `StepRecord` ends with scores.
 const SCHEMA_WITH_SUCCESSOR: u16 = 9;
 
+/// The first schema version whose `TasksFetched` ends with the tokenizer's hash.
+const SCHEMA_WITH_TOKENIZER_HASH: u16 = 10;
+
 /// The first byte of a record's payload: its variant's index, which bincode writes as a
 /// one-byte varint (the same index in every schema's enum).
 fn tag_of(event: &Event) -> Option<u8> {
@@ -168,6 +171,8 @@ struct UpgradedTags {
     params_changed: Option<u8>,
     /// `StepCompleted`: its payload ends with its `StepRecord`.
     step_completed: Option<u8>,
+    /// `TasksFetched`: before schema 10 it ended before `tokenizer_hash`.
+    tasks_fetched: Option<u8>,
 }
 
 fn upgraded_tags() -> &'static UpgradedTags {
@@ -203,6 +208,11 @@ fn upgraded_tags() -> &'static UpgradedTags {
             step: 0,
             recorded: StepRecord::empty(crate::machine::CompetitionId::new("")),
         })),
+        tasks_fetched: tag_of(&Event::TasksFetched(TasksFetched {
+            step: 0,
+            tasks: Vec::new(),
+            tokenizer_hash: String::new(),
+        })),
     })
 }
 
@@ -226,6 +236,9 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
             appended.push(0);
         }
     } else if version < SCHEMA_WITH_WORKER_ID && tag == tags.evaluation_reported {
+        appended.push(0);
+    } else if version < SCHEMA_WITH_TOKENIZER_HASH && tag == tags.tasks_fetched {
+        // Schema 9's `TasksFetched` ended before the tokenizer's hash (empty: its length).
         appended.push(0);
     }
     // Before schema 9 the parameters ended before the successor's rules (`None`: one zero
@@ -536,6 +549,33 @@ mod tests {
         let mut successor = State::new(MechanismParams::successor());
         successor.successor = Some(crate::machine::state::SuccessorState::default());
         assert_eq!(decode_state(&encode_state(&successor)).unwrap(), successor);
+    }
+
+    /// A schema-9 `TasksFetched` ended with its tasks: it reads with no tokenizer hash, and a
+    /// schema-10 one keeps its hash.
+    #[test]
+    fn tasks_fetched_of_schema_9_reads_without_a_tokenizer_hash() {
+        use crate::machine::event::{TaskFetchOutcome, TaskFetched};
+        let fetched = TasksFetched {
+            step: 3,
+            tasks: vec![TaskFetched {
+                task: "CODEFORCES_COTS".into(),
+                outcome: TaskFetchOutcome::Dropped("HTTP 500".into()),
+            }],
+            tokenizer_hash: String::new(),
+        };
+        let current = encode_event(&Event::TasksFetched(fetched.clone()));
+        let old = envelope(9, &current[HEADER_BYTES..current.len() - 1]);
+        assert_eq!(
+            decode_event(&old).unwrap(),
+            Event::TasksFetched(fetched.clone())
+        );
+        let hashed = TasksFetched {
+            tokenizer_hash: "k3Y=".into(),
+            ..fetched
+        };
+        let current = encode_event(&Event::TasksFetched(hashed.clone()));
+        assert_eq!(decode_event(&current).unwrap(), Event::TasksFetched(hashed));
     }
 
     /// Postmortem (issue 33, class 8): two workers on one host and device were the same in
