@@ -12,6 +12,7 @@ use validator::chain::wallet::WalletPath;
 use validator::data::spec::{Source, SourceOptions, SourceSpec};
 use validator::eval::runtime::Device;
 use validator::hub::local::LocalStore;
+use validator::hub::{Hub, HubOptions};
 use validator::journal::Journal;
 use validator::machine::MechanismParams;
 use validator::machine::params::{CompetitionId, WeightsCadence};
@@ -238,10 +239,14 @@ pub struct RunArgs {
     /// or local:DIR holding DIR/<namespace>/<name>/<commit>/.
     #[arg(long)]
     hub: Option<String>,
-    /// A competition's fixed tokenizer: COMPETITION=DIR (repeatable). Without one, each model
+    /// A competition's fixed tokenizer: COMPETITION=DIR, or COMPETITION=hub:OWNER/NAME@COMMIT
+    /// to fetch that repository's tokenizer files at that commit (repeatable). Without one, each model
     /// is tokenised with its own files.
     #[arg(long, value_parser = parse_tokenizer)]
-    tokenizer: Vec<(CompetitionId, PathBuf)>,
+    tokenizer: Vec<(CompetitionId, TokenizerSource)>,
+    /// Where tokenizers given as hub:OWNER/NAME@COMMIT are kept.
+    #[arg(long = "tokenizer-cache", default_value = "validator-tokenizers")]
+    tokenizer_cache: PathBuf,
     /// Free bytes the model cache's disk must keep after a download.
     #[arg(long = "disk-free-min-bytes", default_value_t = 1 << 30)]
     disk_free_min_bytes: u64,
@@ -317,12 +322,41 @@ fn parse_metrics_addr(text: &str) -> Result<MetricsAddr, String> {
         .map_err(|_| format!("{text:?}: use HOST:PORT (an IP address and a port) or off"))
 }
 
-fn parse_tokenizer(text: &str) -> Result<(CompetitionId, PathBuf), String> {
-    let (competition, dir) = text
+/// Where a competition's tokenizer comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TokenizerSource {
+    /// A directory on this machine.
+    Dir(PathBuf),
+    /// A hub repository's tokenizer files at a commit.
+    Hub {
+        /// `OWNER/NAME`.
+        repo: String,
+        /// The commit.
+        commit: String,
+    },
+}
+
+fn parse_tokenizer(text: &str) -> Result<(CompetitionId, TokenizerSource), String> {
+    let (competition, source) = text
         .split_once('=')
         .filter(|(c, d)| !c.is_empty() && !d.is_empty())
-        .ok_or_else(|| format!("{text:?}: use COMPETITION=DIR"))?;
-    Ok((CompetitionId::new(competition), PathBuf::from(dir)))
+        .ok_or_else(|| {
+            format!("{text:?}: use COMPETITION=DIR or COMPETITION=hub:OWNER/NAME@COMMIT")
+        })?;
+    let source = match source.strip_prefix("hub:") {
+        Some(pinned) => {
+            let (repo, commit) = pinned
+                .split_once('@')
+                .filter(|(r, c)| !r.is_empty() && !c.is_empty())
+                .ok_or_else(|| format!("{text:?}: use hub:OWNER/NAME@COMMIT"))?;
+            TokenizerSource::Hub {
+                repo: repo.to_owned(),
+                commit: commit.to_owned(),
+            }
+        }
+        None => TokenizerSource::Dir(PathBuf::from(source)),
+    };
+    Ok((CompetitionId::new(competition), source))
 }
 
 impl RunArgs {
@@ -408,9 +442,17 @@ impl RunArgs {
             self.update_delay_minutes.saturating_mul(60).max(1),
         ));
         config.settle_before_step = self.chain_snapshot.is_some();
-        config.tokenizers = self.tokenizer.iter().cloned().collect::<BTreeMap<_, _>>();
+        config.tokenizers = self
+            .tokenizer
+            .iter()
+            .filter_map(|(competition, source)| match source {
+                TokenizerSource::Dir(dir) => Some((competition.clone(), dir.clone())),
+                TokenizerSource::Hub { .. } => None,
+            })
+            .collect::<BTreeMap<_, _>>();
         self.observability(&mut config);
-        successor_tokenizers(&config)?;
+        let given: Vec<&CompetitionId> = self.tokenizer.iter().map(|(c, _)| c).collect();
+        successor_tokenizers(&config, &given)?;
         Ok(config)
     }
 
@@ -451,6 +493,8 @@ pub fn run(args: RunArgs, settings: &[String]) -> Outcome {
     let config = args.config()?;
     let runtime = runtime()?;
     let summary = runtime.block_on(async {
+        let mut config = config;
+        fetch_tokenizers(&args, &mut config).await?;
         let edges = edges(&args, &config).await?;
         run_until_stopped(config, edges).await
     })?;
@@ -719,10 +763,57 @@ async fn run_until_stopped(config: RunConfig, edges: RunEdges) -> Result<RunSumm
         })
 }
 
+/// Fetches each tokenizer given as `hub:OWNER/NAME@COMMIT` through the hub into
+/// `--tokenizer-cache`, and gives its directory to the run. A repository or commit that is not
+/// there, or not a tokenizer, is the operator's to fix (exit 2); an unreachable hub, 1.
+async fn fetch_tokenizers(args: &RunArgs, config: &mut RunConfig) -> Result<(), Failure> {
+    for (competition, source) in &args.tokenizer {
+        let TokenizerSource::Hub { repo, commit } = source else {
+            continue;
+        };
+        let endpoint = match args.hub.as_deref() {
+            Some(local) if local.starts_with("local:") => {
+                return Err(Failure::invalid(anyhow!(
+                    "--tokenizer {competition}=hub:{repo}@{commit} needs a hub, and --hub is \
+                     a directory ({local}): give the tokenizer as a directory"
+                )));
+            }
+            endpoint => endpoint.map(str::to_owned),
+        };
+        let mut options = HubOptions::new(args.tokenizer_cache.clone());
+        options.endpoint = endpoint;
+        options.disk_free_min_bytes = 0;
+        let hub = Hub::new(options).map_err(Failure::invalid)?;
+        let dir = match hub
+            .tokenizer_files(repo, commit, &args.tokenizer_cache)
+            .await
+        {
+            Ok(Ok(dir)) => dir,
+            Ok(Err(why)) => {
+                return Err(Failure::invalid(anyhow!(
+                    "--tokenizer {competition}=hub:{repo}@{commit}: {why}"
+                )));
+            }
+            Err(error) => {
+                return Err(Failure::failed(anyhow!(
+                    "--tokenizer {competition}=hub:{repo}@{commit}: {error}"
+                )));
+            }
+        };
+        tracing::info!(
+            "competition {competition}'s tokenizer: {repo} at {commit}, in {} (files hash {})",
+            dir.display(),
+            validator::dirhash::hash_of_tokenizer_files(&dir)
+        );
+        config.tokenizers.insert(competition.clone(), dir);
+    }
+    Ok(())
+}
+
 /// Under the successor's rules, every competition it can evaluate is scored with its own
 /// tokenizer (Xenova/gpt-4 for competition 4), which the operator gives as a directory: a run
 /// without it would only fail its steps, so it does not start.
-fn successor_tokenizers(config: &RunConfig) -> Result<(), Failure> {
+fn successor_tokenizers(config: &RunConfig, given: &[&CompetitionId]) -> Result<(), Failure> {
     let Some(rules) = config.params.rules.successor.as_ref() else {
         return Ok(());
     };
@@ -734,10 +825,11 @@ fn successor_tokenizers(config: &RunConfig) -> Result<(), Failure> {
                     .all(|t| validator::runner::tasks::task_data(t).is_ok())
             });
             if let (true, Some(repo)) = (evaluable, &competition.tokenizer)
-                && !config.tokenizers.contains_key(&competition.id)
+                && !given.contains(&&competition.id)
             {
                 return Err(Failure::invalid(anyhow!(
                     "competition {id} is scored with the tokenizer of {repo}: pass \
+                     --tokenizer {id}=hub:{repo}@COMMIT to fetch its files at that commit, or \
                      --tokenizer {id}=DIR, a directory holding that repository's \
                      tokenizer.json and tokenizer_config.json",
                     id = competition.id

@@ -4,13 +4,15 @@
 //! Outcomes are sorted as the machine needs them: [`Fetched::Rejected`] is a verdict on the
 //! model (journaled as `ModelRejected`, not fetched again until the commitment changes);
 //! [`HubError`] means we could not decide (network, timeouts, a private repository) and the
-//! fetch is retried later.
+//! fetch is retried later. A competition's tokenizer repository is fetched at a pinned commit
+//! too ([`tokenizer`]).
 
 pub mod cache;
 mod download;
 pub mod files;
 mod listing;
 pub mod local;
+pub mod tokenizer;
 mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};

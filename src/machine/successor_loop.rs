@@ -763,8 +763,20 @@ mod tests {
         }
         // The fetcher's view agrees with the fold's: not before the 460-block delay.
         let competition = CompetitionId::new("4");
-        assert!(!download_due(&state, 5_200_459, "5A", &competition, 5_200_000));
-        assert!(download_due(&state, 5_200_460, "5A", &competition, 5_200_000));
+        assert!(!download_due(
+            &state,
+            5_200_459,
+            "5A",
+            &competition,
+            5_200_000
+        ));
+        assert!(download_due(
+            &state,
+            5_200_460,
+            "5A",
+            &competition,
+            5_200_000
+        ));
         let verify = Download::Verified;
         assert_eq!(
             download(&mut state, 5_200_500, "5A", 5_200_000, true, &verify),

@@ -50,6 +50,32 @@ fn a_successor_run_without_what_it_needs_exits_2_before_starting() {
         2,
         "--tokenizer 4=DIR",
     );
+    // A branch is not a pinned revision; an unreachable hub is not the operator's input.
+    let cache = dir.path().join("tokenizers");
+    let base = [
+        "run",
+        "--mechanism",
+        "f",
+        "--offline",
+        "--db",
+        db,
+        "--tokenizer-cache",
+        cache.to_str().unwrap(),
+        "--tokenizer",
+    ];
+    expect(
+        &[&base[..], &["4=hub:Xenova/gpt-4@main"]].concat(),
+        "",
+        2,
+        "not a commit",
+    );
+    let pinned = format!("4=hub:Xenova/gpt-4@{}", "a".repeat(40));
+    expect(
+        &[&base[..], &[pinned.as_str()]].concat(),
+        "",
+        1,
+        "Xenova/gpt-4",
+    );
     // Parameters that are not parameters.
     let params = dir.path().join("params.json");
     std::fs::write(&params, "{\"alpha\": \"high\"}").unwrap();

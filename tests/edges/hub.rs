@@ -458,3 +458,74 @@ fn a_file_larger_than_listed_is_refused() {
     );
     assert!(snapshot_dirs(scratch.path()).is_empty());
 }
+
+/// The competition's tokenizer through the hub: only its tokenizer files, at the commit given,
+/// hashing as the files committed; a branch, a missing commit or a repository without a
+/// tokenizer is refused with the reason.
+#[test]
+fn a_tokenizer_repository_is_fetched_at_its_commit() {
+    let Some(cli) = olah() else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let mirror = scratch.path().join("mirror");
+    let files = vec![
+        ("tokenizer.json", fixture("tokenizer.json")),
+        ("tokenizer_config.json", fixture("tokenizer_config.json")),
+        ("README.md", b"# a tokenizer\n".to_vec()),
+        ("onnx/encoder.onnx", vec![1u8; 4096]),
+    ];
+    let commit = git_repo(&mirror, "xenova", "gpt-4", &files, &[]);
+    let no_tokenizer = git_repo(
+        &mirror,
+        "xenova",
+        "empty",
+        &[("README.md", b"# nothing\n".to_vec())],
+        &[],
+    );
+    let server = Server::start(&cli, &mirror, scratch.path(), free_port());
+    let cache = scratch.path().join("tokenizers");
+    let hub = hub(&server.endpoint(), &scratch.path().join("models"));
+    let runtime = runtime();
+
+    let dir = runtime
+        .block_on(hub.tokenizer_files("xenova/gpt-4", &commit, &cache))
+        .unwrap()
+        .unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["tokenizer.json", "tokenizer_config.json"]);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/llama-f32");
+    let expected = std::fs::read(fixtures.join("tokenizer.json")).unwrap();
+    assert_eq!(std::fs::read(dir.join("tokenizer.json")).unwrap(), expected);
+    // The same files as the fixture's, so the same hash.
+    let fetched_hash = validator::dirhash::hash_of_tokenizer_files(&dir);
+    let mut copy = scratch.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixtures.join(name), copy.join(name)).unwrap();
+    }
+    assert_eq!(
+        fetched_hash,
+        validator::dirhash::hash_of_tokenizer_files(&copy)
+    );
+    // Fetched again, it is read from the cache.
+    copy = runtime
+        .block_on(hub.tokenizer_files("xenova/gpt-4", &commit, &cache))
+        .unwrap()
+        .unwrap();
+    assert_eq!(copy, dir);
+
+    let refused = |repo: &str, revision: &str| {
+        runtime
+            .block_on(hub.tokenizer_files(repo, revision, &cache))
+            .unwrap()
+            .unwrap_err()
+    };
+    assert!(refused("xenova/gpt-4", "main").contains("not a commit"));
+    assert!(refused("xenova", &commit).contains("not OWNER/NAME"));
+    assert!(refused("xenova/empty", &no_tokenizer).contains("no tokenizer.json"));
+    let missing = refused("xenova/gpt-4", &"0".repeat(40));
+    assert!(!missing.is_empty());
+}
