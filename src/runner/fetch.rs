@@ -261,6 +261,43 @@ pub struct Fetcher<S, E> {
     pub status: SharedStatus,
     /// Bumped whenever a fetch ends, so a waiting stepper looks again.
     pub progress: watch::Sender<u64>,
+    /// The chain's head as the stepper last read it.
+    pub head: HeadSeen,
+}
+
+/// The chain's head as last read, told by the stepper (and the poller) to the fetcher: a quiet
+/// chain journals nothing new, so the journal's last block can lag the head by many blocks,
+/// and the successor's evaluation delay is counted to the head.
+#[derive(Debug, Clone)]
+pub struct HeadSeen(Arc<watch::Sender<u64>>);
+
+impl Default for HeadSeen {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+}
+
+impl HeadSeen {
+    /// The chain was read at `block`: the head moves forward only.
+    pub fn saw(&self, block: u64) {
+        self.0.send_if_modified(|head| {
+            let later = block > *head;
+            if later {
+                *head = block;
+            }
+            later
+        });
+    }
+
+    /// The head as last read (0 before any).
+    pub fn block(&self) -> u64 {
+        *self.0.borrow()
+    }
+
+    /// A receiver that wakes when the head moves.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
 }
 
 impl<S, E> Fetcher<S, E>
@@ -271,6 +308,7 @@ where
     /// Runs until `stop` turns true. Only a journal failure ends it early.
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), WriteError> {
         let mut states = self.writer.subscribe();
+        let mut heads = self.head.subscribe();
         let mut jobs: JoinSet<(Todo, Result<Event, EdgeError>)> = JoinSet::new();
         let mut swept_at = Instant::now();
         loop {
@@ -294,6 +332,8 @@ where
                         break;
                     }
                 }
+                // A later head can make a commitment old enough to download.
+                _ = heads.changed() => {}
                 _ = stop.changed() => {}
                 () = tokio::time::sleep(wake) => {}
             }
@@ -302,9 +342,16 @@ where
         Ok(())
     }
 
+    /// The block a fetch is decided and journaled at: the chain's head as last read, or the
+    /// journal's last block if that is later.
+    fn now(&self, state: &State) -> u64 {
+        let journaled = state.position.map_or(0, |p| p.block);
+        journaled.max(self.head.block())
+    }
+
     fn start_jobs(&self, jobs: &mut JoinSet<(Todo, Result<Event, EdgeError>)>) {
         let state = self.writer.state();
-        let block = state.position.map_or(0, |p| p.block);
+        let block = self.now(&state);
         let now = Instant::now();
         let forced = {
             let mut status = lock(&self.status);
@@ -342,7 +389,7 @@ where
 
     async fn finish(&self, todo: Todo, result: Result<Event, EdgeError>) -> Result<(), WriteError> {
         let state = self.writer.state();
-        let block = state.position.map_or(0, |p| p.block);
+        let block = self.now(&state);
         let result = match result {
             Ok(Event::ModelRejected(rejected))
                 if not_there_yet(&state, &rejected, block, self.config.not_found_retry_blocks) =>

@@ -199,6 +199,7 @@ where
     let status = Arc::new(Mutex::new(FetchStatus::default()));
     monitor.watch_fetches(status.clone());
     let (progress, progress_seen) = watch::channel(0u64);
+    let head_seen = fetch::HeadSeen::default();
     let (tasks_stop, tasks_stop_seen) = watch::channel(false);
     let fetcher = Fetcher {
         writer: handle.clone(),
@@ -207,6 +208,7 @@ where
         config: config.clone(),
         status,
         progress,
+        head: head_seen.clone(),
     };
     let fetching = tokio::spawn(fetcher.run(tasks_stop_seen.clone()));
     let polling = (!config.settle_before_step)
@@ -216,6 +218,7 @@ where
             tokio::spawn(poll(
                 handle.clone(),
                 chain.clone(),
+                head_seen.clone(),
                 every,
                 tasks_stop_seen.clone(),
             ))
@@ -239,6 +242,7 @@ where
         data: Arc::new(edges.data),
         config: config.clone(),
         progress: progress_seen,
+        head: head_seen.clone(),
         stop: stop.clone(),
         monitor: monitor.clone(),
     };
@@ -417,6 +421,7 @@ async fn start_up<C: ChainEdge>(
 async fn poll<C: ChainEdge>(
     writer: WriterHandle,
     chain: Arc<C>,
+    head: fetch::HeadSeen,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -436,6 +441,7 @@ async fn poll<C: ChainEdge>(
         .await;
         match observed {
             Ok(observation) => {
+                head.saw(observation.block);
                 let written = writer
                     .observe(
                         observation.block,

@@ -116,6 +116,8 @@ pub struct Stepper<C, S, E, D> {
     pub config: RunConfig,
     /// Bumped by the fetcher when a fetch ends.
     pub progress: watch::Receiver<u64>,
+    /// Where the chain's head is told to the fetcher.
+    pub head: super::fetch::HeadSeen,
     /// Turns true when the run must stop.
     pub stop: watch::Receiver<bool>,
     /// Where durations are reported.
@@ -308,6 +310,7 @@ where
     async fn observe(&self, step: u64) -> Result<Observation, EdgeError> {
         let head = self.chain.head(step).await?;
         let observation = self.chain.observe(head).await?;
+        self.head.saw(observation.block);
         self.writer
             .observe(
                 observation.block,
@@ -321,7 +324,8 @@ where
     }
 
     /// Under the successor's rules, journals the validators its top-model scan reads (their
-    /// stakes and weights at `head`); nothing where the chain cannot say.
+    /// stakes and weights at `head`) when they name other top miners than the state holds;
+    /// nothing where the chain cannot say.
     async fn observe_validators(&self, head: u64) -> Result<(), EdgeError> {
         let state = self.writer.state();
         let Some(rules) = successor_loop::rules(&state.params) else {
@@ -332,6 +336,20 @@ where
         let Some(observed) = self.chain.validator_weights(head, stake_min).await? else {
             return Ok(());
         };
+        // The fold keeps only the top miners the scan names: a reading that names the same
+        // ones changes nothing, and is not journaled again on every pass.
+        let top = crate::machine::successor::top_miners(
+            &observed.validators,
+            rules.top_stake_min,
+            rules.top_weight_share,
+        );
+        if state
+            .successor
+            .as_ref()
+            .is_some_and(|s| s.top_miners == top)
+        {
+            return Ok(());
+        }
         self.writer
             .record(vec![(head, Event::ValidatorWeightsObserved(observed))])
             .await

@@ -314,7 +314,15 @@ fn a_successor_run_scores_competition_4_with_its_tasks_and_replays_clean() {
         "the late commitment was never evaluated"
     );
     // 5C committed 100 blocks before the first step: it is downloaded only once 460 blocks
-    // old, after step 0.
+    // old, after step 0, and is scored in step 1. Postmortem: the fetcher counted the delay to
+    // the journal's last block, which a quiet recorded chain does not move, so the step waited
+    // out the start-up wait (600 s) and went on without it.
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::LossesComputed(l) if l.hotkey == "5C" && l.step == 1)),
+        "the late commitment missed the step after its delay"
+    );
     let position = |wanted: &dyn Fn(&Event) -> bool| events.iter().position(wanted);
     let verified_late = position(&|e| matches!(e, Event::ModelVerified(v) if v.hotkey == "5C"));
     let first_completed = position(&|e| matches!(e, Event::StepCompleted(_)));
