@@ -812,3 +812,105 @@ fn huge_or_slow_templates_are_refused_within_seconds() {
         assert!(took.as_secs() < 20, "{template}: took {took:?}");
     }
 }
+
+/// Each class the successor scores, given the values of its own configuration that would
+/// change the maths unsafely or that transformers reads differently, is refused with the value
+/// named; a Gemma 2 checkpoint without one of its extra norms names the tensor.
+#[test]
+fn the_successors_classes_refuse_their_own_nonsense_by_name() {
+    use serde_json::json;
+    let cases: Vec<(&str, &str, Value, &str)> = vec![
+        (
+            "mistral-f32",
+            "sliding_window",
+            json!(0),
+            "sliding_window is 0",
+        ),
+        (
+            "mistral-f32",
+            "sliding_window",
+            json!("wide"),
+            "sliding_window",
+        ),
+        (
+            "mistral-f32",
+            "model_type",
+            json!("llama"),
+            "model_type \"llama\" with architecture MistralForCausalLM",
+        ),
+        (
+            "mistral-f32",
+            "hidden_act",
+            json!("gelu"),
+            "MistralForCausalLM supports \"silu\"",
+        ),
+        (
+            "gemma-f32",
+            "hidden_act",
+            json!("relu"),
+            "GemmaForCausalLM supports \"gelu_pytorch_tanh\"",
+        ),
+        (
+            "gemma-f32",
+            "use_bidirectional_attention",
+            json!(true),
+            "use_bidirectional_attention",
+        ),
+        (
+            "gemma2-f32",
+            "hidden_activation",
+            json!("gelu"),
+            "the exact GELU",
+        ),
+        (
+            "gemma2-f32",
+            "query_pre_attn_scalar",
+            json!(-4),
+            "query_pre_attn_scalar = -4 is not positive",
+        ),
+        (
+            "gemma2-f32",
+            "attn_logit_softcapping",
+            json!(0.0),
+            "attn_logit_softcapping = 0 is not positive",
+        ),
+        (
+            "gemma2-f32",
+            "final_logit_softcapping",
+            json!("soft"),
+            "final_logit_softcapping",
+        ),
+        (
+            "gemma2-f32",
+            "layer_types",
+            json!(["sliding_attention", "full_attention"]),
+            "layer_types lists 2 types for 3 layers",
+        ),
+        (
+            "gemma2-f32",
+            "layer_types",
+            json!(["sliding_attention", "chunked_attention", "full_attention"]),
+            "layer_types entry",
+        ),
+    ];
+    for (name, key, value, expected) in cases {
+        let dir = copy_model(name);
+        edit_config(dir.path(), |config| {
+            config.insert(key.into(), value.clone());
+        });
+        let error = open_error(dir.path());
+        assert!(
+            error.contains(expected),
+            "{name} with {key} = {value}: expected {expected:?} in {error}"
+        );
+    }
+    let dir = copy_model("gemma2-f32");
+    let path = dir.path().join("model.safetensors");
+    let norm = "model.layers.0.post_feedforward_layernorm.weight";
+    edit_header(&path, |header, _| {
+        let tensor = header.remove(norm).unwrap();
+        header.insert(format!("{norm}_"), tensor);
+    });
+    let error = open_error(dir.path());
+    assert!(error.contains(&format!("missing tensor {norm}")), "{error}");
+}
