@@ -429,6 +429,30 @@ pub fn hotkeys_changed(state: &mut State, hotkeys: &[String]) {
     }
 }
 
+/// When the next step must wait for the sync block after `block` because its competition
+/// already ran in this one (F sleeps until then, neurons/validator.py L1021-1032): the
+/// competition, this sync block and the next. `None` when it may run now, or without the
+/// successor's rules.
+pub fn gate_closed(state: &State, block: u64) -> Option<(CompetitionId, u64, u64)> {
+    let rules = rules(&state.params)?;
+    let competition = state
+        .params
+        .competition_for_step(block, state.step_next)?
+        .id
+        .clone();
+    let sync = sync_of(rules, block)?;
+    let last = state
+        .successor
+        .as_ref()?
+        .sync_block_last
+        .get(&competition)
+        .copied()?;
+    (last == sync).then(|| {
+        let next = sync.saturating_add(rules.sync_cadence_blocks);
+        (competition, sync, next)
+    })
+}
+
 /// F runs a competition at most once per sync block (neurons/validator.py L1021-1032).
 pub fn step_gate(
     state: &mut State,
@@ -724,6 +748,29 @@ mod tests {
         record_evaluation(&mut state, "5A", &competition, result(40, f64::INFINITY));
         assert_eq!(history(&state).len(), 3);
         assert!(!should_retry_model(&epsilon, 40_000, &history(&state)));
+    }
+
+    /// The runner's view of the gate is the fold's: closed for the rest of the sync block a
+    /// competition ran in, open from the next.
+    #[test]
+    fn the_gate_is_closed_until_the_next_sync_block() {
+        let mut state = State::new(MechanismParams::successor());
+        let competition = CompetitionId::new("4");
+        let rules = rules(&state.params).unwrap().clone();
+        let block = 5_300_000;
+        let sync = sync_of(&rules, block).unwrap();
+        assert_eq!(gate_closed(&state, block), None);
+        successor_state(&mut state)
+            .sync_block_last
+            .insert(competition.clone(), sync);
+        let next = sync + rules.sync_cadence_blocks;
+        assert_eq!(
+            gate_closed(&state, block),
+            Some((competition.clone(), sync, next))
+        );
+        assert!(step_gate(&mut state.clone(), block, &competition).is_err());
+        assert_eq!(gate_closed(&state, next), None);
+        assert!(step_gate(&mut state, next, &competition).is_ok());
     }
 
     /// A download of a commitment already decided is refused unless the retry rule or the

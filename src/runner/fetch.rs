@@ -48,8 +48,9 @@ pub struct FetchStatus {
     /// How many times the model cache may have changed (a fetch ended, a sweep ran): the
     /// monitor walks the cache for its size again only when this moved.
     pub cache_changes: u64,
-    /// When each commitment was last fetched: a decided model is downloaded again at most
-    /// once per [`RESYNC_INTERVAL`].
+    /// When each commitment's fetch last ended in a journaled verdict: it is fetched again at
+    /// most once per [`RESYNC_INTERVAL`] (a decided model the successor downloads again, or
+    /// one it refused before its tracker took it, which stays pending).
     pub resynced_at: BTreeMap<CommitmentKey, Instant>,
 }
 
@@ -366,6 +367,9 @@ where
         };
         for todo in todo(&state, block).into_iter().chain(forced) {
             let mut status = lock(&self.status);
+            if status.resynced_at.contains_key(&todo.key) {
+                continue;
+            }
             if status.in_flight.len() >= self.config.fetch_concurrency.max(1) {
                 break;
             }
@@ -377,7 +381,6 @@ where
                 continue;
             }
             status.in_flight.insert(todo.key.clone());
-            status.resynced_at.insert(todo.key.clone(), now);
             drop(status);
             let (store, evaluator) = (self.store.clone(), self.evaluator.clone());
             jobs.spawn(async move {
@@ -405,7 +408,9 @@ where
             Ok(event) => {
                 report(&event);
                 self.writer.record(vec![(block, event)]).await?;
-                lock(&self.status).failed.remove(&todo.key);
+                let mut status = lock(&self.status);
+                status.failed.remove(&todo.key);
+                status.resynced_at.insert(todo.key.clone(), Instant::now());
                 None
             }
             Err(error) => Some(error),

@@ -206,7 +206,7 @@ where
         store: store.clone(),
         evaluator: evaluator.clone(),
         config: config.clone(),
-        status,
+        status: status.clone(),
         progress,
         head: head_seen.clone(),
     };
@@ -242,6 +242,7 @@ where
         data: Arc::new(edges.data),
         config: config.clone(),
         progress: progress_seen,
+        fetches: status,
         head: head_seen.clone(),
         stop: stop.clone(),
         monitor: monitor.clone(),

@@ -96,6 +96,17 @@ pub enum Pass {
     Failed(String),
     /// Nothing to do yet (no metagraph, nothing scheduled, the chain unreachable).
     Waiting(String),
+    /// Nothing to do until the chain reaches a later block (the successor's next sync block),
+    /// about `wait` from now: not a failure, so no backoff grows.
+    Until {
+        /// Why.
+        reason: String,
+        /// How long until then, at 12 seconds a block.
+        wait: Duration,
+    },
+    /// A step completed with nobody to evaluate: under the successor's rules the loop rests
+    /// before the next, as F sleeps when nothing is queued.
+    Idle(StepTiming),
     /// Asked to stop.
     Stopped,
 }
@@ -116,6 +127,8 @@ pub struct Stepper<C, S, E, D> {
     pub config: RunConfig,
     /// Bumped by the fetcher when a fetch ends.
     pub progress: watch::Receiver<u64>,
+    /// What the fetcher is doing (which verdicts it journaled and when).
+    pub fetches: super::fetch::SharedStatus,
     /// Where the chain's head is told to the fetcher.
     pub head: super::fetch::HeadSeen,
     /// Turns true when the run must stop.
@@ -191,6 +204,25 @@ where
                     self.monitor.step_took(timing.total_seconds);
                     timings.push(timing);
                 }
+                Pass::Idle(timing) => {
+                    failures = 0;
+                    self.monitor.step_took(timing.total_seconds);
+                    timings.push(timing);
+                    tracing::info!(
+                        "nothing to evaluate; the next step in {} s",
+                        IDLE_WAIT.as_secs()
+                    );
+                    if self.pause(IDLE_WAIT).await {
+                        return Ok(timings);
+                    }
+                }
+                Pass::Until { reason, wait } => {
+                    failures = 0;
+                    tracing::info!("{reason}; waiting {} s", wait.as_secs());
+                    if self.pause(wait).await {
+                        return Ok(timings);
+                    }
+                }
                 Pass::Failed(reason) | Pass::Waiting(reason) => {
                     let wait = self.config.step_retry.delay(failures);
                     failures = failures.saturating_add(1);
@@ -230,7 +262,14 @@ where
         }
         self.complete(&open, &mut timing).await?;
         timing.total_seconds = started.elapsed().as_secs_f64();
-        Ok(Pass::Completed(timing))
+        // A recorded chain has no clock to wait for: its head moves with the steps.
+        let rests =
+            open.participants.is_empty() && self.successor() && !self.config.settle_before_step;
+        Ok(if rests {
+            Pass::Idle(timing)
+        } else {
+            Pass::Completed(timing)
+        })
     }
 
     /// Observes the chain, settles, fetches the batch and opens the step.
@@ -254,6 +293,24 @@ where
             timing.settle_seconds = settled_at.elapsed().as_secs_f64();
         }
         let state = self.writer.state();
+        if let Some((competition, sync, next)) = successor_loop::gate_closed(&state, head) {
+            let blocks = next.saturating_sub(head).max(1);
+            let reason = format!(
+                "competition {competition} already ran in sync block {sync}; the next sync \
+                 block is {next} ({blocks} blocks from {head})"
+            );
+            // A live chain gets there with time; a recording's head moves only when a step
+            // begins, so a recording whose steps are closer than a sync cadence never would.
+            if self.config.settle_before_step {
+                return Err(RunError::Config(format!(
+                    "{reason}: a recorded chain's head moves only as steps begin, so under the \
+                     successor's rules its blocks_per_step must be at least the sync cadence"
+                )));
+            }
+            let wait =
+                Duration::from_secs(blocks.saturating_mul(BLOCK_SECONDS).min(GATE_WAIT_MAX_S));
+            return Ok(Pass::Until { reason, wait });
+        }
         let Some(planned) = step_start(&state, head) else {
             return Ok(Pass::Waiting(format!(
                 "no step can start at block {head} (no metagraph, or no competition scheduled)"
@@ -358,9 +415,10 @@ where
     }
 
     /// A successor step's data: every task of `competition` loaded with the sync block's
-    /// seed and journaled with the step's start in one write; a task that aborts the step
-    /// fails it (after its start, so the sync block counts as run, as in F); a step whose
-    /// every task was dropped is abandoned, as F abandons it.
+    /// seed and journaled with the step's start in one write; a task whose failure F re-raises
+    /// fails the step after its start (F's `global_step` stays, and the step runs again); a
+    /// step whose every task was dropped is abandoned, as F abandons it (the round-robin
+    /// advances). Neither spends the sync block: F records it only once a step is scored.
     async fn begin_successor(
         &mut self,
         step: u64,
@@ -464,6 +522,16 @@ where
         loop {
             let state = self.writer.state();
             let mut waiting = unresolved(&state, head);
+            // A commitment whose verdict was journaled and left it pending (the successor
+            // refuses some repositories before its tracker takes them, and looks again later)
+            // has had its answer for now.
+            {
+                let fetches = self
+                    .fetches
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                waiting.retain(|key| !fetches.resynced_at.contains_key(key));
+            }
             if eval_set_only {
                 waiting.retain(|(hotkey, _)| in_eval_set(&state, hotkey));
             }
@@ -1016,6 +1084,16 @@ where
         Ok(())
     }
 }
+
+/// How long the successor's loop rests after a step with nobody to evaluate (F sleeps 300 s
+/// when nothing is queued, neurons/validator.py L1052-1064).
+pub const IDLE_WAIT: Duration = Duration::from_secs(300);
+
+/// Seconds per block, for waits counted in blocks.
+const BLOCK_SECONDS: u64 = 12;
+
+/// The longest single wait for a sync block; the chain is read again after it.
+const GATE_WAIT_MAX_S: u64 = 600;
 
 /// A step's (prompt, response) pairs, and under the successor's rules the hash of the
 /// tokenizer they were journaled for.

@@ -14,7 +14,7 @@ use validator::eval::template::{CivilDate, Isolation};
 use validator::eval::tokenize::TokenizerFiles;
 use validator::eval::{EvalOptions, Evaluator, ModelDir};
 use validator::journal::Journal;
-use validator::machine::event::{EvalOutcome, TaskFetchOutcome};
+use validator::machine::event::{EvalOutcome, RejectionCode, TaskFetchOutcome};
 use validator::machine::params::CompetitionId;
 use validator::machine::{Event, MechanismParams};
 
@@ -167,13 +167,28 @@ fn a_successor_run_scores_competition_4_with_its_tasks_and_replays_clean() {
             json!({"block": block, "raw": format!("miner:{model}:{commit}:{hash}:4")}),
         );
     }
+    // 5D's repository has a config.json that is not JSON: refused before the successor's
+    // tracker takes it, so it stays pending and is looked at again later, not in a loop.
+    let broken = "4444444444444444444444444444444444444444";
+    publish(&hub, "llama-f32", "miner", "broken", broken);
+    let broken_dir = hub.join("miner/broken").join(broken);
+    std::fs::write(broken_dir.join("config.json"), "{").unwrap();
+    let hash = validator::dirhash::hash_of_directory(&broken_dir, Some("5D"))
+        .unwrap()
+        .salted
+        .unwrap();
+    commitments.insert(
+        "5D".into(),
+        json!({"block": 5_299_000, "raw": format!("miner:broken:{broken}:{hash}:4")}),
+    );
     let snapshot = json!({
         "netuid": 37, "start_block": 5_300_000, "blocks_per_step": 360,
         "timeline": [
             {"block": 5_299_000,
-             "metagraph": {"hotkeys": ["5Owner", "5A", "5B", "5C"], "consensus": [0, 0, 0, 0],
-                           "stake": [200_000, 1, 1, 1],
-                           "validator_permit": [true, false, false, false]},
+             "metagraph": {"hotkeys": ["5Owner", "5A", "5B", "5C", "5D"],
+                           "consensus": [0, 0, 0, 0, 0],
+                           "stake": [200_000, 1, 1, 1, 1],
+                           "validator_permit": [true, false, false, false, false]},
              "commitments": commitments,
              "validators": [{"uid": 0, "stake": 200_000.0, "validator_permit": true,
                              "weights": [[3, 65_535]]}]}]});
@@ -330,5 +345,13 @@ fn a_successor_run_scores_competition_4_with_its_tasks_and_replays_clean() {
         verified_late > first_completed,
         "{verified_late:?} {first_completed:?}"
     );
+    let refusals: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ModelRejected(r) if r.hotkey == "5D" => Some(r.code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals, [RejectionCode::MalformedRepo], "{refusals:?}");
     validator::testing::replay_clean(&db);
 }
