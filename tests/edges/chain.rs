@@ -325,6 +325,30 @@ async fn commitments_metagraph_and_weights_on_the_real_runtime() {
     let stored = client.weights(NETUID, uid_validator, None).await.unwrap();
     let expected: Vec<(u16, u16)> = uids.iter().copied().zip(values.iter().copied()).collect();
     assert_eq!(stored, expected);
+    // The successor's top-model scan reads the same weights, with the validator's permit and
+    // stake, from the chain edge; a stake floor above everyone's leaves nobody.
+    let scan = validator::runner::live::LiveChain {
+        chain: connect(&chain).await,
+        netuid: NETUID,
+    };
+    let head = client.block_number().await.unwrap();
+    let observed = validator::runner::edges::ChainEdge::validator_weights(&scan, head, 0.0)
+        .await
+        .unwrap()
+        .unwrap();
+    let ours = observed
+        .validators
+        .iter()
+        .find(|v| v.uid == uid_validator)
+        .unwrap_or_else(|| panic!("{observed:?}"));
+    assert!(ours.validator_permit);
+    assert_eq!(ours.weights, expected);
+    assert!(observed.validators.iter().all(|v| v.validator_permit));
+    let nobody = validator::runner::edges::ChainEdge::validator_weights(&scan, head, f32::MAX)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(nobody.validators.is_empty(), "{nobody:?}");
     let (_, metagraph) = client.metagraph(NETUID, None).await.unwrap();
     assert_eq!(
         metagraph.last_update[usize::from(uid_validator)],
