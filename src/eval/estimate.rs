@@ -14,9 +14,16 @@
 //! evaluation computes in, so that a refusal never depends on the precision (on CUDA, where
 //! bf16 is the default, the card holds 16-bit weights and activations, well under the figure),
 //! one decoder layer live at a time (ONNX Runtime frees each layer's intermediates once consumed): the weights as held
-//! (the files' bytes, plus a float32 copy of every 16-bit tensor), the rotary tables (in the
-//! graph and in the session), and the largest of a layer's attention, a layer's MLP and the
-//! output head's logits and log-probabilities.
+//! (a float32 tensor's bytes; a float32 copy of every 16-bit tensor, whose own bytes are read
+//! from the file one tensor at a time while the session widens it, so only the largest of them
+//! counts beside the copies), the runtime's own footprint ([`RUNTIME_BYTES`]), the rotary tables
+//! (in the graph and in the session), and the largest of a layer's attention, a layer's MLP and
+//! the output head's logits and log-probabilities.
+//!
+//! Measured (`benches/eval_cpu_3b.py`, a Llama 3.2 3B-shaped bf16 model at 2,048 tokens): the
+//! whole `validator eval` process peaks at 13.74 GiB on a 2-core AVX-512 Xeon and 14.1 GiB on a
+//! 2-core AVX2 machine; counting every 16-bit file's bytes beside its copy gave 19.3 GiB, over
+//! a 24 GiB machine's default budget.
 
 use super::EvalError;
 use super::config::ModelConfig;
@@ -27,6 +34,9 @@ use super::safetensors::{Dtype, WeightIndex};
 pub const ACTIVATIONS_FLOOR_BYTES: u64 = 1 << 30;
 /// Activations may be this many times the weights (beyond the floor).
 pub const ACTIVATIONS_PER_WEIGHT_MAX: u64 = 2;
+/// What ONNX Runtime's library, thread pools and arenas and the rest of the evaluation process
+/// hold beside the model's weights and activations.
+pub const RUNTIME_BYTES: u64 = 512 << 20;
 /// The budget when the machine's memory cannot be read.
 pub const BUDGET_FALLBACK_BYTES: u64 = 16 << 30;
 
@@ -37,8 +47,10 @@ const F32_BYTES: u64 = 4;
 pub struct MemoryEstimate {
     /// The sequence length estimated for.
     pub seq_len: u64,
-    /// The weights as the session holds them.
+    /// The weights as the session holds them (and the 16-bit tensor being widened).
     pub weights_bytes: u64,
+    /// The runtime's own footprint ([`RUNTIME_BYTES`]).
+    pub runtime_bytes: u64,
     /// The cos and sin tables.
     pub rotary_tables_bytes: u64,
     /// One layer's attention: projections, rotated q and k, scores, probabilities, context.
@@ -95,13 +107,22 @@ impl MemoryEstimate {
     ) -> Self {
         let seq = seq_len.max(1);
         let s = run_tokens.max(seq);
-        let weights_bytes = weights.tensors.values().fold(0u64, |acc, tensor| {
-            let widened = match tensor.dtype {
-                Dtype::F32 => 0,
-                _ => tensor.elements().saturating_mul(F32_BYTES),
-            };
-            acc.saturating_add(tensor.length).saturating_add(widened)
-        });
+        // A float32 tensor is held as stored; a 16-bit one as its float32 copy, its own bytes
+        // only while that copy is made, one tensor at a time.
+        let (held, widening) =
+            weights
+                .tensors
+                .values()
+                .fold((0u64, 0u64), |(held, widening), tensor| {
+                    match tensor.dtype {
+                        Dtype::F32 => (held.saturating_add(tensor.length), widening),
+                        _ => (
+                            held.saturating_add(tensor.elements().saturating_mul(F32_BYTES)),
+                            widening.max(tensor.length),
+                        ),
+                    }
+                });
+        let weights_bytes = held.saturating_add(widening);
         // The graph's initializers and the session's copy of each of cos and sin.
         let rotary_tables_bytes = product(&[4, max_positions, config.rotary_dim, F32_BYTES]);
         let hidden = product(&[s, config.hidden_size]);
@@ -137,6 +158,7 @@ impl MemoryEstimate {
         Self {
             seq_len: seq,
             weights_bytes,
+            runtime_bytes: RUNTIME_BYTES,
             rotary_tables_bytes,
             attention_bytes: attention_elements.saturating_mul(F32_BYTES),
             mlp_bytes: mlp_elements.saturating_mul(F32_BYTES),
@@ -155,7 +177,9 @@ impl MemoryEstimate {
 
     /// The estimated peak.
     pub fn total_bytes(&self) -> u64 {
-        self.weights_bytes.saturating_add(self.activations_bytes())
+        self.weights_bytes
+            .saturating_add(self.runtime_bytes)
+            .saturating_add(self.activations_bytes())
     }
 
     /// The largest part of the activations, named, for messages.
@@ -393,7 +417,10 @@ mod cases {
                "intermediate_size": 96"#,
         );
         let estimate = MemoryEstimate::of(&tiny, &weights(200_000), 2048, 2048);
-        assert!(estimate.total_bytes() < GIB / 4, "{estimate:?}");
+        assert!(
+            estimate.total_bytes() - estimate.runtime_bytes < GIB / 4,
+            "{estimate:?}"
+        );
         estimate.check(GIB).unwrap();
     }
 
@@ -465,6 +492,72 @@ mod cases {
             refused.contains("--eval-memory-max-bytes") && refused.contains("16.0 GiB"),
             "{refused}"
         );
+    }
+
+    /// Postmortem (#34): a Llama 3.2 3B-shaped bf16 model was refused on a 24 GiB machine for
+    /// an estimated 19.3 GiB (every file's bytes beside their float32 copies) while its real
+    /// peak was 13.74 GiB (2-core AVX-512 Xeon) and 14.1 GiB (2-core AVX2). The estimate must
+    /// stay at most 15 % above each measured peak, never below, and within the default budget.
+    #[test]
+    #[allow(clippy::cast_precision_loss)] // ratios for assertions
+    fn the_successors_3b_model_is_estimated_within_15_percent_of_its_real_peak() {
+        let llama32 = config(
+            r#""hidden_size": 3072, "num_attention_heads": 24, "num_key_value_heads": 8,
+               "num_hidden_layers": 28, "vocab_size": 128256, "intermediate_size": 8192,
+               "tie_word_embeddings": true"#,
+        );
+        // benches/eval_cpu_3b.py's model, tensor by tensor.
+        let mut tensors = BTreeMap::new();
+        let mut add = |name: String, rows: u64, columns: u64| {
+            let shape = if columns == 0 {
+                vec![rows]
+            } else {
+                vec![rows, columns]
+            };
+            let elements = shape.iter().product::<u64>();
+            tensors.insert(
+                name,
+                TensorInfo {
+                    dtype: Dtype::BF16,
+                    shape,
+                    file: 0,
+                    offset: 0,
+                    length: elements * 2,
+                },
+            );
+        };
+        add("model.embed_tokens.weight".into(), 128_256, 3072);
+        for layer in 0..28 {
+            let p = format!("model.layers.{layer}.");
+            add(format!("{p}self_attn.q_proj.weight"), 3072, 3072);
+            add(format!("{p}self_attn.k_proj.weight"), 1024, 3072);
+            add(format!("{p}self_attn.v_proj.weight"), 1024, 3072);
+            add(format!("{p}self_attn.o_proj.weight"), 3072, 3072);
+            add(format!("{p}mlp.gate_proj.weight"), 8192, 3072);
+            add(format!("{p}mlp.up_proj.weight"), 8192, 3072);
+            add(format!("{p}mlp.down_proj.weight"), 3072, 8192);
+            add(format!("{p}input_layernorm.weight"), 3072, 0);
+            add(format!("{p}post_attention_layernorm.weight"), 3072, 0);
+        }
+        add("model.norm.weight".into(), 3072, 0);
+        let weights = WeightIndex {
+            files: Vec::new(),
+            tensors,
+        };
+        let estimate = MemoryEstimate::of(&llama32, &weights, 2048, 2048);
+        let total = estimate.total_bytes() as f64;
+        for peak_gib in [13.74, 14.1] {
+            let ratio = total / (peak_gib * GIB as f64);
+            assert!(
+                (1.0..=1.15).contains(&ratio),
+                "{ratio} of {peak_gib} GiB: {estimate:?}"
+            );
+        }
+        // A 24 GiB machine's default budget holds it.
+        let meminfo = format!("MemTotal: {} kB\n", 24 * GIB / 1024);
+        estimate
+            .check(default_budget_bytes(Some(&meminfo)))
+            .unwrap();
     }
 
     #[test]
