@@ -354,18 +354,13 @@ where
         let state = self.writer.state();
         let block = self.now(&state);
         let now = Instant::now();
-        let forced = {
-            let mut status = lock(&self.status);
-            status
-                .resynced_at
-                .retain(|_, at| now.duration_since(*at) < RESYNC_INTERVAL);
-            let due: Vec<Todo> = resyncs(&state, block)
-                .into_iter()
-                .filter(|todo| !status.resynced_at.contains_key(&todo.key))
-                .collect();
-            due
-        };
-        for todo in todo(&state, block).into_iter().chain(forced) {
+        lock(&self.status)
+            .resynced_at
+            .retain(|_, at| now.duration_since(*at) < RESYNC_INTERVAL);
+        for todo in todo(&state, block)
+            .into_iter()
+            .chain(resyncs(&state, block))
+        {
             let mut status = lock(&self.status);
             if status.resynced_at.contains_key(&todo.key) {
                 continue;

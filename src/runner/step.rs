@@ -447,16 +447,15 @@ where
                 )));
             }
         };
-        let Some(tokenizer) = self.config.tokenizers.get(competition) else {
-            let reason = format!(
-                "ACTION NEEDED: competition {competition} is scored with its own tokenizer, and \
-                 none was given (--tokenizer {competition}=DIR)"
-            );
-            let failed = Event::StepFailed(StepFailed {
+        let failed = |reason: &str| {
+            Event::StepFailed(StepFailed {
                 step,
-                reason: reason.clone(),
-            });
-            self.record(vec![(head, failed)], timing).await?;
+                reason: reason.to_owned(),
+            })
+        };
+        let Some(tokenizer) = self.config.tokenizers.get(competition) else {
+            let reason = tokenizer_missing(competition);
+            self.record(vec![(head, failed(&reason))], timing).await?;
             return Ok(Pass::Failed(reason));
         };
         let tokenizer_hash = tokenizer_digest(tokenizer);
@@ -474,12 +473,6 @@ where
             _ = self.stop.changed() => return Ok(Pass::Stopped),
         };
         timing.data_seconds = data_at.elapsed().as_secs_f64();
-        let failed = |reason: &str| {
-            Event::StepFailed(StepFailed {
-                step,
-                reason: reason.to_owned(),
-            })
-        };
         match loaded {
             Ok(TasksLoad::Fetched(fetched)) if TasksLoad::all_dropped(&fetched) => {
                 let reason = "all datasets failed to load";
@@ -849,8 +842,9 @@ where
         let Entry::Model { model_hash, .. } = &participant.entry else {
             return Ok(());
         };
-        let outcome = match self.writer.state().successor.as_ref() {
-            Some(successor) if self.successor() => {
+        let state = self.writer.state();
+        let outcome = match state.successor.as_ref() {
+            Some(successor) if successor_loop::rules(&state.params).is_some() => {
                 let counts: Vec<usize> = successor
                     .tasks_open
                     .iter()
@@ -920,11 +914,7 @@ where
         let fixed = self.config.tokenizers.get(&open.competition).cloned();
         let successor = self.successor();
         if successor && fixed.is_none() {
-            let reason = format!(
-                "ACTION NEEDED: competition {} is scored with its own tokenizer, and none was \
-                 given (--tokenizer {}=DIR)",
-                open.competition, open.competition
-            );
+            let reason = tokenizer_missing(&open.competition);
             self.fail_open(open, &reason, timing).await?;
             return Ok(Err(Pass::Failed(reason)));
         }
@@ -1144,6 +1134,14 @@ fn in_eval_set(state: &State, hotkey: &str) -> bool {
 /// tokenizer.
 fn tokenizer_digest(dir: &Path) -> String {
     crate::dirhash::hash_of_tokenizer_files(dir)
+}
+
+/// Why a successor step cannot be tokenised: its competition's tokenizer was not given.
+fn tokenizer_missing(competition: &CompetitionId) -> String {
+    format!(
+        "ACTION NEEDED: competition {competition} is scored with its own tokenizer, and none \
+         was given (--tokenizer {competition}=DIR)"
+    )
 }
 
 /// A progress bar over a step's evaluations, on a terminal only (hidden elsewhere, so a log

@@ -301,14 +301,7 @@ impl WriterHandle {
         step: u64,
         from_block: u64,
     ) -> Result<Option<BatchFetched>, WriteError> {
-        let found = self
-            .ask(|reply| Request::FindBatch {
-                step,
-                from_block,
-                reply,
-            })
-            .await?;
-        Ok(match found {
+        Ok(match self.step_data(step, from_block).await? {
             Some(Event::BatchFetched(batch)) => Some(batch),
             _ => None,
         })
@@ -320,16 +313,20 @@ impl WriterHandle {
         step: u64,
         from_block: u64,
     ) -> Result<Option<TasksFetched>, WriteError> {
-        let found = self
-            .ask(|reply| Request::FindBatch {
-                step,
-                from_block,
-                reply,
-            })
-            .await?;
-        Ok(match found {
+        Ok(match self.step_data(step, from_block).await? {
             Some(Event::TasksFetched(tasks)) => Some(tasks),
             _ => None,
         })
+    }
+
+    /// The journaled data of `step` (its `BatchFetched` or `TasksFetched`), searched from
+    /// `from_block`.
+    async fn step_data(&self, step: u64, from_block: u64) -> Result<Option<Event>, WriteError> {
+        self.ask(|reply| Request::FindBatch {
+            step,
+            from_block,
+            reply,
+        })
+        .await
     }
 }

@@ -5,22 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use validator::journal::Journal;
+
+use super::{journal_events, models, publish};
 use validator::machine::Event;
 use validator::machine::event::EvalOutcome;
-
-fn models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models")
-}
-
-/// Copies fixture model `model` into `hub/<namespace>/<name>/<commit>/`.
-fn publish(hub: &Path, model: &str, namespace: &str, name: &str, commit: &str) {
-    let target = hub.join(namespace).join(name).join(commit);
-    std::fs::create_dir_all(&target).unwrap();
-    for entry in std::fs::read_dir(models().join(model)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
-    }
-}
 
 fn plain_hash(model: &str) -> String {
     validator::dirhash::hash_of_directory(&models().join(model), None)
@@ -99,9 +87,7 @@ fn a_recorded_run_evaluates_each_model_as_transformers_does() {
                 .to_owned()
         })
         .collect();
-    let journal = Journal::open_existing(&db).unwrap();
-    let events: Vec<Event> = journal.all_records().map(|r| r.unwrap().event).collect();
-    drop(journal);
+    let events = journal_events(&db);
     let mut batches = std::collections::BTreeMap::new();
     let mut evaluated = std::collections::BTreeMap::new();
     for event in &events {

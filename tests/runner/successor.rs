@@ -6,31 +6,17 @@
 //! clean, and the losses must be the reference loss the evaluator computes in process.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
 use validator::eval::template::{CivilDate, Isolation};
 use validator::eval::tokenize::TokenizerFiles;
 use validator::eval::{EvalOptions, Evaluator, ModelDir};
-use validator::journal::Journal;
 use validator::machine::event::{EvalOutcome, RejectionCode, TaskFetchOutcome};
 use validator::machine::params::CompetitionId;
 use validator::machine::{Event, MechanismParams};
 
-fn models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models")
-}
-
-/// Copies fixture model `model` into `hub/<namespace>/<name>/<commit>/`.
-fn publish(hub: &Path, model: &str, namespace: &str, name: &str, commit: &str) {
-    let target = hub.join(namespace).join(name).join(commit);
-    std::fs::create_dir_all(&target).unwrap();
-    for entry in std::fs::read_dir(models().join(model)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
-    }
-}
+use super::{journal_events, models, publish};
 
 /// Rows of a reasoning dataset: `(config, rows)` per config, as `/size` lists them.
 const CONFIGS: [(&str, u64); 2] = [("math", 700), ("code", 400)];
@@ -230,9 +216,7 @@ fn a_successor_run_scores_competition_4_with_its_tasks_and_replays_clean() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("3 completed steps"), "{stdout}");
 
-    let journal = Journal::open_existing(&db).unwrap();
-    let events: Vec<Event> = journal.all_records().map(|r| r.unwrap().event).collect();
-    drop(journal);
+    let events = journal_events(&db);
     let tasks: Vec<_> = events
         .iter()
         .filter_map(|e| match e {

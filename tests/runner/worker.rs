@@ -16,9 +16,7 @@ use validator::machine::event::{EvalOutcome, RejectionCode};
 use validator::machine::params::CompetitionId;
 use validator::runner::edges::{EdgeError, EvalRequest, ModelEvaluator, Verdict};
 
-fn models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models")
-}
+use super::models;
 
 fn evaluator(program: PathBuf, timeout: Duration) -> WorkerEvaluator {
     let mut evaluator = WorkerEvaluator::new(program, Device::Cpu, timeout);
