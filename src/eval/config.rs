@@ -102,6 +102,8 @@ pub struct ModelConfig {
     pub num_kv_heads: u64,
     /// Width of a head.
     pub head_dim: u64,
+    /// The normalisation of the residual stream.
+    pub norm: Norm,
     /// Epsilon of the normalisations (RMS for Llama, LayerNorm for StableLM).
     pub norm_eps: f64,
     /// RoPE base.
@@ -158,6 +160,15 @@ impl ModelConfig {
         });
         self.sliding_window.filter(|_| windowed)
     }
+}
+
+/// The normalisation of the residual stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    /// RMSNorm, its statistics in float32 (Llama, Mistral, Gemma, Gemma 2).
+    Rms,
+    /// LayerNorm with a bias (StableLM).
+    LayerWithBias,
 }
 
 /// The activation of the gated MLP.
@@ -401,6 +412,11 @@ impl ModelConfig {
             num_heads: shape.num_heads,
             num_kv_heads: shape.num_kv_heads,
             head_dim: shape.head_dim,
+            norm: if architecture.is_llama_like() {
+                Norm::Rms
+            } else {
+                Norm::LayerWithBias
+            },
             norm_eps,
             rope_theta: rope.theta,
             rope_scaling: rope.scaling,

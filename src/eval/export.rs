@@ -21,17 +21,22 @@
 //! is built from MatMul, Softmax and an explicit causal mask. Each Llama residual add is fused
 //! with the RMSNorm that follows it (`SkipSimplifiedLayerNormalization`).
 //!
-//! The layers follow `transformers`' `LlamaForCausalLM` and `StableLmForCausalLM`: RMSNorm or
-//! LayerNorm, grouped-query attention with rotary embeddings (Llama 3.1 frequency scaling,
-//! StableLM's partial rotary dimension), StableLM's per-head q/k LayerNorm and parallel
-//! residual, and a SiLU-gated MLP.
+//! The layers follow `transformers`' Llama, Mistral, Gemma, Gemma 2 and StableLM classes, each
+//! described by data in [`ModelConfig`], which `config.json`'s reader fills per class: the norm
+//! (RMSNorm, Gemma's `1 + weight` form, StableLM's LayerNorm) and where norms sit (Gemma 2's
+//! post-norms), the embedding scale, the gated MLP's activation (SiLU, GELU tanh), attention and
+//! final-logit soft-capping, the sliding window and the layers that have it,
+//! `query_pre_attn_scalar`, the rotary dimension and frequency scaling (Llama 3.1's, StableLM's
+//! partial rotary), tied embeddings, biases, and StableLM's per-head q/k LayerNorm and parallel
+//! residual. The builder walks that description and never asks which class it has (the class
+//! only names the graph), so a further decoder class is a page of `config.rs`, not a builder.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::EvalError;
-use super::config::{Activation, ModelConfig, RopeScaling};
+use super::config::{Activation, ModelConfig, Norm, RopeScaling};
 use super::onnx::{Attr, Dim, ElementType, GraphBuilder};
 use super::runtime::Device;
 use super::safetensors::{Dtype, WeightIndex};
@@ -413,7 +418,7 @@ impl Exporter<'_> {
     fn norm(&mut self, x: &str, prefix: &str) -> Result<String, EvalError> {
         let hidden = self.config.hidden_size;
         let epsilon = self.epsilon();
-        if self.config.architecture.is_llama_like() {
+        if self.config.norm == Norm::Rms {
             let weight = self.norm_weight(prefix)?;
             return Ok(self.graph.op(
                 "SimplifiedLayerNormalization",
@@ -447,7 +452,7 @@ impl Exporter<'_> {
         let Some(delta) = delta else {
             return Ok((self.norm(x, prefix)?, x.to_owned()));
         };
-        if !self.config.architecture.is_llama_like() {
+        if self.config.norm != Norm::Rms {
             let sum = self.graph.op("Add", &[x, delta], &[]);
             return Ok((self.norm(&sum, prefix)?, sum));
         }

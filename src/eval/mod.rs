@@ -108,6 +108,10 @@ pub enum EvalError {
     /// This machine's resource limits, lower than the evaluation asks for, stopped it.
     #[error("{0}")]
     Limits(String),
+    /// ONNX Runtime ran out of memory for a model whose estimate fitted the budget: the
+    /// estimate or this machine's free memory fell short, not the model.
+    #[error("ONNX Runtime ran out of memory within the evaluation's limits: {0}")]
+    OutOfMemory(String),
     /// The evaluation data is unusable.
     #[error("data line {line}: {detail}")]
     Data {
@@ -145,9 +149,10 @@ impl EvalError {
             EvalError::Unsupported(_) => Fault::Model(RejectionCode::UnsupportedArchitecture),
             EvalError::NeverScored(_) => Fault::Model(RejectionCode::NeverScored),
             EvalError::Io { .. } | EvalError::Data { .. } => Fault::Input,
-            EvalError::Runtime(_) | EvalError::CudaUnavailable(_) | EvalError::Limits(_) => {
-                Fault::Machine
-            }
+            EvalError::Runtime(_)
+            | EvalError::CudaUnavailable(_)
+            | EvalError::Limits(_)
+            | EvalError::OutOfMemory(_) => Fault::Machine,
         }
     }
 }

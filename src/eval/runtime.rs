@@ -124,7 +124,19 @@ pub fn environment() -> Result<Environment, EvalError> {
 }
 
 fn runtime_error(context: &str) -> impl Fn(ort::Error) -> EvalError + '_ {
-    move |error| EvalError::Runtime(format!("{context}: {error}"))
+    move |error| runtime_failure(context, &error.to_string())
+}
+
+/// ONNX Runtime's failure in `context`: an allocation it could not make (C++'s `bad_alloc`,
+/// or its own allocators' message) is the machine's, since the model's memory estimate was
+/// checked against the budget before the session was built; anything else is a runtime error.
+pub fn runtime_failure(context: &str, message: &str) -> EvalError {
+    let lower = message.to_lowercase();
+    if lower.contains("bad_alloc") || lower.contains("failed to allocate memory") {
+        EvalError::OutOfMemory(format!("{context}: {message}"))
+    } else {
+        EvalError::Runtime(format!("{context}: {message}"))
+    }
 }
 
 /// What the CUDA provider needs, said once when it cannot load.
@@ -199,7 +211,10 @@ impl ModelSession {
         // Every option is set here on purpose, not left to the library's defaults:
         // - optimisation level "all" (ort's `Level3` is only the layout level);
         // - weights are read where they lie: external data resolves against the model's own
-        //   directory, and CPU prepacking (which copies every matrix once more) is off;
+        //   directory, and CPU prepacking is off: it copies every matrix once more, and its
+        //   packed kernels change Llama losses in the last bits (up to 2.9e-6 on
+        //   benches/eval_cpu.py's models) for 1.02-1.07x there, and 1.13x on the evaluation
+        //   loop of a 3.2e9 bf16 Llama that its packing gives back in session build (+24 s);
         // - initializers get the device allocator, outside the arena, so the arena only ever
         //   holds activations;
         // - the arena grows by what a run asks for, not by powers of two;
@@ -246,7 +261,7 @@ impl ModelSession {
                 Device::Cuda { .. } if e.to_string().to_lowercase().contains("cuda") => {
                     cuda_help(&e)
                 }
-                _ => EvalError::Runtime(format!("building the session: {e}")),
+                _ => runtime_failure("building the session", &e.to_string()),
             })?;
         Ok(Self { session, device })
     }

@@ -42,6 +42,30 @@ pub const PREPARE_ADDRESS_SPACE_BYTES: u64 = 2 << 30;
 /// arenas, thread stacks and the executable reserve more than they touch.
 pub const EVALUATE_ADDRESS_SPACE_SLACK_BYTES: u64 = 4 << 30;
 
+/// The bytes of the safetensors files in `dir`. ONNX Runtime maps the weights where they lie
+/// (external initializers), and a mapping takes address space beside the float32 copies of
+/// 16-bit weights, though its pages are the page cache's, not the process's: an evaluation's
+/// address-space limit adds them to the budget, or a bf16 model whose estimate fits would fail
+/// its session build (a 3.2e9-parameter Llama mapped 6.0 GiB beside its 12 GiB of float32
+/// weights). The files are already on disk within the download limits; an unreadable
+/// directory counts nothing, and the worker reports it.
+pub fn weight_file_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .path()
+                .extension()
+                .is_some_and(|extension| extension == "safetensors")
+        })
+        .filter_map(|entry| std::fs::metadata(entry.path()).ok())
+        .filter(std::fs::Metadata::is_file)
+        .fold(0, |total, metadata| total.saturating_add(metadata.len()))
+}
+
 /// One job for a worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -169,7 +193,9 @@ fn reply_of_error_under(error: &EvalError, lowered: bool) -> Reply {
         Fault::Input => Reply::Unavailable(error.to_string()),
         Fault::Machine => match error {
             EvalError::CudaUnavailable(_) => Reply::DeviceUnavailable(error.to_string()),
-            EvalError::Limits(_) => Reply::MachineFault(error.to_string()),
+            EvalError::Limits(_) | EvalError::OutOfMemory(_) => {
+                Reply::MachineFault(error.to_string())
+            }
             _ if lowered => Reply::MachineFault(format!(
                 "{error} (under this machine's resource limits, lower than the evaluation asks \
                  for: {})",
@@ -558,7 +584,8 @@ impl WorkerEvaluator {
     }
 
     /// The limits its children ask for, for the checks and tokenising and for an
-    /// evaluation: what the start-up log compares with the limits this process inherited.
+    /// evaluation (before the model's weight files, which each evaluation adds): what the
+    /// start-up log compares with the limits this process inherited.
     pub fn limits_asked(&self) -> [ChildLimits; 2] {
         let prepare = Job::Tokenize {
             dir: PathBuf::new(),
@@ -588,10 +615,11 @@ impl WorkerEvaluator {
             Job::Check { .. } | Job::Inspect { .. } | Job::Tokenize { .. } => {
                 Some(PREPARE_ADDRESS_SPACE_BYTES)
             }
-            Job::Evaluate { .. } => match self.device {
+            Job::Evaluate { dir, .. } => match self.device {
                 Device::Cpu => Some(
                     self.memory_max_bytes
-                        .saturating_add(EVALUATE_ADDRESS_SPACE_SLACK_BYTES),
+                        .saturating_add(EVALUATE_ADDRESS_SPACE_SLACK_BYTES)
+                        .saturating_add(weight_file_bytes(dir)),
                 ),
                 Device::Cuda { .. } => None,
             },
@@ -613,5 +641,80 @@ impl WorkerEvaluator {
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Postmortem (issue 34): a 3.2e9-parameter bf16 Llama whose estimate fitted the default
+    /// budget failed its session build with `std::bad_alloc`, because the evaluation child's
+    /// address-space limit did not count the 6.0 GiB of weight files ONNX Runtime maps; and
+    /// `validator eval` blamed the model (exit 2) for what was the limit's shortfall.
+    #[test]
+    fn an_evaluation_child_may_map_its_weight_files_beside_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let sized = |name: &str, bytes: u64| {
+            std::fs::File::create(dir.path().join(name))
+                .unwrap()
+                .set_len(bytes)
+                .unwrap();
+        };
+        sized("model-00001-of-00002.safetensors", 3 << 30);
+        sized("model-00002-of-00002.safetensors", 1 << 20);
+        sized("notes.bin", 5 << 30);
+        std::fs::create_dir(dir.path().join("extra.safetensors")).unwrap();
+        assert_eq!(weight_file_bytes(dir.path()), (3 << 30) + (1 << 20));
+        assert_eq!(weight_file_bytes(&dir.path().join("absent")), 0);
+
+        let mut evaluator = WorkerEvaluator::new(
+            PathBuf::from("validator"),
+            Device::Cpu,
+            Duration::from_secs(60),
+        );
+        evaluator.memory_max_bytes = 10 << 30;
+        let job = |dir: PathBuf| Job::Evaluate {
+            dir,
+            device: "cpu".into(),
+            threads: 1,
+            max_seq_len: 2048,
+            memory_max_bytes: 10 << 30,
+            tokens_per_run: 512,
+            precision: Precision::F32,
+            batch: Vec::new(),
+        };
+        let asked = evaluator.child_limits(&job(dir.path().to_owned()), Duration::from_secs(60));
+        assert_eq!(
+            asked.address_space_bytes,
+            Some((10 << 30) + EVALUATE_ADDRESS_SPACE_SLACK_BYTES + (3 << 30) + (1 << 20))
+        );
+        let checks = Job::Tokenize {
+            dir: dir.path().to_owned(),
+            pairs: Vec::new(),
+            max_seq_len: 2048,
+            date: CivilDate::today(),
+        };
+        assert_eq!(
+            evaluator
+                .child_limits(&checks, Duration::from_secs(60))
+                .address_space_bytes,
+            Some(PREPARE_ADDRESS_SPACE_BYTES)
+        );
+
+        let failure = super::super::runtime::runtime_failure(
+            "building the session",
+            "Exception during initialization: std::bad_alloc",
+        );
+        assert_eq!(failure.fault(), Fault::Machine);
+        assert!(matches!(
+            reply_of_error_under(&failure, false),
+            Reply::MachineFault(_)
+        ));
+        let other = super::super::runtime::runtime_failure("building the session", "bad shape");
+        assert!(matches!(
+            reply_of_error_under(&other, false),
+            Reply::ModelFailed { .. }
+        ));
     }
 }
