@@ -8,7 +8,7 @@ machine, in one script.
 Needs a Python with torch, safetensors and transformers. It writes the model (random weights,
 not committed) and a few synthetic samples to a scratch directory, then measures:
 - our memory estimate (read off a refusal at a budget of one byte) against the real peak RSS
-  of the whole `validator eval` process run with the budget raised out of the way;
+  of the whole `validator eval` process, run at this machine's default budget;
 - with --reference, tokens per second of the whole `validator eval` process (load, export,
   session build and scoring) against transformers float32's evaluation loop, and the loss
   agreement.
@@ -146,15 +146,17 @@ def main():
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; {args.threads} threads; {args.samples} samples")
 
     estimate = estimate_bytes(model, data, args.threads)
+    # At this machine's default budget: on a 24 GiB machine the model must evaluate as is.
     command = [VALIDATOR, "eval", "--json", "--model", model, "--data", data,
-               "--threads", str(args.threads), "--eval-memory-max-bytes", str(1 << 50)]
+               "--threads", str(args.threads)]
     out, wall, rss_mib = eval_cpu.run_with_rss(command)
     ours = json.loads(out)
     peak = rss_mib * 2**20
     print(f"estimate {estimate / 2**30:.2f} GiB, real peak RSS {peak / 2**30:.2f} GiB: "
           f"estimate/peak = {estimate / peak:.3f} (wanted 1.00 to 1.15)")
     tokens = sum(ours["tokens"])
-    print(f"ours: {tokens} tokens in {wall:.1f} s, whole process")
+    print(f"ours: {tokens} tokens in {wall:.1f} s, whole process, at the default budget "
+          f"(phases: {json.dumps(ours['seconds'])})")
     if args.reference:
         worker = os.path.join(scratch, "reference.py")
         with open(worker, "w") as f:
