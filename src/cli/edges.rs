@@ -180,8 +180,8 @@ pub fn resource_limits(worker: &WorkerEvaluator) -> Result<(), Failure> {
         .collect();
     if !lowered.is_empty() {
         tracing::warn!(
-            "ACTION NEEDED: the evaluation's children ask for {} (an evaluation adds its \
-             model's weight files to its address space), above this machine's hard limits; they run under those, and a model that fails under them is not blamed: \
+            "ACTION NEEDED: the evaluation's children ask for {}, above this machine's hard \
+             limits; they run under those, and a model that fails under them is not blamed: \
              the step fails instead. Raise the limits (LimitAS=, LimitCPU=, prlimit) to \
              evaluate every model",
             lowered.join(", and ")

@@ -108,9 +108,12 @@ pub enum EvalError {
     /// This machine's resource limits, lower than the evaluation asks for, stopped it.
     #[error("{0}")]
     Limits(String),
-    /// ONNX Runtime ran out of memory for a model whose estimate fitted the budget: the
-    /// estimate or this machine's free memory fell short, not the model.
-    #[error("ONNX Runtime ran out of memory within the evaluation's limits: {0}")]
+    /// ONNX Runtime could not allocate within the evaluation child's address space (the
+    /// memory budget, 4 GiB of slack and the model's weight files).
+    #[error(
+        "ONNX Runtime ran out of the evaluation's address space (the memory budget, 4 GiB and \
+         the model's weight files; --eval-memory-max-bytes raises it): {0}"
+    )]
     OutOfMemory(String),
     /// The evaluation data is unusable.
     #[error("data line {line}: {detail}")]

@@ -127,12 +127,12 @@ fn runtime_error(context: &str) -> impl Fn(ort::Error) -> EvalError + '_ {
     move |error| runtime_failure(context, &error.to_string())
 }
 
-/// ONNX Runtime's failure in `context`: an allocation it could not make (C++'s `bad_alloc`,
-/// or its own allocators' message) is the machine's, since the model's memory estimate was
-/// checked against the budget before the session was built; anything else is a runtime error.
+/// ONNX Runtime's failure in `context`: an allocation it could not make (C++'s
+/// `std::bad_alloc`, or its allocators' own message) is [`EvalError::OutOfMemory`], anything
+/// else a runtime error.
 pub fn runtime_failure(context: &str, message: &str) -> EvalError {
     let lower = message.to_lowercase();
-    if lower.contains("bad_alloc") || lower.contains("failed to allocate memory") {
+    if lower.contains("std::bad_alloc") || lower.contains("failed to allocate memory for") {
         EvalError::OutOfMemory(format!("{context}: {message}"))
     } else {
         EvalError::Runtime(format!("{context}: {message}"))

@@ -53,13 +53,14 @@ pub fn weight_file_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
+    // By the name's ending, as the loader takes shards (a shard may be called `.safetensors`).
     entries
         .filter_map(Result::ok)
         .filter(|entry| {
             entry
-                .path()
-                .extension()
-                .is_some_and(|extension| extension == "safetensors")
+                .file_name()
+                .as_encoded_bytes()
+                .ends_with(b".safetensors")
         })
         .filter_map(|entry| std::fs::metadata(entry.path()).ok())
         .filter(std::fs::Metadata::is_file)
@@ -193,16 +194,17 @@ fn reply_of_error_under(error: &EvalError, lowered: bool) -> Reply {
         Fault::Input => Reply::Unavailable(error.to_string()),
         Fault::Machine => match error {
             EvalError::CudaUnavailable(_) => Reply::DeviceUnavailable(error.to_string()),
-            EvalError::Limits(_) | EvalError::OutOfMemory(_) => {
-                Reply::MachineFault(error.to_string())
-            }
+            EvalError::Limits(_) => Reply::MachineFault(error.to_string()),
             _ if lowered => Reply::MachineFault(format!(
                 "{error} (under this machine's resource limits, lower than the evaluation asks \
                  for: {})",
                 super::limits::describe_inherited()
             )),
             // ONNX Runtime failing on one model (its shapes, its size) is that model's
-            // failure; the device itself was probed before the model was touched.
+            // failure; the device itself was probed before the model was touched. So is
+            // running out of the child's own address space: it is sized from the budget and
+            // the model's files, is the same on every run, and a model refused for it is
+            // refused as one whose estimate is over the budget is (never retried forever).
             _ => Reply::ModelFailed {
                 code: RejectionCode::MalformedRepo,
                 detail: error.to_string(),
@@ -584,8 +586,10 @@ impl WorkerEvaluator {
     }
 
     /// The limits its children ask for, for the checks and tokenising and for an
-    /// evaluation (before the model's weight files, which each evaluation adds): what the
-    /// start-up log compares with the limits this process inherited.
+    /// evaluation: what the start-up log compares with the limits this process inherited.
+    /// An evaluation adds its model's weight files to its address space; a model within the
+    /// budget maps at most the budget's bytes of them (its estimate counts each tensor at
+    /// least at its stored size), so that is the figure asked here.
     pub fn limits_asked(&self) -> [ChildLimits; 2] {
         let prepare = Job::Tokenize {
             dir: PathBuf::new(),
@@ -603,10 +607,11 @@ impl WorkerEvaluator {
             precision: self.precision,
             batch: Vec::new(),
         };
-        [
-            self.child_limits(&prepare, self.prepare_timeout),
-            self.child_limits(&evaluate, self.eval_timeout),
-        ]
+        let mut evaluate = self.child_limits(&evaluate, self.eval_timeout);
+        evaluate.address_space_bytes = evaluate
+            .address_space_bytes
+            .map(|bytes| bytes.saturating_add(self.memory_max_bytes));
+        [self.child_limits(&prepare, self.prepare_timeout), evaluate]
     }
 
     /// The address-space limit of the child that runs `job` (`None`: unlimited).
@@ -650,8 +655,7 @@ mod tests {
 
     /// Postmortem (issue 34): a 3.2e9-parameter bf16 Llama whose estimate fitted the default
     /// budget failed its session build with `std::bad_alloc`, because the evaluation child's
-    /// address-space limit did not count the 6.0 GiB of weight files ONNX Runtime maps; and
-    /// `validator eval` blamed the model (exit 2) for what was the limit's shortfall.
+    /// address-space limit did not count the 6.0 GiB of weight files ONNX Runtime maps.
     #[test]
     fn an_evaluation_child_may_map_its_weight_files_beside_its_budget() {
         let dir = tempfile::tempdir().unwrap();
@@ -663,9 +667,11 @@ mod tests {
         };
         sized("model-00001-of-00002.safetensors", 3 << 30);
         sized("model-00002-of-00002.safetensors", 1 << 20);
+        sized(".safetensors", 2 << 20);
         sized("notes.bin", 5 << 30);
         std::fs::create_dir(dir.path().join("extra.safetensors")).unwrap();
-        assert_eq!(weight_file_bytes(dir.path()), (3 << 30) + (1 << 20));
+        let files = (3 << 30) + (1 << 20) + (2 << 20);
+        assert_eq!(weight_file_bytes(dir.path()), files);
         assert_eq!(weight_file_bytes(&dir.path().join("absent")), 0);
 
         let mut evaluator = WorkerEvaluator::new(
@@ -687,7 +693,12 @@ mod tests {
         let asked = evaluator.child_limits(&job(dir.path().to_owned()), Duration::from_secs(60));
         assert_eq!(
             asked.address_space_bytes,
-            Some((10 << 30) + EVALUATE_ADDRESS_SPACE_SLACK_BYTES + (3 << 30) + (1 << 20))
+            Some((10 << 30) + EVALUATE_ADDRESS_SPACE_SLACK_BYTES + files)
+        );
+        // The start-up log asks for the most a model within the budget maps.
+        assert_eq!(
+            evaluator.limits_asked()[1].address_space_bytes,
+            Some((10 << 30) + EVALUATE_ADDRESS_SPACE_SLACK_BYTES + (10 << 30))
         );
         let checks = Job::Tokenize {
             dir: dir.path().to_owned(),
@@ -706,15 +717,27 @@ mod tests {
             "building the session",
             "Exception during initialization: std::bad_alloc",
         );
-        assert_eq!(failure.fault(), Fault::Machine);
+        assert!(matches!(failure, EvalError::OutOfMemory(_)), "{failure}");
+        // Out of the child's own address space: the model's, as an estimate over the budget
+        // is (a machine fault would fail every step while the model stays queued); under the
+        // operator's lower limits, the machine's.
         assert!(matches!(
             reply_of_error_under(&failure, false),
+            Reply::ModelFailed {
+                code: RejectionCode::MalformedRepo,
+                ..
+            }
+        ));
+        assert!(matches!(
+            reply_of_error_under(&failure, true),
             Reply::MachineFault(_)
         ));
         let other = super::super::runtime::runtime_failure("building the session", "bad shape");
-        assert!(matches!(
-            reply_of_error_under(&other, false),
-            Reply::ModelFailed { .. }
-        ));
+        assert!(matches!(other, EvalError::Runtime(_)));
+        let named = super::super::runtime::runtime_failure("loading", "no file /x/bad_alloc/y");
+        assert!(
+            matches!(named, EvalError::Runtime(_)),
+            "a path is not an allocation"
+        );
     }
 }

@@ -364,10 +364,16 @@ fn validator_run_sets_weights_on_the_real_runtime_through_crashes_outages_and_re
     assert_eq!(prepared(&journaled).len(), 1, "{}", say(&crashed));
     assert!(answers(&journaled).is_empty());
     assert!(live.weights_on_chain(uid).is_empty());
+    // `--max-steps` counts the journal's steps: each stage below asks for one more than the
+    // steps stage 1 took, so each runs what it tests however many that was.
+    let base = journaled
+        .iter()
+        .filter(|e| matches!(e, Event::StepCompleted(_)))
+        .count() as u64;
 
     // 2. The restart finds it not on chain, records the failure, sends fresh weights and dies
     //    before journaling the chain's answer.
-    let crashed = live.run(2, Some("after-weights-sent"), &[]);
+    let crashed = live.run(base + 1, Some("after-weights-sent"), &[]);
     assert!(!crashed.status.success(), "{}", say(&crashed));
     let journaled = events(&db);
     assert_eq!(prepared(&journaled).len(), 2, "{}", say(&crashed));
@@ -383,7 +389,7 @@ fn validator_run_sets_weights_on_the_real_runtime_through_crashes_outages_and_re
         vec![Value::u128(1), Value::u128(1000)],
     );
     let outage = std::thread::scope(|scope| {
-        let running = scope.spawn(|| live.run(3, None, &[]));
+        let running = scope.spawn(|| live.run(base + 2, None, &[]));
         std::thread::sleep(Duration::from_secs(2));
         live.proxy.down();
         std::thread::sleep(Duration::from_secs(5));
@@ -392,7 +398,7 @@ fn validator_run_sets_weights_on_the_real_runtime_through_crashes_outages_and_re
     });
     assert!(outage.status.success(), "{}", say(&outage));
     assert!(
-        String::from_utf8_lossy(&outage.stdout).contains("3 completed steps"),
+        String::from_utf8_lossy(&outage.stdout).contains(&format!("{} completed steps", base + 2)),
         "{}",
         say(&outage)
     );
@@ -427,7 +433,7 @@ fn validator_run_sets_weights_on_the_real_runtime_through_crashes_outages_and_re
         "sudo_set_weights_version_key",
         vec![Value::u128(1), Value::u128(1000)],
     );
-    let refused = live.run(4, None, &[]);
+    let refused = live.run(base + 3, None, &[]);
     assert!(refused.status.success(), "{}", say(&refused));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("requires version_key >= 1000"));
     let journaled = events(&db);
