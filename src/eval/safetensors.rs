@@ -389,6 +389,35 @@ pub fn parse_header(
     Ok(tensors)
 }
 
+/// The regular files of `dir` named `*.safetensors` (links followed, as a model cache's are;
+/// none when `dir` cannot be read), each with its metadata: a model's weight files, by the
+/// name's ending as the loader takes shards (one may be called `.safetensors`). What the
+/// evaluation's address space, the read-ahead and the dispatch order count.
+pub fn weight_files(dir: &Path) -> impl Iterator<Item = (PathBuf, std::fs::Metadata)> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .as_encoded_bytes()
+                .ends_with(b".safetensors")
+        })
+        .filter_map(|entry| {
+            let path = entry.path();
+            let metadata = std::fs::metadata(&path).ok()?;
+            metadata.is_file().then_some((path, metadata))
+        })
+}
+
+/// The bytes of [`weight_files`].
+pub fn weight_file_bytes(dir: &Path) -> u64 {
+    weight_files(dir).fold(0, |total, (_, metadata)| {
+        total.saturating_add(metadata.len())
+    })
+}
+
 /// A file name from an index: a plain name in the directory, nothing that leaves it.
 fn shard_path(dir: &Path, index_path: &Path, name: &str) -> Result<PathBuf, EvalError> {
     let plain = !name.is_empty()

@@ -22,6 +22,7 @@ use super::batch::{
 use super::export::Precision;
 use super::limits::ChildLimits;
 use super::runtime::Device;
+use super::safetensors::weight_file_bytes;
 use super::template::{CivilDate, Isolation};
 use super::tokenize::Prepared;
 use super::{EvalError, EvalOptions, Fault, ModelDir};
@@ -41,31 +42,6 @@ pub const PREPARE_ADDRESS_SPACE_BYTES: u64 = 2 << 30;
 /// Address space an evaluation worker may use beyond its memory budget: ONNX Runtime's
 /// arenas, thread stacks and the executable reserve more than they touch.
 pub const EVALUATE_ADDRESS_SPACE_SLACK_BYTES: u64 = 4 << 30;
-
-/// The bytes of the safetensors files in `dir`. ONNX Runtime maps the weights where they lie
-/// (external initializers), and a mapping takes address space beside the float32 copies of
-/// 16-bit weights, though its pages are the page cache's, not the process's: an evaluation's
-/// address-space limit adds them to the budget, or a bf16 model whose estimate fits would fail
-/// its session build (a 3.2e9-parameter Llama mapped 6.0 GiB beside its 12 GiB of float32
-/// weights). The files are already on disk within the download limits; an unreadable
-/// directory counts nothing, and the worker reports it.
-pub fn weight_file_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    // By the name's ending, as the loader takes shards (a shard may be called `.safetensors`).
-    entries
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            entry
-                .file_name()
-                .as_encoded_bytes()
-                .ends_with(b".safetensors")
-        })
-        .filter_map(|entry| std::fs::metadata(entry.path()).ok())
-        .filter(std::fs::Metadata::is_file)
-        .fold(0, |total, metadata| total.saturating_add(metadata.len()))
-}
 
 /// One job for a worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -620,6 +596,12 @@ impl WorkerEvaluator {
             Job::Check { .. } | Job::Inspect { .. } | Job::Tokenize { .. } => {
                 Some(PREPARE_ADDRESS_SPACE_BYTES)
             }
+            // ONNX Runtime maps the weights where they lie (external initializers), and a
+            // mapping takes address space beside the float32 copies of 16-bit weights, though
+            // its pages are the page cache's: without the files' bytes a bf16 model whose
+            // estimate fits fails its session build (a 3.2e9-parameter Llama mapped 6.0 GiB
+            // beside its 12 GiB of float32 weights). The files are on disk within the
+            // download limits; an unreadable directory counts nothing, and the worker says so.
             Job::Evaluate { dir, .. } => match self.device {
                 Device::Cpu => Some(
                     self.memory_max_bytes

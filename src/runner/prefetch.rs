@@ -8,35 +8,16 @@
 
 use std::path::Path;
 
-/// The entries of `dir` named `*.safetensors` (none when it cannot be read), in directory
-/// order: what a model's weights are, for the read-ahead and for the dispatch order's sizes.
-pub fn safetensors_entries(dir: &Path) -> impl Iterator<Item = std::fs::DirEntry> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".safetensors")
-        })
-}
+use crate::eval::safetensors::weight_files;
 
 /// Advises the kernel to read every `*.safetensors` file of `dir` ahead; returns the bytes
 /// advised. Files that cannot be opened are skipped: the evaluation reports them.
 pub fn advise(dir: &Path) -> u64 {
     let mut advised = 0;
-    for entry in safetensors_entries(dir) {
-        let Ok(file) = std::fs::File::open(entry.path()) else {
+    for (path, metadata) in weight_files(dir) {
+        let Ok(file) = std::fs::File::open(path) else {
             continue;
         };
-        let Ok(metadata) = file.metadata() else {
-            continue;
-        };
-        if !metadata.is_file() {
-            continue;
-        }
         if rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed).is_ok() {
             advised += metadata.len();
         }

@@ -4,7 +4,6 @@
 //! [`dispatch`], the future that runs one unit.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -230,16 +229,10 @@ impl Assembly {
     }
 }
 
-/// Bytes of a model's weight files, the order of dispatch: evaluation time grows with them.
-pub fn weights_bytes(dir: &Path) -> u64 {
-    super::prefetch::safetensors_entries(dir)
-        .filter_map(|entry| entry.metadata().ok())
-        .map(|metadata| metadata.len())
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn request(lengths: &[usize]) -> EvalRequest {

@@ -29,11 +29,12 @@ use super::edges::{
 };
 use super::fetch::{failed_on_verified_files, unresolved};
 use super::identity::this_worker;
-use super::schedule::{Plan, Queued, by_size, dispatch, shard_count, weights_bytes};
+use super::schedule::{Plan, Queued, by_size, dispatch, shard_count};
 use super::table::step_table;
 use super::tasks::TasksLoad;
 use super::writer::{WriteError, WriterHandle};
 use crate::data::{BatchRequest, DataSource, Seed};
+use crate::eval::safetensors::weight_file_bytes;
 use crate::eval::template::{CivilDate, Isolation};
 use crate::eval::tokenize::TokenizerFiles;
 use crate::machine::event::{
@@ -676,7 +677,8 @@ where
                 continue;
             };
             let dir = self.model_dir(&participant.hotkey, model_id).await;
-            let bytes = dir.as_ref().map_or(0, |dir| weights_bytes(dir));
+            // The order of dispatch: evaluation time grows with the weight files' bytes.
+            let bytes = dir.as_ref().map_or(0, |dir| weight_file_bytes(dir));
             queue.push((bytes, participant, dir));
         }
         by_size(queue)
