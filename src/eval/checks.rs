@@ -68,20 +68,34 @@ impl NormReport {
 /// One deliberate difference: a NaN norm fails (N's comparisons are false for NaN, so NaN
 /// weights would pass its check and then lose every comparison).
 pub fn norm_check(config: &ModelConfig, weights: &WeightIndex) -> Result<NormReport, EvalError> {
+    let names: Vec<String> = PROJECTIONS
+        .iter()
+        .flat_map(|(projection, module)| {
+            (0..config.num_layers)
+                .map(move |layer| format!("model.layers.{layer}.{module}.{projection}.weight"))
+        })
+        .collect();
+    // Each norm is summed in one order, chunk by chunk, whichever thread computes it, so the
+    // result does not depend on the machine's threads.
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let computed = weights.map_tensors(&names, threads, |_, tensor| {
+        let mut sum_squares = 0.0f64;
+        weights.stream_values(tensor, |values| {
+            sum_squares += values.iter().map(|v| v * v).sum::<f64>();
+        })?;
+        Ok(sum_squares.sqrt())
+    })?;
     let mut norms = Vec::new();
     let mut soft_exceeded = Vec::new();
     let mut hard_failure = None;
     let mut not_finite = Vec::new();
-    for (projection, module) in PROJECTIONS {
+    let mut computed = names.into_iter().zip(computed);
+    for (projection, _) in PROJECTIONS {
         let mut exceeded = 0u64;
-        for layer in 0..config.num_layers {
-            let name = format!("model.layers.{layer}.{module}.{projection}.weight");
-            let tensor = weights.get(&name)?;
-            let mut sum_squares = 0.0f64;
-            weights.stream_values(tensor, |values| {
-                sum_squares += values.iter().map(|v| v * v).sum::<f64>();
-            })?;
-            let norm = sum_squares.sqrt();
+        for (name, norm) in computed
+            .by_ref()
+            .take(usize::try_from(config.num_layers).unwrap_or(usize::MAX))
+        {
             if !norm.is_finite() {
                 not_finite.push(name.clone());
             } else if norm > NORM_HARD_MAX {

@@ -14,15 +14,16 @@
 //! evaluation computes in, so that a refusal never depends on the precision (on CUDA, where
 //! bf16 is the default, the card holds 16-bit weights and activations, well under the figure),
 //! one decoder layer live at a time (ONNX Runtime frees each layer's intermediates once consumed): the weights as held
-//! (a float32 tensor's bytes; a float32 copy of every 16-bit tensor, whose own bytes are read
-//! from the file one tensor at a time while the session widens it, so only the largest of them
-//! counts beside the copies), the runtime's own footprint ([`RUNTIME_BYTES`]), the rotary tables
+//! (a float32 tensor's bytes; a float32 copy of every 16-bit tensor, and beside the copies the
+//! largest 16-bit tensor's own bytes: on CPU the embedding table, which the graph gathers its
+//! rows from as stored while [`super::widen`] reads the others from their files in 4 MiB
+//! chunks; on CUDA in float32, the tensor a folded Cast is widening), the runtime's own footprint ([`RUNTIME_BYTES`]), the rotary tables
 //! (in the graph and in the session), and the largest of a layer's attention, a layer's MLP and
 //! the output head's logits and log-probabilities.
 //!
 //! Measured (`benches/eval_cpu_3b.py`, a Llama 3.2 3B-shaped bf16 model at 2,048 tokens): the
-//! whole `validator eval` process peaks at 13.74 GiB on a 2-core AVX-512 Xeon and 14.1 GiB on a
-//! 2-core AVX2 machine; counting every 16-bit file's bytes beside its copy gave 19.3 GiB, over
+//! whole `validator eval` process peaks at 13.05 GiB on a 2-core AVX-512 Xeon (13.74 GiB while
+//! ONNX Runtime widened the weights; 14.1 GiB then on a 2-core AVX2 machine); counting every 16-bit file's bytes beside its copy gave 19.3 GiB, over
 //! a 24 GiB machine's default budget.
 
 use super::EvalError;
@@ -107,8 +108,9 @@ impl MemoryEstimate {
     ) -> Self {
         let seq = seq_len.max(1);
         let s = run_tokens.max(seq);
-        // A float32 tensor is held as stored; a 16-bit one as its float32 copy, its own bytes
-        // only while that copy is made, one tensor at a time.
+        // A float32 tensor is held as stored; a 16-bit one as its float32 copy, and beside the
+        // copies the largest one's own bytes (the embedding table gathered as stored, or the
+        // tensor a folded Cast is widening).
         let (held, widening) =
             weights
                 .tensors

@@ -39,7 +39,8 @@ use super::EvalError;
 use super::config::{Activation, ModelConfig, Norm, RopeScaling};
 use super::onnx::{Attr, Dim, ElementType, GraphBuilder};
 use super::runtime::Device;
-use super::safetensors::{Dtype, WeightIndex};
+use super::safetensors::{Dtype, TensorInfo, WeightIndex};
+use super::widen::Widened;
 
 /// The masked-label value (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
@@ -146,6 +147,9 @@ pub struct ExportOptions {
     /// ordered add-scatter); otherwise a row-wise ReduceSum (CUDA, whose add-scatter uses
     /// atomics in no fixed order).
     pub sums_in_row_order: bool,
+    /// Whether a float32 graph takes its 16-bit weights widened by us ([`super::widen`]) instead
+    /// of through a Cast that ONNX Runtime folds while it builds the session (CPU).
+    pub widen_in_memory: bool,
 }
 
 impl ExportOptions {
@@ -158,6 +162,7 @@ impl ExportOptions {
             precision,
             fused_attention: !(cuda && precision == Precision::F32),
             sums_in_row_order: !cuda,
+            widen_in_memory: !cuda && precision == Precision::F32,
         }
     }
 }
@@ -263,6 +268,9 @@ struct Exporter<'a> {
     /// Each weight's initializer, and its value in the compute type, by tensor name (and by
     /// `raw:` name for the stored initializer).
     in_compute: BTreeMap<String, String>,
+    widen_in_memory: bool,
+    /// The 16-bit weights the session takes widened to float32, in the order they were met.
+    widened: Vec<Widened>,
     /// The run's batch size and padded length, each a `[1]` int64 tensor.
     batch: String,
     length: String,
@@ -306,10 +314,15 @@ fn dims(shape: &[u64]) -> Vec<i64> {
         .collect()
 }
 
-impl Exporter<'_> {
-    /// Registers a weight as an external initializer in its stored dtype, checking its shape.
-    fn raw(&mut self, name: &str, shape: &[u64]) -> Result<(String, Dtype), EvalError> {
-        let tensor = self.weights.get(name)?;
+impl<'w> Exporter<'w> {
+    /// The stored tensor `name`, its element type and the name of its file, checking its shape.
+    fn stored(
+        &self,
+        name: &str,
+        shape: &[u64],
+    ) -> Result<(&'w TensorInfo, ElementType, String), EvalError> {
+        let weights = self.weights;
+        let tensor = weights.get(name)?;
         if tensor.shape != shape {
             return Err(EvalError::Config(format!(
                 "tensor {name} has shape {:?}, but config.json implies {shape:?}",
@@ -321,31 +334,56 @@ impl Exporter<'_> {
                 "weight {name} of dtype {dtype}; weights must be F32, F16 or BF16"
             ))
         })?;
-        let location = self
-            .weights
+        let location = weights
             .files
             .get(tensor.file)
             .and_then(|p| p.file_name())
             .and_then(|n| n.to_str())
             .ok_or_else(|| EvalError::Config(format!("tensor {name} has no readable file name")))?
             .to_owned();
+        Ok((tensor, element, location))
+    }
+
+    /// Registers a weight as an external initializer in its stored dtype, checking its shape.
+    fn raw(&mut self, name: &str, shape: &[u64]) -> Result<(String, Dtype), EvalError> {
+        let (tensor, element, location) = self.stored(name, shape)?;
         let initializer = format!("w:{name}");
         if self.in_compute.contains_key(&format!("raw:{name}")) {
             return Ok((initializer, tensor.dtype));
         }
         self.in_compute
             .insert(format!("raw:{name}"), initializer.clone());
-        let dtype = tensor.dtype;
-        let (offset, length) = (tensor.offset, tensor.length);
         self.graph.external(
             &initializer,
             element,
             &dims(shape),
             &location,
-            offset,
-            length,
+            tensor.offset,
+            tensor.length,
         );
-        Ok((initializer, dtype))
+        Ok((initializer, tensor.dtype))
+    }
+
+    /// Registers a 16-bit weight as a float32 initializer whose values the session is given
+    /// widened ([`super::widen`]). ONNX Runtime wants an initializer it is given to be declared,
+    /// with external data in a file that exists; the declaration names the weight's own file,
+    /// and the value given replaces it before anything is read.
+    fn widened(&mut self, name: &str, shape: &[u64]) -> Result<String, EvalError> {
+        let (tensor, _, location) = self.stored(name, shape)?;
+        let initializer = format!("w32:{name}");
+        self.graph.external(
+            &initializer,
+            ElementType::F32,
+            &dims(shape),
+            &location,
+            tensor.offset,
+            tensor.elements().saturating_mul(4),
+        );
+        self.widened.push(Widened {
+            initializer: initializer.clone(),
+            tensor: name.to_owned(),
+        });
+        Ok(initializer)
     }
 
     /// `x`, of `from`, as `to` (a Cast only where they differ).
@@ -368,6 +406,15 @@ impl Exporter<'_> {
     fn weight(&mut self, name: &str, shape: &[u64]) -> Result<String, EvalError> {
         if let Some(existing) = self.in_compute.get(name) {
             return Ok(existing.clone());
+        }
+        let stored = self.weights.get(name)?.dtype;
+        if self.widen_in_memory
+            && self.precision == Precision::F32
+            && matches!(stored, Dtype::F16 | Dtype::BF16)
+        {
+            let value = self.widened(name, shape)?;
+            self.in_compute.insert(name.to_owned(), value.clone());
+            return Ok(value);
         }
         let (raw, dtype) = self.raw(name, shape)?;
         let value = self.in_compute_type(&raw, dtype);
@@ -944,7 +991,7 @@ impl Exporter<'_> {
         }
     }
 
-    fn build(mut self, options: &ExportOptions) -> Result<Vec<u8>, EvalError> {
+    fn build(mut self, options: &ExportOptions) -> Result<Exported, EvalError> {
         let c = self.config;
         let ids = self.graph.input(
             "input_ids",
@@ -1053,7 +1100,7 @@ impl Exporter<'_> {
     /// label t+1) go through the LM head: nothing of vocabulary size exists for prompt or
     /// padding rows. Each target's log-probability is its logit minus the log-sum-exp of its
     /// row, in float32.
-    fn loss(&mut self, x: &str, labels: &str) -> Result<Vec<u8>, EvalError> {
+    fn loss(&mut self, x: &str, labels: &str) -> Result<Exported, EvalError> {
         let c = self.config;
         let hidden = i64::try_from(c.hidden_size).unwrap_or(0);
         let by_row = self.graph.const_i64(&[-1, hidden], &[2]);
@@ -1167,7 +1214,11 @@ impl Exporter<'_> {
         );
         self.graph
             .output("loss_mean", &loss, ElementType::F32, &[Dim::Named("batch")]);
-        Ok(std::mem::take(&mut self.graph).finish(c.architecture.name()))
+        let model = std::mem::take(&mut self.graph).finish(c.architecture.name());
+        Ok(Exported {
+            model,
+            widened: std::mem::take(&mut self.widened),
+        })
     }
 }
 
@@ -1175,12 +1226,21 @@ fn head_dim_f64(head_dim: u64) -> f64 {
     f64::from(u32::try_from(head_dim).unwrap_or(u32::MAX))
 }
 
+/// An exported model: its ONNX bytes, and the 16-bit weights its session is given widened.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// The serialised model.
+    pub model: Vec<u8>,
+    /// The initializers [`super::widen::widen`] makes, each from its stored tensor.
+    pub widened: Vec<Widened>,
+}
+
 /// Builds the ONNX model of `config` over `weights`.
 pub fn export(
     config: &ModelConfig,
     weights: &WeightIndex,
     options: &ExportOptions,
-) -> Result<Vec<u8>, EvalError> {
+) -> Result<Exported, EvalError> {
     if options.max_positions == 0 || options.max_positions > 1 << 20 {
         return Err(EvalError::Config(format!(
             "a maximum sequence length of {} is outside 1..=1048576",
@@ -1194,6 +1254,8 @@ pub fn export(
         precision: options.precision,
         sums_in_row_order: options.sums_in_row_order,
         in_compute: BTreeMap::new(),
+        widen_in_memory: options.widen_in_memory,
+        widened: Vec::new(),
         batch: String::new(),
         length: String::new(),
     }

@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod safetensors;
 pub mod template;
 pub mod tokenize;
+pub mod widen;
 #[cfg(feature = "node")]
 pub mod worker;
 
@@ -108,11 +109,12 @@ pub enum EvalError {
     /// This machine's resource limits, lower than the evaluation asks for, stopped it.
     #[error("{0}")]
     Limits(String),
-    /// ONNX Runtime could not allocate within the evaluation child's address space (the
-    /// memory budget, 4 GiB of slack and the model's weight files).
+    /// ONNX Runtime, or the widening of the weights before it, could not allocate within the
+    /// evaluation child's address space (the memory budget, 4 GiB of slack and the model's
+    /// weight files).
     #[error(
-        "ONNX Runtime ran out of the evaluation's address space (the memory budget, 4 GiB and \
-         the model's weight files; --eval-memory-max-bytes raises it): {0}"
+        "the evaluation ran out of its address space (the memory budget, 4 GiB and the \
+         model's weight files; --eval-memory-max-bytes raises it): {0}"
     )]
     OutOfMemory(String),
     /// The evaluation data is unusable.
@@ -436,7 +438,13 @@ impl Evaluator {
             &model.weights,
             &ExportOptions::for_device(options.max_seq_len, options.precision, options.device),
         )?;
-        let session = ModelSession::new(&graph, &model.path, options.device, options.threads)?;
+        let session = ModelSession::new(
+            &graph.model,
+            &graph.widened,
+            model,
+            options.device,
+            options.threads,
+        )?;
         Ok(Self {
             session,
             vocab_size: model.config.vocab_size,

@@ -1,7 +1,7 @@
 //! ONNX Runtime, loaded at run time (`ort` with `load-dynamic`): one session per model,
 //! reused for every sample, on the CPU or CUDA provider.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
@@ -9,7 +9,8 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
-use super::EvalError;
+use super::widen::{Widened, widen};
+use super::{EvalError, ModelDir};
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,14 +192,19 @@ pub struct SampleLoss {
 }
 
 impl ModelSession {
-    /// Builds a session for `model` (ONNX bytes whose weights live in `weights_dir`).
+    /// Builds a session for `graph` (an exported model's bytes) over `model`'s weights: the
+    /// stored ones read where they lie, the `widened` ones made first on `threads` threads
+    /// ([`super::widen`]).
     pub fn new(
-        model: &[u8],
-        weights_dir: &Path,
+        graph: &[u8],
+        widened: &[Widened],
+        model: &ModelDir,
         device: Device,
         threads: usize,
     ) -> Result<Self, EvalError> {
+        let widened = widen(&model.weights, widened, threads)?;
         let environment = environment()?;
+        let weights_dir = &model.path;
         let folder = weights_dir
             .canonicalize()
             .map_err(|e| EvalError::Io {
@@ -216,7 +222,7 @@ impl ModelSession {
         //   benches/eval_cpu.py's models) for 1.02-1.07x there, and 1.13x on the evaluation
         //   loop of a 3.2e9 bf16 Llama that its packing gives back in session build (+24 s);
         // - initializers get the device allocator, outside the arena, so the arena only ever
-        //   holds activations;
+        //   holds activations (the widened ones, given to the session, are used where they lie);
         // - the arena grows by what a run asks for, not by powers of two;
         // - on CUDA, TF32 is off: an f32 graph is checked against transformers in f32, which
         //   TF32's 10-bit mantissa would not meet (bf16 and f16 graphs never use TF32);
@@ -238,6 +244,13 @@ impl ModelSession {
             .map_err(configuring)?
             .with_device_allocated_initializers()
             .map_err(configuring)?;
+        for initializer in widened {
+            let value = Tensor::from_array((initializer.shape, initializer.values))
+                .map_err(|e| runtime_failure("handing over a widened weight", &e.to_string()))?;
+            builder = builder
+                .with_initializer(initializer.name, value.into_dyn())
+                .map_err(configuring)?;
+        }
         if device == Device::Cpu {
             let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();
             builder = builder
@@ -256,7 +269,7 @@ impl ModelSession {
                 .map_err(|e| cuda_help(&e.into()))?;
         }
         let session = builder
-            .commit_from_memory(model)
+            .commit_from_memory(graph)
             .map_err(|e| match device {
                 Device::Cuda { .. } if e.to_string().to_lowercase().contains("cuda") => {
                     cuda_help(&e)

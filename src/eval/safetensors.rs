@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Deserialize;
 
@@ -527,6 +529,61 @@ impl WeightIndex {
     /// Total number of parameters (elements of every tensor).
     pub fn parameter_count(&self) -> u64 {
         self.tensors.values().map(TensorInfo::elements).sum()
+    }
+
+    /// `work` on each tensor of `names`, on up to `threads` threads, the largest tensors first
+    /// so that the threads finish together: the results in the order of `names`. The first
+    /// error stops the threads at their next tensor and is returned.
+    pub fn map_tensors<R: Send>(
+        &self,
+        names: &[String],
+        threads: usize,
+        work: impl Fn(&str, &TensorInfo) -> Result<R, EvalError> + Sync,
+    ) -> Result<Vec<R>, EvalError> {
+        let mut tensors = Vec::with_capacity(names.len());
+        for name in names {
+            tensors.push(self.get(name)?);
+        }
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        // Largest first; equal sizes in the order given.
+        order.sort_by_key(|&i| std::cmp::Reverse(tensors[i].elements()));
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Result<R, EvalError>>>> =
+            Mutex::new((0..names.len()).map(|_| None).collect());
+        std::thread::scope(|scope| {
+            for _ in 0..threads.clamp(1, names.len().max(1)) {
+                scope.spawn(|| {
+                    while let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let result = work(&names[index], tensors[index]);
+                        let failed = result.is_err();
+                        if let Ok(mut results) = results.lock() {
+                            results[index] = Some(result);
+                        }
+                        if failed {
+                            next.store(order.len(), Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let results = results
+            .into_inner()
+            .map_err(|_| EvalError::Runtime("a thread reading the weights panicked".into()))?;
+        let mut done = Vec::with_capacity(names.len());
+        for result in results {
+            match result {
+                Some(Ok(value)) => done.push(value),
+                Some(Err(error)) => return Err(error),
+                // Skipped after another tensor's error, which comes first or later in order.
+                None => {}
+            }
+        }
+        if done.len() == names.len() {
+            return Ok(done);
+        }
+        Err(EvalError::Runtime(
+            "reading the weights stopped without an error".into(),
+        ))
     }
 
     /// Streams a float tensor's values, as f64, in chunks, to `visit`.

@@ -370,7 +370,10 @@ fn sixteen_bit_weights_are_used_where_they_lie() {
         let model = ModelDir::open(&fixtures().join(name)).unwrap();
         let options = ExportOptions::for_device(2048, precision, Device::Cuda { device_id: 0 });
         let bytes = export(&model.config, &model.weights, &options).unwrap();
-        let graph = ModelProto::decode(bytes.as_slice()).unwrap().graph.unwrap();
+        let graph = ModelProto::decode(bytes.model.as_slice())
+            .unwrap()
+            .graph
+            .unwrap();
         let fused = graph
             .node
             .iter()
@@ -389,6 +392,59 @@ fn sixteen_bit_weights_are_used_where_they_lie() {
     assert!(casts_of_weights("llama-f32", Precision::Bf16).0 > 0);
     assert_eq!(casts_of_weights("llama-f32", Precision::F32), (0, 0));
     assert!(casts_of_weights("stablelm-bf16", Precision::F32).0 > 0);
+}
+
+/// On CPU a float32 graph takes its 16-bit weights widened by us, not through Casts that ONNX
+/// Runtime would fold on one thread while it builds the session: every weight the graph
+/// computes with is either stored in float32 or declared float32 and given to the session,
+/// and the bf16 embedding table alone stays where it lies, for the gather of its rows.
+#[test]
+fn sixteen_bit_weights_are_widened_before_the_session_on_cpu() {
+    use prost::Message;
+    use validator::eval::onnx::proto::ModelProto;
+    for name in ["llama-bf16", "stablelm-bf16"] {
+        let model = ModelDir::open(&fixtures().join(name)).unwrap();
+        let options = ExportOptions::for_device(2048, Precision::F32, Device::Cpu);
+        let exported = export(&model.config, &model.weights, &options).unwrap();
+        let graph = ModelProto::decode(exported.model.as_slice())
+            .unwrap()
+            .graph
+            .unwrap();
+        let casts_of_weights = graph
+            .node
+            .iter()
+            .filter(|n| n.op_type() == "Cast" && n.input.iter().any(|i| i.starts_with("w:")))
+            .count();
+        assert_eq!(casts_of_weights, 0, "{name}");
+        let stored: Vec<&str> = graph
+            .initializer
+            .iter()
+            .filter_map(|t| t.name.as_deref())
+            .filter(|n| n.starts_with("w:"))
+            .collect();
+        assert_eq!(stored, ["w:model.embed_tokens.weight"], "{name}");
+        assert!(!exported.widened.is_empty(), "{name}");
+        for widened in &exported.widened {
+            let declared = graph
+                .initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some(widened.initializer.as_str()))
+                .unwrap_or_else(|| panic!("{name}: {} is not declared", widened.initializer));
+            assert_eq!(
+                declared.data_type,
+                Some(1),
+                "{name}: {}",
+                widened.initializer
+            );
+            let tensor = model.weights.get(&widened.tensor).unwrap();
+            let dims: Vec<u64> = declared
+                .dims
+                .iter()
+                .map(|d| u64::try_from(*d).unwrap())
+                .collect();
+            assert_eq!(dims, tensor.shape, "{name}: {}", widened.initializer);
+        }
+    }
 }
 
 /// bf16 on the CPU provider is refused before anything is built, as the machine's fault (it
@@ -446,7 +502,8 @@ fn a_loss_does_not_move_with_its_place_in_the_run() {
             ..ExportOptions::for_device(2048, Precision::F32, Device::Cpu)
         };
         let graph = export(&model.config, &model.weights, &options).unwrap();
-        let mut session = ModelSession::new(&graph, &model.path, Device::Cpu, 2).unwrap();
+        let mut session =
+            ModelSession::new(&graph.model, &graph.widened, &model, Device::Cpu, 2).unwrap();
         for length in [8usize, 16, 24, 48, 64, 72, 96, 104] {
             for batch in [2usize, 3] {
                 let ids: Vec<i64> = (0..batch * length).map(|_| next_id()).collect();
@@ -480,7 +537,8 @@ fn losses_of_graph_config(
     export_options: &ExportOptions,
 ) -> Vec<Option<f64>> {
     let graph = export(config, &model.weights, export_options).unwrap();
-    let mut session = ModelSession::new(&graph, &model.path, Device::Cpu, 2).unwrap();
+    let mut session =
+        ModelSession::new(&graph.model, &graph.widened, model, Device::Cpu, 2).unwrap();
     prepared
         .iter()
         .map(|sample| {
