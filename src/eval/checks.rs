@@ -77,7 +77,9 @@ pub fn norm_check(config: &ModelConfig, weights: &WeightIndex) -> Result<NormRep
         .collect();
     // Each norm is summed in one order, chunk by chunk, whichever thread computes it, so the
     // result does not depend on the machine's threads.
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // At most four threads: the files' reading is the limit beyond that, and the check runs in
+    // a child with a small address space, where each thread costs its buffers and stack.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let computed = weights.map_tensors(&names, threads, |_, tensor| {
         let mut sum_squares = 0.0f64;
         weights.stream_values(tensor, |values| {

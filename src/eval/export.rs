@@ -402,9 +402,15 @@ impl<'w> Exporter<'w> {
         self.cast(x, dtype, self.precision.dtype())
     }
 
-    /// A weight in the compute type (cast once where it is stored otherwise).
-    fn weight(&mut self, name: &str, shape: &[u64]) -> Result<String, EvalError> {
-        if let Some(existing) = self.in_compute.get(name) {
+    /// A matrix a Gemm multiplies the hidden state by, in the compute type: widened by us
+    /// before the session where [`ExportOptions::widen_in_memory`] says so, else as
+    /// [`Self::weight`]. Only a Gemm's weight may be given widened: ONNX Runtime's constant
+    /// folding treats a given initializer as a constant but reads its declared data, so a node
+    /// whose inputs are all constant (Gemma's `1 + weight`, StableLM's stacked head norms)
+    /// would compute on the declaration; a Gemm always has the hidden state as its other input.
+    fn matrix(&mut self, name: &str, shape: &[u64]) -> Result<String, EvalError> {
+        let key = format!("w32:{name}");
+        if let Some(existing) = self.in_compute.get(&key) {
             return Ok(existing.clone());
         }
         let stored = self.weights.get(name)?.dtype;
@@ -413,8 +419,16 @@ impl<'w> Exporter<'w> {
             && matches!(stored, Dtype::F16 | Dtype::BF16)
         {
             let value = self.widened(name, shape)?;
-            self.in_compute.insert(name.to_owned(), value.clone());
+            self.in_compute.insert(key, value.clone());
             return Ok(value);
+        }
+        self.weight(name, shape)
+    }
+
+    /// A weight in the compute type (cast once where it is stored otherwise).
+    fn weight(&mut self, name: &str, shape: &[u64]) -> Result<String, EvalError> {
+        if let Some(existing) = self.in_compute.get(name) {
+            return Ok(existing.clone());
         }
         let (raw, dtype) = self.raw(name, shape)?;
         let value = self.in_compute_type(&raw, dtype);
@@ -436,7 +450,7 @@ impl<'w> Exporter<'w> {
         input: u64,
         bias: bool,
     ) -> Result<String, EvalError> {
-        let weight = self.weight(&format!("{prefix}.weight"), &[out, input])?;
+        let weight = self.matrix(&format!("{prefix}.weight"), &[out, input])?;
         let trans_b = [("transB", Attr::Int(1))];
         if bias {
             let bias = self.weight(&format!("{prefix}.bias"), &[out])?;
@@ -1134,7 +1148,7 @@ impl<'w> Exporter<'w> {
         } else {
             "lm_head.weight"
         };
-        let head = self.weight(head_name, &[c.vocab_size, c.hidden_size])?;
+        let head = self.matrix(head_name, &[c.vocab_size, c.hidden_size])?;
         let logits = self
             .graph
             .op("Gemm", &[&rows, &head], &[("transB", Attr::Int(1))]);

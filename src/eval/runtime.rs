@@ -202,8 +202,15 @@ impl ModelSession {
         device: Device,
         threads: usize,
     ) -> Result<Self, EvalError> {
-        let widened = widen(&model.weights, widened, threads)?;
         let environment = environment()?;
+        if device != Device::Cpu && !widened.is_empty() {
+            // ONNX Runtime would fall back to the declared data of an initializer it is given
+            // on another device than it places it: refuse rather than compute on that.
+            return Err(EvalError::Runtime(
+                "weights widened in memory are for the CPU provider only".into(),
+            ));
+        }
+        let widened = widen(&model.weights, widened, threads)?;
         let weights_dir = &model.path;
         let folder = weights_dir
             .canonicalize()

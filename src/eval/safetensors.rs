@@ -532,8 +532,9 @@ impl WeightIndex {
     }
 
     /// `work` on each tensor of `names`, on up to `threads` threads, the largest tensors first
-    /// so that the threads finish together: the results in the order of `names`. The first
-    /// error stops the threads at their next tensor and is returned.
+    /// so that the threads finish together: the results in the order of `names`. An error
+    /// stops the threads at their next tensor; the earliest in `names` of those met is
+    /// returned. A thread the machine cannot start is the machine's fault (`Runtime`).
     pub fn map_tensors<R: Send>(
         &self,
         names: &[String],
@@ -550,9 +551,10 @@ impl WeightIndex {
         let next = AtomicUsize::new(0);
         let results: Mutex<Vec<Option<Result<R, EvalError>>>> =
             Mutex::new((0..names.len()).map(|_| None).collect());
+        let mut spawn_error = None;
         std::thread::scope(|scope| {
             for _ in 0..threads.clamp(1, names.len().max(1)) {
-                scope.spawn(|| {
+                let spawned = std::thread::Builder::new().spawn_scoped(scope, || {
                     while let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
                         let result = work(&names[index], tensors[index]);
                         let failed = result.is_err();
@@ -564,12 +566,23 @@ impl WeightIndex {
                         }
                     }
                 });
+                if let Err(error) = spawned {
+                    spawn_error.get_or_insert(error);
+                    break;
+                }
             }
         });
         let results = results
             .into_inner()
-            .map_err(|_| EvalError::Runtime("a thread reading the weights panicked".into()))?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut done = Vec::with_capacity(names.len());
+        if results.iter().all(Option::is_none)
+            && let Some(error) = spawn_error
+        {
+            return Err(EvalError::Runtime(format!(
+                "no thread could be started to read the weights: {error}"
+            )));
+        }
         for result in results {
             match result {
                 Some(Ok(value)) => done.push(value),

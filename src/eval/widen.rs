@@ -1,7 +1,8 @@
 //! Float32 copies of a model's 16-bit weights, made on the evaluation's threads and handed to
 //! ONNX Runtime as they are.
 //!
-//! A float32 graph on CPU needs every bf16 or f16 weight widened. Left to a Cast in the graph,
+//! A float32 graph on CPU needs every bf16 or f16 matrix widened (the exporter gives only a
+//! Gemm's weight this way: see `Exporter::matrix` for why). Left to a Cast in the graph,
 //! ONNX Runtime folds each one while it builds the session, on one thread, writing memory
 //! touched for the first time: for a 3.2e9-parameter model, 12 GiB at the rate a virtual machine
 //! backs fresh pages, most of the session build. Here each weight is read once from its file and
